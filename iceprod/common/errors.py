@@ -1,0 +1,60 @@
+"""Domain errors shared by every process; the REST layer maps them to HTTP codes in one place."""
+
+from __future__ import annotations
+
+
+class IceProdError(Exception):
+    """Base of all errors that carry an HTTP status."""
+
+    code = 500
+
+    def __init__(self, message: str = "") -> None:
+        super().__init__(message)
+        self.message = message or self.__class__.__name__
+
+
+class Invalid(IceProdError):
+    """Bad input; the message names the field, and `field` holds its path when known."""
+
+    code = 400
+
+    def __init__(self, message: str = "", field: str | None = None) -> None:
+        super().__init__(message)
+        self.field = field
+
+
+class Unauthorized(IceProdError):
+    code = 401
+
+
+class Forbidden(IceProdError):
+    code = 403
+
+
+class NotFound(IceProdError):
+    code = 404
+
+
+class Conflict(IceProdError):
+    code = 409
+
+
+class BadTransition(Conflict):
+    """A status change the state machine does not allow."""
+
+    def __init__(self, old: str | None, new: str) -> None:
+        super().__init__(f"bad transition: {old} -> {new}")
+        self.old = old
+        self.new = new
+
+
+class TooLarge(IceProdError):
+    code = 413
+
+
+class Unavailable(IceProdError):
+    code = 503
+
+
+class DuplicateKey(Conflict):
+    """A unique index refused an insert."""

@@ -1,0 +1,152 @@
+"""Parameter substitution in dataset configs, applied when a job's tasks are created.
+
+A string may contain expressions `$(NAME)`:
+
+- `$(job_index)`, `$(dataset_id)`, `$(dataset)` (the dataset's number), `$(task_index)`
+- `$(task.name)`: the current task's name
+- `$(steering.NAME)`: a value from the config's `steering.parameters`
+
+A string that is exactly one expression becomes the value itself, keeping its type
+(`"$(steering.MEM)"` -> 2.5); expressions inside longer strings are replaced by their text.
+`$$(` stands for a literal `$(` (e.g. shell command substitution). Values are inserted as-is:
+a steering value is not itself substituted.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import re
+from collections.abc import Mapping
+from typing import Any
+
+from iceprod.common.errors import Invalid
+from iceprod.common.schema import join_path, validate
+
+# one of: the escape `$$(`, a complete expression, or a `$(` that opens none (an error)
+_TOKEN = re.compile(r"\$\$\(|\$\(([^()$]*)\)|\$\(")
+_EXPRESSION = re.compile(r"\$\(([^()$]*)\)")
+_PARAMETER_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z0-9_.-]+)?$")
+
+INTEGER_REQUIREMENTS = ("cpu", "gpu")
+FLOAT_REQUIREMENTS = ("memory", "disk", "time")
+
+
+def task_context(
+    *,
+    dataset_id: str,
+    dataset: int,
+    job_index: int,
+    task_index: int,
+    task_name: str,
+    steering: Mapping[str, Any],
+) -> dict[str, Any]:
+    """The values a task's expressions may name."""
+    return {
+        "dataset_id": dataset_id,
+        "dataset": dataset,
+        "job_index": job_index,
+        "task_index": task_index,
+        "task": {"name": task_name},
+        "steering": dict(steering),
+    }
+
+
+def substitute(value: Any, context: Mapping[str, Any], field: str = "") -> Any:
+    """Return `value` with every expression in its strings replaced, recursing into lists and
+    dict values (not keys). `field` names `value` in errors, e.g. "tasks[0].requirements"."""
+    if isinstance(value, str):
+        return _substitute_text(value, context, field)
+    if isinstance(value, list):
+        return [substitute(item, context, join_path(field, i)) for i, item in enumerate(value)]
+    if isinstance(value, dict):
+        return {k: substitute(v, context, join_path(field, k)) for k, v in value.items()}
+    return value
+
+
+def _substitute_text(text: str, context: Mapping[str, Any], field: str) -> Any:
+    whole = _EXPRESSION.fullmatch(text)
+    if whole:
+        return copy.deepcopy(lookup(whole.group(1), context, field))
+
+    def replace(match: re.Match[str]) -> str:
+        if match.group(0) == "$$(":
+            return "$("
+        if match.group(1) is None:
+            raise _invalid(
+                field, f"malformed parameter expression in {text!r} (write $$( for a literal $()"
+            )
+        return _as_text(lookup(match.group(1), context, field))
+
+    return _TOKEN.sub(replace, text)
+
+
+def lookup(name: str, context: Mapping[str, Any], field: str = "") -> Any:
+    """The value of parameter `name` ("job_index", "steering.MEM", ...) in `context`."""
+    name = name.strip()
+    head, dot, rest = name.partition(".")
+    scope = context.get(head)
+    if dot and isinstance(scope, Mapping) and rest in scope:
+        return scope[rest]
+    if not dot and head in context and not isinstance(scope, Mapping):
+        return scope
+    shown = name if _PARAMETER_NAME.match(name) else repr(name)
+    if head in context:
+        raise _invalid(field, f"unknown parameter {shown}")
+    # most likely shell command substitution that was meant literally
+    raise _invalid(field, f"unknown parameter {shown} (write $$( for a literal $()")
+
+def _as_text(value: Any) -> str:
+    if isinstance(value, str):
+        return value
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return str(value)
+    # booleans, null and lists as JSON (true, null, ["a", "b"]): what a command line expects
+    return json.dumps(value)
+
+
+def _invalid(field: str, message: str) -> Invalid:
+    return Invalid(f"{field}: {message}" if field else message, field=field or None)
+
+
+def materialize_requirements(
+    reqs: Mapping[str, Any],
+    context: Mapping[str, Any] | None = None,
+    field: str = "requirements",
+) -> dict[str, Any]:
+    """Requirements ready for a task document: parameters substituted (when `context` is
+    given), cpu/gpu as integers and memory/disk/time as floats, all within their bounds."""
+    resolved = substitute(dict(reqs), context, field) if context is not None else dict(reqs)
+    for key in INTEGER_REQUIREMENTS + FLOAT_REQUIREMENTS:
+        if key in resolved:
+            number = _to_number(resolved[key], join_path(field, key))
+            resolved[key] = _integral(number) if key in INTEGER_REQUIREMENTS else float(number)
+    validate(resolved, "dataset_config#/$defs/materialized_requirements", what=field)
+    return resolved
+
+
+def _to_number(value: Any, field: str) -> int | float:
+    number: int | float
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+        raise _invalid(field, f"{value!r} is not a number")
+    if isinstance(value, str):
+        try:
+            number = int(value.strip())
+        except ValueError:
+            try:
+                number = float(value.strip())
+            except ValueError:
+                raise _invalid(field, f"{value!r} is not a number") from None
+    else:
+        number = value
+    if not math.isfinite(number):
+        raise _invalid(field, f"{value!r} is not a finite number")
+    return number
+
+
+def _integral(number: float) -> float:
+    """An integral float becomes an int; any other stays, for the schema to reject."""
+    if isinstance(number, float) and number.is_integer():
+        return int(number)
+    return number

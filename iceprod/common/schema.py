@@ -1,0 +1,333 @@
+"""JSON Schema loading and validation with errors that name the offending field.
+
+Schemas live in `resources/schemas/<name>.schema.json` (shipped as package data through the
+`iceprod/resources` symlink). `validate` turns jsonschema's errors into one `Invalid` whose
+message reads like `tasks[1].requirements.memory: -1 is less than or equal to the minimum of 0`.
+`validate_dataset_config` adds the checks a schema cannot express: unique task names,
+dependencies that resolve, no dependency cycles, parameters that exist.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib.resources
+import json
+import re
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any, cast
+
+from jsonschema import Draft202012Validator
+from jsonschema.exceptions import ValidationError, relevance
+from jsonschema.protocols import Validator
+from referencing import Registry
+from referencing.jsonschema import DRAFT202012
+
+from iceprod.common.errors import Invalid
+
+MAX_REPORTED = 5
+"""How many problems one `Invalid` message lists."""
+
+MAX_MESSAGE = 200
+"""Longest single problem message; jsonschema quotes whole instances, which can be huge."""
+
+_SCHEMA_NAME = re.compile(r"^[a-z0-9_]+$")
+_PLAIN_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]*$")
+_CROSS_DATASET = re.compile(r"^[0-9a-f]{32}:")
+_REPO_SCHEMAS = Path(__file__).resolve().parents[2] / "resources" / "schemas"
+
+Problem = tuple[str, str]
+"""(field path, message) of one validation problem."""
+
+
+# -- loading -------------------------------------------------------------------------------
+
+
+@functools.cache
+def load_schema(name: str) -> dict[str, Any]:
+    """Return the schema `name` (e.g. "dataset_config"); cached, so treat it as read-only."""
+    if not _SCHEMA_NAME.match(name):
+        raise ValueError(f"bad schema name {name!r}")
+    filename = f"{name}.schema.json"
+    packaged = importlib.resources.files("iceprod").joinpath("resources", "schemas", filename)
+    if packaged.is_file():
+        text = packaged.read_text(encoding="utf-8")
+    elif (_REPO_SCHEMAS / filename).is_file():
+        # running from a checkout whose symlink was not installed (e.g. a non-editable build)
+        text = (_REPO_SCHEMAS / filename).read_text(encoding="utf-8")
+    else:
+        raise FileNotFoundError(f"no schema {name!r} (looked for {filename})")
+    schema: dict[str, Any] = json.loads(text)
+    return schema
+
+
+@functools.cache
+def _named_validator(ref: str) -> Validator:
+    """Validator for "name" or "name#/json/pointer" (a part of a schema, e.g. one `$defs`)."""
+    name, _, pointer = ref.partition("#")
+    root = load_schema(name)
+    Draft202012Validator.check_schema(root)
+    if not pointer:
+        return Draft202012Validator(root)
+    uri = root.get("$id", f"urn:iceprod:schema:{name}")
+    registry: Registry[Any] = Registry().with_resource(uri, DRAFT202012.create_resource(root))
+    return Draft202012Validator({"$ref": f"{uri}#{pointer}"}, registry=registry)
+
+
+def _validator(schema: Mapping[str, Any] | str) -> Validator:
+    if isinstance(schema, str):
+        return _named_validator(schema)
+    return Draft202012Validator(schema)
+
+
+# -- field paths ---------------------------------------------------------------------------
+
+
+def join_path(field: str, key: str | int) -> str:
+    """Extend a field path: ("tasks", 1) -> "tasks[1]", ("tasks[1]", "name") -> "tasks[1].name"."""
+    if isinstance(key, int):
+        return f"{field}[{key}]"
+    if not _PLAIN_KEY.match(key):
+        return f"{field}[{json.dumps(key)}]"
+    return f"{field}.{key}" if field else key
+
+
+def format_path(parts: Iterable[str | int], root: str = "") -> str:
+    """Readable path of an instance location, e.g. ["tasks", 0, "name"] -> "tasks[0].name"."""
+    field = root
+    for part in parts:
+        field = join_path(field, part)
+    return field
+
+
+# -- validation ----------------------------------------------------------------------------
+
+
+def validate(instance: Any, schema: Mapping[str, Any] | str, what: str = "") -> None:
+    """Raise `Invalid` unless `instance` matches `schema`.
+
+    `schema` is a schema, a schema name for `load_schema`, or "name#/json/pointer" for a part
+    of one. `what` names the instance: it prefixes every field path ("requirements" gives
+    "requirements.memory") and names problems of the instance as a whole. The message lists
+    up to `MAX_REPORTED` problems, most relevant first; `Invalid.field` is the first one's path.
+    """
+    errors = list(_validator(schema).iter_errors(instance))
+    if errors:
+        raise_problems(_problems(errors, what))
+
+
+def raise_problems(problems: Sequence[Problem]) -> None:
+    """Raise one `Invalid` for `problems` (if any), naming the first one's field."""
+    if not problems:
+        return
+    shown = [f"{field}: {message}" if field else message for field, message in problems]
+    raise Invalid("; ".join(shown[:MAX_REPORTED]), field=problems[0][0])
+
+
+def _problems(errors: Iterable[ValidationError], what: str) -> list[Problem]:
+    # the most relevant first, then the rest in document order (keys alphabetically)
+    by_document = sorted(errors, key=lambda error: tuple(error.absolute_path))
+    best = max(by_document, key=_rank)
+    ordered = [best, *(error for error in by_document if error is not best)]
+    problems: list[Problem] = []
+    for error in ordered:
+        for problem in _describe(error, what):
+            if problem not in problems:
+                problems.append(problem)
+    return problems
+
+
+def _rank(error: ValidationError) -> tuple[Any, ...]:
+    """jsonschema's relevance (shallower errors, strong keywords, matching types first) without
+    its preference for later siblings: among equals the first in the document wins."""
+    shallower, _later_sibling, *rest = cast(tuple[Any, ...], relevance(error))
+    return (shallower, *rest)
+
+
+def _schema(error: ValidationError) -> Mapping[str, Any]:
+    """The (sub)schema an error comes from; ours are never boolean schemas."""
+    return cast(Mapping[str, Any], error.schema)
+
+
+def _describe(error: ValidationError, what: str) -> list[Problem]:
+    """The problems behind one top-level error, descending into anyOf/oneOf like best_match."""
+    titled: ValidationError | None = None
+    while True:
+        if error.validator in ("anyOf", "oneOf") and "title" in _schema(error):
+            titled = error
+        deeper = _best_alternative(error)
+        if deeper is None:
+            break
+        error = deeper
+    field = format_path(error.absolute_path, what)
+    if error.validator == "additionalProperties" and error.validator_value is False:
+        return [(join_path(field, key), "unknown field") for key in _unknown_keys(error)]
+    if titled is not None and error.validator in ("type", "pattern", "anyOf", "oneOf"):
+        # the failure inside one alternative says little; name what the field accepts instead
+        field = format_path(titled.absolute_path, what)
+        return [(field, f"{_short_repr(titled.instance)} is not {_schema(titled)['title']}")]
+    return [(field, _message(error))]
+
+
+def _best_alternative(error: ValidationError) -> ValidationError | None:
+    """The error within an anyOf/oneOf that best_match would descend to, if it would."""
+    if not error.context:
+        return None
+    ranked = sorted(error.context, key=relevance)
+    if len(ranked) > 1 and relevance(ranked[0]) == relevance(ranked[1]):
+        return None
+    return ranked[0]
+
+
+def _unknown_keys(error: ValidationError) -> list[str]:
+    known = _schema(error).get("properties", {})
+    patterns = [re.compile(p) for p in _schema(error).get("patternProperties", {})]
+    return sorted(
+        key
+        for key in cast(Mapping[str, Any], error.instance)
+        if key not in known and not any(p.search(key) for p in patterns)
+    )
+
+
+def _message(error: ValidationError) -> str:
+    if error.validator == "maxItems" and isinstance(error.instance, list):
+        return f"has {len(error.instance)} items, more than the maximum of {error.validator_value}"
+    if error.validator == "pattern" and "propertyNames" in error.absolute_schema_path:
+        return f"invalid name {_short_repr(error.instance)} (must match {error.validator_value})"
+    message = error.message
+    if len(message) > MAX_MESSAGE:
+        message = message[: MAX_MESSAGE - 3] + "..."
+    return message
+
+
+def _short_repr(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+# -- dataset config ------------------------------------------------------------------------
+
+
+def validate_dataset_config(config: Any) -> None:
+    """Raise `Invalid` (400, naming the field) unless `config` is a usable dataset config."""
+    validate(config, "dataset_config")
+    tasks: list[dict[str, Any]] = config["tasks"]
+    edges, problems = _dependency_edges(tasks)
+    raise_problems([*_duplicate_names(tasks), *_data_problems(tasks), *problems])
+    _check_parameters(config)
+    cycle = _find_cycle(edges)
+    if cycle:
+        names = " -> ".join(tasks[i]["name"] for i in cycle)
+        raise Invalid(f"tasks: dependency cycle {names}", field="tasks")
+
+
+def _duplicate_names(tasks: Sequence[Mapping[str, Any]]) -> list[Problem]:
+    seen: set[str] = set()
+    problems: list[Problem] = []
+    for index, task in enumerate(tasks):
+        if task["name"] in seen:
+            problems.append((f"tasks[{index}].name", f"duplicate task name {task['name']!r}"))
+        seen.add(task["name"])
+    return problems
+
+
+def _data_problems(tasks: Sequence[Mapping[str, Any]]) -> list[Problem]:
+    problems: list[Problem] = []
+    for index, task in enumerate(tasks):
+        for position, data in enumerate(task.get("data", [])):
+            if "remote" not in data and "local" not in data:
+                problems.append((f"tasks[{index}].data[{position}]", "needs remote or local"))
+    return problems
+
+
+def _dependency_edges(tasks: Sequence[Mapping[str, Any]]) -> tuple[list[list[int]], list[Problem]]:
+    """For each task, the indexes of the tasks in this config it depends on; and the problems."""
+    by_name: dict[str, int] = {}
+    for index, task in enumerate(tasks):
+        by_name.setdefault(task["name"], index)
+    edges: list[list[int]] = []
+    problems: list[Problem] = []
+    for index, task in enumerate(tasks):
+        edges.append([])
+        for position, dep in enumerate(task.get("depends", [])):
+            field = f"tasks[{index}].depends[{position}]"
+            target, problem = _resolve_dependency(dep, by_name, len(tasks))
+            if problem:
+                problems.append((field, problem))
+            elif target == index:
+                problems.append((field, f"task {task['name']!r} cannot depend on itself"))
+            elif target is not None:
+                edges[index].append(target)
+    return edges, problems
+
+
+def _resolve_dependency(
+    dep: str | int, by_name: Mapping[str, int], count: int
+) -> tuple[int | None, str | None]:
+    """(task index or None for another dataset's task, problem or None)."""
+    if isinstance(dep, int):
+        if dep >= count:
+            return None, f"unknown task index {dep} (the dataset has {count} tasks)"
+        return dep, None
+    if _CROSS_DATASET.match(dep):
+        return None, None  # another dataset's task: checked against that dataset elsewhere
+    if dep not in by_name:
+        return None, f"unknown task {dep!r}"
+    return by_name[dep], None
+
+
+def _find_cycle(edges: Sequence[Sequence[int]]) -> list[int] | None:
+    """A dependency cycle as task indexes in run order, first task repeated at the end.
+
+    It starts at its lowest index, and each task runs before the next: for [a, b depends on a,
+    a depends on b] it is [0, 1, 0].
+    """
+    runs_before: list[list[int]] = [[] for _ in edges]
+    for task, deps in enumerate(edges):
+        for dep in deps:
+            runs_before[dep].append(task)
+    done: set[int] = set()
+    for start in range(len(edges)):
+        cycle = _cycle_from(start, runs_before, done)
+        if cycle:
+            lowest = cycle.index(min(cycle))
+            cycle = cycle[lowest:] + cycle[:lowest]
+            return [*cycle, cycle[0]]
+    return None
+
+
+def _cycle_from(start: int, graph: Sequence[Sequence[int]], done: set[int]) -> list[int] | None:
+    """Iterative depth-first search from `start`; the nodes of the first cycle found."""
+    if start in done:
+        return None
+    path: list[int] = [start]
+    on_path: set[int] = {start}
+    pending: list[Iterator[int]] = [iter(graph[start])]
+    while pending:
+        node = next(pending[-1], None)
+        if node is None:
+            finished = path.pop()
+            on_path.discard(finished)
+            done.add(finished)
+            pending.pop()
+        elif node in on_path:
+            return path[path.index(node) :]
+        elif node not in done:
+            path.append(node)
+            on_path.add(node)
+            pending.append(iter(graph[node]))
+    return None
+
+
+def _check_parameters(config: Mapping[str, Any]) -> None:
+    """Substitute every task with placeholder values, so unknown parameters fail now (400)
+    rather than when jobs are created."""
+    from iceprod.common import params  # params validates its results with this module
+
+    steering = config.get("steering", {}).get("parameters", {})
+    for index, task in enumerate(config["tasks"]):
+        context = params.task_context(
+            dataset_id="0" * 32, dataset=0, job_index=0, task_index=index,
+            task_name=task["name"], steering=steering,
+        )
+        params.substitute(task, context, field=f"tasks[{index}]")
