@@ -1,0 +1,51 @@
+"""The data layer: one repository per collection over a backend-neutral store.
+
+Nothing above this package knows which backend runs (see ``store.py``).
+"""
+
+from __future__ import annotations
+
+from iceprod.db.auths import AuthsRepo
+from iceprod.db.config import ConfigRepo
+from iceprod.db.datasets import DatasetsRepo
+from iceprod.db.files import FilesRepo
+from iceprod.db.grids import GridsRepo
+from iceprod.db.jobs import JobsRepo
+from iceprod.db.logs import LogsRepo
+from iceprod.db.pilots import PilotsRepo
+from iceprod.db.settings import SettingsRepo
+from iceprod.db.store import Store, open_store
+from iceprod.db.task_stats import TaskStatsRepo
+from iceprod.db.tasks import TasksRepo
+
+REPOSITORIES = (
+    AuthsRepo, ConfigRepo, DatasetsRepo, FilesRepo, GridsRepo, JobsRepo, LogsRepo,
+    PilotsRepo, SettingsRepo, TaskStatsRepo, TasksRepo,
+)
+
+
+class Database:
+    """Every repository of one store, created once per process and passed in."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self.auths = AuthsRepo(store)
+        self.config = ConfigRepo(store)
+        self.datasets = DatasetsRepo(store)
+        self.files = FilesRepo(store)
+        self.grids = GridsRepo(store)
+        self.jobs = JobsRepo(store)
+        self.logs = LogsRepo(store)
+        self.pilots = PilotsRepo(store)
+        self.settings = SettingsRepo(store)
+        self.task_stats = TaskStatsRepo(store)
+        self.tasks = TasksRepo(store)
+
+    @classmethod
+    async def open(cls, db_url: str | None, data_dir: str) -> Database:
+        store = open_store(db_url, data_dir)
+        await store.ensure_indexes([r.spec for r in REPOSITORIES])
+        return cls(store)
+
+    async def close(self) -> None:
+        await self.store.close()

@@ -1,0 +1,107 @@
+"""The shared part of every repository: lookup by id and cursor pagination."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+from iceprod.common.errors import BadTransition, Invalid, NotFound
+from iceprod.common.states import allowed_from
+from iceprod.common.timeutil import iso
+from iceprod.db.store import CollectionSpec, Doc, Filter, Store, Update
+
+MAX_PAGE = 10_000
+
+
+@dataclass
+class Page:
+    """One page of a list: the documents and the cursor of the next page (None at the end)."""
+
+    docs: list[Doc]
+    next_after: str | None
+
+
+def encode_cursor(last_id: str) -> str:
+    return base64.urlsafe_b64encode(last_id.encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> str:
+    try:
+        pad = "=" * (-len(cursor) % 4)
+        value = base64.b64decode(cursor + pad, altchars=b"-_", validate=True).decode()
+    except (binascii.Error, UnicodeDecodeError, ValueError):
+        value = ""
+    if not value:
+        raise Invalid("after: not a valid cursor")
+    return value
+
+
+class Repository:
+    """One collection's domain operations. Subclasses set ``spec`` and add methods."""
+
+    spec: ClassVar[CollectionSpec]
+    kind: ClassVar[str] = "document"
+    machine: ClassVar[str] = ""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self.coll = store.collection(self.spec)
+
+    @property
+    def id_field(self) -> str:
+        return self.spec.id_field
+
+    async def get(self, doc_id: str, keys: Sequence[str] | None = None) -> Doc:
+        doc = await self.coll.find_one({self.id_field: doc_id}, keys=keys)
+        if doc is None:
+            raise NotFound(f"{self.kind} not found")
+        return doc
+
+    async def find(self, doc_id: str) -> Doc | None:
+        return await self.coll.find_one({self.id_field: doc_id})
+
+    async def page(
+        self,
+        filter: Filter,
+        keys: Sequence[str] | None = None,
+        limit: int | None = None,
+        after: str | None = None,
+    ) -> Page:
+        """Documents in id order, ``limit`` at a time, resuming after an opaque cursor."""
+        query: dict[str, Any] = dict(filter)
+        if after:
+            query = {"$and": [query, {self.id_field: {"$gt": decode_cursor(after)}}]}
+        n = min(limit or MAX_PAGE, MAX_PAGE)
+        docs = await self.coll.find(query, keys=keys, sort=[(self.id_field, 1)], limit=n + 1)
+        more = len(docs) > n
+        docs = docs[:n]
+        nxt = encode_cursor(docs[-1][self.id_field]) if more and docs else None
+        return Page(docs, nxt)
+
+    async def transition(
+        self, query: Filter, status: str, extra: Update | None = None
+    ) -> Doc:
+        """Move the matching document to ``status`` with one conditional update naming the
+        allowed previous states. Setting the current status again is a no-op; anything the
+        state machine forbids raises ``BadTransition``."""
+        update: dict[str, dict[str, Any]] = {k: dict(v) for k, v in (extra or {}).items()}
+        update.setdefault("$set", {}).update({"status": status, "status_changed": iso()})
+        doc = await self.coll.update_one(
+            {**query, "status": {"$in": allowed_from(self.machine, status)}}, update
+        )
+        if doc is not None:
+            return doc
+        old = await self.coll.find_one(query)
+        if old is None:
+            raise NotFound(f"{self.kind} not found")
+        if old.get("status") == status:
+            return old
+        raise BadTransition(old.get("status"), status)
+
+    async def status_counts(self, filter: Filter | None = None) -> dict[str, int]:
+        """Counts of matching documents by status: ``{status: n}``."""
+        rows = await self.coll.group_count(filter or {}, ["status"])
+        return {r["status"]: r["count"] for r in rows if r["status"] is not None}

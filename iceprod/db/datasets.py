@@ -1,0 +1,71 @@
+"""Datasets: creation with a human number, status changes by the state machine, summaries."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from iceprod.common.errors import Conflict, Invalid, NotFound
+from iceprod.db.base import Repository
+from iceprod.db.store import CollectionSpec, Doc, Index
+
+
+class DatasetsRepo(Repository):
+    spec = CollectionSpec(
+        name="datasets",
+        id_field="dataset_id",
+        columns={"status": "TEXT", "username": "TEXT", "group": "TEXT", "dataset": "INTEGER"},
+        indexes=(
+            Index((("dataset", 1),), unique=True),
+            Index((("status", 1),)),
+            Index((("username", 1),)),
+        ),
+    )
+    kind = "dataset"
+    machine = "dataset"
+
+    async def create(self, doc: Doc) -> Doc:
+        await self.coll.insert_one(doc)
+        return doc
+
+    async def set_status(self, dataset_id: str, status: str) -> Doc:
+        return await self.transition({"dataset_id": dataset_id}, status)
+
+    async def set_fields(self, dataset_id: str, fields: dict[str, Any]) -> Doc:
+        doc = await self.coll.update_one({"dataset_id": dataset_id}, {"$set": fields})
+        if doc is None:
+            raise NotFound("dataset not found")
+        return doc
+
+    async def grow_jobs(self, dataset_id: str, jobs_submitted: int) -> Doc:
+        """Raise ``jobs_submitted`` (and ``tasks_submitted``); it may only grow."""
+        cur = await self.get(dataset_id)
+        if cur.get("jobs_immutable"):
+            raise Conflict("jobs_submitted: dataset has jobs_immutable set")
+        if jobs_submitted < cur["jobs_submitted"]:
+            raise Invalid(
+                f"jobs_submitted: may only grow (currently {cur['jobs_submitted']})"
+            )
+        doc = await self.coll.update_one(
+            {"dataset_id": dataset_id, "jobs_submitted": {"$lte": jobs_submitted}},
+            {
+                "$set": {
+                    "jobs_submitted": jobs_submitted,
+                    "tasks_submitted": jobs_submitted * cur["tasks_per_job"],
+                }
+            },
+        )
+        if doc is None:
+            raise Conflict("jobs_submitted: changed concurrently, retry")
+        return doc
+
+    async def ids_by_status(self, dataset_ids: Sequence[str] | None = None) -> dict[str, list[str]]:
+        query: dict[str, Any] = {}
+        if dataset_ids is not None:
+            query["dataset_id"] = {"$in": list(dataset_ids)}
+        docs = await self.coll.find(query, keys=["status"], sort=[("dataset_id", 1)])
+        out: dict[str, list[str]] = {}
+        for d in docs:
+            out.setdefault(d.get("status", "processing"), []).append(d["dataset_id"])
+        return out
+

@@ -1,0 +1,20 @@
+"""Grids: the submit hosts and their queues that start pilots."""
+
+from __future__ import annotations
+
+from iceprod.db.base import Repository
+from iceprod.db.store import CollectionSpec, Doc, Index
+
+
+class GridsRepo(Repository):
+    spec = CollectionSpec(
+        name="grids",
+        id_field="grid_id",
+        columns={"host": "TEXT"},
+        indexes=(Index((("host", 1),)),),
+    )
+    kind = "grid"
+
+    async def create(self, doc: Doc) -> Doc:
+        await self.coll.insert_one(doc)
+        return doc

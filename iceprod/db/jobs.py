@@ -1,0 +1,60 @@
+"""Jobs: one per (dataset, job_index); status by the state machine; counts and summaries."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from iceprod.db.base import Repository
+from iceprod.db.store import CollectionSpec, Doc, Index
+
+
+class JobsRepo(Repository):
+    spec = CollectionSpec(
+        name="jobs",
+        id_field="job_id",
+        columns={"dataset_id": "TEXT", "job_index": "INTEGER", "status": "TEXT"},
+        indexes=(
+            Index((("dataset_id", 1), ("job_index", 1)), unique=True),
+            Index((("dataset_id", 1), ("status", 1))),
+        ),
+    )
+    kind = "job"
+    machine = "job"
+
+    async def create(self, doc: Doc) -> Doc:
+        await self.coll.insert_one(doc)
+        return doc
+
+    async def insert_missing(self, docs: Sequence[Doc]) -> int:
+        """Insert jobs whose (dataset_id, job_index) does not exist yet; idempotent."""
+        return await self.coll.insert_many(docs, skip_duplicates=True)
+
+    async def set_status(self, job_id: str, status: str, dataset_id: str | None = None) -> Doc:
+        query: dict[str, Any] = {"job_id": job_id}
+        if dataset_id:
+            query["dataset_id"] = dataset_id
+        return await self.transition(query, status)
+
+    async def patch(self, job_id: str, fields: Doc) -> Doc:
+        if "status" in fields:
+            await self.set_status(job_id, fields["status"])
+            fields = {k: v for k, v in fields.items() if k != "status"}
+        if not fields:
+            return await self.get(job_id)
+        doc = await self.coll.update_one({"job_id": job_id}, {"$set": fields})
+        if doc is None:
+            return await self.get(job_id)
+        return doc
+
+    async def counts_by_status(self, dataset_id: str) -> dict[str, int]:
+        return await self.status_counts({"dataset_id": dataset_id})
+
+    async def ids_by_status(self, dataset_id: str) -> dict[str, list[str]]:
+        docs = await self.coll.find(
+            {"dataset_id": dataset_id}, keys=["status"], sort=[("job_index", 1)]
+        )
+        out: dict[str, list[str]] = {}
+        for d in docs:
+            out.setdefault(d["status"], []).append(d["job_id"])
+        return out

@@ -1,0 +1,154 @@
+"""The backend-neutral store: collection specs, the primitive ``Collection`` interface, and
+``open_store``.
+
+Repositories (one module per collection in this package) express their domain operations
+with these primitives; each backend (``sqlite.py``, ``mongo.py``) implements the primitives
+natively: the SQLite backend compiles filters and updates to SQL over real, indexed columns;
+the Mongo backend hands them to PyMongo's async API unchanged.
+
+Filter language (a subset of MongoDB's, identical meaning on both backends):
+
+- ``{"a": v}`` equality; ``v is None`` matches a missing or null field. For a field listed in
+  ``CollectionSpec.array_fields`` equality means "the array contains v", and ``{"a": []}``
+  matches an empty array.
+- ``{"a": {"$in": [..]}}``, ``$nin``, ``$ne``, ``$lt``, ``$lte``, ``$gt``, ``$gte``,
+  ``{"$exists": bool}``; several operators on one field are ANDed.
+- ``{"$or": [f1, f2]}``, ``{"$and": [f1, f2]}``; top-level keys are ANDed.
+- Dotted paths address nested fields: ``"requirements.cpu"``.
+
+Update language: ``$set``, ``$unset``, ``$inc``, ``$max``, ``$min`` (dotted paths allowed),
+``$push`` and ``$addToSet`` (one scalar value), ``$pull`` (one scalar value).
+
+Sort: a list of ``(field, 1 | -1)``. Projection (``keys``): a list of top-level field names;
+the collection's id field is always included. Documents never carry Mongo's ``_id``.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+Doc = dict[str, Any]
+Filter = Mapping[str, Any]
+Update = Mapping[str, Mapping[str, Any]]
+Sort = Sequence[tuple[str, int]]
+
+
+@dataclass(frozen=True)
+class Index:
+    """An index over ``keys`` (field, 1 | -1); ``unique`` makes inserts idempotent."""
+
+    keys: tuple[tuple[str, int], ...]
+    unique: bool = False
+
+    @property
+    def name(self) -> str:
+        return "_".join(f"{k.replace('.', '_')}_{d}" for k, d in self.keys)
+
+
+@dataclass(frozen=True)
+class CollectionSpec:
+    """What a backend needs to know about one collection.
+
+    ``columns`` maps a (dotted) field to a SQL type; the SQLite backend keeps those fields as
+    real generated columns (so they can be indexed and compared natively). Every field used
+    by an index must be a column. ``array_fields`` are fields holding arrays of scalars.
+    """
+
+    name: str
+    id_field: str
+    columns: Mapping[str, str] = field(default_factory=dict)
+    indexes: tuple[Index, ...] = ()
+    array_fields: frozenset[str] = frozenset()
+
+
+class Collection(abc.ABC):
+    """Primitive operations on one collection. All methods are coroutines and never block
+    the event loop."""
+
+    spec: CollectionSpec
+
+    @abc.abstractmethod
+    async def insert_one(self, doc: Doc) -> None:
+        """Insert; raises ``DuplicateKey`` when a unique index (or the id) refuses it."""
+
+    @abc.abstractmethod
+    async def insert_many(self, docs: Sequence[Doc], skip_duplicates: bool = False) -> int:
+        """Insert all docs in one batch and return how many were inserted. With
+        ``skip_duplicates`` documents refused by a unique index are skipped silently;
+        otherwise the first duplicate raises ``DuplicateKey`` and nothing is inserted."""
+
+    @abc.abstractmethod
+    async def find_one(
+        self, filter: Filter, keys: Sequence[str] | None = None, sort: Sort | None = None
+    ) -> Doc | None: ...
+
+    @abc.abstractmethod
+    async def find(
+        self,
+        filter: Filter,
+        keys: Sequence[str] | None = None,
+        sort: Sort | None = None,
+        limit: int | None = None,
+    ) -> list[Doc]: ...
+
+    @abc.abstractmethod
+    async def count(self, filter: Filter) -> int: ...
+
+    @abc.abstractmethod
+    async def group_count(self, filter: Filter, keys: Sequence[str]) -> list[Doc]:
+        """Count matching docs grouped by ``keys`` (dotted allowed). Each result is
+        ``{key: value, ..., "count": n}``; a missing field groups as ``None``."""
+
+    @abc.abstractmethod
+    async def group_stats(
+        self, filter: Filter, keys: Sequence[str], fields: Mapping[str, tuple[str, str]]
+    ) -> list[Doc]:
+        """Aggregate grouped by ``keys``. ``fields`` maps an output name to
+        ``(op, path)`` with op in sum|min|max; each result is
+        ``{key: value, ..., out_name: number | None, ..., "count": n}``."""
+
+    @abc.abstractmethod
+    async def update_one(
+        self, filter: Filter, update: Update, sort: Sort | None = None
+    ) -> Doc | None:
+        """Atomically update the first matching doc (in ``sort`` order) and return it as it
+        is after the update, or ``None`` when nothing matched. This is the conditional
+        update every status change uses, and the claim."""
+
+    @abc.abstractmethod
+    async def update_many(self, filter: Filter, update: Update) -> int:
+        """Update all matching docs; returns how many matched."""
+
+    @abc.abstractmethod
+    async def delete_many(self, filter: Filter) -> int: ...
+
+
+class Store(abc.ABC):
+    """A connected backend: hands out collections and owns their indexes."""
+
+    backend: str
+
+    @abc.abstractmethod
+    def collection(self, spec: CollectionSpec) -> Collection: ...
+
+    @abc.abstractmethod
+    async def ensure_indexes(self, specs: Sequence[CollectionSpec]) -> None:
+        """Create every collection and index declared in ``specs`` (idempotent)."""
+
+    @abc.abstractmethod
+    async def close(self) -> None: ...
+
+
+def open_store(db_url: str | None, data_dir: str) -> Store:
+    """``mongodb://...`` selects MongoDB; anything else the embedded SQLite store under
+    ``data_dir``."""
+    if db_url and db_url.startswith(("mongodb://", "mongodb+srv://")):
+        from iceprod.db.mongo import MongoStore
+
+        return MongoStore(db_url)
+    from iceprod.db.sqlite import SQLiteStore
+
+    return SQLiteStore(data_dir)

@@ -1,0 +1,31 @@
+"""Task stats: measured walltime, cpu, memory, exit codes and the like, one record per run."""
+
+from __future__ import annotations
+
+from iceprod.db.base import Repository
+from iceprod.db.store import CollectionSpec, Doc, Index
+
+
+class TaskStatsRepo(Repository):
+    spec = CollectionSpec(
+        name="task_stats",
+        id_field="task_stat_id",
+        columns={"task_id": "TEXT", "dataset_id": "TEXT", "create_date": "TEXT"},
+        indexes=(
+            Index((("task_id", 1), ("create_date", 1))),
+            Index((("dataset_id", 1),)),
+        ),
+    )
+    kind = "task_stat"
+
+    async def create(self, doc: Doc) -> Doc:
+        await self.coll.insert_one(doc)
+        return doc
+
+    async def latest(self, dataset_id: str, task_id: str, keys: list[str] | None = None
+                     ) -> list[Doc]:
+        """The newest record of a task, as a one-element list (empty when none)."""
+        return await self.coll.find(
+            {"dataset_id": dataset_id, "task_id": task_id}, keys,
+            sort=[("create_date", -1)], limit=1,
+        )

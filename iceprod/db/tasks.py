@@ -1,0 +1,376 @@
+"""Tasks: the unit of work. Claim, complete, reset and fail are fenced, conditional updates;
+counts, summaries and stats are grouped natively by the backend."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from iceprod.common.errors import BadTransition, Conflict, NotFound
+from iceprod.common.ids import new_id
+from iceprod.common.states import allowed_from
+from iceprod.common.timeutil import iso
+from iceprod.db.base import Repository
+from iceprod.db.store import CollectionSpec, Doc, Filter, Index
+
+NUMERIC_REQUIREMENTS = ("cpu", "gpu", "memory", "disk", "time")
+LEAVING_PROCESSING = {"pilot_id": "", "instance_id": "", "lease_expires": ""}
+BATCH = 1000
+
+
+class TasksRepo(Repository):
+    spec = CollectionSpec(
+        name="tasks",
+        id_field="task_id",
+        columns={
+            "dataset_id": "TEXT",
+            "job_id": "TEXT",
+            "job_index": "INTEGER",
+            "task_index": "INTEGER",
+            "name": "TEXT",
+            "status": "TEXT",
+            "priority": "REAL",
+            "pilot_id": "TEXT",
+            "lease_expires": "TEXT",
+            "requirements.cpu": "REAL",
+            "requirements.gpu": "REAL",
+            "requirements.memory": "REAL",
+            "requirements.disk": "REAL",
+            "requirements.time": "REAL",
+            "requirements.site": "TEXT",
+        },
+        indexes=(
+            Index((("status", 1), ("priority", -1))),
+            Index((("dataset_id", 1), ("job_index", 1), ("task_index", 1)), unique=True),
+            Index((("dataset_id", 1), ("status", 1))),
+            Index((("job_id", 1),)),
+            Index((("pilot_id", 1),)),
+            Index((("status", 1), ("lease_expires", 1))),
+        ),
+        array_fields=frozenset({"depends", "requirements.os"}),
+    )
+    kind = "task"
+    machine = "task"
+
+    async def create(self, doc: Doc) -> Doc:
+        await self.coll.insert_one(doc)
+        return doc
+
+    async def insert_missing(self, docs: Sequence[Doc]) -> int:
+        """Insert tasks whose (dataset_id, job_index, task_index) is new; idempotent."""
+        return await self.coll.insert_many(docs, skip_duplicates=True)
+
+    async def set_status(self, task_id: str, status: str, dataset_id: str | None = None) -> Doc:
+        query: dict[str, Any] = {"task_id": task_id}
+        if dataset_id:
+            query["dataset_id"] = dataset_id
+        extra: dict[str, dict[str, Any]] = {}
+        if status != "processing":
+            extra["$unset"] = dict(LEAVING_PROCESSING)
+        return await self.transition(query, status, extra)
+
+    async def patch(self, task_id: str, fields: Doc) -> Doc:
+        fields = dict(fields)
+        status = fields.pop("status", None)
+        if status is not None:
+            await self.set_status(task_id, status)
+        if fields:
+            sets = _flatten_requirements(fields)
+            doc = await self.coll.update_one({"task_id": task_id}, {"$set": sets})
+            if doc is None:
+                raise NotFound("task not found")
+            return doc
+        return await self.get(task_id)
+
+    # -- the pilot's side: claim, complete, reset, fail ---------------------------------
+
+    async def claim(
+        self, resources: Doc, pilot_id: str, lease_seconds: float, now: float | None = None
+    ) -> Doc | None:
+        """Atomically hand the highest-priority queued task that fits ``resources`` to a
+        pilot, with a fresh fencing ``instance_id`` and a lease. None when nothing fits."""
+        now = time.time() if now is None else now
+        return await self.coll.update_one(
+            claim_filter(resources),
+            {
+                "$set": {
+                    "status": "processing",
+                    "status_changed": iso(now),
+                    "pilot_id": pilot_id,
+                    "instance_id": new_id(),
+                    "lease_expires": iso(now + lease_seconds),
+                }
+            },
+            sort=[("priority", -1), ("task_id", 1)],
+        )
+
+    async def _fenced(self, task_id: str, instance_id: str, new: str, update: dict) -> Doc:
+        update.setdefault("$set", {}).update({"status": new, "status_changed": iso()})
+        update.setdefault("$unset", {}).update(LEAVING_PROCESSING)
+        doc = await self.coll.update_one(
+            {"task_id": task_id, "instance_id": instance_id, "status": "processing"}, update
+        )
+        if doc is not None:
+            return doc
+        cur = await self.coll.find_one({"task_id": task_id}, keys=["status", "instance_id"])
+        if cur is None:
+            raise NotFound("task not found")
+        if cur.get("status") != "processing":
+            raise BadTransition(cur.get("status"), new)
+        raise Conflict("instance_id: stale, the task was handed to another pilot")
+
+    async def complete(
+        self, task_id: str, instance_id: str, time_used: float | None = None,
+        site: str | None = None,
+    ) -> Doc:
+        sets: dict[str, Any] = {}
+        if time_used is not None:
+            sets["walltime"] = time_used / 3600.0
+        if site:
+            sets["site"] = site
+        return await self._fenced(task_id, instance_id, "complete", {"$set": sets})
+
+    async def reset(
+        self,
+        task_id: str,
+        instance_id: str,
+        max_failures: int,
+        time_used: float | None = None,
+        resources: Doc | None = None,
+        site: str | None = None,
+        reason: str | None = None,
+        reason_class: str | None = None,
+        fail: bool = False,
+    ) -> Doc:
+        """Count a failure and send the task back to ``waiting``, or to ``failed`` once it has
+        failed ``max_failures`` times (or at once with ``fail``). Measured overuse raises the
+        requirements, never lowering them."""
+        cur = await self.coll.find_one({"task_id": task_id})
+        if cur is None:
+            raise NotFound("task not found")
+        failures = int(cur.get("failures", 0)) + 1
+        new = "failed" if fail or failures >= max_failures else "waiting"
+        update: dict[str, Any] = {
+            "$inc": {"failures": 1},
+            "$set": {"reason": reason or "", "reason_class": reason_class or "unknown"},
+        }
+        if time_used:
+            update["$inc"]["walltime_err"] = time_used / 3600.0
+            update["$inc"]["walltime_err_n"] = 1
+        if site:
+            update["$set"]["site"] = site
+        raised = grown_requirements(cur.get("requirements") or {}, resources or {})
+        if raised:
+            update["$max"] = {f"requirements.{k}": v for k, v in raised.items()}
+        return await self._fenced(task_id, instance_id, new, update)
+
+    async def release_pilot(self, pilot_id: str) -> int:
+        """Send a pilot's processing tasks back to ``waiting`` (an eviction, not a failure)."""
+        return await self.coll.update_many(
+            {"pilot_id": pilot_id, "status": "processing"},
+            {
+                "$set": {"status": "waiting", "status_changed": iso()},
+                "$unset": dict(LEAVING_PROCESSING),
+                "$inc": {"evictions": 1},
+            },
+        )
+
+    async def held_by(self, pilot_id: str) -> list[str]:
+        """Ids of the tasks a pilot is processing now."""
+        docs = await self.coll.find(
+            {"pilot_id": pilot_id, "status": "processing"}, keys=["task_id"]
+        )
+        return [d["task_id"] for d in docs]
+
+    async def renew_leases(self, pilot_id: str, lease_seconds: float) -> int:
+        return await self.coll.update_many(
+            {"pilot_id": pilot_id, "status": "processing"},
+            {"$set": {"lease_expires": iso(time.time() + lease_seconds)}},
+        )
+
+    async def expire_leases(self, now: float | None = None) -> int:
+        """Requeue processing tasks whose lease ran out (their pilot went silent)."""
+        return await self.coll.update_many(
+            {"status": "processing", "lease_expires": {"$lt": iso(now)}},
+            {
+                "$set": {"status": "waiting", "status_changed": iso(now)},
+                "$unset": dict(LEAVING_PROCESSING),
+                "$inc": {"evictions": 1},
+            },
+        )
+
+    # -- queueing ------------------------------------------------------------------------
+
+    async def queue(self, num: int) -> int:
+        """Move up to ``num`` waiting tasks whose dependencies are complete to ``queued``,
+        highest priority first."""
+        if num <= 0:
+            return 0
+        candidates = await self.coll.find(
+            {"status": "waiting"},
+            keys=["task_id", "depends"],
+            sort=[("priority", -1), ("task_id", 1)],
+            limit=max(num * 4, BATCH),
+        )
+        ready = await self._ready(candidates)
+        queued = 0
+        for chunk in _chunks(ready[:num], BATCH):
+            queued += await self.coll.update_many(
+                {"task_id": {"$in": chunk}, "status": "waiting"},
+                {"$set": {"status": "queued", "status_changed": iso()}},
+            )
+        return queued
+
+    async def _ready(self, candidates: list[Doc]) -> list[str]:
+        dep_ids = {d for c in candidates for d in (c.get("depends") or [])}
+        done: set[str] = set()
+        for chunk in _chunks(sorted(dep_ids), BATCH):
+            rows = await self.coll.find(
+                {"task_id": {"$in": chunk}, "status": "complete"}, keys=["task_id"]
+            )
+            done.update(r["task_id"] for r in rows)
+        return [c["task_id"] for c in candidates if set(c.get("depends") or []) <= done]
+
+    # -- operators' bulk actions ---------------------------------------------------------
+
+    async def bulk_status(
+        self, dataset_id: str, status: str, task_ids: Sequence[str] | None,
+        name: str | None = None,
+    ) -> int:
+        """Set ``status`` on the given tasks (all of the dataset's, or all with ``name``, when
+        None) that the state machine allows; returns how many changed. Resetting clears the
+        failure count."""
+        update: dict[str, Any] = {"$set": {"status": status, "status_changed": iso()}}
+        if status != "processing":
+            update["$unset"] = dict(LEAVING_PROCESSING)
+        if status == "waiting":
+            update["$set"]["failures"] = 0
+        base: dict[str, Any] = {
+            "dataset_id": dataset_id,
+            "status": {"$in": allowed_from("task", status)},
+        }
+        if name:
+            base["name"] = name
+        if task_ids is None:
+            return await self.coll.update_many(base, update)
+        changed = 0
+        for chunk in _chunks(list(task_ids), BATCH):
+            changed += await self.coll.update_many({**base, "task_id": {"$in": chunk}}, update)
+        return changed
+
+    async def bulk_requirements(self, dataset_id: str, name: str, reqs: Doc) -> int:
+        return await self.coll.update_many(
+            {"dataset_id": dataset_id, "name": name, "status": {"$ne": "complete"}},
+            {"$set": {f"requirements.{k}": v for k, v in reqs.items()}},
+        )
+
+    # -- reading -------------------------------------------------------------------------
+
+    async def counts_by_status(self, dataset_id: str) -> dict[str, int]:
+        return await self.status_counts({"dataset_id": dataset_id})
+
+    async def ids_by_status(self, dataset_id: str) -> dict[str, list[str]]:
+        docs = await self.coll.find(
+            {"dataset_id": dataset_id}, keys=["status"],
+            sort=[("job_index", 1), ("task_index", 1)],
+        )
+        out: dict[str, list[str]] = {}
+        for d in docs:
+            out.setdefault(d["status"], []).append(d["task_id"])
+        return out
+
+    async def counts_by_name_status(self, dataset_id: str) -> dict[str, dict[str, int]]:
+        rows = await self.coll.group_count(
+            {"dataset_id": dataset_id}, ["task_index", "name", "status"]
+        )
+        rows.sort(key=lambda r: (r["task_index"] if r["task_index"] is not None else -1))
+        out: dict[str, dict[str, int]] = {}
+        for r in rows:
+            out.setdefault(r["name"], {})[r["status"]] = r["count"]
+        return out
+
+    async def stats_by_name(self, dataset_id: str) -> dict[str, Doc]:
+        """Per task name: completed count, total/mean/min/max hours, error hours, efficiency."""
+        good = await self.coll.group_stats(
+            {"dataset_id": dataset_id, "status": "complete"},
+            ["task_index", "name"],
+            {"total": ("sum", "walltime"), "min": ("min", "walltime"), "max": ("max", "walltime")},
+        )
+        bad = await self.coll.group_stats(
+            {"dataset_id": dataset_id}, ["task_index", "name"],
+            {"err": ("sum", "walltime_err"), "err_n": ("sum", "walltime_err_n")},
+        )
+        out: dict[str, Doc] = {}
+        for r in sorted(bad, key=lambda r: r["task_index"] if r["task_index"] is not None else -1):
+            out[r["name"]] = {
+                "count": 0, "total_hrs": 0.0, "mean_hrs": None, "min_hrs": None,
+                "max_hrs": None, "error_hrs": float(r["err"] or 0.0),
+                "error_count": int(r["err_n"] or 0), "efficiency": None,
+            }
+        for r in good:
+            s = out.setdefault(r["name"], {"error_hrs": 0.0, "error_count": 0})
+            total = float(r["total"] or 0.0)
+            s.update(
+                count=r["count"], total_hrs=total, mean_hrs=total / r["count"],
+                min_hrs=r["min"], max_hrs=r["max"],
+            )
+        for s in out.values():
+            denom = s["total_hrs"] + s["error_hrs"]
+            s["efficiency"] = s["total_hrs"] / denom if denom > 0 else None
+        return out
+
+
+def claim_filter(resources: Doc) -> Filter:
+    """The claim query: queued tasks whose requirements fit the pilot's free resources.
+
+    Built only from validated, typed values (never from raw client filter fragments).
+    Numeric requirements match when absent or <= the offer; a GPU offer takes only GPU
+    tasks; ``os`` must contain the pilot's os when set; ``site`` must equal when set.
+    """
+    clauses: list[Doc] = [{"status": "queued"}]
+    gpu = resources.get("gpu") or 0
+    for key in NUMERIC_REQUIREMENTS:
+        field = f"requirements.{key}"
+        if key == "gpu":
+            if gpu > 0:
+                clauses.append({field: {"$gte": 1, "$lte": gpu}})
+            else:
+                clauses.append({"$or": [{field: None}, {field: {"$lte": 0}}]})
+        elif resources.get(key) is not None:
+            clauses.append({"$or": [{field: None}, {field: {"$lte": resources[key]}}]})
+    os_any: list[Doc] = [{"requirements.os": None}, {"requirements.os": []}]
+    if resources.get("os"):
+        os_any.append({"requirements.os": resources["os"]})
+    clauses.append({"$or": os_any})
+    site_any: list[Doc] = [{"requirements.site": None}, {"requirements.site": ""}]
+    if resources.get("site"):
+        site_any.append({"requirements.site": resources["site"]})
+    clauses.append({"$or": site_any})
+    return {"$and": clauses}
+
+
+def grown_requirements(current: Doc, measured: Doc) -> Doc:
+    """New requirement floors from measured overuse: cpu +1 when clearly more cores were
+    used than requested; memory, disk and time to 1.5x the measured value."""
+    out: dict[str, float] = {}
+    cpu_req = current.get("cpu") or 1
+    if (measured.get("cpu") or 0) > cpu_req * 1.1:
+        out["cpu"] = int(cpu_req) + 1
+    for key in ("memory", "disk", "time"):
+        used = measured.get(key)
+        req = current.get(key)
+        if used is not None and (req is None or used > req):
+            out[key] = round(used * 1.5, 6)
+    return out
+
+
+def _flatten_requirements(fields: Doc) -> Doc:
+    reqs = fields.pop("requirements", None) or {}
+    fields.update({f"requirements.{k}": v for k, v in reqs.items()})
+    return fields
+
+
+def _chunks(items: Sequence[str], n: int) -> Iterable[list[str]]:
+    for i in range(0, len(items), n):
+        yield list(items[i : i + n])
