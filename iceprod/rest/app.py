@@ -1,0 +1,61 @@
+"""Builds the Tornado application from the explicit list of handler modules.
+
+Deny by default: building fails if any handler method carries neither ``@requires`` nor
+``@public``.
+"""
+
+from __future__ import annotations
+
+from types import ModuleType
+
+import tornado.web
+
+from iceprod.rest.base import AppContext, NotFoundHandler
+from iceprod.rest.handlers import (
+    config,
+    datasets,
+    files,
+    grids,
+    jobs,
+    logs,
+    pilots,
+    system,
+    task_stats,
+    tasks,
+)
+from iceprod.rest.openapi import build as build_openapi
+from iceprod.rest.openapi import handler_methods, template
+
+HANDLER_MODULES: tuple[ModuleType, ...] = (
+    system, datasets, config, jobs, tasks, task_stats, logs, files, grids, pilots,
+)
+
+
+def all_routes() -> list[tuple[str, type]]:
+    return [route for module in HANDLER_MODULES for route in module.routes]
+
+
+def check_auth(routes: list[tuple[str, type]]) -> None:
+    for pattern, handler in routes:
+        for verb, fn in handler_methods(handler).items():
+            if not hasattr(fn, "auth_spec"):
+                raise RuntimeError(
+                    f"{handler.__name__}.{verb} ({pattern}) has neither @requires nor @public"
+                )
+
+
+def make_app(ctx: AppContext) -> tornado.web.Application:
+    routes = all_routes()
+    check_auth(routes)
+    rules = [
+        tornado.web.url(pattern + "$", handler, {"ctx": ctx, "route": template(pattern)})
+        for pattern, handler in routes
+    ]
+    return tornado.web.Application(
+        rules,
+        default_handler_class=NotFoundHandler,
+        default_handler_args={"ctx": ctx, "route": "unmatched"},
+        openapi=build_openapi(routes),
+        gauge_cache={},
+        compress_response=True,
+    )

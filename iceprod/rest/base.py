@@ -1,0 +1,261 @@
+"""The one handler base every REST handler derives from.
+
+It owns authentication (bearer JWT), deny-by-default authorization (``@requires`` /
+``@public``), per-dataset rules for routes with a ``dataset_id``, JSON body parsing against
+a schema, list parameters, and mapping errors to ``{"code": n, "error": "..."}``.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+import tornado.web
+
+from iceprod.common.config import ServerConfig
+from iceprod.common.errors import Forbidden, IceProdError, Invalid, NotFound, Unauthorized
+from iceprod.common.schema import validate
+from iceprod.db import Database
+from iceprod.db.auths import allows
+from iceprod.db.store import Doc
+from iceprod.rest.auth.tokens import ANONYMOUS, Principal, decode_token
+from iceprod.rest.metrics import Metrics
+
+log = logging.getLogger(__name__)
+
+VERBS = ("get", "post", "put", "patch", "delete")
+F = TypeVar("F", bound=Callable[..., Awaitable[None]])
+
+
+@dataclass
+class AppContext:
+    """Everything handlers need, created once per process."""
+
+    db: Database
+    config: ServerConfig
+    metrics: Metrics = field(default_factory=Metrics)
+    started: float = field(default_factory=time.time)
+
+
+@dataclass(frozen=True)
+class AuthSpec:
+    """What a handler method requires; read by the app builder and the OpenAPI generator."""
+
+    scopes: tuple[str, ...]
+    dataset: str | None = None
+    body: Doc | None = None
+    public: bool = False
+
+
+def requires(
+    *scopes: str, dataset: str | None = None, body: Doc | None = None
+) -> Callable[[F], F]:
+    """Require any one of ``scopes``; with ``dataset="read"|"write"`` also the dataset's
+    rules for the route's ``dataset_id``; with ``body`` a JSON body valid for that schema
+    (parsed into ``self.body``)."""
+    spec = AuthSpec(scopes=scopes, dataset=dataset, body=body)
+
+    def deco(fn: F) -> F:
+        @functools.wraps(fn)
+        async def wrapper(self: APIHandler, *args: Any, **kwargs: Any) -> None:
+            self.check_scopes(spec.scopes)
+            if spec.dataset and "dataset_id" in kwargs:
+                await self.authorize_dataset(kwargs["dataset_id"], spec.dataset)
+            if spec.body is not None:
+                self.body = self.parse_body(spec.body)
+            await fn(self, *args, **kwargs)
+
+        wrapper.auth_spec = spec  # type: ignore[attr-defined]
+        return wrapper  # type: ignore[return-value]
+
+    return deco
+
+
+def public(body: Doc | None = None) -> Callable[[F], F]:
+    """Mark a method as open to anyone (still parsing ``body`` if given)."""
+    spec = AuthSpec(scopes=(), body=body, public=True)
+
+    def deco(fn: F) -> F:
+        @functools.wraps(fn)
+        async def wrapper(self: APIHandler, *args: Any, **kwargs: Any) -> None:
+            if spec.body is not None:
+                self.body = self.parse_body(spec.body)
+            await fn(self, *args, **kwargs)
+
+        wrapper.auth_spec = spec  # type: ignore[attr-defined]
+        return wrapper  # type: ignore[return-value]
+
+    return deco
+
+
+class APIHandler(tornado.web.RequestHandler):
+    ctx: AppContext
+    principal: Principal
+    body: Doc
+    route: str = ""
+
+    def initialize(self, ctx: AppContext, route: str) -> None:
+        self.ctx = ctx
+        self.route = route
+        self.principal = ANONYMOUS
+        self.body = {}
+        self._t0 = time.perf_counter()
+
+    @property
+    def db(self) -> Database:
+        return self.ctx.db
+
+    def set_default_headers(self) -> None:
+        self.set_header("Content-Type", "application/json; charset=UTF-8")
+
+    async def prepare(self) -> None:
+        header = self.request.headers.get("Authorization", "")
+        if header:
+            kind, _, token = header.partition(" ")
+            if kind.lower() != "bearer" or not token:
+                raise Unauthorized("Authorization: expected 'Bearer <token>'")
+            self.principal = decode_token(self.ctx.config.secret, token.strip())
+
+    def check_scopes(self, scopes: tuple[str, ...]) -> None:
+        if not self.principal.authenticated:
+            raise Unauthorized("authentication required")
+        if not any(self.principal.has(s) for s in scopes):
+            raise Forbidden(f"requires {' or '.join(scopes)}")
+
+    async def authorize_dataset(self, dataset_id: str, action: str) -> None:
+        """Check the dataset's read/write rules; admin and system bypass them; a share token
+        reaches only its own dataset."""
+        p = self.principal
+        scope = p.scope or ""
+        if scope.startswith("dataset:") and scope.split(":")[1] != dataset_id:
+            raise Forbidden("token is scoped to another dataset")
+        if p.privileged:
+            if await self.db.datasets.find(dataset_id) is None:
+                raise NotFound("dataset not found")
+            return
+        if "pilot" in p.roles and not p.has("read:datasets"):
+            raise Forbidden("pilots may not access datasets directly")
+        rules = await self.db.auths.find(dataset_id)
+        if rules is None:
+            raise NotFound("dataset not found")
+        if scope.startswith("dataset:"):
+            if action != "read":
+                raise Forbidden("share tokens are read-only")
+            return
+        if not allows(rules, action, p.username, p.groups):
+            raise Forbidden(f"no {action} access to dataset {dataset_id}")
+
+    def parse_body(self, schema: Doc) -> Doc:
+        raw = self.request.body
+        if not raw:
+            data: Any = {}
+        else:
+            try:
+                data = json.loads(raw)
+            except (ValueError, UnicodeDecodeError):
+                raise Invalid("body: not valid JSON") from None
+        validate(data, schema)
+        return data
+
+    # -- list parameters -------------------------------------------------------------------
+
+    def keys_arg(self) -> list[str] | None:
+        raw = self.get_argument("keys", "")
+        return [k for k in raw.split("|") if k] or None
+
+    def status_arg(self) -> list[str] | None:
+        raw = self.get_argument("status", "")
+        return [s for s in raw.split("|") if s] or None
+
+    def int_arg(self, name: str, default: int | None = None, minimum: int = 0) -> int | None:
+        raw = self.get_argument(name, None)
+        if raw is None or raw == "":
+            return default
+        try:
+            value = int(raw)
+        except ValueError:
+            raise Invalid(f"{name}: must be an integer") from None
+        if value < minimum:
+            raise Invalid(f"{name}: must be >= {minimum}")
+        return value
+
+    def write_page(self, docs: list[Doc], id_field: str, next_after: str | None) -> None:
+        """Lists answer ``{id: doc}``; the next page's cursor travels in ``X-Next-After``."""
+        if next_after:
+            self.set_header("X-Next-After", next_after)
+        self.write_json({d[id_field]: d for d in docs})
+
+    # -- responses ----------------------------------------------------------------------------
+
+    def write_json(self, data: Any, status: int = 200) -> None:
+        self.set_status(status)
+        self.finish(json.dumps(data))
+
+    def write_error(self, status_code: int, **kwargs: Any) -> None:
+        exc = kwargs.get("exc_info", (None, None, None))[1]
+        if isinstance(exc, IceProdError):
+            message = exc.message
+        elif isinstance(exc, tornado.web.HTTPError):
+            message = exc.log_message or self._reason
+        else:
+            message = "internal server error"
+        self.set_header("Content-Type", "application/json; charset=UTF-8")
+        self.finish(json.dumps({"code": status_code, "error": message}))
+
+    def send_error(self, status_code: int = 500, **kwargs: Any) -> None:
+        exc = kwargs.get("exc_info", (None, None, None))[1]
+        if isinstance(exc, IceProdError):
+            status_code = exc.code
+            kwargs["reason"] = None
+        super().send_error(status_code, **kwargs)
+
+    def log_exception(self, typ: Any, value: Any, tb: Any) -> None:
+        if isinstance(value, IceProdError):
+            log.info("%s %s -> %d %s", self.request.method, self.request.path, value.code,
+                     value.message)
+            return
+        super().log_exception(typ, value, tb)
+
+    def on_finish(self) -> None:
+        self.ctx.metrics.observe_request(
+            self.request.method or "", self.route, self.get_status(),
+            time.perf_counter() - self._t0,
+        )
+
+
+class NotFoundHandler(APIHandler):
+    """Any URL no route matches."""
+
+    async def prepare(self) -> None:
+        raise NotFound("no such route")
+
+
+class OwnershipMixin:
+    """Checks that a pilot token acts only on its own pilot record and claimed tasks."""
+
+    principal: Principal
+    db: Database
+
+    async def check_pilot(self, pilot_id: str) -> Doc:
+        pilot = await self.db.pilots.get(pilot_id)
+        p = self.principal
+        if p.privileged or p.pilot_id == pilot_id or pilot.get("owner") == p.username:
+            return pilot
+        raise Forbidden("pilot_id: not your pilot")
+
+    async def check_task_holder(self, task: Doc) -> None:
+        """A non-privileged caller must hold the task through one of its pilots."""
+        if self.principal.privileged:
+            return
+        pilot_id = task.get("pilot_id")
+        if not pilot_id:
+            raise Forbidden("task is not held by your pilot")
+        try:
+            await self.check_pilot(pilot_id)
+        except NotFound:
+            raise Forbidden("task is not held by your pilot") from None

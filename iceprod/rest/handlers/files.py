@@ -1,0 +1,83 @@
+"""Dataset files: the inputs and outputs registered for a dataset or a task."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from iceprod.common.errors import Invalid
+from iceprod.common.ids import new_id
+from iceprod.common.timeutil import iso
+from iceprod.rest.base import APIHandler, requires
+from iceprod.rest.handlers.schemas import ID, obj
+
+FILE_PROPS: dict[str, Any] = {
+    "remote": {"type": "string", "minLength": 1, "description": "URL or path of the file"},
+    "local": {"type": "string", "description": "name in the task's directory"},
+    "movement": {"type": "string", "enum": ["input", "output", "both"]},
+    "type": {"type": "string", "description": "permanent, job_temp, ..."},
+    "transfer": {"anyOf": [{"type": "boolean"}, {"type": "string", "enum": ["maybe"]}]},
+}
+DATASET_FILE_BODY = obj(["remote"], task_id=ID, job_index={"type": "integer", "minimum": 0},
+                        task_name={"type": "string"}, **FILE_PROPS)
+TASK_FILE_BODY = obj(["remote"], **FILE_PROPS)
+
+
+class FileWriter(APIHandler):
+    async def add(self, dataset_id: str, task_id: str | None) -> None:
+        if task_id:
+            task = await self.db.tasks.get(task_id, keys=["dataset_id"])
+            if task["dataset_id"] != dataset_id:
+                raise Invalid("task_id: the task belongs to another dataset")
+        file_id = new_id()
+        doc = {
+            "movement": "input", "local": self.body["remote"].rstrip("/").rsplit("/", 1)[-1],
+            **self.body, "file_id": file_id, "dataset_id": dataset_id, "task_id": task_id,
+            "create_date": iso(),
+        }
+        await self.db.files.create(doc)
+        self.write_json({"result": file_id}, 201)
+
+
+class DatasetFilesHandler(FileWriter):
+    @requires("read:datasets", dataset="read")
+    async def get(self, dataset_id: str) -> None:
+        """A dataset's files as `{file_id: file}` (paged)."""
+        page = await self.db.files.page(
+            {"dataset_id": dataset_id}, self.keys_arg(), self.int_arg("limit", minimum=1),
+            self.get_argument("after", None),
+        )
+        self.write_page(page.docs, "file_id", page.next_after)
+
+    @requires("write:datasets", dataset="write", body=DATASET_FILE_BODY)
+    async def post(self, dataset_id: str) -> None:
+        """Register a file for a dataset (optionally for a task, by id)."""
+        await self.add(dataset_id, self.body.pop("task_id", None))
+
+
+class TaskFilesHandler(FileWriter):
+    @requires("read:datasets", dataset="read")
+    async def get(self, dataset_id: str, task_id: str) -> None:
+        """A task's files as `{file_id: file}` (paged)."""
+        page = await self.db.files.page(
+            {"dataset_id": dataset_id, "task_id": task_id}, self.keys_arg(),
+            self.int_arg("limit", minimum=1), self.get_argument("after", None),
+        )
+        self.write_page(page.docs, "file_id", page.next_after)
+
+    @requires("write:datasets", dataset="write", body=TASK_FILE_BODY)
+    async def post(self, dataset_id: str, task_id: str) -> None:
+        """Register a file for a task."""
+        await self.add(dataset_id, task_id)
+
+    @requires("write:datasets", dataset="write")
+    async def delete(self, dataset_id: str, task_id: str) -> None:
+        """Remove every file registered for a task."""
+        removed = await self.db.files.delete_for_task(dataset_id, task_id)
+        self.write_json({"deleted": removed})
+
+
+D = r"(?P<dataset_id>[0-9a-f]{32})"
+routes = [
+    (rf"/datasets/{D}/files", DatasetFilesHandler),
+    (rf"/datasets/{D}/files/(?P<task_id>[0-9a-f]{{32}})", TaskFilesHandler),
+]

@@ -1,0 +1,53 @@
+"""Grids: the submit hosts and queues that start pilots."""
+
+from __future__ import annotations
+
+from iceprod.common.ids import new_id
+from iceprod.common.timeutil import iso
+from iceprod.rest.base import APIHandler, requires
+from iceprod.rest.handlers.schemas import obj
+
+CREATE_BODY = obj(
+    ["host"],
+    host={"type": "string", "minLength": 1, "description": "submit host"},
+    queues={"type": "object", "additionalProperties": {"type": "string"},
+            "description": "queue name -> backend type"},
+    version={"type": "string"},
+    debug={"type": "boolean"},
+)
+
+
+class GridsHandler(APIHandler):
+    @requires("read:grids")
+    async def get(self) -> None:
+        """Grids as `{grid_id: grid}` (`host=`, `keys=`, paged)."""
+        query = {"host": h} if (h := self.get_argument("host", "")) else {}
+        page = await self.db.grids.page(
+            query, self.keys_arg(), self.int_arg("limit", minimum=1), self.get_argument("after", None)
+        )
+        self.write_page(page.docs, "grid_id", page.next_after)
+
+    @requires("write:grids", body=CREATE_BODY)
+    async def post(self) -> None:
+        """Register a grid."""
+        grid_id = new_id()
+        now = iso()
+        await self.db.grids.create({
+            "grid_id": grid_id, "host": self.body["host"], "queues": self.body.get("queues", {}),
+            "version": self.body.get("version", ""), "debug": self.body.get("debug", False),
+            "start_date": now, "last_update": now,
+        })
+        self.write_json({"result": grid_id}, 201)
+
+
+class GridHandler(APIHandler):
+    @requires("read:grids")
+    async def get(self, grid_id: str) -> None:
+        """One grid."""
+        self.write_json(await self.db.grids.get(grid_id, self.keys_arg()))
+
+
+routes = [
+    (r"/grids", GridsHandler),
+    (r"/grids/(?P<grid_id>[0-9a-f]{32})", GridHandler),
+]

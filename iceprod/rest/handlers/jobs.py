@@ -1,0 +1,113 @@
+"""Jobs: per-dataset listing, status, counts and summaries; internal create/get/patch."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from iceprod.common.errors import NotFound
+from iceprod.common.ids import new_id
+from iceprod.common.states import statuses
+from iceprod.common.timeutil import iso
+from iceprod.rest.base import APIHandler, requires
+from iceprod.rest.handlers.schemas import ID, obj
+
+STATUS_BODY = obj(["status"], status={"type": "string", "enum": statuses("job")})
+CREATE_BODY = obj(
+    ["dataset_id", "job_index"],
+    dataset_id=ID,
+    job_index={"type": "integer", "minimum": 0},
+    status={"type": "string", "enum": statuses("job")},
+)
+PATCH_BODY = {
+    **obj(status={"type": "string", "enum": statuses("job")},
+          priority={"type": "number"}),
+    "minProperties": 1,
+}
+
+
+class DatasetJobsHandler(APIHandler):
+    @requires("read:datasets", dataset="read")
+    async def get(self, dataset_id: str) -> None:
+        """A dataset's jobs as `{job_id: job}` (`status=`, `job_index=`, `keys=`, paged)."""
+        query: dict[str, Any] = {"dataset_id": dataset_id}
+        if status := self.status_arg():
+            query["status"] = {"$in": status}
+        if (idx := self.int_arg("job_index")) is not None:
+            query["job_index"] = idx
+        page = await self.db.jobs.page(
+            query, self.keys_arg(), self.int_arg("limit", minimum=1), self.get_argument("after", None)
+        )
+        self.write_page(page.docs, "job_id", page.next_after)
+
+
+class DatasetJobHandler(APIHandler):
+    @requires("read:datasets", dataset="read")
+    async def get(self, dataset_id: str, job_id: str) -> None:
+        """One job of a dataset."""
+        job = await self.db.jobs.get(job_id, self.keys_arg())
+        if job.get("dataset_id", dataset_id) != dataset_id:
+            raise NotFound("job not found")
+        self.write_json(job)
+
+
+class DatasetJobStatusHandler(APIHandler):
+    @requires("write:datasets", dataset="write", body=STATUS_BODY)
+    async def put(self, dataset_id: str, job_id: str) -> None:
+        """Set a job's status (state machine; illegal -> 409)."""
+        await self.db.jobs.set_status(job_id, self.body["status"], dataset_id=dataset_id)
+        self.write_json({})
+
+
+class JobSummariesHandler(APIHandler):
+    @requires("read:datasets", dataset="read")
+    async def get(self, dataset_id: str) -> None:
+        """Job ids grouped by status: `{status: [job_id, ...]}`."""
+        self.write_json(await self.db.jobs.ids_by_status(dataset_id))
+
+
+class JobCountsHandler(APIHandler):
+    @requires("read:datasets", dataset="read")
+    async def get(self, dataset_id: str) -> None:
+        """Job counts by status: `{status: n}`."""
+        self.write_json(await self.db.jobs.counts_by_status(dataset_id))
+
+
+class JobsHandler(APIHandler):
+    @requires("internal", body=CREATE_BODY)
+    async def post(self) -> None:
+        """Create a job (internal)."""
+        await self.db.datasets.get(self.body["dataset_id"], keys=["status"])
+        job_id = new_id()
+        await self.db.jobs.create({
+            "job_id": job_id,
+            "dataset_id": self.body["dataset_id"],
+            "job_index": self.body["job_index"],
+            "status": self.body.get("status", "processing"),
+            "status_changed": iso(),
+        })
+        self.write_json({"result": job_id}, 201)
+
+
+class JobHandler(APIHandler):
+    @requires("internal")
+    async def get(self, job_id: str) -> None:
+        """One job (internal)."""
+        self.write_json(await self.db.jobs.get(job_id, self.keys_arg()))
+
+    @requires("internal", body=PATCH_BODY)
+    async def patch(self, job_id: str) -> None:
+        """Update a job (internal); a status change follows the state machine."""
+        self.write_json(await self.db.jobs.patch(job_id, self.body))
+
+
+D = r"(?P<dataset_id>[0-9a-f]{32})"
+J = r"(?P<job_id>[0-9a-f]{32})"
+routes = [
+    (rf"/datasets/{D}/jobs", DatasetJobsHandler),
+    (rf"/datasets/{D}/jobs/{J}", DatasetJobHandler),
+    (rf"/datasets/{D}/jobs/{J}/status", DatasetJobStatusHandler),
+    (rf"/datasets/{D}/job_summaries/status", JobSummariesHandler),
+    (rf"/datasets/{D}/job_counts/status", JobCountsHandler),
+    (r"/jobs", JobsHandler),
+    (rf"/jobs/{J}", JobHandler),
+]

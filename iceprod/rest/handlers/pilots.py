@@ -1,0 +1,103 @@
+"""Pilots: registration, heartbeat (renews the leases of its tasks), removal (its tasks go
+back to waiting), and listing. A pilot token acts only on its own record."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from iceprod.common.ids import new_id
+from iceprod.common.states import statuses
+from iceprod.common.timeutil import iso
+from iceprod.db.store import Doc
+from iceprod.rest.base import APIHandler, OwnershipMixin, requires
+from iceprod.rest.handlers.schemas import ID, REQUIREMENTS, obj
+
+COMMON: dict[str, Any] = {
+    "queue_host": {"type": "string", "description": "the grid's submit host"},
+    "queue_version": {"type": "string"},
+    "host": {"type": "string", "description": "the node the pilot runs on"},
+    "site": {"type": "string"},
+    "version": {"type": "string", "description": "pilot software version"},
+    "grid_queue_id": {"type": "string", "description": "the batch system's job id"},
+}
+CREATE_BODY = obj(resources=REQUIREMENTS, grid_id=ID, **COMMON)
+PATCH_BODY = obj(
+    resources_available=REQUIREMENTS, resources_claimed=REQUIREMENTS,
+    status={"type": "string", "enum": statuses("pilot")}, **COMMON,
+)
+
+
+class PilotsHandler(OwnershipMixin, APIHandler):
+    @requires("read:pilots")
+    async def get(self) -> None:
+        """Pilots as `{pilot_id: pilot}` (`grid_id=`, `status=`, `keys=`, paged); a pilot
+        token sees only its own."""
+        query: dict[str, Any] = {}
+        if grid_id := self.get_argument("grid_id", ""):
+            query["grid_id"] = grid_id
+        if status := self.status_arg():
+            query["status"] = {"$in": status}
+        p = self.principal
+        if "pilot" in p.roles and not (p.privileged or p.has("read:datasets")):
+            query["owner"] = p.username
+        page = await self.db.pilots.page(
+            query, self.keys_arg(), self.int_arg("limit", minimum=1), self.get_argument("after", None)
+        )
+        self.write_page(page.docs, "pilot_id", page.next_after)
+
+    @requires("write:pilots", body=CREATE_BODY)
+    async def post(self) -> None:
+        """Register a pilot (a grid-assigned id from the pilot token is adopted)."""
+        p = self.principal
+        pilot_id = p.pilot_id or new_id()
+        now = iso()
+        doc: Doc = {
+            "queue_host": "", "queue_version": "", "resources": {}, "host": "", "site": "",
+            "version": "", "grid_id": None, "grid_queue_id": "",
+            **self.body,
+            "pilot_id": pilot_id, "owner": p.username, "status": "running",
+            "resources_available": self.body.get("resources", {}),
+            "resources_claimed": {},
+            "submit_date": now, "start_date": now, "last_update": now,
+        }
+        await self.db.pilots.create(doc)
+        self.write_json({"result": pilot_id}, 201)
+
+
+class PilotHandler(OwnershipMixin, APIHandler):
+    @requires("read:pilots")
+    async def get(self, pilot_id: str) -> None:
+        """One pilot, with the tasks it is processing now."""
+        if "pilot" in self.principal.roles:
+            await self.check_pilot(pilot_id)
+        doc = await self.db.pilots.get(pilot_id, self.keys_arg())
+        doc["tasks"] = await self.db.tasks.held_by(pilot_id)
+        self.write_json(doc)
+
+    @requires("write:pilots", body=PATCH_BODY)
+    async def patch(self, pilot_id: str) -> None:
+        """Heartbeat: update the pilot and renew the leases of its tasks. Answers the pilot
+        with `tasks`, the ids it still holds (a task missing there was taken away)."""
+        await self.check_pilot(pilot_id)
+        fields = dict(self.body)
+        status = fields.pop("status", None)
+        if status:
+            await self.db.pilots.transition({"pilot_id": pilot_id}, status)
+        doc = await self.db.pilots.heartbeat(pilot_id, fields)
+        await self.db.tasks.renew_leases(pilot_id, self.ctx.config.lease_seconds)
+        doc["tasks"] = await self.db.tasks.held_by(pilot_id)
+        self.write_json(doc)
+
+    @requires("write:pilots")
+    async def delete(self, pilot_id: str) -> None:
+        """Remove a pilot; the tasks it was processing go back to waiting."""
+        await self.check_pilot(pilot_id)
+        released = await self.db.tasks.release_pilot(pilot_id)
+        await self.db.pilots.delete(pilot_id)
+        self.write_json({"released": released})
+
+
+routes = [
+    (r"/pilots", PilotsHandler),
+    (r"/pilots/(?P<pilot_id>[0-9a-f]{32})", PilotHandler),
+]

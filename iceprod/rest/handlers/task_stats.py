@@ -1,0 +1,72 @@
+"""Task stats: records of measured use per run, read per task, written by pilots."""
+
+from __future__ import annotations
+
+from iceprod.common.errors import Invalid, NotFound
+from iceprod.common.ids import new_id
+from iceprod.common.timeutil import iso
+from iceprod.rest.base import APIHandler, OwnershipMixin, requires
+from iceprod.rest.handlers.schemas import ID, obj
+
+CREATE_BODY = obj(
+    ["dataset_id", "stats"],
+    dataset_id=ID,
+    stats={"type": "object", "description": "walltime, cpu time, max rss, exit code, host..."},
+)
+
+
+class DatasetTaskStatsListHandler(APIHandler):
+    @requires("read:datasets", dataset="read")
+    async def get(self, dataset_id: str, task_id: str) -> None:
+        """A task's stats records as `{task_stat_id: record}` (paged; `last=true` gives the
+        newest only)."""
+        query = {"dataset_id": dataset_id, "task_id": task_id}
+        if self.get_argument("last", "false").lower() == "true":
+            docs = await self.db.task_stats.latest(dataset_id, task_id, self.keys_arg())
+            self.write_page(docs, "task_stat_id", None)
+            return
+        page = await self.db.task_stats.page(
+            query, self.keys_arg(), self.int_arg("limit", minimum=1), self.get_argument("after", None)
+        )
+        self.write_page(page.docs, "task_stat_id", page.next_after)
+
+
+class DatasetTaskStatHandler(APIHandler):
+    @requires("read:datasets", dataset="read")
+    async def get(self, dataset_id: str, task_id: str, task_stat_id: str) -> None:
+        """One stats record."""
+        doc = await self.db.task_stats.get(task_stat_id, self.keys_arg())
+        if (doc.get("dataset_id"), doc.get("task_id")) != (dataset_id, task_id):
+            raise NotFound("task_stat not found")
+        self.write_json(doc)
+
+
+class TaskStatsCreateHandler(OwnershipMixin, APIHandler):
+    @requires("pilot", "internal", body=CREATE_BODY)
+    async def post(self, task_id: str) -> None:
+        """Store a stats record for a task (a pilot only for tasks it holds)."""
+        task = await self.db.tasks.get(task_id, keys=["dataset_id", "pilot_id", "name"])
+        if task["dataset_id"] != self.body["dataset_id"]:
+            raise Invalid("dataset_id: the task belongs to another dataset")
+        if not self.principal.has("internal"):
+            await self.check_task_holder(task)
+        stat_id = new_id()
+        await self.db.task_stats.create({
+            "task_stat_id": stat_id,
+            "task_id": task_id,
+            "dataset_id": task["dataset_id"],
+            "name": task.get("name"),
+            "create_date": iso(),
+            "stats": self.body["stats"],
+        })
+        self.write_json({"result": stat_id}, 201)
+
+
+D = r"(?P<dataset_id>[0-9a-f]{32})"
+T = r"(?P<task_id>[0-9a-f]{32})"
+routes = [
+    (rf"/datasets/{D}/tasks/{T}/task_stats", DatasetTaskStatsListHandler),
+    (rf"/datasets/{D}/tasks/{T}/task_stats/(?P<task_stat_id>[0-9a-f]{{32}})",
+     DatasetTaskStatHandler),
+    (rf"/tasks/{T}/task_stats", TaskStatsCreateHandler),
+]

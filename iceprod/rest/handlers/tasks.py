@@ -1,0 +1,326 @@
+"""Tasks: per-dataset listing, status, counts, bulk actions and stats; internal
+create/get/patch; and the pilot's side: claim (process), complete, reset, failed, queue."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from iceprod.common.errors import Invalid, NotFound
+from iceprod.common.ids import new_id
+from iceprod.common.states import statuses
+from iceprod.common.timeutil import iso
+from iceprod.db.store import Doc
+from iceprod.rest.base import APIHandler, OwnershipMixin, requires
+from iceprod.rest.handlers.schemas import ID, obj
+
+TASK_STATUS = {"type": "string", "enum": statuses("task")}
+STATUS_BODY = obj(["status"], status=TASK_STATUS)
+MAX_BULK = 100_000
+
+TASK_REQUIREMENTS: dict[str, Any] = obj(
+    cpu={"type": "integer", "minimum": 1, "description": "cores"},
+    gpu={"type": "integer", "minimum": 0, "description": "GPUs"},
+    memory={"type": "number", "exclusiveMinimum": 0, "description": "GB"},
+    disk={"type": "number", "minimum": 0, "description": "GB"},
+    time={"type": "number", "exclusiveMinimum": 0, "description": "hours"},
+    os={"type": "array", "items": {"type": "string"}, "description": "acceptable os names"},
+    site={"type": "string", "description": "run only at this site"},
+)
+OFFER: dict[str, Any] = obj(
+    cpu={"type": "integer", "minimum": 0, "description": "free cores"},
+    gpu={"type": "integer", "minimum": 0, "description": "free GPUs"},
+    memory={"type": "number", "minimum": 0, "description": "free memory, GB"},
+    disk={"type": "number", "minimum": 0, "description": "free disk, GB"},
+    time={"type": "number", "minimum": 0, "description": "remaining walltime, hours"},
+    os={"type": "string", "description": "the pilot's os"},
+    site={"type": "string", "description": "the pilot's site"},
+)
+MEASURED = obj(
+    cpu={"type": "number", "minimum": 0}, gpu={"type": "number", "minimum": 0},
+    memory={"type": "number", "minimum": 0}, disk={"type": "number", "minimum": 0},
+    time={"type": "number", "minimum": 0},
+)
+CREATE_BODY = obj(
+    ["dataset_id", "job_id", "task_index", "name"],
+    dataset_id=ID, job_id=ID,
+    task_index={"type": "integer", "minimum": 0},
+    job_index={"type": "integer", "minimum": 0},
+    name={"type": "string", "minLength": 1, "maxLength": 64},
+    depends={"type": "array", "items": ID},
+    requirements=TASK_REQUIREMENTS,
+    status={"type": "string", "enum": ["waiting", "queued", "suspended"]},
+    priority={"type": "number"},
+    steps={"type": "array", "items": {"type": "object"}},
+    data={"type": "array", "items": {"type": "object"}},
+    env={"type": "object", "additionalProperties": {"type": "string"}},
+)
+PATCH_BODY = {
+    **obj(
+        status=TASK_STATUS, priority={"type": "number"}, requirements=TASK_REQUIREMENTS,
+        reason={"type": "string"}, site={"type": "string"},
+    ),
+    "minProperties": 1,
+}
+PROCESS_BODY = obj(["requirements", "pilot_id"], requirements=OFFER, pilot_id=ID)
+COMPLETE_BODY = obj(
+    ["instance_id"], instance_id=ID,
+    time_used={"type": "number", "minimum": 0, "description": "seconds"},
+    site={"type": "string"},
+)
+RESET_BODY = obj(
+    ["instance_id"], instance_id=ID,
+    time_used={"type": "number", "minimum": 0, "description": "seconds"},
+    resources=MEASURED, site={"type": "string"},
+    reason={"type": "string", "maxLength": 100_000},
+)
+QUEUE_BODY = obj(num_tasks={"type": "integer", "minimum": 1, "maximum": 1_000_000})
+BULK_STATUS_BODY = obj(
+    tasks={"type": "array", "items": ID, "maxItems": MAX_BULK},
+    name={"type": "string", "description": "only tasks with this name"},
+)
+BULK_REQ_BODY = {**TASK_REQUIREMENTS, "minProperties": 1}
+PRIVATE_FIELDS = ("instance_id",)
+
+
+def visible_task(doc: Doc, privileged: bool) -> Doc:
+    """The fencing token is a capability: only the server's own roles and the claim see it."""
+    if privileged:
+        return doc
+    return {k: v for k, v in doc.items() if k not in PRIVATE_FIELDS}
+
+
+class DatasetTasksHandler(APIHandler):
+    @requires("read:datasets", dataset="read")
+    async def get(self, dataset_id: str) -> None:
+        """A dataset's tasks as `{task_id: task}` (`status=`, `job_id=`, `name=`, `keys=`,
+        paged)."""
+        query: dict[str, Any] = {"dataset_id": dataset_id}
+        if status := self.status_arg():
+            query["status"] = {"$in": status}
+        for arg in ("job_id", "name", "pilot_id"):
+            if value := self.get_argument(arg, ""):
+                query[arg] = value
+        page = await self.db.tasks.page(
+            query, self.keys_arg(), self.int_arg("limit", minimum=1), self.get_argument("after", None)
+        )
+        docs = [visible_task(d, self.principal.privileged) for d in page.docs]
+        self.write_page(docs, "task_id", page.next_after)
+
+
+class DatasetTaskHandler(APIHandler):
+    @requires("read:datasets", dataset="read")
+    async def get(self, dataset_id: str, task_id: str) -> None:
+        """One task of a dataset."""
+        task = await self.db.tasks.get(task_id, self.keys_arg())
+        if task.get("dataset_id", dataset_id) != dataset_id:
+            raise NotFound("task not found")
+        self.write_json(visible_task(task, self.principal.privileged))
+
+
+class DatasetTaskStatusHandler(APIHandler):
+    @requires("write:datasets", dataset="write", body=STATUS_BODY)
+    async def put(self, dataset_id: str, task_id: str) -> None:
+        """Set a task's status (state machine; illegal -> 409)."""
+        if self.body["status"] == "processing":
+            raise Invalid("status: only a pilot's claim sets processing")
+        await self.db.tasks.set_status(task_id, self.body["status"], dataset_id=dataset_id)
+        self.write_json({})
+
+
+class TaskSummariesHandler(APIHandler):
+    @requires("read:datasets", dataset="read")
+    async def get(self, dataset_id: str) -> None:
+        """Task ids grouped by status: `{status: [task_id, ...]}`."""
+        self.write_json(await self.db.tasks.ids_by_status(dataset_id))
+
+
+class TaskCountsHandler(APIHandler):
+    @requires("read:datasets", dataset="read")
+    async def get(self, dataset_id: str) -> None:
+        """Task counts by status: `{status: n}`."""
+        self.write_json(await self.db.tasks.counts_by_status(dataset_id))
+
+
+class TaskCountsNameHandler(APIHandler):
+    @requires("read:datasets", dataset="read")
+    async def get(self, dataset_id: str) -> None:
+        """Task counts by name and status, in task-index order: `{name: {status: n}}`."""
+        self.write_json(await self.db.tasks.counts_by_name_status(dataset_id))
+
+
+class BulkStatusHandler(APIHandler):
+    @requires("write:datasets", dataset="write", body=BULK_STATUS_BODY)
+    async def post(self, dataset_id: str, status: str) -> None:
+        """Set a status on many tasks: the listed `tasks`, or all with `name`, or all of the
+        dataset; tasks the state machine does not allow are left alone."""
+        if status not in statuses("task") or status == "processing":
+            raise Invalid(f"status: cannot bulk-set {status!r}")
+        changed = await self.db.tasks.bulk_status(
+            dataset_id, status, self.body.get("tasks"), name=self.body.get("name")
+        )
+        self.write_json({"changed": changed})
+
+
+class BulkRequirementsHandler(APIHandler):
+    @requires("write:datasets", dataset="write", body=BULK_REQ_BODY)
+    async def patch(self, dataset_id: str, name: str) -> None:
+        """Set requirements on every unfinished task with this name."""
+        changed = await self.db.tasks.bulk_requirements(dataset_id, name, self.body)
+        self.write_json({"changed": changed})
+
+
+class DatasetTaskStatsHandler(APIHandler):
+    @requires("read:datasets", dataset="read")
+    async def get(self, dataset_id: str) -> None:
+        """Per task name: count, total/mean/min/max hours, error hours, efficiency."""
+        self.write_json(await self.db.tasks.stats_by_name(dataset_id))
+
+
+class TasksHandler(APIHandler):
+    @requires("internal", body=CREATE_BODY)
+    async def post(self) -> None:
+        """Create a task (internal)."""
+        b = self.body
+        job = await self.db.jobs.get(b["job_id"], keys=["dataset_id", "job_index"])
+        if job["dataset_id"] != b["dataset_id"]:
+            raise Invalid("job_id: the job belongs to another dataset")
+        task_id = new_id()
+        await self.db.tasks.create({
+            "task_id": task_id,
+            "dataset_id": b["dataset_id"],
+            "job_id": b["job_id"],
+            "job_index": job["job_index"],
+            "task_index": b["task_index"],
+            "name": b["name"],
+            "depends": b.get("depends", []),
+            "requirements": b.get("requirements", {}),
+            "status": b.get("status", "waiting"),
+            "status_changed": iso(),
+            "priority": b.get("priority", 0.0),
+            "failures": 0,
+            "evictions": 0,
+            "walltime": 0.0,
+            "walltime_err": 0.0,
+            "walltime_err_n": 0,
+            "steps": b.get("steps", []),
+            "data": b.get("data", []),
+            "env": b.get("env", {}),
+        })
+        self.write_json({"result": task_id}, 201)
+
+
+class TaskHandler(OwnershipMixin, APIHandler):
+    @requires("internal", "pilot")
+    async def get(self, task_id: str) -> None:
+        """One task (internal; a pilot only the tasks it holds)."""
+        task = await self.db.tasks.get(task_id, self.keys_arg())
+        if not self.principal.has("internal"):
+            await self.check_task_holder(await self.db.tasks.get(task_id))
+        self.write_json(task)
+
+    @requires("internal", body=PATCH_BODY)
+    async def patch(self, task_id: str) -> None:
+        """Update a task (internal); a status change follows the state machine."""
+        self.write_json(await self.db.tasks.patch(task_id, self.body))
+
+
+class ProcessHandler(OwnershipMixin, APIHandler):
+    @requires("pilot", "internal", body=PROCESS_BODY)
+    async def post(self) -> None:
+        """Claim the highest-priority queued task that fits the pilot's free resources;
+        answers the task with its fencing `instance_id` and lease, or 404."""
+        pilot_id = self.body["pilot_id"]
+        await self.check_pilot(pilot_id)
+        task = await self.db.tasks.claim(
+            self.body["requirements"], pilot_id, self.ctx.config.lease_seconds
+        )
+        if task is None:
+            raise NotFound("no task fits these resources")
+        self.ctx.metrics.inc("iceprod_tasks_claimed_total", help="tasks handed to pilots")
+        self.write_json(task)
+
+
+class FencedAction(OwnershipMixin, APIHandler):
+    """Complete/reset/failed: the caller must present the task's current instance_id."""
+
+    async def held_task(self, task_id: str) -> Doc:
+        task = await self.db.tasks.get(task_id)
+        if task.get("instance_id") == self.body["instance_id"]:
+            await self.check_task_holder(task)
+        return task
+
+
+class CompleteHandler(FencedAction):
+    @requires("pilot", "internal", body=COMPLETE_BODY)
+    async def post(self, task_id: str) -> None:
+        """Mark a processing task complete (stale instance_id -> 409)."""
+        await self.held_task(task_id)
+        b = self.body
+        await self.db.tasks.complete(task_id, b["instance_id"], b.get("time_used"), b.get("site"))
+        self.ctx.metrics.inc("iceprod_tasks_finished_total", help="tasks finished by outcome",
+                             outcome="complete")
+        self.write_json({})
+
+
+class ResetHandler(FencedAction):
+    fail = False
+
+    @requires("pilot", "internal", body=RESET_BODY)
+    async def post(self, task_id: str) -> None:
+        """Report a failed run: count it, grow requirements from measured use, and retry the
+        task (or fail it past the dataset's max_failures). Stale instance_id -> 409."""
+        await self.report(task_id)
+
+    async def report(self, task_id: str) -> None:
+        task = await self.held_task(task_id)
+        dataset = await self.db.datasets.get(task["dataset_id"], keys=["max_failures"])
+        b = self.body
+        doc = await self.db.tasks.reset(
+            task_id, b["instance_id"],
+            max_failures=int(dataset.get("max_failures") or self.ctx.config.max_failures),
+            time_used=b.get("time_used"), resources=b.get("resources"), site=b.get("site"),
+            reason=b.get("reason"), fail=self.fail,
+        )
+        self.ctx.metrics.inc("iceprod_tasks_finished_total", help="tasks finished by outcome",
+                             outcome="failed" if doc["status"] == "failed" else "reset")
+        self.write_json({"status": doc["status"], "failures": doc.get("failures", 0)})
+
+
+class FailedHandler(ResetHandler):
+    fail = True
+
+    @requires("pilot", "internal", body=RESET_BODY)
+    async def post(self, task_id: str) -> None:
+        """Report a run that must not be retried: the task goes straight to failed."""
+        await self.report(task_id)
+
+
+class QueueHandler(APIHandler):
+    @requires("internal", body=QUEUE_BODY)
+    async def post(self) -> None:
+        """Queue up to `num_tasks` waiting tasks whose dependencies are complete."""
+        queued = await self.db.tasks.queue(self.body.get("num_tasks", 100))
+        self.write_json({"queued": queued})
+
+
+D = r"(?P<dataset_id>[0-9a-f]{32})"
+T = r"(?P<task_id>[0-9a-f]{32})"
+routes = [
+    (rf"/datasets/{D}/tasks", DatasetTasksHandler),
+    (rf"/datasets/{D}/tasks/{T}", DatasetTaskHandler),
+    (rf"/datasets/{D}/tasks/{T}/status", DatasetTaskStatusHandler),
+    (rf"/datasets/{D}/task_summaries/status", TaskSummariesHandler),
+    (rf"/datasets/{D}/task_counts/status", TaskCountsHandler),
+    (rf"/datasets/{D}/task_counts/name_status", TaskCountsNameHandler),
+    (rf"/datasets/{D}/task_actions/bulk_status/(?P<status>\w+)", BulkStatusHandler),
+    (rf"/datasets/{D}/task_actions/bulk_requirements/(?P<name>[A-Za-z0-9_.-]+)",
+     BulkRequirementsHandler),
+    (rf"/datasets/{D}/task_stats", DatasetTaskStatsHandler),
+    (r"/tasks", TasksHandler),
+    (rf"/tasks/{T}", TaskHandler),
+    (rf"/tasks/{T}/task_actions/complete", CompleteHandler),
+    (rf"/tasks/{T}/task_actions/reset", ResetHandler),
+    (rf"/tasks/{T}/task_actions/failed", FailedHandler),
+    (r"/task_actions/queue", QueueHandler),
+    (r"/task_actions/process", ProcessHandler),
+]

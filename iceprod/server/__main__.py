@@ -1,0 +1,70 @@
+"""The ``iceprod-server`` command: run the server, or mint a bootstrap token.
+
+    iceprod-server [--host H] [--port P] [--data-dir D] [--only rest|scheduler]
+    iceprod-server token [--data-dir D] --user NAME --role ROLE [--group G] [--exp SECONDS]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+
+from iceprod.common import logging as iplogging
+from iceprod.common.config import ServerConfig, load_secret
+from iceprod.common.errors import Invalid
+from iceprod.rest.auth.roles import ROLES
+from iceprod.rest.auth.tokens import create_token
+
+
+def parse(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="iceprod-server",
+        description="Run the iceprod server (REST API and scheduler loops). With no "
+        "ICEPROD_DB_URL it uses the embedded SQLite store under the data dir.",
+    )
+    parser.add_argument("--host", default=None, help="address to listen on (127.0.0.1)")
+    parser.add_argument("--port", type=int, default=None, help="port (8080; 0 = any free)")
+    parser.add_argument("--data-dir", default=None,
+                        help="data directory (ICEPROD_DATA_DIR, ./iceprod-data)")
+    parser.add_argument("--only", choices=["rest", "scheduler"], default=None,
+                        help="run only one part (default: all)")
+    parser.add_argument("--log-level", default=None, help="DEBUG, INFO, WARNING ...")
+    sub = parser.add_subparsers(dest="command")
+    tok = sub.add_parser("token", help="print a token signed with the server's secret")
+    tok.add_argument("--data-dir", dest="token_data_dir", default=None,
+                     help="data directory holding the secret")
+    tok.add_argument("--user", required=True, help="the token's subject")
+    tok.add_argument("--role", required=True, choices=ROLES, action="append",
+                     help="a role (repeatable)")
+    tok.add_argument("--group", action="append", default=[], help="a group (repeatable)")
+    tok.add_argument("--exp", type=int, default=86400, help="lifetime in seconds (86400)")
+    tok.add_argument("--pilot-id", default=None, help="bind a pilot token to one pilot id")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse(argv)
+    if args.command == "token":
+        config = ServerConfig.from_env(data_dir=args.token_data_dir or args.data_dir)
+        try:
+            print(create_token(load_secret(config.data_dir), args.user, args.role,
+                               args.group, args.exp, pilot_id=args.pilot_id))
+        except Invalid as e:
+            print(f"iceprod-server token: {e.message}", file=sys.stderr)
+            return 2
+        return 0
+    iplogging.setup(args.log_level)
+    config = ServerConfig.from_env(args.host, args.port, args.data_dir)
+    asyncio.run(_serve(config, args.only))
+    return 0
+
+
+async def _serve(config: ServerConfig, only: str | None) -> None:
+    from iceprod.server.daemon import serve
+
+    await serve(config, only)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
