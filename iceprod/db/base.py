@@ -60,6 +60,15 @@ class Repository:
             raise NotFound(f"{self.kind} not found")
         return doc
 
+    async def get_in(self, doc_id: str, scope: Filter, keys: Sequence[str] | None = None
+                     ) -> Doc:
+        """A document by id that must also match ``scope`` (e.g. its dataset), so a route
+        for one dataset can never hand out another's documents."""
+        doc = await self.coll.find_one({**scope, self.id_field: doc_id}, keys=keys)
+        if doc is None:
+            raise NotFound(f"{self.kind} not found")
+        return doc
+
     async def find(self, doc_id: str) -> Doc | None:
         return await self.coll.find_one({self.id_field: doc_id})
 
@@ -105,3 +114,6 @@ class Repository:
         """Counts of matching documents by status: ``{status: n}``."""
         rows = await self.coll.group_count(filter or {}, ["status"])
         return {r["status"]: r["count"] for r in rows if r["status"] is not None}
+
+    async def count(self, filter: Filter) -> int:
+        return await self.coll.count(filter)

@@ -69,3 +69,16 @@ class DatasetsRepo(Repository):
             out.setdefault(d.get("status", "processing"), []).append(d["dataset_id"])
         return out
 
+
+    async def advance_materialized(self, dataset_id: str, jobs: int) -> None:
+        """Record that jobs ``[0, jobs)`` exist (a resume hint; never moves back)."""
+        await self.coll.update_one({"dataset_id": dataset_id},
+                                   {"$max": {"jobs_materialized": jobs}})
+
+    async def processing(self) -> list[Doc]:
+        """Every processing dataset (the scheduler's working set)."""
+        return await self.coll.find({"status": "processing"}, sort=[("dataset_id", 1)])
+
+    async def needing_materialization(self) -> list[Doc]:
+        return [d for d in await self.processing()
+                if int(d.get("jobs_materialized", 0)) < int(d["jobs_submitted"])]

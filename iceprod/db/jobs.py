@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from iceprod.common.timeutil import iso
 from iceprod.db.base import Repository
 from iceprod.db.store import CollectionSpec, Doc, Index
 
@@ -58,3 +59,11 @@ class JobsRepo(Repository):
         for d in docs:
             out.setdefault(d["status"], []).append(d["job_id"])
         return out
+
+    async def bulk_status(self, dataset_id: str, status: str,
+                          from_status: Sequence[str]) -> int:
+        """Move a dataset's jobs in ``from_status`` to ``status``."""
+        return await self.coll.update_many(
+            {"dataset_id": dataset_id, "status": {"$in": list(from_status)}},
+            {"$set": {"status": status, "status_changed": iso()}},
+        )

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import time
+
+from iceprod.common.timeutil import iso
 from iceprod.db.base import Repository
 from iceprod.db.store import CollectionSpec
 
@@ -16,3 +19,19 @@ class SettingsRepo(Repository):
         doc = await self.coll.update_one({"key": name}, {"$inc": {"value": 1}})
         assert doc is not None
         return int(doc["value"])
+
+    async def acquire_lease(self, name: str, holder: str, ttl: float) -> bool:
+        """Take or renew a named lease; True while ``holder`` has it. With several
+        schedulers on one store exactly one acts at a time."""
+        now = time.time()
+        await self.coll.insert_many(
+            [{"key": name, "holder": "", "expires": iso(0)}], skip_duplicates=True)
+        doc = await self.coll.update_one(
+            {"key": name, "$or": [{"holder": holder}, {"expires": {"$lt": iso(now)}}]},
+            {"$set": {"holder": holder, "expires": iso(now + ttl)}},
+        )
+        return doc is not None
+
+    async def release_lease(self, name: str, holder: str) -> None:
+        await self.coll.update_one({"key": name, "holder": holder},
+                                   {"$set": {"holder": "", "expires": iso(0)}})

@@ -646,6 +646,8 @@ class SQLiteCollection(Collection):
         sort: Sort | None = None,
         limit: int | None = None,
     ) -> list[Doc]:
+        if limit is not None and limit <= 0:
+            return []  # as on Mongo; SQLite's LIMIT -1 would mean "no limit"
         statement, values = self._find_statement(filter, sort, limit)
         params = statement.params(values)
         id_field = self.spec.id_field

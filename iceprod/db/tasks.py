@@ -3,6 +3,7 @@ counts, summaries and stats are grouped natively by the backend."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Iterable, Sequence
 from typing import Any
@@ -17,6 +18,8 @@ from iceprod.db.store import CollectionSpec, Doc, Filter, Index
 NUMERIC_REQUIREMENTS = ("cpu", "gpu", "memory", "disk", "time")
 LEAVING_PROCESSING = {"pilot_id": "", "instance_id": "", "lease_expires": ""}
 BATCH = 1000
+# claims take the best-scored dataset's queued tasks first, then by priority inside it
+CLAIM_ORDER = [("dataset_priority", -1), ("priority", -1), ("task_id", 1)]
 
 
 class TasksRepo(Repository):
@@ -31,6 +34,7 @@ class TasksRepo(Repository):
             "name": "TEXT",
             "status": "TEXT",
             "priority": "REAL",
+            "dataset_priority": "REAL",
             "pilot_id": "TEXT",
             "lease_expires": "TEXT",
             "requirements.cpu": "REAL",
@@ -41,9 +45,9 @@ class TasksRepo(Repository):
             "requirements.site": "TEXT",
         },
         indexes=(
-            Index((("status", 1), ("priority", -1))),
+            Index((("status", 1), ("dataset_priority", -1), ("priority", -1))),
+            Index((("dataset_id", 1), ("status", 1), ("priority", -1), ("task_id", 1))),
             Index((("dataset_id", 1), ("job_index", 1), ("task_index", 1)), unique=True),
-            Index((("dataset_id", 1), ("status", 1))),
             Index((("job_id", 1),)),
             Index((("pilot_id", 1),)),
             Index((("status", 1), ("lease_expires", 1))),
@@ -102,7 +106,7 @@ class TasksRepo(Repository):
                     "lease_expires": iso(now + lease_seconds),
                 }
             },
-            sort=[("priority", -1), ("task_id", 1)],
+            sort=CLAIM_ORDER,
         )
 
     async def _fenced(self, task_id: str, instance_id: str, new: str, update: dict) -> Doc:
@@ -142,6 +146,7 @@ class TasksRepo(Repository):
         reason: str | None = None,
         reason_class: str | None = None,
         fail: bool = False,
+        debug: bool = False,
     ) -> Doc:
         """Count a failure and send the task back to ``waiting``, or to ``failed`` once it has
         failed ``max_failures`` times (or at once with ``fail``). Measured overuse raises the
@@ -150,9 +155,14 @@ class TasksRepo(Repository):
         if cur is None:
             raise NotFound("task not found")
         failures = int(cur.get("failures", 0)) + 1
-        new = "failed" if fail or failures >= max_failures else "waiting"
+        if debug:
+            new = "suspended"
+        elif fail or failures >= max_failures:
+            new = "failed"
+        else:
+            new = "waiting"
         update: dict[str, Any] = {
-            "$inc": {"failures": 1},
+            "$inc": {"failures": 1, f"failure_classes.{reason_class or 'unknown'}": 1},
             "$set": {"reason": reason or "", "reason_class": reason_class or "unknown"},
         }
         if time_used:
@@ -202,25 +212,62 @@ class TasksRepo(Repository):
 
     # -- queueing ------------------------------------------------------------------------
 
-    async def queue(self, num: int) -> int:
-        """Move up to ``num`` waiting tasks whose dependencies are complete to ``queued``,
-        highest priority first."""
-        if num <= 0:
-            return 0
-        candidates = await self.coll.find(
-            {"status": "waiting"},
-            keys=["task_id", "depends"],
-            sort=[("priority", -1), ("task_id", 1)],
-            limit=max(num * 4, BATCH),
-        )
-        ready = await self._ready(candidates)
+    async def queue_dataset(self, dataset_id: str, num: int, dataset_priority: float,
+                            scan_budget: int = 100_000) -> int:
+        """Move up to ``num`` of a dataset's waiting tasks whose dependencies are complete to
+        ``queued``, in priority order, scanning at most ``scan_budget`` waiting tasks."""
         queued = 0
-        for chunk in _chunks(ready[:num], BATCH):
-            queued += await self.coll.update_many(
-                {"task_id": {"$in": chunk}, "status": "waiting"},
-                {"$set": {"status": "queued", "status_changed": iso()}},
+        after: tuple[float, str] | None = None
+        scanned = 0
+        while queued < num and scanned < scan_budget:
+            query: dict[str, Any] = {"dataset_id": dataset_id, "status": "waiting"}
+            if after is not None:
+                query["$or"] = [{"priority": {"$lt": after[0]}},
+                                {"priority": after[0], "task_id": {"$gt": after[1]}}]
+            page = await self.coll.find(
+                query, keys=["task_id", "depends", "priority"],
+                sort=[("priority", -1), ("task_id", 1)], limit=BATCH,
             )
+            if not page:
+                break
+            scanned += len(page)
+            after = (page[-1].get("priority") or 0.0, page[-1]["task_id"])
+            ready = (await self._ready(page))[: num - queued]
+            for chunk in _chunks(ready, BATCH):
+                queued += await self.coll.update_many(
+                    {"task_id": {"$in": chunk}, "status": "waiting"},
+                    {"$set": {"status": "queued", "status_changed": iso(),
+                              "dataset_priority": dataset_priority}},
+                )
+            if len(page) < BATCH:
+                break
         return queued
+
+    async def unqueue_dataset(self, dataset_id: str, num: int) -> int:
+        """Send a dataset's ``num`` lowest-priority queued tasks back to waiting (their
+        slots go to datasets below their fair share)."""
+        rows = await self.coll.find({"dataset_id": dataset_id, "status": "queued"},
+                                    keys=["task_id"], sort=[("priority", 1), ("task_id", -1)],
+                                    limit=num)
+        back = 0
+        for chunk in _chunks([r["task_id"] for r in rows], BATCH):
+            back += await self.coll.update_many(
+                {"task_id": {"$in": chunk}, "status": "queued"},
+                {"$set": {"status": "waiting", "status_changed": iso()}},
+            )
+        return back
+
+    async def set_dataset_priority(self, dataset_id: str, score: float) -> int:
+        """Refresh the score carried by a dataset's queued tasks."""
+        return await self.coll.update_many(
+            {"dataset_id": dataset_id, "status": "queued"},
+            {"$set": {"dataset_priority": score}},
+        )
+
+    async def counts_by_dataset(self, status: str) -> dict[str, int]:
+        """How many tasks of each dataset are in ``status``."""
+        rows = await self.coll.group_count({"status": status}, ["dataset_id"])
+        return {r["dataset_id"]: r["count"] for r in rows if r["dataset_id"]}
 
     async def _ready(self, candidates: list[Doc]) -> list[str]:
         dep_ids = {d for c in candidates for d in (c.get("depends") or [])}
@@ -236,28 +283,50 @@ class TasksRepo(Repository):
 
     async def bulk_status(
         self, dataset_id: str, status: str, task_ids: Sequence[str] | None,
-        name: str | None = None,
+        name: str | None = None, job_id: str | None = None,
+        from_status: Sequence[str] | None = None,
     ) -> int:
-        """Set ``status`` on the given tasks (all of the dataset's, or all with ``name``, when
-        None) that the state machine allows; returns how many changed. Resetting clears the
-        failure count."""
+        """Set ``status`` on the given tasks (when None: all of the dataset's, narrowed by
+        ``name``, ``job_id`` and ``from_status``) that the state machine allows; returns how
+        many changed. Works in batches so a 100k-task change never holds the store for
+        long. Resetting to waiting clears the failure count."""
         update: dict[str, Any] = {"$set": {"status": status, "status_changed": iso()}}
         if status != "processing":
             update["$unset"] = dict(LEAVING_PROCESSING)
         if status == "waiting":
             update["$set"]["failures"] = 0
-        base: dict[str, Any] = {
-            "dataset_id": dataset_id,
-            "status": {"$in": allowed_from("task", status)},
-        }
+        allowed = allowed_from("task", status)
+        if from_status is not None:
+            allowed = [s for s in allowed if s in from_status]
+        base: dict[str, Any] = {"dataset_id": dataset_id, "status": {"$in": allowed}}
         if name:
             base["name"] = name
+        if job_id:
+            base["job_id"] = job_id
         if task_ids is None:
-            return await self.coll.update_many(base, update)
+            task_ids = await self._ids(base)
         changed = 0
         for chunk in _chunks(list(task_ids), BATCH):
             changed += await self.coll.update_many({**base, "task_id": {"$in": chunk}}, update)
+            await asyncio.sleep(0)
         return changed
+
+    async def _ids(self, query: Filter) -> list[str]:
+        """Every matching task id, read in pages."""
+        ids: list[str] = []
+        while True:
+            q = {**query, "task_id": {"$gt": ids[-1]}} if ids else query
+            page = await self.coll.find(q, keys=["task_id"], sort=[("task_id", 1)],
+                                        limit=BATCH * 5)
+            ids += [d["task_id"] for d in page]
+            if len(page) < BATCH * 5:
+                return ids
+
+    async def of_job(self, job_id: str) -> list[Doc]:
+        """A job's tasks (status and dependencies), in task order."""
+        return await self.coll.find({"job_id": job_id},
+                                    keys=["task_id", "status", "depends", "task_index"],
+                                    sort=[("task_index", 1)])
 
     async def bulk_requirements(self, dataset_id: str, name: str, reqs: Doc) -> int:
         return await self.coll.update_many(

@@ -77,8 +77,8 @@ class Metrics:
         for name in names:
             lines.append(f"# HELP {name} {self.help.get(name, name)}")
             lines.append(f"# TYPE {name} counter")
-            for (n, lbls), v in sorted(self.counters.items()):
-                if n == name:
+            for (counter, lbls), v in sorted(self.counters.items()):
+                if counter == name:
                     lines.append(f"{name}{_labels(lbls)} {v:g}")
         for name, (help_text, values) in sorted(gauges.items()):
             lines.append(f"# HELP {name} {help_text}")

@@ -98,7 +98,8 @@ def _operation(verb: str, fn: Any, params: list[dict], handler: type) -> dict[st
         "summary": summary.replace("\n", " "),
         "parameters": params,
         "responses": {
-            "200" if verb != "post" else "201": {"description": "success"},
+            "201" if spec.created else "200": {"description": "created" if spec.created
+                                               else "success"},
             "400": {"description": "bad input; the error names the field", **error},
             "401": {"description": "no or invalid token", **error},
             "403": {"description": "not allowed", **error},

@@ -138,3 +138,21 @@ def test_config_roundtrip_and_validation(alice: httpx.Client) -> None:
     r = alice.put(f"/config/{ds}", json=minimal_config(["a"]))
     assert r.status_code == 400 and "tasks_per_job" in r.json()["error"]
     assert alice.get(f"/config/{ds}").json() == chain
+
+
+def test_dataset_routes_never_leak_another_datasets_documents(
+        alice: httpx.Client, bob: httpx.Client, system: httpx.Client) -> None:
+    """A document id from dataset B asked for under dataset A is not found, whatever the
+    projection (a reader of A must learn nothing about B)."""
+    mine = create_dataset(alice, "physics")
+    theirs = create_dataset(bob, "astro")
+    job = system.post("/jobs", json={"dataset_id": theirs, "job_index": 0}).json()["result"]
+    task = system.post("/tasks", json={"dataset_id": theirs, "job_id": job, "task_index": 0,
+                                       "name": "secret"}).json()["result"]
+    log = system.post("/logs", json={"task_id": task, "name": "stdout", "data": "x"}
+                      ).json()["result"]
+    for path in (f"/datasets/{mine}/tasks/{task}", f"/datasets/{mine}/jobs/{job}",
+                 f"/datasets/{mine}/logs/{log}"):
+        for params in ({}, {"keys": "name|status"}, {"keys": "status"}):
+            r = alice.get(path, params=params)
+            assert r.status_code == 404, (path, params, r.text)

@@ -113,3 +113,16 @@ def test_sigkill_loses_no_committed_write(tmp_path: Path) -> None:
             assert tasks[written[-1]]["status"] == "suspended"
     finally:
         again.stop()
+
+
+def test_openapi_success_codes_match_the_server(server: Server, alice: httpx.Client) -> None:
+    """A documented 201 is what the server answers, and so is a documented 200."""
+    spec = httpx.get(server.url + "/openapi.json").json()
+    create = spec["paths"]["/datasets"]["post"]["responses"]
+    assert "201" in create and "200" not in create
+    process = spec["paths"]["/task_actions/process"]["post"]["responses"]
+    assert "200" in process and "201" not in process
+    ds = create_dataset(alice, "physics")
+    r = alice.post(f"/datasets/{ds}/logs", json={"name": "stdout", "data": "x"})
+    assert r.status_code == 201
+    assert "201" in spec["paths"]["/datasets/{dataset_id}/logs"]["post"]["responses"]

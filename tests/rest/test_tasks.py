@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import httpx
 import pytest
@@ -16,6 +18,15 @@ from tests.helpers import claim, create_dataset, create_job, create_task, regist
 def pilot(server: Server):
     with server.client(server.token("pilot-tests", ["pilot"])) as c:
         yield c
+
+
+@contextmanager
+def own_clients(server: Server) -> Iterator[tuple[httpx.Client, ...]]:
+    """alice, system and a pilot on a server of the test's own (queue order matters)."""
+    with server.client(server.token("alice", ["user"], ["physics"])) as alice, \
+            server.client(server.token("iceprod-system", ["system"])) as system, \
+            server.client(server.token("pilot-tests", ["pilot"])) as pilot:
+        yield alice, system, pilot
 
 
 def new_dataset(alice: httpx.Client, system: httpx.Client, jobs: int = 1,
@@ -101,7 +112,12 @@ def test_concurrent_claimers_each_task_once(server: Server, alice, system) -> No
     assert counts == {"processing": 500}
 
 
-def test_fencing_and_retries(alice, system, pilot) -> None:
+def test_fencing_and_retries(fresh_server: Server) -> None:
+    with own_clients(fresh_server) as (alice, system, pilot):
+        fencing_and_retries(alice, system, pilot)
+
+
+def fencing_and_retries(alice, system, pilot) -> None:
     ds, jobs = new_dataset(alice, system, 1, ("t",), status="queued", priority=1e6,
                            requirements={"cpu": 1, "memory": 1.0, "time": 1.0})
     (tid,) = jobs[0]
@@ -165,7 +181,12 @@ def test_failures_past_the_limit_fail_the_task(alice, system, pilot) -> None:
     assert r.json() == {"status": "failed", "failures": 1}
 
 
-def test_queue_respects_dependencies(alice, system, pilot) -> None:
+def test_queue_respects_dependencies(fresh_server: Server) -> None:
+    with own_clients(fresh_server) as (alice, system, pilot):
+        queue_respects_dependencies(alice, system, pilot)
+
+
+def queue_respects_dependencies(alice, system, pilot) -> None:
     ds = create_dataset(alice, "physics", tasks_per_job=2)
     job = create_job(system, ds, 0)
     first = create_task(system, ds, job, 0, "first", priority=1e8)

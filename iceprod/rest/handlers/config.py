@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from iceprod.common.errors import Invalid
 from iceprod.common.schema import load_schema, validate_dataset_config
+from iceprod.db import Database
+from iceprod.db.store import Doc
 from iceprod.rest.base import APIHandler, requires
+from iceprod.server.scheduler.materialize import foreign_task_index
 
 
 class ConfigHandler(APIHandler):
@@ -24,8 +27,25 @@ class ConfigHandler(APIHandler):
                 f"tasks: the dataset has tasks_per_job={dataset['tasks_per_job']} "
                 f"but the config defines {n} task(s)"
             )
+        await check_foreign_depends(self.db, dataset_id, self.body)
         await self.db.config.put(dataset_id, self.body)
         self.write_json({})
+
+
+async def check_foreign_depends(db: Database, dataset_id: str, config: Doc) -> None:
+    """``"<dataset_id>:<name>"`` must name a task of another dataset's config."""
+    for i, task in enumerate(config["tasks"]):
+        for k, dep in enumerate(task.get("depends", [])):
+            if isinstance(dep, str) and ":" in dep:
+                other, name = dep.split(":", 1)
+                if other == dataset_id:
+                    raise Invalid(f"tasks[{i}].depends[{k}]: name tasks of this dataset "
+                                  "without a dataset id")
+                try:
+                    await foreign_task_index(db, other, name)
+                except Invalid as e:
+                    raise Invalid(f"tasks[{i}].depends[{k}]: {e.message.split(': ', 1)[1]}"
+                                  ) from None
 
 
 routes = [(r"/config/(?P<dataset_id>[0-9a-f]{32})", ConfigHandler)]

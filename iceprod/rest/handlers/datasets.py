@@ -8,6 +8,7 @@ from iceprod.common.states import statuses
 from iceprod.common.timeutil import iso
 from iceprod.rest.base import APIHandler, requires
 from iceprod.rest.handlers.schemas import obj
+from iceprod.server.scheduler.rollup import cascade_dataset
 
 CREATE_BODY = obj(
     ["description", "jobs_submitted", "tasks_submitted", "tasks_per_job", "group"],
@@ -53,7 +54,7 @@ class DatasetsHandler(APIHandler):
         )
         self.write_page(page.docs, "dataset_id", page.next_after)
 
-    @requires("create:datasets", body=CREATE_BODY)
+    @requires("create:datasets", body=CREATE_BODY, created=True)
     async def post(self) -> None:
         """Submit a dataset; answers its path and sets default read/write rules."""
         b = self.body
@@ -102,9 +103,15 @@ class DatasetHandler(APIHandler):
 class DatasetStatusHandler(APIHandler):
     @requires("write:datasets", dataset="write", body=STATUS_BODY)
     async def put(self, dataset_id: str) -> None:
-        """Change a dataset's status (state machine; illegal -> 409)."""
-        await self.db.datasets.set_status(dataset_id, self.body["status"])
-        self.write_json({})
+        """Change a dataset's status (state machine; illegal -> 409). Suspending suspends its
+        unfinished jobs and tasks; resuming sends suspended tasks back to waiting."""
+        old = await self.db.datasets.get(dataset_id, keys=["status"])
+        status = self.body["status"]
+        await self.db.datasets.set_status(dataset_id, status)
+        changed = 0
+        if status != old["status"]:
+            changed = await cascade_dataset(self.db, dataset_id, status)
+        self.write_json({"tasks_changed": changed})
 
 
 class DatasetDescriptionHandler(APIHandler):

@@ -48,7 +48,7 @@ class DatasetFilesHandler(FileWriter):
         )
         self.write_page(page.docs, "file_id", page.next_after)
 
-    @requires("write:datasets", dataset="write", body=DATASET_FILE_BODY)
+    @requires("write:datasets", dataset="write", body=DATASET_FILE_BODY, created=True)
     async def post(self, dataset_id: str) -> None:
         """Register a file for a dataset (optionally for a task, by id)."""
         await self.add(dataset_id, self.body.pop("task_id", None))
@@ -64,7 +64,7 @@ class TaskFilesHandler(FileWriter):
         )
         self.write_page(page.docs, "file_id", page.next_after)
 
-    @requires("write:datasets", dataset="write", body=TASK_FILE_BODY)
+    @requires("write:datasets", dataset="write", body=TASK_FILE_BODY, created=True)
     async def post(self, dataset_id: str, task_id: str) -> None:
         """Register a file for a task."""
         await self.add(dataset_id, task_id)

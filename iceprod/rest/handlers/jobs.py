@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from iceprod.common.errors import NotFound
 from iceprod.common.ids import new_id
 from iceprod.common.states import statuses
 from iceprod.common.timeutil import iso
 from iceprod.rest.base import APIHandler, requires
 from iceprod.rest.handlers.schemas import ID, obj
+from iceprod.server.scheduler.rollup import cascade_job
 
 STATUS_BODY = obj(["status"], status={"type": "string", "enum": statuses("job")})
 CREATE_BODY = obj(
@@ -44,9 +44,7 @@ class DatasetJobHandler(APIHandler):
     @requires("read:datasets", dataset="read")
     async def get(self, dataset_id: str, job_id: str) -> None:
         """One job of a dataset."""
-        job = await self.db.jobs.get(job_id, self.keys_arg())
-        if job.get("dataset_id", dataset_id) != dataset_id:
-            raise NotFound("job not found")
+        job = await self.db.jobs.get_in(job_id, {"dataset_id": dataset_id}, self.keys_arg())
         self.write_json(job)
 
 
@@ -54,8 +52,13 @@ class DatasetJobStatusHandler(APIHandler):
     @requires("write:datasets", dataset="write", body=STATUS_BODY)
     async def put(self, dataset_id: str, job_id: str) -> None:
         """Set a job's status (state machine; illegal -> 409)."""
-        await self.db.jobs.set_status(job_id, self.body["status"], dataset_id=dataset_id)
-        self.write_json({})
+        status = self.body["status"]
+        old = await self.db.jobs.get(job_id, keys=["status", "dataset_id"])
+        job = await self.db.jobs.set_status(job_id, status, dataset_id=dataset_id)
+        changed = 0
+        if status != old["status"]:
+            changed = await cascade_job(self.db, job, status)
+        self.write_json({"tasks_changed": changed})
 
 
 class JobSummariesHandler(APIHandler):
@@ -73,7 +76,7 @@ class JobCountsHandler(APIHandler):
 
 
 class JobsHandler(APIHandler):
-    @requires("internal", body=CREATE_BODY)
+    @requires("internal", body=CREATE_BODY, created=True)
     async def post(self) -> None:
         """Create a job (internal)."""
         await self.db.datasets.get(self.body["dataset_id"], keys=["status"])

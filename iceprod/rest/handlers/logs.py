@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from iceprod.common.errors import Invalid, NotFound, TooLarge
+from iceprod.common.errors import Invalid, TooLarge
 from iceprod.common.ids import new_id
 from iceprod.common.timeutil import iso
 from iceprod.rest.base import APIHandler, OwnershipMixin, requires
@@ -29,7 +29,7 @@ class LogWriter(OwnershipMixin, APIHandler):
 
 
 class DatasetLogsHandler(LogWriter):
-    @requires("write:datasets", dataset="write", body=DATASET_LOG_BODY)
+    @requires("write:datasets", dataset="write", body=DATASET_LOG_BODY, created=True)
     async def post(self, dataset_id: str) -> None:
         """Attach a log to a dataset (or one of its tasks)."""
         task_id = self.body.get("task_id")
@@ -44,9 +44,7 @@ class DatasetLogHandler(APIHandler):
     @requires("read:datasets", dataset="read")
     async def get(self, dataset_id: str, log_id: str) -> None:
         """One log of a dataset."""
-        doc = await self.db.logs.get(log_id, self.keys_arg())
-        if doc.get("dataset_id") != dataset_id:
-            raise NotFound("log not found")
+        doc = await self.db.logs.get_in(log_id, {"dataset_id": dataset_id}, self.keys_arg())
         self.write_json(doc)
 
 
@@ -67,7 +65,7 @@ class DatasetTaskLogsHandler(APIHandler):
 
 
 class LogsHandler(LogWriter):
-    @requires("pilot", "internal", body=LOG_BODY)
+    @requires("pilot", "internal", body=LOG_BODY, created=True)
     async def post(self) -> None:
         """Store a log (internal; a pilot only for the tasks it holds)."""
         dataset_id = self.body.get("dataset_id")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from iceprod.common.errors import Invalid, NotFound
+from iceprod.common.errors import Invalid
 from iceprod.common.ids import new_id
 from iceprod.common.timeutil import iso
 from iceprod.rest.base import APIHandler, OwnershipMixin, requires
@@ -35,14 +35,13 @@ class DatasetTaskStatHandler(APIHandler):
     @requires("read:datasets", dataset="read")
     async def get(self, dataset_id: str, task_id: str, task_stat_id: str) -> None:
         """One stats record."""
-        doc = await self.db.task_stats.get(task_stat_id, self.keys_arg())
-        if (doc.get("dataset_id"), doc.get("task_id")) != (dataset_id, task_id):
-            raise NotFound("task_stat not found")
+        doc = await self.db.task_stats.get_in(
+            task_stat_id, {"dataset_id": dataset_id, "task_id": task_id}, self.keys_arg())
         self.write_json(doc)
 
 
 class TaskStatsCreateHandler(OwnershipMixin, APIHandler):
-    @requires("pilot", "internal", body=CREATE_BODY)
+    @requires("pilot", "internal", body=CREATE_BODY, created=True)
     async def post(self, task_id: str) -> None:
         """Store a stats record for a task (a pilot only for tasks it holds)."""
         task = await self.db.tasks.get(task_id, keys=["dataset_id", "pilot_id", "name"])

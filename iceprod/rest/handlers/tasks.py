@@ -7,11 +7,14 @@ from typing import Any
 
 from iceprod.common.errors import Invalid, NotFound
 from iceprod.common.ids import new_id
+from iceprod.common.reasons import classify
 from iceprod.common.states import statuses
 from iceprod.common.timeutil import iso
 from iceprod.db.store import Doc
 from iceprod.rest.base import APIHandler, OwnershipMixin, requires
 from iceprod.rest.handlers.schemas import ID, obj
+from iceprod.server.scheduler.queue import queue_tasks
+from iceprod.server.scheduler.rollup import rollup_job
 
 TASK_STATUS = {"type": "string", "enum": statuses("task")}
 STATUS_BODY = obj(["status"], status=TASK_STATUS)
@@ -111,9 +114,7 @@ class DatasetTaskHandler(APIHandler):
     @requires("read:datasets", dataset="read")
     async def get(self, dataset_id: str, task_id: str) -> None:
         """One task of a dataset."""
-        task = await self.db.tasks.get(task_id, self.keys_arg())
-        if task.get("dataset_id", dataset_id) != dataset_id:
-            raise NotFound("task not found")
+        task = await self.db.tasks.get_in(task_id, {"dataset_id": dataset_id}, self.keys_arg())
         self.write_json(visible_task(task, self.principal.privileged))
 
 
@@ -177,7 +178,7 @@ class DatasetTaskStatsHandler(APIHandler):
 
 
 class TasksHandler(APIHandler):
-    @requires("internal", body=CREATE_BODY)
+    @requires("internal", body=CREATE_BODY, created=True)
     async def post(self) -> None:
         """Create a task (internal)."""
         b = self.body
@@ -256,7 +257,9 @@ class CompleteHandler(FencedAction):
         """Mark a processing task complete (stale instance_id -> 409)."""
         await self.held_task(task_id)
         b = self.body
-        await self.db.tasks.complete(task_id, b["instance_id"], b.get("time_used"), b.get("site"))
+        doc = await self.db.tasks.complete(task_id, b["instance_id"], b.get("time_used"),
+                                           b.get("site"))
+        await rollup_job(self.db, doc["job_id"])
         self.ctx.metrics.inc("iceprod_tasks_finished_total", help="tasks finished by outcome",
                              outcome="complete")
         self.write_json({})
@@ -273,16 +276,20 @@ class ResetHandler(FencedAction):
 
     async def report(self, task_id: str) -> None:
         task = await self.held_task(task_id)
-        dataset = await self.db.datasets.get(task["dataset_id"], keys=["max_failures"])
+        dataset = await self.db.datasets.get(task["dataset_id"], keys=["max_failures", "debug"])
         b = self.body
         doc = await self.db.tasks.reset(
             task_id, b["instance_id"],
             max_failures=int(dataset.get("max_failures") or self.ctx.config.max_failures),
             time_used=b.get("time_used"), resources=b.get("resources"), site=b.get("site"),
-            reason=b.get("reason"), fail=self.fail,
+            reason=b.get("reason"), reason_class=classify(b.get("reason")), fail=self.fail,
+            debug=bool(dataset.get("debug")),
         )
+        await rollup_job(self.db, doc["job_id"])
         self.ctx.metrics.inc("iceprod_tasks_finished_total", help="tasks finished by outcome",
                              outcome="failed" if doc["status"] == "failed" else "reset")
+        self.ctx.metrics.inc("iceprod_task_failures_total", help="failed runs by reason class",
+                             reason_class=doc.get("reason_class", "unknown"))
         self.write_json({"status": doc["status"], "failures": doc.get("failures", 0)})
 
 
@@ -299,7 +306,9 @@ class QueueHandler(APIHandler):
     @requires("internal", body=QUEUE_BODY)
     async def post(self) -> None:
         """Queue up to `num_tasks` waiting tasks whose dependencies are complete."""
-        queued = await self.db.tasks.queue(self.body.get("num_tasks", 100))
+        cfg = self.ctx.config
+        queued = await queue_tasks(self.db, cfg.queue_max, cfg.group_weights,
+                                   self.body.get("num_tasks", 100))
         self.write_json({"queued": queued})
 
 

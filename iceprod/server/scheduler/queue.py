@@ -1,0 +1,85 @@
+"""Queueing with fair share: waiting -> queued for tasks whose dependencies are complete,
+at most ``queue_max`` queued in all, each processing dataset getting its share of the slots
+(see ``priority.py``); slots a dataset cannot use go to the others."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+
+from iceprod.db import Database
+from iceprod.server.scheduler.priority import load_from_docs, quotas, scores
+
+log = logging.getLogger(__name__)
+
+
+async def dataset_scores(db: Database, group_weights: Mapping[str, float]) -> dict[str, float]:
+    """The current score of every processing dataset."""
+    datasets = await db.datasets.processing()
+    running = await db.tasks.counts_by_dataset("processing")
+    return scores(load_from_docs(datasets, running), group_weights)
+
+
+async def refresh_priorities(db: Database, group_weights: Mapping[str, float]) -> dict[str, float]:
+    """Recompute scores and stamp them on each dataset's queued tasks."""
+    score = await dataset_scores(db, group_weights)
+    for dataset_id, s in score.items():
+        await db.tasks.set_dataset_priority(dataset_id, s)
+    return score
+
+
+async def queue_tasks(db: Database, queue_max: int, group_weights: Mapping[str, float],
+                      num: int | None = None) -> int:
+    """Bring every dataset towards its share of ``queue_max`` queued slots and fill the
+    rest; returns how many tasks were newly queued (at most ``num`` when given).
+
+    1. each dataset below its share queues ready tasks up to its share;
+    2. if the queue is now over ``queue_max``, datasets above their share give back their
+       lowest-priority queued tasks (to waiting) down to their share;
+    3. slots still free go to the datasets that had ready work, best score first.
+    """
+    budget = num if num is not None else queue_max
+    queued_now = await db.tasks.counts_by_dataset("queued")
+    score = await dataset_scores(db, group_weights)
+    target = quotas(queue_max, score, {})
+    order = sorted(score, key=lambda d: -score[d])
+    total = 0
+    has_more: list[str] = []
+    for dataset_id in order:
+        deficit = min(target[dataset_id] - queued_now.get(dataset_id, 0), budget - total)
+        if deficit <= 0:
+            if target[dataset_id] > 0:
+                has_more.append(dataset_id)
+            continue
+        got = await db.tasks.queue_dataset(dataset_id, deficit, score[dataset_id])
+        queued_now[dataset_id] = queued_now.get(dataset_id, 0) + got
+        total += got
+        if got == deficit:
+            has_more.append(dataset_id)
+    await _trim(db, queued_now, target, queue_max)
+    room = min(queue_max - sum(queued_now.values()), budget - total)
+    for dataset_id in has_more:
+        if room <= 0:
+            break
+        got = await db.tasks.queue_dataset(dataset_id, room, score[dataset_id])
+        queued_now[dataset_id] = queued_now.get(dataset_id, 0) + got
+        total += got
+        room -= got
+    if total:
+        log.info("queued %d task(s)", total)
+    return total
+
+
+async def _trim(db: Database, queued: dict[str, int], target: Mapping[str, int],
+                queue_max: int) -> None:
+    """Give back slots held above a dataset's share while the queue is over-full."""
+    excess = sum(queued.values()) - queue_max
+    for dataset_id, n in sorted(queued.items(), key=lambda kv: target.get(kv[0], 0) - kv[1]):
+        if excess <= 0:
+            return
+        over = n - target.get(dataset_id, 0)
+        if over <= 0:
+            continue
+        back = await db.tasks.unqueue_dataset(dataset_id, min(over, excess))
+        queued[dataset_id] = n - back
+        excess -= back

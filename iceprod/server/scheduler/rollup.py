@@ -1,0 +1,102 @@
+"""Roll-up: job and dataset statuses follow their tasks, and suspending or resuming a
+dataset or job carries down to its unfinished tasks."""
+
+from __future__ import annotations
+
+import logging
+
+from iceprod.common.errors import BadTransition
+from iceprod.db import Database
+from iceprod.db.store import Doc
+
+log = logging.getLogger(__name__)
+
+ACTIVE = {"waiting", "queued", "processing"}
+
+
+def job_outcome(tasks: list[Doc]) -> str:
+    """``complete`` when every task is; ``errors`` when failed tasks remain and nothing else
+    can run (what is left waits, directly or not, on a failed task); else ``processing``."""
+    if tasks and all(t["status"] == "complete" for t in tasks):
+        return "complete"
+    blocked = {t["task_id"] for t in tasks if t["status"] == "failed"}
+    if not blocked or any(t["status"] in ("queued", "processing") for t in tasks):
+        return "processing"
+    waiting = [t for t in tasks if t["status"] == "waiting"]
+    grew = True
+    while grew:
+        grew = False
+        for t in waiting:
+            if t["task_id"] not in blocked and blocked & set(t.get("depends") or []):
+                blocked.add(t["task_id"])
+                grew = True
+    if all(t["task_id"] in blocked for t in waiting):
+        return "errors"
+    return "processing"
+
+
+async def rollup_job(db: Database, job_id: str) -> str | None:
+    """Update a job from its tasks (and its dataset when the job finished)."""
+    job = await db.jobs.find(job_id)
+    if job is None or job["status"] == "suspended":
+        return None
+    outcome = job_outcome(await db.tasks.of_job(job_id))
+    if outcome != job["status"]:
+        try:
+            await db.jobs.set_status(job_id, outcome)
+        except BadTransition:
+            return job["status"]
+        await rollup_dataset(db, job["dataset_id"])
+    return outcome
+
+
+async def rollup_dataset(db: Database, dataset_id: str) -> str | None:
+    """A processing dataset is complete when all its jobs are, and in errors when every
+    job is finished and some ended in errors."""
+    ds = await db.datasets.find(dataset_id)
+    if ds is None or ds["status"] != "processing":
+        return None
+    if int(ds.get("jobs_materialized", 0)) < ds["jobs_submitted"]:
+        return "processing"
+    counts = await db.jobs.status_counts({"dataset_id": dataset_id})
+    if counts.get("complete", 0) >= ds["jobs_submitted"]:
+        new = "complete"
+    elif sum(counts.values()) >= ds["jobs_submitted"] and not counts.get("processing") \
+            and counts.get("errors"):
+        new = "errors"
+    else:
+        return "processing"
+    await db.datasets.set_status(dataset_id, new)
+    log.info("dataset %s is %s", dataset_id, new)
+    return new
+
+
+async def rollup_all(db: Database) -> None:
+    """Periodic safety net: re-check every processing dataset."""
+    for ds in await db.datasets.processing():
+        await rollup_dataset(db, ds["dataset_id"])
+
+
+async def cascade_dataset(db: Database, dataset_id: str, status: str) -> int:
+    """Suspending a dataset suspends its jobs and unfinished tasks; resuming (to processing)
+    sends suspended tasks back to waiting. Returns how many tasks changed."""
+    if status == "suspended":
+        await db.jobs.bulk_status(dataset_id, "suspended", ["processing", "errors"])
+        return await db.tasks.bulk_status(dataset_id, "suspended", None,
+                                          from_status=sorted(ACTIVE))
+    if status == "processing":
+        await db.jobs.bulk_status(dataset_id, "processing", ["suspended", "errors"])
+        return await db.tasks.bulk_status(dataset_id, "waiting", None,
+                                          from_status=["suspended"])
+    return 0
+
+
+async def cascade_job(db: Database, job: Doc, status: str) -> int:
+    """The same as ``cascade_dataset`` for one job."""
+    if status == "suspended":
+        return await db.tasks.bulk_status(job["dataset_id"], "suspended", None,
+                                          job_id=job["job_id"], from_status=sorted(ACTIVE))
+    if status == "processing":
+        return await db.tasks.bulk_status(job["dataset_id"], "waiting", None,
+                                          job_id=job["job_id"], from_status=["suspended"])
+    return 0
