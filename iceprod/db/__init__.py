@@ -10,17 +10,22 @@ from iceprod.db.config import ConfigRepo
 from iceprod.db.datasets import DatasetsRepo
 from iceprod.db.files import FilesRepo
 from iceprod.db.grids import GridsRepo
+from iceprod.db.groups import GroupsRepo
 from iceprod.db.jobs import JobsRepo
 from iceprod.db.logs import LogsRepo
 from iceprod.db.pilots import PilotsRepo
+from iceprod.db.revocations import RevocationsRepo
+from iceprod.db.roles import RolesRepo
 from iceprod.db.settings import SettingsRepo
 from iceprod.db.store import Store, open_store
 from iceprod.db.task_stats import TaskStatsRepo
 from iceprod.db.tasks import TasksRepo
+from iceprod.db.users import UsersRepo
 
 REPOSITORIES = (
     AuthsRepo, ConfigRepo, DatasetsRepo, FilesRepo, GridsRepo, JobsRepo, LogsRepo,
     PilotsRepo, SettingsRepo, TaskStatsRepo, TasksRepo,
+    GroupsRepo, RevocationsRepo, RolesRepo, UsersRepo,
 )
 
 
@@ -40,6 +45,10 @@ class Database:
         self.settings = SettingsRepo(store)
         self.task_stats = TaskStatsRepo(store)
         self.tasks = TasksRepo(store)
+        self.groups = GroupsRepo(store)
+        self.revocations = RevocationsRepo(store)
+        self.roles = RolesRepo(store)
+        self.users = UsersRepo(store)
 
     @classmethod
     async def open(cls, db_url: str | None, data_dir: str) -> Database:

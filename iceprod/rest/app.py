@@ -12,22 +12,28 @@ import tornado.web
 
 from iceprod.rest.base import AppContext, NotFoundHandler
 from iceprod.rest.handlers import (
+    auths,
     config,
     datasets,
     files,
     grids,
+    groups,
     jobs,
+    login,
     logs,
     pilots,
+    roles,
     system,
     task_stats,
     tasks,
+    users,
 )
 from iceprod.rest.openapi import build as build_openapi
 from iceprod.rest.openapi import handler_methods, template
 
 HANDLER_MODULES: tuple[ModuleType, ...] = (
     system, datasets, config, jobs, tasks, task_stats, logs, files, grids, pilots,
+    roles, groups, users, login, auths,
 )
 
 

@@ -23,7 +23,10 @@ from iceprod.common.schema import validate
 from iceprod.db import Database
 from iceprod.db.auths import allows
 from iceprod.db.store import Doc
-from iceprod.rest.auth.tokens import ANONYMOUS, Principal, decode_token
+from iceprod.rest.auth.external import ExternalVerifier
+from iceprod.rest.auth.ratelimit import LoginLimiter
+from iceprod.rest.auth.resolver import TokenResolver
+from iceprod.rest.auth.tokens import ANONYMOUS, Principal
 from iceprod.rest.metrics import Metrics
 
 log = logging.getLogger(__name__)
@@ -40,6 +43,15 @@ class AppContext:
     config: ServerConfig
     metrics: Metrics = field(default_factory=Metrics)
     started: float = field(default_factory=time.time)
+    resolver: TokenResolver = field(init=False)
+    login_limiter: LoginLimiter = field(init=False)
+    external: ExternalVerifier | None = field(init=False)
+
+    def __post_init__(self) -> None:
+        c = self.config
+        self.resolver = TokenResolver(self.db, c.secret, c.auth_cache_seconds)
+        self.login_limiter = LoginLimiter(c.login_max_failures, c.login_window_seconds)
+        self.external = ExternalVerifier(c) if c.oidc_enabled else None
 
 
 @dataclass(frozen=True)
@@ -50,15 +62,16 @@ class AuthSpec:
     dataset: str | None = None
     body: Doc | None = None
     public: bool = False
+    created: bool = False
 
 
 def requires(
-    *scopes: str, dataset: str | None = None, body: Doc | None = None
+    *scopes: str, dataset: str | None = None, body: Doc | None = None, created: bool = False
 ) -> Callable[[F], F]:
     """Require any one of ``scopes``; with ``dataset="read"|"write"`` also the dataset's
     rules for the route's ``dataset_id``; with ``body`` a JSON body valid for that schema
-    (parsed into ``self.body``)."""
-    spec = AuthSpec(scopes=scopes, dataset=dataset, body=body)
+    (parsed into ``self.body``). ``created`` documents a 201 answer."""
+    spec = AuthSpec(scopes=scopes, dataset=dataset, body=body, created=created)
 
     def deco(fn: F) -> F:
         @functools.wraps(fn)
@@ -76,9 +89,9 @@ def requires(
     return deco
 
 
-def public(body: Doc | None = None) -> Callable[[F], F]:
+def public(body: Doc | None = None, created: bool = False) -> Callable[[F], F]:
     """Mark a method as open to anyone (still parsing ``body`` if given)."""
-    spec = AuthSpec(scopes=(), body=body, public=True)
+    spec = AuthSpec(scopes=(), body=body, public=True, created=created)
 
     def deco(fn: F) -> F:
         @functools.wraps(fn)
@@ -114,12 +127,17 @@ class APIHandler(tornado.web.RequestHandler):
         self.set_header("Content-Type", "application/json; charset=UTF-8")
 
     async def prepare(self) -> None:
+        if token := self.bearer_token():
+            self.principal = await self.ctx.resolver.principal(token)
+
+    def bearer_token(self) -> str | None:
         header = self.request.headers.get("Authorization", "")
-        if header:
-            kind, _, token = header.partition(" ")
-            if kind.lower() != "bearer" or not token:
-                raise Unauthorized("Authorization: expected 'Bearer <token>'")
-            self.principal = decode_token(self.ctx.config.secret, token.strip())
+        if not header:
+            return None
+        kind, _, token = header.partition(" ")
+        if kind.lower() != "bearer" or not token.strip():
+            raise Unauthorized("Authorization: expected 'Bearer <token>'")
+        return token.strip()
 
     def check_scopes(self, scopes: tuple[str, ...]) -> None:
         if not self.principal.authenticated:
@@ -204,6 +222,8 @@ class APIHandler(tornado.web.RequestHandler):
             message = exc.log_message or self._reason
         else:
             message = "internal server error"
+        if (retry_after := getattr(exc, "retry_after", None)) is not None:
+            self.set_header("Retry-After", str(retry_after))
         self.set_header("Content-Type", "application/json; charset=UTF-8")
         self.finish(json.dumps({"code": status_code, "error": message}))
 

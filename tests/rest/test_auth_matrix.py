@@ -1,19 +1,22 @@
 """The auth matrix: (method, route, role) -> status, for every route and every role.
 
 Each cell runs against a fresh world (a dataset owned by alice with a config, a job, a task
-claimed by the pilot, a queued task, a grid, a log, a stats record and a file), so cells
-never depend on each other."""
+claimed by the pilot, a queued task, a grid, a log, a stats record and a file; and, for the
+account routes, a fresh user, group and custom role), so cells never depend on each other.
+The matrix server's LDAP server is unreachable (``POST /ldap`` answers 503 to everyone) and
+its token exchange trusts a provider key no test token is signed with."""
 
 from __future__ import annotations
 
-import time
+import json
+import uuid
 from collections.abc import Iterator
 from typing import Any
 
 import httpx
 import pytest
 
-from tests.conftest import Server, start_server
+from tests.conftest import Server, free_port, start_server
 from tests.helpers import (
     claim,
     create_dataset,
@@ -22,6 +25,7 @@ from tests.helpers import (
     minimal_config,
     register_pilot,
 )
+from tests.oidc_provider import AUDIENCE, ISSUER, Provider
 
 ROLES = ("anon", "owner", "other", "pilot", "system", "admin")
 # expected status per role, in ROLES order
@@ -34,6 +38,10 @@ PILOT_ACT = (401, 403, 403, 200, 200, 200)
 PILOT_CREATE = (401, 403, 403, 201, 201, 201)
 ANY_USER = (401, 200, 200, 403, 200, 200)
 EVERYONE = (200,) * 6
+ADMIN_ONLY = (401, 403, 403, 403, 403, 200)
+ADMIN_CREATE = (401, 403, 403, 403, 403, 201)
+LDAP_DOWN = (503,) * 6
+EXTERNAL_TOKEN_ONLY = (401, 403, 403, 403, 403, 403)
 
 MATRIX: list[tuple[str, str, Any, tuple[int, ...]]] = [
     ("GET", "/healthz", None, EVERYONE),
@@ -104,13 +112,45 @@ MATRIX: list[tuple[str, str, Any, tuple[int, ...]]] = [
     ("GET", "/pilots/{pilot_id}", None, (401, 200, 200, 200, 200, 200)),
     ("PATCH", "/pilots/{pilot_id}", {"resources_available": {"cpu": 1}}, PILOT_ACT),
     ("DELETE", "/pilots/{pilot_id}", None, PILOT_ACT),
+    ("GET", "/roles", None, ANY_USER),
+    ("GET", "/roles/{role_name}", None, ANY_USER),
+    ("PUT", "/roles/{role_name}", {"scopes": ["read:datasets"]}, ADMIN_ONLY),
+    ("DELETE", "/roles/{role_name}", None, ADMIN_ONLY),
+    ("GET", "/groups", None, INTERNAL),
+    ("POST", "/groups", {"name": "{new_name}"}, ADMIN_CREATE),
+    ("GET", "/groups/{group_id}", None, INTERNAL),
+    ("DELETE", "/groups/{group_id}", None, ADMIN_ONLY),
+    ("GET", "/users", None, INTERNAL),
+    ("POST", "/users", {"username": "{new_name}"}, ADMIN_CREATE),
+    ("GET", "/users/{user_id}", None, INTERNAL),
+    ("PATCH", "/users/{user_id}", {"orcid": "0000-0001-{new_name}"}, ADMIN_ONLY),
+    ("DELETE", "/users/{user_id}", None, ADMIN_ONLY),
+    ("GET", "/users/{user_id}/groups", None, INTERNAL),
+    ("POST", "/users/{user_id}/groups", {"group": "{group_name}"}, ADMIN_ONLY),
+    ("PUT", "/users/{user_id}/groups", {"groups": ["{group_name}"]}, ADMIN_ONLY),
+    ("PUT", "/users/{user_id}/roles", {"roles": ["user", "{role_name}"]}, ADMIN_ONLY),
+    ("POST", "/users/{user_id}/actions/revoke_tokens", None, ADMIN_ONLY),
+    ("POST", "/ldap", {"username": "alice", "password": "secret"}, LDAP_DOWN),
+    ("POST", "/create_token", {"type": "temp", "exp": 60}, ANY_USER),
+    ("GET", "/token/alice", None, EXTERNAL_TOKEN_ONLY),
+    ("GET", "/auths/{dataset_id}", None, READ),
+    ("PUT", "/auths/{dataset_id}", {"read_groups": ["astro"]}, WRITE),
+    ("GET", "/auths/{dataset_id}/actions/read", None, READ),
+    ("GET", "/auths/{dataset_id}/actions/write", None, WRITE),
 ]
 
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     """The matrix leaves many queued tasks behind, so it gets a server of its own."""
-    srv = start_server(tmp_path_factory.mktemp("matrix"))
+    data = tmp_path_factory.mktemp("matrix")
+    provider = Provider(data)
+    env = {
+        "ICEPROD_LDAP_URI": f"ldap://127.0.0.1:{free_port()}",
+        "ICEPROD_OIDC_ISSUER": ISSUER, "ICEPROD_OIDC_AUDIENCE": AUDIENCE,
+        "ICEPROD_OIDC_PUBLIC_KEY_FILE": str(provider.key_file),
+    }
+    srv = start_server(data, env=env, args=["--only", "rest"])
     yield srv
     srv.stop()
 
@@ -136,13 +176,14 @@ def build_world(c: dict[str, httpx.Client]) -> dict[str, str]:
     ds = create_dataset(owner, "physics", jobs=2, tasks_per_job=2)
     assert owner.put(f"/config/{ds}", json=minimal_config(["a", "b"])).status_code == 200
     job = create_job(system, ds, 0)
-    # the newest world's task outranks every task left queued by earlier cells
-    held = create_task(system, ds, job, 0, "a", status="queued", priority=time.time(),
-                       requirements={"cpu": 1, "memory": 1})
+    # cells leave queued tasks behind; only this world's task needs a GPU at this site
+    site = f"world-{ds}"
+    held = create_task(system, ds, job, 0, "a", status="queued",
+                       requirements={"cpu": 1, "memory": 1, "gpu": 1, "site": site})
     create_task(system, ds, job, 1, "b", status="queued", priority=1,
                 requirements={"cpu": 1, "memory": 1})
     pilot_id = register_pilot(pilot, cpu=4, memory=8)
-    r = claim(pilot, pilot_id, cpu=4, memory=8)
+    r = claim(pilot, pilot_id, cpu=4, memory=8, gpu=1, site=site)
     assert r.status_code == 200, r.text
     assert r.json()["task_id"] == held
     ids = {"dataset_id": ds, "job_id": job, "task_id": held, "pilot_id": pilot_id,
@@ -154,6 +195,25 @@ def build_world(c: dict[str, httpx.Client]) -> dict[str, str]:
     r = pilot.post(f"/tasks/{held}/task_stats", json={"dataset_id": ds, "stats": {"t": 1}})
     assert r.status_code == 201, r.text
     ids["task_stat_id"] = r.json()["result"]
+    return ids
+
+
+def build_accounts(admin: httpx.Client, path: str, body: Any) -> dict[str, str]:
+    """A fresh user, group and custom role, for the cells whose route or body names them."""
+    needs = path + json.dumps(body)
+    suffix = uuid.uuid4().hex[:12]
+    ids = {"new_name": f"n{suffix}", "role_name": f"r{suffix}", "group_name": f"g{suffix}"}
+    if "{role_name}" in needs:
+        r = admin.put(f"/roles/{ids['role_name']}", json={"scopes": ["read:grids"]})
+        assert r.status_code == 200, r.text
+    if "{group_" in needs:
+        r = admin.post("/groups", json={"name": ids["group_name"]})
+        assert r.status_code == 201, r.text
+        ids["group_id"] = r.json()["result"]
+    if "{user_id}" in needs:
+        r = admin.post("/users", json={"username": f"u{suffix}"})
+        assert r.status_code == 201, r.text
+        ids["user_id"] = r.json()["result"]
     return ids
 
 
@@ -178,6 +238,7 @@ CELLS = [
 def test_cell(clients: dict[str, httpx.Client], method: str, path: str, body: Any,
               role: str, expected: int) -> None:
     ids = build_world(clients)
+    ids.update(build_accounts(clients["admin"], path, body))
     r = clients[role].request(method, fill(path, ids),
                               json=fill(body, ids) if body is not None else None)
     assert r.status_code == expected, f"{method} {path} as {role}: {r.status_code} {r.text}"

@@ -2,11 +2,13 @@
 
 Scopes name what a route needs (``@requires("write:datasets")``). Per-dataset read/write
 rules further restrict ``read:datasets``/``write:datasets`` for roles that do not bypass them.
+The built-in roles below are fixed; custom roles (stored, managed through ``/roles``) map a
+name to scopes of ``SCOPES`` and are resolved when a token is decoded.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
 ALL = "*"
 
@@ -20,13 +22,20 @@ SCOPES = {
     "write:grids": "register grids",
     "read:pilots": "list pilots",
     "write:pilots": "register and heartbeat pilots (a pilot only its own)",
+    "account": "read one's own user record and groups, and the roles",
+    "token": "mint sub-tokens within one's own rights (POST /create_token)",
+    "read:accounts": "read users, groups and roles",
+    "write:accounts": "manage users, groups and custom roles; revoke tokens",
 }
+# only admin manages accounts: a system token must not be able to grant itself admin
+ADMIN_ONLY = frozenset({"write:accounts"})
 
 ROLE_SCOPES: dict[str, frozenset[str]] = {
     "admin": frozenset({ALL}),
-    "system": frozenset(SCOPES),
+    "system": frozenset(SCOPES) - ADMIN_ONLY,
     "user": frozenset(
-        {"read:datasets", "write:datasets", "create:datasets", "read:grids", "read:pilots"}
+        {"read:datasets", "write:datasets", "create:datasets", "read:grids", "read:pilots",
+         "account", "token"}
     ),
     "pilot": frozenset({"pilot", "read:pilots", "write:pilots"}),
     "anonymous": frozenset(),
@@ -36,8 +45,12 @@ BYPASS_RULES = frozenset({"admin", "system"})
 ROLES = tuple(ROLE_SCOPES)
 
 
-def scopes_for(roles: Iterable[str]) -> frozenset[str]:
+def scopes_for(
+    roles: Iterable[str], custom: Mapping[str, frozenset[str]] | None = None
+) -> frozenset[str]:
+    """The union of the scopes of built-in roles and of the given custom roles."""
     out: set[str] = set()
     for role in roles:
-        out |= ROLE_SCOPES.get(role, frozenset())
+        builtin = ROLE_SCOPES.get(role)
+        out |= builtin if builtin is not None else (custom or {}).get(role, frozenset())
     return frozenset(out)

@@ -1,11 +1,19 @@
 """JWT tokens signed by the server (HS256 with the server secret) and the principal they
-describe."""
+describe.
+
+Claims: ``sub``, ``roles`` (built-in or custom), ``groups``, ``iat`` (fractional seconds, so a
+revocation separates tokens issued within the same second), ``exp``, and optionally
+``pilot_id`` and ``scope``. ``scope`` is either ``dataset:<id>:read`` (a read-only share token
+for one dataset) or a space-separated list of scopes the token is restricted to.
+"""
 
 from __future__ import annotations
 
+import re
 import time
-from collections.abc import Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import jwt
 
@@ -13,6 +21,7 @@ from iceprod.common.errors import Invalid, Unauthorized
 from iceprod.rest.auth.roles import ALL, BYPASS_RULES, ROLES, scopes_for
 
 ALGORITHM = "HS256"
+SHARE_SCOPE = re.compile(r"^dataset:([0-9a-f]{32}):read$")
 
 
 @dataclass(frozen=True)
@@ -26,6 +35,7 @@ class Principal:
     scope: str | None = None
     pilot_id: str | None = None
     scopes: frozenset[str] = field(default_factory=frozenset)
+    iat: float | None = None
 
     @property
     def authenticated(self) -> bool:
@@ -43,6 +53,11 @@ class Principal:
 ANONYMOUS = Principal(username="", roles=("anonymous",))
 
 
+def share_scope(dataset_id: str) -> str:
+    """The ``scope`` claim of a read-only share token for one dataset."""
+    return f"dataset:{dataset_id}:read"
+
+
 def create_token(
     secret: str,
     username: str,
@@ -51,17 +66,25 @@ def create_token(
     exp: int = 86400,
     scope: str | None = None,
     pilot_id: str | None = None,
+    *,
+    custom_roles: Collection[str] = (),
+    not_after: float | None = None,
 ) -> str:
+    """Sign a token valid for ``exp`` seconds, and never past ``not_after`` (a parent
+    token's expiry). ``custom_roles`` names the custom roles the caller has checked exist."""
     for role in roles:
-        if role not in ROLES:
+        if role not in ROLES and role not in custom_roles:
             raise Invalid(f"role: unknown role {role!r}")
-    now = int(time.time())
+    now = time.time()
+    expires = now + int(exp)
+    if not_after is not None:
+        expires = min(expires, not_after)
     claims: dict[str, object] = {
         "sub": username,
         "roles": list(roles),
         "groups": list(groups),
         "iat": now,
-        "exp": now + int(exp),
+        "exp": int(expires),
     }
     if scope:
         claims["scope"] = scope
@@ -70,27 +93,70 @@ def create_token(
     return jwt.encode(claims, secret, algorithm=ALGORITHM)
 
 
-def decode_token(secret: str, token: str) -> Principal:
+def token_expiry(token: str) -> float:
+    """The ``exp`` of a token this process just signed (not verified again)."""
+    return float(jwt.decode(token, options={"verify_signature": False})["exp"])
+
+
+def decode_claims(secret: str, token: str) -> dict[str, Any]:
+    """Verify the signature and expiry; answers the claims."""
     try:
-        claims = jwt.decode(
+        claims: dict[str, Any] = jwt.decode(
             token, secret, algorithms=[ALGORITHM], options={"require": ["sub", "exp"]}
         )
     except jwt.ExpiredSignatureError:
         raise Unauthorized("token expired") from None
     except jwt.InvalidTokenError:
         raise Unauthorized("invalid token") from None
-    roles = tuple(r for r in claims.get("roles", []) if r in ROLES)
+    return claims
+
+
+def _strings(value: Any) -> list[str]:
+    return [v for v in value if isinstance(v, str)] if isinstance(value, list) else []
+
+
+def custom_role_names(claims: Mapping[str, Any]) -> list[str]:
+    """The roles a token names that are not built in (to be resolved from the store)."""
+    return [r for r in _strings(claims.get("roles")) if r not in ROLES]
+
+
+def restrict(scopes: frozenset[str], scope: str) -> frozenset[str]:
+    """Narrow a role's scopes by a token's ``scope`` claim (never widening them)."""
+    if scope.startswith("dataset:"):
+        if not SHARE_SCOPE.match(scope):
+            raise Unauthorized("invalid token")
+        return frozenset({"read:datasets"})  # a share token: read-only, one dataset
+    wanted = frozenset(scope.split())
+    return wanted if ALL in scopes else scopes & wanted
+
+
+def principal_from_claims(
+    claims: Mapping[str, Any], custom: Mapping[str, frozenset[str]] | None = None
+) -> Principal:
+    """The principal of verified claims; ``custom`` maps the custom roles that exist to
+    their scopes (a role deleted since the token was issued grants nothing)."""
+    custom = custom or {}
+    roles = tuple(r for r in _strings(claims.get("roles")) if r in ROLES or r in custom)
     scope = claims.get("scope")
-    scopes = scopes_for(roles)
-    if scope and scope.startswith("dataset:"):
-        # a share token: read-only, one dataset
-        scopes = frozenset({"read:datasets"})
+    scopes = scopes_for(roles, custom)
+    if scope is not None:
+        if not isinstance(scope, str):
+            raise Unauthorized("invalid token")
+        scopes = restrict(scopes, scope)
+    iat = claims.get("iat")
     return Principal(
         username=str(claims["sub"]),
         roles=roles,
-        groups=tuple(claims.get("groups", [])),
+        groups=tuple(_strings(claims.get("groups"))),
         exp=float(claims["exp"]),
         scope=scope,
         pilot_id=claims.get("pilot_id"),
         scopes=scopes,
+        iat=float(iat) if isinstance(iat, int | float) else None,
     )
+
+
+def decode_token(
+    secret: str, token: str, custom: Mapping[str, frozenset[str]] | None = None
+) -> Principal:
+    return principal_from_claims(decode_claims(secret, token), custom)

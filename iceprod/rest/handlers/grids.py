@@ -27,7 +27,7 @@ class GridsHandler(APIHandler):
         )
         self.write_page(page.docs, "grid_id", page.next_after)
 
-    @requires("write:grids", body=CREATE_BODY)
+    @requires("write:grids", body=CREATE_BODY, created=True)
     async def post(self) -> None:
         """Register a grid."""
         grid_id = new_id()

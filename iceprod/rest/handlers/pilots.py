@@ -45,7 +45,7 @@ class PilotsHandler(OwnershipMixin, APIHandler):
         )
         self.write_page(page.docs, "pilot_id", page.next_after)
 
-    @requires("write:pilots", body=CREATE_BODY)
+    @requires("write:pilots", body=CREATE_BODY, created=True)
     async def post(self) -> None:
         """Register a pilot (a grid-assigned id from the pilot token is adopted)."""
         p = self.principal

@@ -1,0 +1,56 @@
+"""Per-dataset read/write rules (users and groups), and the checks "may the caller read or
+write this dataset?". These rules decide every dataset route; admin and system bypass them.
+A dataset's submitter and group get read/write when it is created."""
+
+from __future__ import annotations
+
+from iceprod.db.auths import RULE_FIELDS
+from iceprod.rest.base import APIHandler, requires
+from iceprod.rest.handlers.schemas import obj
+
+NAMES = {"type": "array", "items": {"type": "string", "minLength": 1, "maxLength": 128},
+         "uniqueItems": True, "maxItems": 1000}
+PUT_BODY = {
+    **obj(read_users=NAMES, read_groups=NAMES, write_users=NAMES, write_groups=NAMES),
+    "minProperties": 1,
+}
+
+
+class AuthsHandler(APIHandler):
+    @requires("read:datasets", dataset="read")
+    async def get(self, dataset_id: str) -> None:
+        """A dataset's rules: `{dataset_id, read_users, read_groups, write_users,
+        write_groups}`."""
+        rules = await self.db.auths.find(dataset_id) or {}
+        self.write_json({"dataset_id": dataset_id, **{f: rules.get(f, []) for f in RULE_FIELDS}})
+
+    @requires("write:datasets", dataset="write", body=PUT_BODY)
+    async def put(self, dataset_id: str) -> None:
+        """Set some of a dataset's rule lists (each list given replaces the stored one; lists
+        not given are kept). Write access implies read access."""
+        current = await self.db.auths.find(dataset_id) or {}
+        merged = {f: self.body.get(f, current.get(f, [])) for f in RULE_FIELDS}
+        doc = await self.db.auths.set_rules(dataset_id, merged)
+        self.write_json({"dataset_id": dataset_id, **{f: doc.get(f, []) for f in RULE_FIELDS}})
+
+
+class AuthReadHandler(APIHandler):
+    @requires("read:datasets", dataset="read")
+    async def get(self, dataset_id: str) -> None:
+        """200 when the caller's token may read the dataset, else 403."""
+        self.write_json({})
+
+
+class AuthWriteHandler(APIHandler):
+    @requires("write:datasets", dataset="write")
+    async def get(self, dataset_id: str) -> None:
+        """200 when the caller's token may write the dataset, else 403."""
+        self.write_json({})
+
+
+D = r"(?P<dataset_id>[0-9a-f]{32})"
+routes = [
+    (rf"/auths/{D}", AuthsHandler),
+    (rf"/auths/{D}/actions/read", AuthReadHandler),
+    (rf"/auths/{D}/actions/write", AuthWriteHandler),
+]

@@ -1,0 +1,51 @@
+"""Groups: named sets of users. Datasets, dataset rules and tokens name groups; members are
+managed through ``/users/{user_id}/groups``."""
+
+from __future__ import annotations
+
+from iceprod.rest.auth.accounts import revoke
+from iceprod.rest.base import APIHandler, requires
+from iceprod.rest.handlers.schemas import obj
+
+GROUP_NAME = {"type": "string", "pattern": r"^[A-Za-z0-9][A-Za-z0-9._/-]{0,63}$",
+              "description": "group name"}
+CREATE_BODY = obj(["name"], name=GROUP_NAME, description={"type": "string", "maxLength": 1000})
+
+
+class GroupsHandler(APIHandler):
+    @requires("read:accounts")
+    async def get(self) -> None:
+        """Groups as `{group_id: group}` (`name=`, `keys=`, paged)."""
+        query = {"name": n} if (n := self.get_argument("name", "")) else {}
+        page = await self.db.groups.page(
+            query, self.keys_arg(), self.int_arg("limit", minimum=1), self.get_argument("after", None)
+        )
+        self.write_page(page.docs, "group_id", page.next_after)
+
+    @requires("write:accounts", body=CREATE_BODY, created=True)
+    async def post(self) -> None:
+        """Add a group (409 when the name is taken)."""
+        doc = await self.db.groups.create(self.body["name"], self.body.get("description", ""))
+        self.write_json({"result": doc["group_id"]}, 201)
+
+
+class GroupHandler(APIHandler):
+    @requires("read:accounts")
+    async def get(self, group_id: str) -> None:
+        """One group."""
+        self.write_json(await self.db.groups.get(group_id, self.keys_arg()))
+
+    @requires("write:accounts")
+    async def delete(self, group_id: str) -> None:
+        """Delete a group: its members leave it and their tokens are revoked."""
+        doc = await self.db.groups.delete(group_id)
+        members = await self.db.users.with_value("groups", doc["name"])
+        await self.db.users.pull_everywhere("groups", doc["name"])
+        await revoke(self.db, self.ctx.resolver, members)
+        self.write_json({})
+
+
+routes = [
+    (r"/groups", GroupsHandler),
+    (r"/groups/(?P<group_id>[0-9a-f]{32})", GroupHandler),
+]

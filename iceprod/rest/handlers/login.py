@@ -1,0 +1,154 @@
+"""Getting tokens: LDAP login (``POST /ldap``), sub-tokens of the caller's token
+(``POST /create_token``) and the exchange of an external OpenID provider's token for ours
+(``GET /token/{username}``). Passwords and tokens are never logged."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from iceprod.common.errors import Forbidden, Invalid, NotFound, Unauthorized, Unavailable
+from iceprod.common.timeutil import iso
+from iceprod.db.store import Doc
+from iceprod.rest.auth.accounts import issue, login_user, revoke
+from iceprod.rest.auth.external import ExternalTokenRefused, ProviderUnavailable, normalize_identity
+from iceprod.rest.auth.ldap_login import (
+    BadCredentials,
+    DirectoryUnavailable,
+    LdapSettings,
+    authenticate,
+)
+from iceprod.rest.auth.subtokens import TYPES, default_exp, plan
+from iceprod.rest.auth.tokens import create_token, token_expiry
+from iceprod.rest.base import APIHandler, public, requires
+from iceprod.rest.handlers.schemas import ID, obj
+
+log = logging.getLogger(__name__)
+
+BAD_LOGIN = "invalid username or password"
+REFUSED = "external token refused"
+MAX_EXP = 365 * 86400
+
+LDAP_BODY = obj(
+    ["username", "password"],
+    username={"type": "string", "minLength": 1, "maxLength": 256},
+    password={"type": "string", "maxLength": 1024},
+)
+CREATE_TOKEN_BODY = obj(
+    ["type"],
+    type={"type": "string", "enum": list(TYPES)},
+    role={"type": "string", "description": "one of the caller's roles (temp, user)"},
+    exp={"type": "integer", "minimum": 1, "maximum": MAX_EXP,
+         "description": "lifetime in seconds; never past the caller's token"},
+    scope={"type": "string", "pattern": r"^\S+( \S+)*$",
+           "description": "space-separated scopes to restrict the token to (temp, user)"},
+    dataset_id={**ID, "description": "the dataset a share token reads"},
+    username={"type": "string", "pattern": r"^[A-Za-z0-9][A-Za-z0-9._@+-]{0,127}$",
+              "description": "subject of a system or pilot token"},
+    pilot_id={**ID, "description": "bind a pilot token to one pilot"},
+)
+
+
+def map_groups(group_map: dict[str, str], ldap_groups: tuple[str, ...]) -> list[str]:
+    """The iceprod groups the user's directory groups map to (unmapped ones are ignored)."""
+    return sorted({group_map[g] for g in ldap_groups if g in group_map})
+
+
+class LdapHandler(APIHandler):
+    def parse_body(self, schema: Doc) -> Doc:
+        """Like the base, but never echoes the values (the password) in the error."""
+        try:
+            return super().parse_body(schema)
+        except Invalid as e:
+            field = e.field or "body"
+            raise Invalid(f"{field}: expected {{username, password}} strings",
+                          field=field) from None
+
+    @public(body=LDAP_BODY)
+    async def post(self) -> None:
+        """Log in with an LDAP username and password: `{token, username, roles, groups,
+        expires}`. Creates the user at first login; 401 for any bad credentials, 429 after
+        repeated failures, 503 when the directory is unreachable."""
+        config = self.ctx.config
+        if not config.ldap_enabled:
+            raise NotFound("LDAP login is not configured")
+        username, password = self.body["username"], self.body["password"]
+        limiter = self.ctx.login_limiter
+        mark = limiter.begin(username)
+        try:
+            identity = await asyncio.to_thread(
+                authenticate, LdapSettings.from_config(config), username, password
+            )
+        except BadCredentials:
+            log.info("LDAP login refused for %r", username)
+            raise Unauthorized(BAD_LOGIN) from None
+        except DirectoryUnavailable:
+            limiter.cancel(username, mark)
+            raise Unavailable("LDAP login is unavailable; try again later") from None
+        limiter.succeeded(username)
+        email = normalize_identity("email", identity.email) if identity.email else None
+        user, lost = await login_user(self.db, identity.username, email,
+                                      map_groups(config.ldap_group_map, identity.groups))
+        if lost:
+            await revoke(self.db, self.ctx.resolver, [user["username"]])
+        log.info("LDAP login: %s", user["username"])
+        self.write_json(issue(config, user))
+
+
+class CreateTokenHandler(APIHandler):
+    @requires("token", body=CREATE_TOKEN_BODY)
+    async def post(self) -> None:
+        """Mint a sub-token of the caller's token: never longer-lived and never with more
+        rights (`temp`/`user`: the caller; `share`: read one dataset; `pilot`: admin or
+        system; `system`: admin)."""
+        parent = self.principal
+        grant = plan(parent, self.body)
+        if self.body["type"] == "share":
+            await self.authorize_dataset(self.body["dataset_id"], "read")
+        exp = self.body.get("exp") or default_exp(self.body["type"], self.ctx.config.token_exp)
+        token = create_token(
+            self.ctx.config.secret, grant.username, grant.roles, grant.groups, exp,
+            grant.scope, grant.pilot_id, custom_roles=grant.custom_roles, not_after=parent.exp,
+        )
+        self.write_json({
+            "token": token, "username": grant.username, "roles": list(grant.roles),
+            "groups": list(grant.groups), "scope": grant.scope, "pilot_id": grant.pilot_id,
+            "expires": iso(token_expiry(token)),
+        })
+
+
+class TokenExchangeHandler(APIHandler):
+    async def prepare(self) -> None:
+        """The bearer token here is the external provider's, not ours: not decoded here."""
+
+    @public()
+    async def get(self, username: str) -> None:
+        """Exchange an external OpenID provider's token (`Authorization: Bearer ...`) for
+        ours, for the user whose stored email or ORCID iD matches the token's claim; 403
+        otherwise."""
+        verifier = self.ctx.external
+        if verifier is None:
+            raise NotFound("token exchange is not configured")
+        external = self.bearer_token()
+        if not external:
+            raise Unauthorized("Authorization: expected 'Bearer <external token>'")
+        try:
+            identity = await asyncio.to_thread(verifier.verify, external)
+        except ExternalTokenRefused as e:
+            log.info("external token refused for %r: %s", username, e)
+            raise Forbidden(REFUSED) from None
+        except ProviderUnavailable:
+            raise Unavailable("the external token provider is unavailable") from None
+        user = await self.db.users.by_username(username)
+        stored = user.get(verifier.field) if user else None
+        if user is None or not stored or normalize_identity(verifier.field, stored) != identity:
+            log.info("external token for %r does not match the user", username)
+            raise Forbidden(REFUSED)
+        self.write_json(issue(self.ctx.config, user))
+
+
+routes = [
+    (r"/ldap", LdapHandler),
+    (r"/create_token", CreateTokenHandler),
+    (r"/token/(?P<username>[^/]+)", TokenExchangeHandler),
+]

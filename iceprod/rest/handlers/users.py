@@ -1,0 +1,182 @@
+"""Users: accounts with roles and groups (their tokens carry both), the external identities
+(email, ORCID iD) the token exchange matches, and token revocation. A user may read its
+own record and groups; everything else is for account readers and admins."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from iceprod.common.errors import Conflict, Forbidden
+from iceprod.common.timeutil import iso
+from iceprod.db.store import Doc
+from iceprod.rest.auth.accounts import (
+    DEFAULT_GROUPS,
+    DEFAULT_ROLES,
+    check_groups,
+    check_roles,
+    new_user,
+    revoke,
+)
+from iceprod.rest.auth.external import normalize_identity
+from iceprod.rest.base import APIHandler, requires
+from iceprod.rest.handlers.groups import GROUP_NAME
+from iceprod.rest.handlers.schemas import obj
+
+USERNAME = {"type": "string", "pattern": r"^[A-Za-z0-9][A-Za-z0-9._@+-]{0,127}$"}
+ROLE_LIST = {"type": "array", "items": {"type": "string"}, "uniqueItems": True,
+             "maxItems": 100, "description": "built-in or custom role names"}
+GROUP_LIST = {"type": "array", "items": GROUP_NAME, "uniqueItems": True, "maxItems": 1000}
+EMAIL = {"type": ["string", "null"], "maxLength": 320, "pattern": r"^[^@\s]+@[^@\s]+$",
+         "description": "matched by the token exchange (ICEPROD_OIDC_CLAIM=email)"}
+ORCID = {"type": ["string", "null"], "maxLength": 64,
+         "description": "ORCID iD, matched by the token exchange"}
+CREATE_BODY = obj(["username"], username=USERNAME, roles=ROLE_LIST, groups=GROUP_LIST,
+                  email=EMAIL, orcid=ORCID)
+PATCH_BODY = {**obj(email=EMAIL, orcid=ORCID), "minProperties": 1}
+ADD_GROUP_BODY = obj(["group"], group=GROUP_NAME)
+GROUPS_BODY = obj(["groups"], groups=GROUP_LIST)
+ROLES_BODY = obj(["roles"], roles=ROLE_LIST)
+
+
+def identities(body: Doc) -> dict[str, Any]:
+    """The body's email/ORCID iD, normalized; None clears one."""
+    out: dict[str, Any] = {}
+    for field in ("email", "orcid"):
+        if field in body:
+            value = body[field]
+            out[field] = normalize_identity(field, value) if value else None
+    return out
+
+
+class UserBase(APIHandler):
+    """Finding the user of a route, and the identities no two users may share."""
+
+    async def own_or_reader(self, user_id: str) -> Doc:
+        """The user, if the caller reads accounts or it is the caller's own record."""
+        user = await self.db.users.get(user_id)
+        p = self.principal
+        if p.has("read:accounts") or (p.has("account") and user["username"] == p.username):
+            return user
+        raise Forbidden("not your user record")
+
+    async def check_unique(self, fields: dict[str, Any], user_id: str | None) -> None:
+        for field, value in fields.items():
+            if value is None:
+                continue
+            others = [u for u in await self.db.users.by_identity(field, value)
+                      if u["user_id"] != user_id]
+            if others:
+                raise Conflict(f"{field}: already used by another user")
+
+
+class UsersHandler(UserBase):
+    @requires("read:accounts")
+    async def get(self) -> None:
+        """Users as `{user_id: user}` (`username=`, `group=`, `keys=`, paged)."""
+        query: dict[str, Any] = {}
+        if username := self.get_argument("username", ""):
+            query["username"] = username
+        if group := self.get_argument("group", ""):
+            query["groups"] = group
+        page = await self.db.users.page(
+            query, self.keys_arg(), self.int_arg("limit", minimum=1), self.get_argument("after", None)
+        )
+        self.write_page(page.docs, "user_id", page.next_after)
+
+    @requires("write:accounts", body=CREATE_BODY, created=True)
+    async def post(self) -> None:
+        """Add a user (roles default to user, groups to users; 409 when the username is
+        taken)."""
+        b = self.body
+        roles = b.get("roles", list(DEFAULT_ROLES))
+        groups = b.get("groups", list(DEFAULT_GROUPS))
+        await check_roles(self.db, roles)
+        if "groups" in b:
+            await check_groups(self.db, groups)
+        else:
+            await self.db.groups.ensure(groups)
+        ids = identities(b)
+        await self.check_unique(ids, None)
+        doc = new_user(b["username"], roles, groups, source="api", **ids)
+        await self.db.users.create(doc)
+        self.write_json({"result": doc["user_id"]}, 201)
+
+
+class UserHandler(UserBase):
+    @requires("read:accounts", "account")
+    async def get(self, user_id: str) -> None:
+        """One user (a user may read its own record)."""
+        self.write_json(await self.own_or_reader(user_id))
+
+    @requires("write:accounts", body=PATCH_BODY)
+    async def patch(self, user_id: str) -> None:
+        """Set or clear (null) a user's email or ORCID iD."""
+        ids = identities(self.body)
+        await self.check_unique(ids, user_id)
+        self.write_json(await self.db.users.set_fields(user_id, ids))
+
+    @requires("write:accounts")
+    async def delete(self, user_id: str) -> None:
+        """Delete a user and revoke its tokens (an LDAP user is created anew at its next
+        login)."""
+        doc = await self.db.users.delete(user_id)
+        await revoke(self.db, self.ctx.resolver, [doc["username"]])
+        self.write_json({})
+
+
+class UserGroupsHandler(UserBase):
+    @requires("read:accounts", "account")
+    async def get(self, user_id: str) -> None:
+        """A user's groups: `{"groups": [name, ...]}`."""
+        user = await self.own_or_reader(user_id)
+        self.write_json({"groups": user.get("groups", [])})
+
+    @requires("write:accounts", body=ADD_GROUP_BODY)
+    async def post(self, user_id: str) -> None:
+        """Add a user to a group."""
+        await check_groups(self.db, [self.body["group"]], "group")
+        user = await self.db.users.add_group(user_id, self.body["group"])
+        self.write_json({"groups": user.get("groups", [])})
+
+    @requires("write:accounts", body=GROUPS_BODY)
+    async def put(self, user_id: str) -> None:
+        """Set a user's groups; leaving a group revokes the user's tokens."""
+        groups = self.body["groups"]
+        await check_groups(self.db, groups)
+        user = await self.db.users.get(user_id)
+        await self.db.users.set_fields(user_id, {"groups": groups})
+        if set(user.get("groups", [])) - set(groups):
+            await revoke(self.db, self.ctx.resolver, [user["username"]])
+        self.write_json({"groups": groups})
+
+
+class UserRolesHandler(UserBase):
+    @requires("write:accounts", body=ROLES_BODY)
+    async def put(self, user_id: str) -> None:
+        """Set a user's roles (built-in or custom); losing a role revokes its tokens."""
+        roles = self.body["roles"]
+        await check_roles(self.db, roles)
+        user = await self.db.users.get(user_id)
+        await self.db.users.set_fields(user_id, {"roles": roles})
+        if set(user.get("roles", [])) - set(roles):
+            await revoke(self.db, self.ctx.resolver, [user["username"]])
+        self.write_json({"roles": roles})
+
+
+class UserRevokeTokensHandler(APIHandler):
+    @requires("write:accounts")
+    async def post(self, user_id: str) -> None:
+        """Revoke every token the user holds now (it may log in again)."""
+        user = await self.db.users.get(user_id)
+        at = await revoke(self.db, self.ctx.resolver, [user["username"]])
+        self.write_json({"not_before": iso(at)})
+
+
+U = r"(?P<user_id>[0-9a-f]{32})"
+routes = [
+    (r"/users", UsersHandler),
+    (rf"/users/{U}", UserHandler),
+    (rf"/users/{U}/groups", UserGroupsHandler),
+    (rf"/users/{U}/roles", UserRolesHandler),
+    (rf"/users/{U}/actions/revoke_tokens", UserRevokeTokensHandler),
+]
