@@ -3,10 +3,12 @@ variables and command-line flags, passed in (never global). Secrets are masked i
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 
 def _env_float(name: str, default: float) -> float:
@@ -17,6 +19,38 @@ def _env_float(name: str, default: float) -> float:
 def _env_int(name: str, default: int) -> int:
     raw = os.environ.get(name)
     return int(raw) if raw not in (None, "") else default
+
+
+def _group_weights(raw: str) -> dict[str, float]:
+    """``ICEPROD_GROUP_WEIGHTS``: JSON ``{"group": weight}``; groups not named weigh 1."""
+    if not raw:
+        return {}
+    value = json.loads(raw)
+    if not isinstance(value, dict) or not all(
+        isinstance(v, (int, float)) and v >= 0 for v in value.values()
+    ):
+        raise ValueError("ICEPROD_GROUP_WEIGHTS: expected a JSON object of weights >= 0")
+    return {str(k): float(v) for k, v in value.items()}
+
+
+def _env_str(name: str) -> str | None:
+    return os.environ.get(name) or None
+
+
+def _env_json_map(name: str) -> dict[str, str]:
+    """A JSON object of strings (``{"ldap-group": "iceprod-group"}``); unset is empty."""
+    raw = os.environ.get(name)
+    if not raw:
+        return {}
+    try:
+        value = json.loads(raw)
+    except ValueError:
+        raise ValueError(f"{name}: not valid JSON") from None
+    if not isinstance(value, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in value.items()
+    ):
+        raise ValueError(f"{name}: must be a JSON object of strings")
+    return value
 
 
 def load_secret(data_dir: str) -> str:
@@ -35,6 +69,34 @@ def load_secret(data_dir: str) -> str:
     return value
 
 
+DEFAULT_LDAP_BIND_DN = "uid={username},ou=People,dc=example,dc=org"
+DEFAULT_LDAP_GROUP_FILTER = "(|(memberUid={username})(member={dn}))"
+
+
+def _accounts_from_env() -> dict[str, Any]:
+    """Token lifetime, LDAP login, login rate limit and external token exchange settings."""
+    algorithms = _env_str("ICEPROD_OIDC_ALGORITHMS") or "RS256"
+    return {
+        "token_exp": _env_int("ICEPROD_TOKEN_EXP", 86400),
+        "auth_cache_seconds": _env_float("ICEPROD_AUTH_CACHE_SECONDS", 10.0),
+        "ldap_uri": _env_str("ICEPROD_LDAP_URI"),
+        "ldap_bind_dn": _env_str("ICEPROD_LDAP_BIND_DN") or DEFAULT_LDAP_BIND_DN,
+        "ldap_group_base": _env_str("ICEPROD_LDAP_GROUP_BASE"),
+        "ldap_group_filter": _env_str("ICEPROD_LDAP_GROUP_FILTER") or DEFAULT_LDAP_GROUP_FILTER,
+        "ldap_group_attr": _env_str("ICEPROD_LDAP_GROUP_ATTR") or "cn",
+        "ldap_group_map": _env_json_map("ICEPROD_LDAP_GROUP_MAP"),
+        "ldap_timeout": _env_float("ICEPROD_LDAP_TIMEOUT", 5.0),
+        "login_max_failures": _env_int("ICEPROD_LOGIN_MAX_FAILURES", 5),
+        "login_window_seconds": _env_float("ICEPROD_LOGIN_WINDOW_SECONDS", 300.0),
+        "oidc_issuer": _env_str("ICEPROD_OIDC_ISSUER"),
+        "oidc_audience": _env_str("ICEPROD_OIDC_AUDIENCE"),
+        "oidc_jwks_url": _env_str("ICEPROD_OIDC_JWKS_URL"),
+        "oidc_public_key_file": _env_str("ICEPROD_OIDC_PUBLIC_KEY_FILE"),
+        "oidc_claim": _env_str("ICEPROD_OIDC_CLAIM") or "email",
+        "oidc_algorithms": tuple(a.strip() for a in algorithms.split(",") if a.strip()),
+    }
+
+
 @dataclass(frozen=True)
 class ServerConfig:
     host: str = "127.0.0.1"
@@ -46,6 +108,34 @@ class ServerConfig:
     max_log_bytes: int = 16 * 1024 * 1024
     max_failures: int = 10
     token_exp: int = 86400
+    scheduler_interval: float = 5.0
+    queue_max: int = 10_000
+    materialize_buffer: int = 20_000
+    materialize_batch: int = 1_000
+    priority_refresh: float = 30.0
+    group_weights: dict[str, float] = field(default_factory=dict)
+    # grids (README "Running work"): the grid config file ("none": no grids; unset: one
+    # local grid), seconds between grid manager rounds, and the URL pilots reach us at
+    grid_config: str | None = None
+    grid_interval: float = 10.0
+    public_url: str | None = None
+    # accounts and login (README "Accounts and login")
+    auth_cache_seconds: float = 10.0
+    ldap_uri: str | None = None
+    ldap_bind_dn: str = DEFAULT_LDAP_BIND_DN
+    ldap_group_base: str | None = None
+    ldap_group_filter: str = DEFAULT_LDAP_GROUP_FILTER
+    ldap_group_attr: str = "cn"
+    ldap_group_map: dict[str, str] = field(default_factory=dict, compare=False)
+    ldap_timeout: float = 5.0
+    login_max_failures: int = 5
+    login_window_seconds: float = 300.0
+    oidc_issuer: str | None = None
+    oidc_audience: str | None = None
+    oidc_jwks_url: str | None = None
+    oidc_public_key_file: str | None = None
+    oidc_claim: str = "email"
+    oidc_algorithms: tuple[str, ...] = ("RS256",)
 
     @classmethod
     def from_env(cls, host: str | None = None, port: int | None = None,
@@ -60,6 +150,28 @@ class ServerConfig:
             lease_seconds=_env_float("ICEPROD_LEASE_SECONDS", 600.0),
             max_log_bytes=_env_int("ICEPROD_MAX_LOG_BYTES", 16 * 1024 * 1024),
             max_failures=_env_int("ICEPROD_MAX_FAILURES", 10),
+            scheduler_interval=_env_float("ICEPROD_SCHEDULER_INTERVAL", 5.0),
+            queue_max=_env_int("ICEPROD_QUEUE_MAX", 10_000),
+            materialize_buffer=_env_int("ICEPROD_MATERIALIZE_BUFFER", 20_000),
+            materialize_batch=_env_int("ICEPROD_MATERIALIZE_BATCH", 1_000),
+            priority_refresh=_env_float("ICEPROD_PRIORITY_REFRESH", 30.0),
+            group_weights=_group_weights(os.environ.get("ICEPROD_GROUP_WEIGHTS", "")),
+            grid_config=_env_str("ICEPROD_GRID_CONFIG"),
+            grid_interval=_env_float("ICEPROD_GRID_INTERVAL", 10.0),
+            public_url=_env_str("ICEPROD_URL"),
+            **_accounts_from_env(),
+        )
+
+    @property
+    def ldap_enabled(self) -> bool:
+        return bool(self.ldap_uri)
+
+    @property
+    def oidc_enabled(self) -> bool:
+        """The token exchange needs an issuer, an audience and a key source."""
+        return bool(
+            self.oidc_issuer and self.oidc_audience
+            and (self.oidc_jwks_url or self.oidc_public_key_file)
         )
 
     def masked_db_url(self) -> str:

@@ -1,0 +1,804 @@
+"""The asynchronous iceprod client: `AsyncClient` and its route groups.
+
+This file is the source of truth for both clients: `_sync.py` is generated from it by
+`python -m iceprod.client._unasync` (which drops `async`/`await` and the `Async` prefixes),
+so change this file and regenerate; a test fails when the two drift apart.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Mapping
+from typing import Any, Self
+
+import httpx
+
+from iceprod.client.errors import Forbidden, NotFound, error_from_exception, error_from_response
+from iceprod.client.models import (
+    DEFAULT_TIMEOUT,
+    USER_AGENT,
+    Doc,
+    Names,
+    Page,
+    Params,
+    Resources,
+    created_id,
+    drop_none,
+    query_params,
+)
+from iceprod.client.retry import IDEMPOTENT_METHODS, RetryPolicy, parse_retry_after
+
+log = logging.getLogger(__name__)
+
+
+class AsyncClient:
+    """A client for one iceprod server.
+
+    `url` is the server's base URL, `token` a bearer JWT (settable later as `client.token`).
+    Calls go through `request()`, which retries per `retry`, and raise `APIError`
+    subclasses carrying the server's message. Use it as a context manager, or `aclose()` it.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        token: str | None = None,
+        *,
+        timeout: float | httpx.Timeout = DEFAULT_TIMEOUT,
+        retry: RetryPolicy | None = None,
+        transport: httpx.AsyncBaseTransport | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
+        self.url = url.rstrip("/")
+        self.token = token
+        self.retry = retry or RetryPolicy()
+        self.http = httpx.AsyncClient(
+            base_url=self.url, timeout=timeout, transport=transport,
+            headers={"User-Agent": USER_AGENT, **(headers or {})},
+        )
+        self.datasets = AsyncDatasets(self)
+        self.config = AsyncConfig(self)
+        self.jobs = AsyncJobs(self)
+        self.tasks = AsyncTasks(self)
+        self.task_stats = AsyncTaskStats(self)
+        self.logs = AsyncLogs(self)
+        self.files = AsyncFiles(self)
+        self.grids = AsyncGrids(self)
+        self.pilots = AsyncPilots(self)
+        self.auth = AsyncAuth(self)
+        self.users = AsyncUsers(self)
+        self.groups = AsyncGroups(self)
+        self.roles = AsyncRoles(self)
+        self.auths = AsyncAuths(self)
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        await self.http.aclose()
+
+    # -- the one request path ------------------------------------------------------------------
+
+    async def send(self, method: str, path: str, *, json: Any = None, params: Params = None,
+                   idempotent: bool | None = None,
+                   headers: Mapping[str, str] | None = None) -> httpx.Response:
+        """Send a request, retrying per the policy; the 2xx response, else raise `APIError`.
+
+        `idempotent` (default: by method) allows retrying when the server may have acted;
+        `headers` are added to (or replace) the client's, e.g. another `Authorization`.
+        """
+        method = method.upper()
+        safe = method in IDEMPOTENT_METHODS if idempotent is None else idempotent
+        attempt = 0
+        while True:
+            try:
+                response = await self.http.request(
+                    method, path, json=json, params=query_params(params),
+                    headers={**self._auth_headers(), **(headers or {})},
+                )
+            except httpx.TransportError as exc:
+                failure: Exception = error_from_exception(exc, method, self.url + path)
+                delay = self.retry.after_exception(attempt, exc, safe)
+            else:
+                if response.is_success:
+                    return response
+                retry_after = parse_retry_after(response.headers.get("Retry-After"))
+                failure = error_from_response(response, retry_after)
+                delay = self.retry.after_status(attempt, response.status_code, retry_after, safe)
+            if delay is None:
+                raise failure
+            log.info("%s %s failed (%s); retry %d in %.2fs", method, path, failure, attempt + 1,
+                     delay)
+            await asyncio.sleep(delay)
+            attempt += 1
+
+    async def request(self, method: str, path: str, json: Any = None, params: Params = None,
+                      *, idempotent: bool | None = None) -> Any:
+        """Send a request (see `send`) and answer its decoded JSON body (None when empty)."""
+        response = await self.send(method, path, json=json, params=params, idempotent=idempotent)
+        return response.json() if response.content else None
+
+    def _auth_headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.token}"} if self.token else {}
+
+    # -- pagination ------------------------------------------------------------------------------
+
+    async def page(self, path: str, params: Params = None, *, limit: int | None = None,
+                   after: str | None = None) -> Page:
+        """One page of a list route: `{id: doc}` and the cursor of the next page (or None)."""
+        response = await self.send(
+            "GET", path, params={**(params or {}), "limit": limit, "after": after}
+        )
+        return Page(response.json(), response.headers.get("X-Next-After") or None)
+
+    async def iter_pages(self, path: str, params: Params = None, *,
+                         page_size: int | None = None) -> AsyncIterator[Page]:
+        """Every page of a list route, following `X-Next-After` cursors."""
+        after: str | None = None
+        while True:
+            page = await self.page(path, params, limit=page_size, after=after)
+            yield page
+            if not page.next_after or page.next_after == after:
+                return
+            after = page.next_after
+
+    async def iter_docs(self, path: str, params: Params = None, *,
+                        page_size: int | None = None) -> AsyncIterator[Doc]:
+        """Every document of a list route, page after page."""
+        async for page in self.iter_pages(path, params, page_size=page_size):
+            for doc in page.items.values():
+                yield doc
+
+    async def collect(self, path: str, params: Params = None, *,
+                      page_size: int | None = None) -> dict[str, Doc]:
+        """All pages of a list route merged into one `{id: doc}`."""
+        out: dict[str, Doc] = {}
+        async for page in self.iter_pages(path, params, page_size=page_size):
+            out.update(page.items)
+        return out
+
+    # -- system ----------------------------------------------------------------------------------
+
+    async def health(self) -> Doc:
+        """`GET /healthz`: `{status, backend, uptime}`."""
+        result: Doc = await self.request("GET", "/healthz")
+        return result
+
+    async def openapi(self) -> Doc:
+        """`GET /openapi.json`: the OpenAPI document of the server's routes."""
+        result: Doc = await self.request("GET", "/openapi.json")
+        return result
+
+    async def metrics(self) -> str:
+        """`GET /metrics`: Prometheus text."""
+        return (await self.send("GET", "/metrics")).text
+
+
+class AsyncGroup:
+    """Base of the route groups: holds the client."""
+
+    def __init__(self, client: AsyncClient) -> None:
+        self.client = client
+
+
+class AsyncDatasets(AsyncGroup):
+    """`/datasets` and `/dataset_summaries`."""
+
+    async def create(self, description: str, jobs_submitted: int, tasks_per_job: int,
+                     group: str, *, priority: float | None = None, debug: bool | None = None,
+                     jobs_immutable: bool | None = None,
+                     max_failures: int | None = None) -> str:
+        """Submit a dataset; answers its `dataset_id`."""
+        body = drop_none({
+            "description": description, "jobs_submitted": jobs_submitted,
+            "tasks_submitted": jobs_submitted * tasks_per_job, "tasks_per_job": tasks_per_job,
+            "group": group, "priority": priority, "debug": debug,
+            "jobs_immutable": jobs_immutable, "max_failures": max_failures,
+        })
+        return created_id(await self.client.request("POST", "/datasets", body))
+
+    async def get(self, dataset_id: str, keys: Names | None = None) -> Doc:
+        result: Doc = await self.client.request("GET", f"/datasets/{dataset_id}",
+                                                params={"keys": keys})
+        return result
+
+    def _filters(self, status: str | Names | None, username: str | None,
+                 keys: Names | None) -> Doc:
+        return {"status": status, "username": username, "keys": keys}
+
+    async def page(self, *, status: str | Names | None = None, username: str | None = None,
+                   keys: Names | None = None, limit: int | None = None,
+                   after: str | None = None) -> Page:
+        """One page of the datasets the caller may read."""
+        return await self.client.page("/datasets", self._filters(status, username, keys),
+                                      limit=limit, after=after)
+
+    async def iter(self, *, status: str | Names | None = None, username: str | None = None,
+                   keys: Names | None = None,
+                   page_size: int | None = None) -> AsyncIterator[Doc]:
+        """Every readable dataset (optionally by status and submitter), page after page."""
+        async for doc in self.client.iter_docs(
+            "/datasets", self._filters(status, username, keys), page_size=page_size
+        ):
+            yield doc
+
+    async def list(self, *, status: str | Names | None = None, username: str | None = None,
+                   keys: Names | None = None) -> dict[str, Doc]:
+        """All readable datasets as `{dataset_id: dataset}`."""
+        return await self.client.collect("/datasets", self._filters(status, username, keys))
+
+    async def by_number(self, number: int) -> Doc:
+        """The dataset with this human number (`dataset`); raises `NotFound`."""
+        async for doc in self.iter(keys=["dataset_id", "dataset"], page_size=1000):
+            if doc.get("dataset") == number:
+                return await self.get(doc["dataset_id"])
+        raise NotFound(404, f"no dataset number {number}")
+
+    async def set_status(self, dataset_id: str, status: str) -> Doc:
+        """processing | suspended | errors | complete (state machine; illegal -> Conflict).
+        Suspending suspends the unfinished tasks, resuming sends suspended ones back to
+        waiting; answers `{"tasks_changed": n}`."""
+        result = await self.client.request("PUT", f"/datasets/{dataset_id}/status",
+                                           {"status": status})
+        return dict(result or {})
+
+    async def set_description(self, dataset_id: str, description: str) -> None:
+        await self.client.request("PUT", f"/datasets/{dataset_id}/description",
+                                  {"description": description})
+
+    async def set_jobs_submitted(self, dataset_id: str, jobs_submitted: int) -> None:
+        """Grow the number of jobs (never shrinks; refused when `jobs_immutable`)."""
+        await self.client.request("PUT", f"/datasets/{dataset_id}/jobs_submitted",
+                                  {"jobs_submitted": jobs_submitted})
+
+    async def ids_by_status(self) -> dict[str, Names]:
+        """`{status: [dataset_id, ...]}` over the readable datasets."""
+        result: dict[str, Names] = await self.client.request(
+            "GET", "/dataset_summaries/status")
+        return result
+
+
+class AsyncConfig(AsyncGroup):
+    """`/config/{dataset_id}`: a dataset's config."""
+
+    async def get(self, dataset_id: str) -> Doc:
+        result: Doc = await self.client.request("GET", f"/config/{dataset_id}")
+        return result
+
+    async def put(self, dataset_id: str, config: Doc) -> None:
+        """Create or replace the config (schema-checked by the server: `Invalid` names the
+        field)."""
+        await self.client.request("PUT", f"/config/{dataset_id}", config)
+
+
+class AsyncJobs(AsyncGroup):
+    """A dataset's jobs; `create`/`get_by_id`/`update` are internal (system role)."""
+
+    def _path(self, dataset_id: str) -> str:
+        return f"/datasets/{dataset_id}/jobs"
+
+    async def page(self, dataset_id: str, *, status: str | Names | None = None,
+                   job_index: int | None = None, keys: Names | None = None,
+                   limit: int | None = None, after: str | None = None) -> Page:
+        params = {"status": status, "job_index": job_index, "keys": keys}
+        return await self.client.page(self._path(dataset_id), params, limit=limit, after=after)
+
+    async def iter(self, dataset_id: str, *, status: str | Names | None = None,
+                   keys: Names | None = None,
+                   page_size: int | None = None) -> AsyncIterator[Doc]:
+        async for doc in self.client.iter_docs(
+            self._path(dataset_id), {"status": status, "keys": keys}, page_size=page_size
+        ):
+            yield doc
+
+    async def list(self, dataset_id: str, *, status: str | Names | None = None,
+                   keys: Names | None = None) -> dict[str, Doc]:
+        """All jobs of a dataset as `{job_id: job}`."""
+        return await self.client.collect(self._path(dataset_id), {"status": status, "keys": keys})
+
+    async def get(self, dataset_id: str, job_id: str, keys: Names | None = None) -> Doc:
+        result: Doc = await self.client.request("GET", f"{self._path(dataset_id)}/{job_id}",
+                                                params={"keys": keys})
+        return result
+
+    async def set_status(self, dataset_id: str, job_id: str, status: str) -> None:
+        await self.client.request("PUT", f"{self._path(dataset_id)}/{job_id}/status",
+                                  {"status": status})
+
+    async def ids_by_status(self, dataset_id: str) -> dict[str, Names]:
+        result: dict[str, Names] = await self.client.request(
+            "GET", f"/datasets/{dataset_id}/job_summaries/status")
+        return result
+
+    async def counts(self, dataset_id: str) -> dict[str, int]:
+        """`{status: n}` over a dataset's jobs."""
+        result: dict[str, int] = await self.client.request(
+            "GET", f"/datasets/{dataset_id}/job_counts/status")
+        return result
+
+    async def create(self, dataset_id: str, job_index: int, *,
+                     status: str | None = None) -> str:
+        """Create a job (internal)."""
+        body = drop_none({"dataset_id": dataset_id, "job_index": job_index, "status": status})
+        return created_id(await self.client.request("POST", "/jobs", body))
+
+    async def get_by_id(self, job_id: str, keys: Names | None = None) -> Doc:
+        """One job by id alone (internal)."""
+        result: Doc = await self.client.request("GET", f"/jobs/{job_id}", params={"keys": keys})
+        return result
+
+    async def update(self, job_id: str, **fields: Any) -> Doc:
+        """Patch `status` and/or `priority` (internal)."""
+        result: Doc = await self.client.request("PATCH", f"/jobs/{job_id}", fields,
+                                                idempotent=True)
+        return result
+
+
+class AsyncTasks(AsyncGroup):
+    """A dataset's tasks, bulk actions, and the pilot's side: `claim`, `complete`, `reset`,
+    `failed` (fenced by the claim's `instance_id`)."""
+
+    def _path(self, dataset_id: str) -> str:
+        return f"/datasets/{dataset_id}/tasks"
+
+    @staticmethod
+    def _filters(status: str | Names | None, name: str | None, job_id: str | None,
+                 pilot_id: str | None, keys: Names | None) -> Doc:
+        return {"status": status, "name": name, "job_id": job_id, "pilot_id": pilot_id,
+                "keys": keys}
+
+    async def page(self, dataset_id: str, *, status: str | Names | None = None,
+                   name: str | None = None, job_id: str | None = None,
+                   pilot_id: str | None = None, keys: Names | None = None,
+                   limit: int | None = None, after: str | None = None) -> Page:
+        params = self._filters(status, name, job_id, pilot_id, keys)
+        return await self.client.page(self._path(dataset_id), params, limit=limit, after=after)
+
+    async def iter(self, dataset_id: str, *, status: str | Names | None = None,
+                   name: str | None = None, job_id: str | None = None,
+                   pilot_id: str | None = None, keys: Names | None = None,
+                   page_size: int | None = None) -> AsyncIterator[Doc]:
+        params = self._filters(status, name, job_id, pilot_id, keys)
+        async for doc in self.client.iter_docs(self._path(dataset_id), params,
+                                               page_size=page_size):
+            yield doc
+
+    async def list(self, dataset_id: str, *, status: str | Names | None = None,
+                   name: str | None = None, job_id: str | None = None,
+                   pilot_id: str | None = None,
+                   keys: Names | None = None) -> dict[str, Doc]:
+        """All matching tasks of a dataset as `{task_id: task}`."""
+        params = self._filters(status, name, job_id, pilot_id, keys)
+        return await self.client.collect(self._path(dataset_id), params)
+
+    async def get(self, dataset_id: str, task_id: str, keys: Names | None = None) -> Doc:
+        result: Doc = await self.client.request("GET", f"{self._path(dataset_id)}/{task_id}",
+                                                params={"keys": keys})
+        return result
+
+    async def set_status(self, dataset_id: str, task_id: str, status: str) -> None:
+        await self.client.request("PUT", f"{self._path(dataset_id)}/{task_id}/status",
+                                  {"status": status})
+
+    async def ids_by_status(self, dataset_id: str) -> dict[str, Names]:
+        result: dict[str, Names] = await self.client.request(
+            "GET", f"/datasets/{dataset_id}/task_summaries/status")
+        return result
+
+    async def counts(self, dataset_id: str) -> dict[str, int]:
+        """`{status: n}` over a dataset's tasks."""
+        result: dict[str, int] = await self.client.request(
+            "GET", f"/datasets/{dataset_id}/task_counts/status")
+        return result
+
+    async def counts_by_name(self, dataset_id: str) -> dict[str, dict[str, int]]:
+        """`{task_name: {status: n}}` in task-index order."""
+        result: dict[str, dict[str, int]] = await self.client.request(
+            "GET", f"/datasets/{dataset_id}/task_counts/name_status")
+        return result
+
+    async def bulk_status(self, dataset_id: str, status: str, *, tasks: Names | None = None,
+                          name: str | None = None) -> int:
+        """Set `status` on the listed tasks, or those named `name`, or all of the dataset;
+        tasks the state machine does not allow are skipped. Answers how many changed."""
+        body = drop_none({"tasks": tasks, "name": name})
+        result = await self.client.request(
+            "POST", f"/datasets/{dataset_id}/task_actions/bulk_status/{status}", body,
+            idempotent=True)
+        return int(result["changed"])
+
+    async def bulk_requirements(self, dataset_id: str, name: str, requirements: Resources) -> int:
+        """Set requirements on every unfinished task named `name`; answers how many changed."""
+        result = await self.client.request(
+            "PATCH", f"/datasets/{dataset_id}/task_actions/bulk_requirements/{name}",
+            dict(requirements), idempotent=True)
+        return int(result["changed"])
+
+    async def stats(self, dataset_id: str) -> dict[str, Doc]:
+        """Per task name: count, total/mean/min/max hours, error hours, efficiency."""
+        result: dict[str, Doc] = await self.client.request(
+            "GET", f"/datasets/{dataset_id}/task_stats")
+        return result
+
+    async def create(self, dataset_id: str, job_id: str, task_index: int, name: str,
+                     **fields: Any) -> str:
+        """Create a task (internal); `fields`: depends, requirements, status, priority, ..."""
+        body = {"dataset_id": dataset_id, "job_id": job_id, "task_index": task_index,
+                "name": name, **fields}
+        return created_id(await self.client.request("POST", "/tasks", body))
+
+    async def get_by_id(self, task_id: str, keys: Names | None = None) -> Doc:
+        """One task by id alone (internal; a pilot only the tasks it holds)."""
+        result: Doc = await self.client.request("GET", f"/tasks/{task_id}", params={"keys": keys})
+        return result
+
+    async def update(self, task_id: str, **fields: Any) -> Doc:
+        """Patch status, priority, requirements, reason, site (internal)."""
+        result: Doc = await self.client.request("PATCH", f"/tasks/{task_id}", fields,
+                                                idempotent=True)
+        return result
+
+    async def claim(self, resources: Resources, pilot_id: str) -> Doc | None:
+        """Claim the best queued task fitting the free `resources`: the task (with its
+        `instance_id` and `lease_expires`), or None when nothing fits."""
+        body = {"requirements": dict(resources), "pilot_id": pilot_id}
+        try:
+            result: Doc = await self.client.request("POST", "/task_actions/process", body)
+        except NotFound:
+            return None
+        return result
+
+    async def complete(self, task_id: str, instance_id: str, *, time_used: float | None = None,
+                       site: str | None = None) -> None:
+        """Report success (`time_used` in seconds). A stale `instance_id` raises `Conflict`."""
+        body = drop_none({"instance_id": instance_id, "time_used": time_used, "site": site})
+        await self.client.request("POST", f"/tasks/{task_id}/task_actions/complete", body,
+                                  idempotent=True)
+
+    async def reset(self, task_id: str, instance_id: str, *, time_used: float | None = None,
+                    resources: Resources | None = None, site: str | None = None,
+                    reason: str | None = None) -> Doc:
+        """Report a failed run to retry (`resources`: measured use). Answers
+        `{status, failures}`: status is `failed` once the retries are used up."""
+        return await self._report("reset", task_id, instance_id, time_used, resources, site,
+                                  reason)
+
+    async def failed(self, task_id: str, instance_id: str, *, time_used: float | None = None,
+                     resources: Resources | None = None, site: str | None = None,
+                     reason: str | None = None) -> Doc:
+        """Report a run that must not be retried: the task goes to `failed`."""
+        return await self._report("failed", task_id, instance_id, time_used, resources, site,
+                                  reason)
+
+    async def _report(self, action: str, task_id: str, instance_id: str,
+                      time_used: float | None, resources: Resources | None, site: str | None,
+                      reason: str | None) -> Doc:
+        body = drop_none({
+            "instance_id": instance_id, "time_used": time_used,
+            "resources": dict(resources) if resources is not None else None,
+            "site": site, "reason": reason,
+        })
+        result: Doc = await self.client.request(
+            "POST", f"/tasks/{task_id}/task_actions/{action}", body, idempotent=True)
+        return result
+
+    async def queue(self, num_tasks: int | None = None) -> int:
+        """Queue up to `num_tasks` ready waiting tasks (internal); answers how many."""
+        result = await self.client.request("POST", "/task_actions/queue",
+                                           drop_none({"num_tasks": num_tasks}))
+        return int(result["queued"])
+
+
+class AsyncTaskStats(AsyncGroup):
+    """Per-run stats records of tasks."""
+
+    def _path(self, dataset_id: str, task_id: str) -> str:
+        return f"/datasets/{dataset_id}/tasks/{task_id}/task_stats"
+
+    async def create(self, task_id: str, dataset_id: str, stats: Doc) -> str:
+        """Store a stats record (pilot or internal); answers its id."""
+        body = {"dataset_id": dataset_id, "stats": stats}
+        return created_id(await self.client.request("POST", f"/tasks/{task_id}/task_stats", body))
+
+    async def list(self, dataset_id: str, task_id: str,
+                   keys: Names | None = None) -> dict[str, Doc]:
+        """All records of a task as `{task_stat_id: record}`."""
+        return await self.client.collect(self._path(dataset_id, task_id), {"keys": keys})
+
+    async def latest(self, dataset_id: str, task_id: str) -> Doc | None:
+        """The newest record of a task, or None."""
+        result: dict[str, Doc] = await self.client.request(
+            "GET", self._path(dataset_id, task_id), params={"last": True})
+        return next(iter(result.values()), None)
+
+    async def get(self, dataset_id: str, task_id: str, task_stat_id: str) -> Doc:
+        result: Doc = await self.client.request(
+            "GET", f"{self._path(dataset_id, task_id)}/{task_stat_id}")
+        return result
+
+
+class AsyncLogs(AsyncGroup):
+    """Named texts (stdout, stderr, stdlog, ...) of tasks."""
+
+    async def create(self, task_id: str, name: str, data: str, *,
+                     dataset_id: str | None = None) -> str:
+        """Store a task's log (pilot or internal; `TooLarge` past the server's limit)."""
+        body = drop_none({"task_id": task_id, "name": name, "data": data,
+                          "dataset_id": dataset_id})
+        return created_id(await self.client.request("POST", "/logs", body))
+
+    async def create_for_dataset(self, dataset_id: str, name: str, data: str, *,
+                                 task_id: str | None = None) -> str:
+        """Attach a log to a dataset (or one of its tasks) with dataset write access."""
+        body = drop_none({"task_id": task_id, "name": name, "data": data})
+        return created_id(await self.client.request("POST", f"/datasets/{dataset_id}/logs", body))
+
+    async def get(self, dataset_id: str, log_id: str, keys: Names | None = None) -> Doc:
+        result: Doc = await self.client.request("GET", f"/datasets/{dataset_id}/logs/{log_id}",
+                                                params={"keys": keys})
+        return result
+
+    async def get_by_id(self, log_id: str, keys: Names | None = None) -> Doc:
+        """One log by id alone (internal)."""
+        result: Doc = await self.client.request("GET", f"/logs/{log_id}", params={"keys": keys})
+        return result
+
+    async def for_task(self, dataset_id: str, task_id: str, *, num: int | None = None,
+                       group: bool = False, order: str = "asc",
+                       keys: Names | None = None) -> dict[str, Doc]:
+        """A task's logs as `{log_id: log}`: the `num` newest/oldest (`order`), one per name
+        when `group`."""
+        result: dict[str, Doc] = await self.client.request(
+            "GET", f"/datasets/{dataset_id}/tasks/{task_id}/logs",
+            params={"num": num, "group": group, "order": order, "keys": keys})
+        return result
+
+
+class AsyncFiles(AsyncGroup):
+    """Input and output files registered for a dataset or a task."""
+
+    async def list(self, dataset_id: str, keys: Names | None = None) -> dict[str, Doc]:
+        return await self.client.collect(f"/datasets/{dataset_id}/files", {"keys": keys})
+
+    async def add(self, dataset_id: str, remote: str, *, task_id: str | None = None,
+                  **fields: Any) -> str:
+        """Register a file (`fields`: local, movement, type, transfer, job_index, task_name)."""
+        body = drop_none({"remote": remote, "task_id": task_id, **fields})
+        return created_id(await self.client.request("POST", f"/datasets/{dataset_id}/files",
+                                                    body))
+
+    async def for_task(self, dataset_id: str, task_id: str,
+                       keys: Names | None = None) -> dict[str, Doc]:
+        return await self.client.collect(f"/datasets/{dataset_id}/files/{task_id}",
+                                         {"keys": keys})
+
+    async def add_for_task(self, dataset_id: str, task_id: str, remote: str,
+                           **fields: Any) -> str:
+        body = drop_none({"remote": remote, **fields})
+        return created_id(await self.client.request(
+            "POST", f"/datasets/{dataset_id}/files/{task_id}", body))
+
+    async def delete_for_task(self, dataset_id: str, task_id: str) -> int:
+        """Remove a task's files; answers how many."""
+        result = await self.client.request("DELETE", f"/datasets/{dataset_id}/files/{task_id}")
+        return int(result["deleted"])
+
+
+class AsyncGrids(AsyncGroup):
+    """Submit hosts that start pilots."""
+
+    async def list(self, *, host: str | None = None,
+                   keys: Names | None = None) -> dict[str, Doc]:
+        return await self.client.collect("/grids", {"host": host, "keys": keys})
+
+    async def create(self, host: str, *, queues: dict[str, str] | None = None,
+                     version: str | None = None, debug: bool | None = None) -> str:
+        body = drop_none({"host": host, "queues": queues, "version": version, "debug": debug})
+        return created_id(await self.client.request("POST", "/grids", body))
+
+    async def get(self, grid_id: str, keys: Names | None = None) -> Doc:
+        result: Doc = await self.client.request("GET", f"/grids/{grid_id}", params={"keys": keys})
+        return result
+
+
+class AsyncPilots(AsyncGroup):
+    """Pilot records: register, heartbeat (renews its tasks' leases), delete."""
+
+    async def list(self, *, grid_id: str | None = None, status: str | Names | None = None,
+                   keys: Names | None = None) -> dict[str, Doc]:
+        return await self.client.collect("/pilots",
+                                         {"grid_id": grid_id, "status": status, "keys": keys})
+
+    async def create(self, *, resources: Resources | None = None, **fields: Any) -> str:
+        """Register a pilot (`fields`: queue_host, queue_version, host, site, version, grid_id,
+        grid_queue_id); answers its `pilot_id`."""
+        body = drop_none({"resources": dict(resources) if resources else None, **fields})
+        return created_id(await self.client.request("POST", "/pilots", body))
+
+    async def get(self, pilot_id: str, keys: Names | None = None) -> Doc:
+        """One pilot, with `tasks`: the ids it holds now."""
+        result: Doc = await self.client.request("GET", f"/pilots/{pilot_id}",
+                                                params={"keys": keys})
+        return result
+
+    async def heartbeat(self, pilot_id: str, **fields: Any) -> Doc:
+        """Renew the leases of the pilot's tasks and update it (`fields`: resources_available,
+        resources_claimed, status, ...). Answers the pilot; a task missing from its `tasks` was
+        taken away."""
+        result: Doc = await self.client.request("PATCH", f"/pilots/{pilot_id}", drop_none(fields),
+                                                idempotent=True)
+        return result
+
+    async def delete(self, pilot_id: str) -> int:
+        """Remove the pilot; its tasks go back to waiting. Answers how many were released."""
+        result = await self.client.request("DELETE", f"/pilots/{pilot_id}")
+        return int((result or {}).get("released", 0))
+
+
+class AsyncAuth(AsyncGroup):
+    """Tokens: LDAP login, sub-tokens, and the exchange of an external provider's token."""
+
+    async def login(self, username: str, password: str) -> Doc:
+        """`POST /ldap`: `{token, username, roles, groups, expires}` for an LDAP username and
+        password (`Unauthorized` when wrong, `RateLimited` after repeated failures)."""
+        result: Doc = await self.client.request(
+            "POST", "/ldap", {"username": username, "password": password})
+        return result
+
+    async def create_token(self, type: str, *, role: str | None = None, exp: int | None = None,
+                           scope: str | None = None, dataset_id: str | None = None,
+                           username: str | None = None, pilot_id: str | None = None) -> Doc:
+        """`POST /create_token`: a sub-token that never outlives the caller's nor has more
+        rights. `type`: temp | user (the caller, optionally one `role` or fewer `scope`s),
+        share (read one `dataset_id`), pilot (admin/system; optional `pilot_id`), system
+        (admin). Answers `{token, username, roles, groups, scope, pilot_id, expires}`."""
+        body = drop_none({"type": type, "role": role, "exp": exp, "scope": scope,
+                          "dataset_id": dataset_id, "username": username, "pilot_id": pilot_id})
+        result: Doc = await self.client.request("POST", "/create_token", body)
+        return result
+
+    async def exchange(self, username: str, external_token: str) -> Doc:
+        """`GET /token/{username}`: trade an external OpenID provider's token for ours."""
+        response = await self.client.send(
+            "GET", f"/token/{username}", headers={"Authorization": f"Bearer {external_token}"})
+        result: Doc = response.json()
+        return result
+
+
+class AsyncUsers(AsyncGroup):
+    """`/users`: accounts with roles and groups (admin; a user may read its own)."""
+
+    async def list(self, *, username: str | None = None, group: str | None = None,
+                   keys: Names | None = None) -> dict[str, Doc]:
+        """All users as `{user_id: user}`, optionally by username or group."""
+        return await self.client.collect(
+            "/users", {"username": username, "group": group, "keys": keys})
+
+    async def by_username(self, username: str) -> Doc:
+        """The user with this username; raises `NotFound`."""
+        for doc in (await self.list(username=username)).values():
+            return doc
+        raise NotFound(404, f"no user {username!r}")
+
+    async def create(self, username: str, *, roles: Names | None = None,
+                     groups: Names | None = None, email: str | None = None,
+                     orcid: str | None = None) -> str:
+        """Add a user (roles default to user, groups to users); answers its `user_id`."""
+        body = drop_none({"username": username, "roles": roles, "groups": groups,
+                          "email": email, "orcid": orcid})
+        return created_id(await self.client.request("POST", "/users", body))
+
+    async def get(self, user_id: str) -> Doc:
+        result: Doc = await self.client.request("GET", f"/users/{user_id}")
+        return result
+
+    async def update(self, user_id: str, **fields: Any) -> Doc:
+        """Set (or clear with None) `email` / `orcid`."""
+        result: Doc = await self.client.request("PATCH", f"/users/{user_id}", fields,
+                                                idempotent=True)
+        return result
+
+    async def delete(self, user_id: str) -> None:
+        """Delete a user and revoke its tokens."""
+        await self.client.request("DELETE", f"/users/{user_id}")
+
+    async def groups(self, user_id: str) -> Names:
+        result = await self.client.request("GET", f"/users/{user_id}/groups")
+        return [str(g) for g in result.get("groups", [])]
+
+    async def add_group(self, user_id: str, group: str) -> Names:
+        """Add the user to a group; answers its groups."""
+        result = await self.client.request("POST", f"/users/{user_id}/groups", {"group": group},
+                                           idempotent=True)
+        return [str(g) for g in result.get("groups", [])]
+
+    async def set_groups(self, user_id: str, groups: Names) -> Names:
+        """Replace the user's groups (leaving one revokes its tokens)."""
+        result = await self.client.request("PUT", f"/users/{user_id}/groups", {"groups": groups})
+        return [str(g) for g in result.get("groups", [])]
+
+    async def set_roles(self, user_id: str, roles: Names) -> Names:
+        """Replace the user's roles (losing one revokes its tokens)."""
+        result = await self.client.request("PUT", f"/users/{user_id}/roles", {"roles": roles})
+        return [str(r) for r in result.get("roles", [])]
+
+    async def revoke_tokens(self, user_id: str) -> Doc:
+        """Revoke every token the user holds now; answers `{not_before}`."""
+        result: Doc = await self.client.request(
+            "POST", f"/users/{user_id}/actions/revoke_tokens", {}, idempotent=True)
+        return result
+
+
+class AsyncGroups(AsyncGroup):
+    """`/groups` (admin)."""
+
+    async def list(self, *, name: str | None = None,
+                   keys: Names | None = None) -> dict[str, Doc]:
+        """All groups as `{group_id: group}`."""
+        return await self.client.collect("/groups", {"name": name, "keys": keys})
+
+    async def by_name(self, name: str) -> Doc:
+        """The group with this name; raises `NotFound`."""
+        for doc in (await self.list(name=name)).values():
+            return doc
+        raise NotFound(404, f"no group {name!r}")
+
+    async def create(self, name: str, *, description: str | None = None) -> str:
+        """Add a group; answers its `group_id` (`Conflict` when the name is taken)."""
+        body = drop_none({"name": name, "description": description})
+        return created_id(await self.client.request("POST", "/groups", body))
+
+    async def get(self, group_id: str) -> Doc:
+        result: Doc = await self.client.request("GET", f"/groups/{group_id}")
+        return result
+
+    async def delete(self, group_id: str) -> None:
+        """Delete a group; its members leave it."""
+        await self.client.request("DELETE", f"/groups/{group_id}")
+
+
+class AsyncRoles(AsyncGroup):
+    """`/roles`: built-in and custom roles, each a set of scopes."""
+
+    async def list(self) -> dict[str, Doc]:
+        """`{name: {name, scopes, builtin, description}}`."""
+        result: dict[str, Doc] = await self.client.request("GET", "/roles")
+        return result
+
+    async def get(self, name: str) -> Doc:
+        result: Doc = await self.client.request("GET", f"/roles/{name}")
+        return result
+
+    async def put(self, name: str, scopes: Names, *, description: str | None = None) -> Doc:
+        """Create or replace a custom role (built-in ones are fixed: `Conflict`)."""
+        body = drop_none({"scopes": scopes, "description": description})
+        result: Doc = await self.client.request("PUT", f"/roles/{name}", body)
+        return result
+
+    async def delete(self, name: str) -> None:
+        await self.client.request("DELETE", f"/roles/{name}")
+
+
+class AsyncAuths(AsyncGroup):
+    """Per-dataset read/write rules: `{read_users, read_groups, write_users, write_groups}`."""
+
+    async def get(self, dataset_id: str) -> Doc:
+        result: Doc = await self.client.request("GET", f"/auths/{dataset_id}")
+        return result
+
+    async def put(self, dataset_id: str, rules: Doc) -> Doc:
+        """Replace the rule lists given (the others are kept); answers all of them."""
+        result: Doc = await self.client.request("PUT", f"/auths/{dataset_id}", rules)
+        return result
+
+    async def allowed(self, dataset_id: str, action: str) -> bool:
+        """Whether the caller may `read` or `write` the dataset."""
+        try:
+            await self.client.request("GET", f"/auths/{dataset_id}/actions/{action}")
+        except Forbidden:
+            return False
+        return True
