@@ -336,6 +336,13 @@ class TasksRepo(Repository):
 
     # -- reading -------------------------------------------------------------------------
 
+    async def queued_groups(self) -> list[Doc]:
+        """Queued tasks counted by requirements (cpu, gpu, memory, disk, time, site): what
+        the grid manager sizes pilots from."""
+        return await self.coll.group_count(
+            {"status": "queued"},
+            [f"requirements.{k}" for k in (*NUMERIC_REQUIREMENTS, "site")])
+
     async def counts_by_status(self, dataset_id: str) -> dict[str, int]:
         return await self.status_counts({"dataset_id": dataset_id})
 
@@ -421,7 +428,10 @@ def claim_filter(resources: Doc) -> Filter:
 
 def grown_requirements(current: Doc, measured: Doc) -> Doc:
     """New requirement floors from measured overuse: cpu +1 when clearly more cores were
-    used than requested; memory, disk and time to 1.5x the measured value."""
+    used than requested; memory, disk and time to 1.5x the measured value when it exceeded
+    the request. A requirement the task never set is not created from a measurement: the
+    pilot enforces requirements as limits, so a floor taken from a run cut short (a few
+    seconds of time) would kill every retry."""
     out: dict[str, float] = {}
     cpu_req = current.get("cpu") or 1
     if (measured.get("cpu") or 0) > cpu_req * 1.1:
@@ -429,7 +439,7 @@ def grown_requirements(current: Doc, measured: Doc) -> Doc:
     for key in ("memory", "disk", "time"):
         used = measured.get(key)
         req = current.get(key)
-        if used is not None and (req is None or used > req):
+        if used is not None and req is not None and used > req:
             out[key] = round(used * 1.5, 6)
     return out
 

@@ -1,6 +1,7 @@
 """The ``iceprod-server`` command: run the server, or mint a bootstrap token.
 
-    iceprod-server [--host H] [--port P] [--data-dir D] [--only rest|scheduler]
+    iceprod-server [--host H] [--port P] [--data-dir D] [--only rest|scheduler|grid]
+                   [--grid NAME]
     iceprod-server token [--data-dir D] --user NAME --role ROLE [--group G] [--exp SECONDS]
 """
 
@@ -27,8 +28,10 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--port", type=int, default=None, help="port (8080; 0 = any free)")
     parser.add_argument("--data-dir", default=None,
                         help="data directory (ICEPROD_DATA_DIR, ./iceprod-data)")
-    parser.add_argument("--only", choices=["rest", "scheduler"], default=None,
+    parser.add_argument("--only", choices=["rest", "scheduler", "grid"], default=None,
                         help="run only one part (default: all)")
+    parser.add_argument("--grid", default=None,
+                        help="manage only this grid of ICEPROD_GRID_CONFIG (with --only grid)")
     parser.add_argument("--log-level", default=None, help="DEBUG, INFO, WARNING ...")
     sub = parser.add_subparsers(dest="command")
     tok = sub.add_parser("token", help="print a token signed with the server's secret")
@@ -56,14 +59,18 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     iplogging.setup(args.log_level)
     config = ServerConfig.from_env(args.host, args.port, args.data_dir)
-    asyncio.run(_serve(config, args.only))
+    try:
+        asyncio.run(_serve(config, args.only, args.grid))
+    except Invalid as e:
+        print(f"iceprod-server: {e.message}", file=sys.stderr)
+        return 2
     return 0
 
 
-async def _serve(config: ServerConfig, only: str | None) -> None:
+async def _serve(config: ServerConfig, only: str | None, grid: str | None = None) -> None:
     from iceprod.server.daemon import serve
 
-    await serve(config, only)
+    await serve(config, only, grid)
 
 
 if __name__ == "__main__":

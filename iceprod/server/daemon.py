@@ -6,7 +6,6 @@ import asyncio
 import logging
 import signal
 import socket
-from collections.abc import Awaitable, Callable
 
 import tornado.httpserver
 
@@ -14,32 +13,14 @@ from iceprod.common.config import ServerConfig
 from iceprod.db import Database
 from iceprod.rest.app import make_app
 from iceprod.rest.base import AppContext
+from iceprod.server.grids.manager import GridManager, GridsFile, load_grids, require_pilot_url
+from iceprod.server.scheduler import Scheduler
 
 log = logging.getLogger(__name__)
 
-RECONCILE_INTERVAL = 30.0
 
-
-async def reconcile_leases(db: Database) -> None:
-    """Tasks whose pilot went silent past its lease go back to waiting."""
-    expired = await db.tasks.expire_leases()
-    if expired:
-        log.info("requeued %d task(s) with expired leases", expired)
-
-
-async def every(interval: float, job: Callable[[], Awaitable[None]], stop: asyncio.Event) -> None:
-    while not stop.is_set():
-        try:
-            await job()
-        except Exception:
-            log.exception("background job %s failed", getattr(job, "__name__", job))
-        try:
-            await asyncio.wait_for(stop.wait(), interval)
-        except TimeoutError:
-            pass
-
-
-async def serve(config: ServerConfig, only: str | None = None) -> None:
+async def serve(config: ServerConfig, only: str | None = None, grid: str | None = None) -> None:
+    grids = load_grids(config.grid_config) if only in (None, "grid") else GridsFile()
     db = await Database.open(config.db_url, config.data_dir)
     log.info("store: %s (%s)", db.store.backend, config.masked_db_url())
     stop = asyncio.Event()
@@ -48,6 +29,7 @@ async def serve(config: ServerConfig, only: str | None = None) -> None:
         loop.add_signal_handler(sig, stop.set)
 
     server = None
+    port: int | None = None
     if only in (None, "rest"):
         ctx = AppContext(db=db, config=config)
         app = make_app(ctx)
@@ -61,10 +43,16 @@ async def serve(config: ServerConfig, only: str | None = None) -> None:
         log.info("iceprod-server serving on http://%s:%d", config.host, port)
     tasks = []
     if only in (None, "scheduler"):
-        tasks.append(asyncio.create_task(
-            every(RECONCILE_INTERVAL, lambda: reconcile_leases(db), stop)))
+        tasks.append(asyncio.create_task(Scheduler(db, config).run(stop)))
+    grid_task = None
+    if grids.grids:
+        manager = GridManager(db, config, grids, require_pilot_url(config, grids, port), grid)
+        grid_task = asyncio.create_task(manager.run(stop))
     await stop.wait()
     log.info("shutting down")
+    if grid_task is not None:
+        # local pilots stop and report their tasks while the API still serves
+        await asyncio.gather(grid_task, return_exceptions=True)
     if server is not None:
         server.stop()
         await server.close_all_connections()

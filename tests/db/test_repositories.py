@@ -675,7 +675,8 @@ async def test_reset_counts_a_failure_and_grows_requirements(db: Database) -> No
     reqs = {"cpu": 1, "memory": 2.0, "disk": 10.0}
     task = await processing_task(db, "t1", requirements=reqs)
     measured = {"cpu": 2.5, "memory": 3.0, "disk": 5.0, "time": 2.0}
-    assert grown_requirements(reqs, measured) == {"cpu": 2, "memory": 4.5, "time": 3.0}
+    # time was never requested: a measurement does not invent a limit for it
+    assert grown_requirements(reqs, measured) == {"cpu": 2, "memory": 4.5}
     doc = await db.tasks.reset(
         "t1", task["instance_id"], max_failures=10, time_used=1800, resources=measured,
         site="SiteB", reason="out of memory", reason_class="payload",
@@ -686,7 +687,7 @@ async def test_reset_counts_a_failure_and_grows_requirements(db: Database) -> No
         "out of memory", "payload", "SiteB"
     )
     assert doc["walltime_err"] == 0.5 and doc["walltime_err_n"] == 1
-    assert doc["requirements"] == {"cpu": 2, "memory": 4.5, "disk": 10.0, "time": 3.0}
+    assert doc["requirements"] == {"cpu": 2, "memory": 4.5, "disk": 10.0}
     for key in ("pilot_id", "instance_id", "lease_expires"):
         assert not doc.get(key)
     assert await db.tasks.get("t1") == doc
@@ -702,7 +703,7 @@ async def test_reset_counts_a_failure_and_grows_requirements(db: Database) -> No
     assert doc["failures"] == 2
     assert (doc["reason"], doc["reason_class"]) == ("", "unknown")
     assert doc["walltime_err"] == 1.5 and doc["walltime_err_n"] == 2
-    assert doc["requirements"] == {"cpu": 2, "memory": 4.5, "disk": 10.0, "time": 3.0}
+    assert doc["requirements"] == {"cpu": 2, "memory": 4.5, "disk": 10.0}
 
 
 async def test_reset_fails_after_max_failures(db: Database) -> None:
@@ -987,6 +988,19 @@ async def test_bulk_requirements(db: Database) -> None:
 
 
 # -- tasks: reading ----------------------------------------------------------------------------
+
+
+async def test_queued_groups_count_queued_tasks_by_requirements(db: Database) -> None:
+    small = {"cpu": 1, "memory": 2.0}
+    await db.tasks.create(task_doc("a", job_index=0, requirements=small))
+    await db.tasks.create(task_doc("b", job_index=1, requirements=small))
+    await db.tasks.create(task_doc("c", job_index=2, requirements={"gpu": 1, "site": "X"}))
+    await db.tasks.create(task_doc("d", job_index=3, requirements=small, status="waiting"))
+    rows = sorted(await db.tasks.queued_groups(), key=lambda r: -r["count"])
+    assert [r["count"] for r in rows] == [2, 1]
+    assert rows[0]["requirements.cpu"] == 1 and rows[0]["requirements.memory"] == 2.0
+    assert rows[0]["requirements.gpu"] is None
+    assert rows[1]["requirements.gpu"] == 1 and rows[1]["requirements.site"] == "X"
 
 
 async def test_task_counts_and_ids_by_status(db: Database) -> None:
@@ -1567,6 +1581,7 @@ async def test_revocations(db: Database) -> None:
 COVERED: dict[str, tuple[str, ...]] = {
     "Repository.get": ("test_get_find_and_projection",),
     "Repository.get_in": ("test_get_in_scopes_by_dataset",),
+    "TasksRepo.queued_groups": ("test_queued_groups_count_queued_tasks_by_requirements",),
     "Repository.find": ("test_get_find_and_projection", "test_pilots_create_heartbeat_delete"),
     "Repository.page": ("test_page_visits_every_doc_exactly_once",
                         "test_page_bad_cursor_is_invalid"),

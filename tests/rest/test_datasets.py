@@ -126,6 +126,8 @@ def test_config_roundtrip_and_validation(alice: httpx.Client) -> None:
     assert alice.get(f"/config/{ds}").status_code == 404
     assert alice.put(f"/config/{ds}", json=chain).status_code == 200
     assert alice.get(f"/config/{ds}").json() == chain
+    d = alice.get(f"/datasets/{ds}").json()
+    assert (d["max_failures"], d["debug"]) == (chain["options"]["max_failures"], False)
     bad = json.loads(json.dumps(chain))
     bad["tasks"][1]["requirements"]["memory"] = -1
     r = alice.put(f"/config/{ds}", json=bad)

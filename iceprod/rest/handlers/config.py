@@ -18,7 +18,8 @@ class ConfigHandler(APIHandler):
 
     @requires("write:datasets", dataset="write", body=load_schema("dataset_config"))
     async def put(self, dataset_id: str) -> None:
-        """Create or replace a dataset's config (schema-checked; errors name the field)."""
+        """Create or replace a dataset's config (schema-checked; errors name the field).
+        The config's `options` (max_failures, debug) apply to the dataset."""
         validate_dataset_config(self.body)
         dataset = await self.db.datasets.get(dataset_id, keys=["tasks_per_job"])
         n = len(self.body["tasks"])
@@ -29,6 +30,10 @@ class ConfigHandler(APIHandler):
             )
         await check_foreign_depends(self.db, dataset_id, self.body)
         await self.db.config.put(dataset_id, self.body)
+        options = self.body.get("options") or {}
+        settings = {k: options[k] for k in ("max_failures", "debug") if k in options}
+        if settings:
+            await self.db.datasets.set_fields(dataset_id, settings)
         self.write_json({})
 
 

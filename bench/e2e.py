@@ -1,0 +1,232 @@
+"""End-to-end benchmark: trivial tasks through local pilots started by the server itself.
+
+Starts a real `iceprod-server` (embedded store, a local grid of `--pilots` pilots with
+`--slots` cores each) and measures, in the same run:
+
+1. the claim rate: `--claim-tasks` queued tasks claimed over HTTP by as many concurrent
+   claimers as there are pilots (tasks pinned to a site no pilot offers, so only the
+   benchmark claims them) -- the ceiling for task throughput on this server;
+2. end to end: a dataset of `--tasks` one-step tasks (`/bin/true`) run by the local
+   pilots, from submission to `complete`: tasks/s overall and in steady state (10%..90%
+   done), server requests per task by route (from `/metrics`), and the per-task overhead
+   of a full run (stage, run, logs, stats, complete) against a bare claim.
+
+    .venv/bin/python bench/e2e.py [--tasks 5000] [--pilots 8] [--slots 2] [--claim-tasks 2000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from iceprod.rest.auth.tokens import create_token
+
+SECRET = "bench-secret-" + "x" * 24
+METRIC = re.compile(r'^iceprod_http_requests_total\{method="(\w+)",route="([^"]*)",'
+                    r'code="(\d+)"\} (\d+)$')
+LATENCY = re.compile(r'^iceprod_http_request_seconds_(sum|count)\{method="(\w+)",'
+                     r'route="([^"]*)"\} ([\d.e+-]+)$')
+# the benchmark's own requests (progress polling), not part of running tasks
+OWN = ("GET /datasets/{dataset_id}/task_counts/status", "GET /metrics")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def start_server(data: Path, pilots: int, slots: int) -> tuple[subprocess.Popen[bytes], str]:
+    grid = {"grids": [{
+        "name": "local", "backend": "local", "max_pilots": pilots, "max_idle": pilots,
+        "max_per_cycle": pilots, "pilot_resources": {"cpu": slots},
+        "options": {"cores": pilots * slots, "idle_timeout": 30, "claim_interval": 0.5,
+                    "heartbeat_interval": 30, "monitor_interval": 1, "log_level": "WARNING"},
+    }]}
+    (data / "grids.json").write_text(json.dumps(grid))
+    port = free_port()
+    env = {**os.environ, "ICEPROD_SECRET": SECRET, "ICEPROD_GRID_CONFIG": str(data / "grids.json"),
+           "ICEPROD_SCHEDULER_INTERVAL": "0.2", "ICEPROD_GRID_INTERVAL": "0.5",
+           "ICEPROD_LOG_LEVEL": "WARNING"}
+    env.pop("ICEPROD_DB_URL", None)
+    with open(data / "server.log", "wb") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "iceprod.server", "--port", str(port), "--data-dir",
+             str(data)], env=env, stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(url + "/healthz", timeout=1).status_code == 200:
+                return proc, url
+        except httpx.HTTPError:
+            time.sleep(0.1)
+    proc.kill()
+    raise SystemExit(f"server did not start; see {data / 'server.log'}")
+
+
+def client(url: str, user: str, roles: list[str], groups: list[str] | None = None,
+           **claims: Any) -> httpx.Client:
+    token = create_token(SECRET, user, roles, groups or [], **claims)
+    return httpx.Client(base_url=url, headers={"Authorization": f"Bearer {token}"}, timeout=60)
+
+
+def submit(c: httpx.Client, jobs: int, task: dict[str, Any]) -> str:
+    r = c.post("/datasets", json={"description": "bench", "jobs_submitted": jobs,
+                                  "tasks_submitted": jobs, "tasks_per_job": 1,
+                                  "group": "bench"})
+    r.raise_for_status()
+    ds = str(r.json()["dataset_id"])
+    c.put(f"/config/{ds}", json={"tasks": [task]}).raise_for_status()
+    return ds
+
+
+def counts(c: httpx.Client, ds: str) -> dict[str, int]:
+    return dict(c.get(f"/datasets/{ds}/task_counts/status").json())
+
+
+def wait_counts(c: httpx.Client, ds: str, status: str, n: int, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while counts(c, ds).get(status, 0) < n:
+        if time.monotonic() > deadline:
+            raise SystemExit(f"timed out waiting for {n} {status} tasks: {counts(c, ds)}")
+        time.sleep(0.2)
+
+
+def scrape(c: httpx.Client) -> tuple[dict[str, int], dict[str, list[float]]]:
+    """Requests by route (404s apart) and server time by route: `{route: [sum, count]}`."""
+    requests: dict[str, int] = defaultdict(int)
+    latency: dict[str, list[float]] = defaultdict(lambda: [0.0, 0.0])
+    for line in c.get("/metrics").text.splitlines():
+        if m := METRIC.match(line):
+            method, route, code, n = m.groups()
+            label = f"{method} {route}" + (" (404)" if code == "404" else "")
+            requests[label] += int(n)
+        elif m := LATENCY.match(line):
+            kind, method, route, value = m.groups()
+            latency[f"{method} {route}"][0 if kind == "sum" else 1] += float(value)
+    return requests, latency
+
+
+def claim_rate(url: str, admin: httpx.Client, system: httpx.Client, n: int,
+               claimers: int) -> float:
+    """Claims per second for `n` queued tasks with `claimers` concurrent claimers."""
+    ds = submit(admin, n, {"name": "claimed", "requirements": {"cpu": 1, "site": "bench-claim"},
+                           "steps": [{"command": "/bin/true"}]})
+    wait_counts(admin, ds, "queued", n, 120)
+    pilot_ids = [system.post("/pilots", json={"resources": {"cpu": 1000}}).json()["result"]
+                 for _ in range(claimers)]
+    done = [0] * claimers
+
+    def work(i: int) -> None:
+        with client(url, "iceprod-system", ["system"]) as c:
+            body = {"pilot_id": pilot_ids[i],
+                    "requirements": {"cpu": 1000, "memory": 1000, "site": "bench-claim"}}
+            while c.post("/task_actions/process", json=body).status_code == 200:
+                done[i] += 1
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(claimers)]
+    t0 = time.perf_counter()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    elapsed = time.perf_counter() - t0
+    for pilot_id in pilot_ids:  # give the tasks back; they are never run
+        system.delete(f"/pilots/{pilot_id}")
+    admin.put(f"/datasets/{ds}/status", json={"status": "suspended"})
+    return sum(done) / elapsed
+
+
+def end_to_end(admin: httpx.Client, n: int) -> dict[str, Any]:
+    before, lat_before = scrape(admin)
+    t0 = time.monotonic()
+    ds = submit(admin, n, {"name": "trivial", "requirements": {"cpu": 1},
+                           "steps": [{"command": "/bin/true"}]})
+    marks: dict[float, float] = {}
+    while True:
+        done = counts(admin, ds).get("complete", 0)
+        now = time.monotonic() - t0
+        for frac in (0.1, 0.9):
+            if done >= frac * n and frac not in marks:
+                marks[frac] = now
+        if done >= n:
+            break
+        if now > 1800:
+            raise SystemExit(f"timed out: {counts(admin, ds)}")
+        time.sleep(0.2)
+    total = time.monotonic() - t0
+    after, lat_after = scrape(admin)
+    delta = {k: after[k] - before.get(k, 0) for k in after
+             if after[k] - before.get(k, 0) and not k.startswith(OWN)}
+    latency = {k: (v[0] - lat_before[k][0], v[1] - lat_before[k][1])
+               for k, v in lat_after.items() if v[1] - lat_before[k][1]}
+    return {"seconds": total, "steady": 0.8 * n / max(marks[0.9] - marks[0.1], 1e-9),
+            "requests": delta, "latency": latency}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--tasks", type=int, default=5000)
+    parser.add_argument("--pilots", type=int, default=8)
+    parser.add_argument("--slots", type=int, default=2, help="cores per pilot")
+    parser.add_argument("--claim-tasks", type=int, default=2000)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        proc, url = start_server(Path(tmp), args.pilots, args.slots)
+        try:
+            run(url, args)
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            proc.wait(timeout=60)
+
+
+def run(url: str, args: argparse.Namespace) -> None:
+    admin = client(url, "root", ["admin"], ["bench"])
+    system = client(url, "iceprod-system", ["system"])
+    print(f"server {url}; {os.cpu_count()} cores here; local grid: {args.pilots} pilots x "
+          f"{args.slots} cores")
+    rate = claim_rate(url, admin, system, args.claim_tasks, args.pilots)
+    print(f"claim rate: {rate:,.0f} claims/s ({args.claim_tasks} tasks, {args.pilots} "
+          f"concurrent claimers)")
+    e2e = end_to_end(admin, args.tasks)
+    n = args.tasks
+    tps = n / e2e["seconds"]
+    total_requests = sum(e2e["requests"].values())
+    print(f"end to end: {n} tasks in {e2e['seconds']:.1f}s = {tps:,.1f} tasks/s "
+          f"(steady state {e2e['steady']:,.1f} tasks/s)")
+    print(f"server requests per task: {total_requests / n:.2f}")
+    for route, count in sorted(e2e["requests"].items(), key=lambda kv: -kv[1]):
+        # latency is kept per route, all codes together: shown on the route's main line
+        spent, calls = (0.0, 0) if route.endswith("(404)") else e2e["latency"].get(route,
+                                                                                  (0.0, 0))
+        mean = f"{1000 * spent / calls:6.2f} ms mean" if calls else ""
+        print(f"  {count / n:6.3f}  {route:48} ({count}) {mean}")
+    in_flight = sum(v[0] for k, v in e2e["latency"].items() if not k.startswith(OWN))
+    print(f"server latency of task requests: {in_flight * 1000 / n:.1f} ms/task; "
+          f"{in_flight / e2e['seconds']:.1f} requests in flight on average")
+    per_task = 1 / e2e["steady"]
+    print(f"per-task overhead: {per_task * 1000:.2f} ms/task end to end vs "
+          f"{1000 / rate:.2f} ms/claim: {(per_task - 1 / rate) * 1000:.2f} ms beyond the claim "
+          f"({rate / e2e['steady']:.1f}x the claim's cost)")
+
+
+if __name__ == "__main__":
+    main()

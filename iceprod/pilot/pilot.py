@@ -1,0 +1,356 @@
+"""The pilot: a small asyncio loop on a grid node that claims tasks and runs them.
+
+1. Register: adopt the pilot id the grid gave it (the token's `pilot_id` claim, or
+   `ICEPROD_PILOT_ID`) by sending a first heartbeat with status `running`; otherwise
+   `POST /pilots` (which adopts the token's id, if any).
+2. Claim while resources are free: each claim offers the free resources
+   (`ResourcePool.offer()`); each task subtracts its requirements and runs in its own
+   `TaskRunner`, so several run at once. When nothing fits, claims back off up to
+   `claim_interval`.
+3. Heartbeat every `heartbeat_interval` seconds: renews the leases of its tasks; a task
+   missing from the answer's `tasks` was taken away (a user's suspend or reset, or a lease
+   that expired) and is killed without being reported; a pilot the server marked `lost`
+   stops altogether.
+4. Stop: on SIGTERM/SIGINT the running tasks are killed and reported as reset, the pilot
+   marks itself `finished` and exits; it also exits by itself after `idle_timeout` seconds
+   with nothing running and nothing to claim, and when the server stays unreachable for
+   `server_timeout` seconds (its tasks' leases have expired by then).
+
+Everything goes through `iceprod.client`: the pilot imports no server code.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import json
+import logging
+import os
+import signal
+import socket
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, cast
+
+import httpx
+
+import iceprod
+from iceprod.client.api import (
+    APIError,
+    AsyncClient,
+    Forbidden,
+    NotFound,
+    Resources,
+    RetryPolicy,
+    Unauthorized,
+)
+from iceprod.pilot.resources import Capacity, ResourcePool, detect
+from iceprod.pilot.runner import RunnerSettings, TaskRunner
+
+log = logging.getLogger(__name__)
+
+MIN_CLAIM_WAIT = 0.1
+
+
+@dataclass(frozen=True)
+class PilotConfig:
+    """Everything the pilot is told (flags and environment)."""
+
+    url: str
+    token_file: Path
+    work_dir: Path
+    resources: dict[str, float] = field(default_factory=dict)
+    site: str = ""
+    os_name: str | None = None
+    pilot_id: str | None = None
+    idle_timeout: float = 300.0
+    heartbeat_interval: float = 30.0
+    claim_interval: float = 10.0
+    monitor_interval: float = 1.0
+    server_timeout: float = 900.0
+    max_log_bytes: int = 4 * 1024 * 1024
+    keep_task_dirs: bool = False
+    grid_queue_id: str = ""
+
+
+def token_claims(token: str) -> dict[str, Any]:
+    """A JWT's claims, unverified (the server verifies it; the pilot only reads its
+    `pilot_id`)."""
+    try:
+        payload = token.split(".")[1]
+        data = base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4))
+        claims = json.loads(data)
+    except (IndexError, ValueError, binascii.Error):
+        return {}
+    return claims if isinstance(claims, dict) else {}
+
+
+def read_token(path: Path) -> str:
+    token = path.read_text().strip()
+    if not token:
+        raise ValueError(f"token file {path} is empty")
+    return token
+
+
+class Pilot:
+    """One pilot process's loop."""
+
+    def __init__(self, config: PilotConfig, capacity: Capacity | None = None) -> None:
+        self.config = config
+        self.token_mtime = _mtime(config.token_file)
+        token = read_token(config.token_file)
+        self.client = AsyncClient(config.url, token,
+                                  retry=RetryPolicy(attempts=6, backoff=0.5, max_backoff=20))
+        self.http: httpx.AsyncClient | None = None
+        self.capacity = capacity
+        self.pool: ResourcePool | None = None
+        self.pilot_id = config.pilot_id or token_claims(token).get("pilot_id") or None
+        self.runners: dict[str, TaskRunner] = {}
+        self.jobs: dict[str, asyncio.Task[Any]] = {}
+        self.stopping = asyncio.Event()
+        self.stop_reason = ""
+        self.wake = asyncio.Event()
+        self.last_work = time.monotonic()
+        self.last_contact = time.monotonic()
+        self.tasks_run = 0
+
+    # -- lifecycle -----------------------------------------------------------------------
+
+    async def run(self) -> int:
+        """Register, work until stopped or idle, drain, deregister. Answers an exit code."""
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self.stop, f"pilot stopped by {sig.name}")
+        self.config.work_dir.mkdir(parents=True, exist_ok=True)
+        if self.capacity is None:
+            self.capacity = detect(self.config.work_dir, self.config.resources,
+                                   site=self.config.site, os_name=self.config.os_name)
+        self.pool = ResourcePool(self.capacity)
+        log.info("pilot resources: %s", self.capacity.as_resources())
+        self.http = httpx.AsyncClient(timeout=httpx.Timeout(300.0, connect=30.0),
+                                      follow_redirects=True)
+        heartbeat: asyncio.Task[None] | None = None
+        try:
+            await self.register()
+            heartbeat = asyncio.create_task(self.heartbeat_loop())
+            await self.claim_loop()
+            await self.drain()
+            return 0
+        except APIError as e:  # refused (401/403/409) or unreachable after retries
+            log.error("pilot cannot go on: %s", e)
+            await self.drain()
+            return 1
+        finally:
+            if heartbeat is not None:
+                heartbeat.cancel()
+                await asyncio.gather(heartbeat, return_exceptions=True)
+            await self.deregister()
+            await self.http.aclose()
+            await self.client.aclose()
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.remove_signal_handler(sig)
+
+    def stop(self, reason: str) -> None:
+        """Stop claiming; running tasks are killed and reported as reset with `reason`."""
+        if not self.stopping.is_set():
+            log.info("stopping: %s", reason)
+            self.stop_reason = reason
+            self.stopping.set()
+            self.wake.set()
+
+    async def register(self) -> None:
+        assert self.capacity is not None
+        fields = {
+            "host": socket.gethostname(), "site": self.config.site or None,
+            "version": iceprod.__version__, "grid_queue_id": self.config.grid_queue_id or None,
+        }
+        if self.pilot_id:
+            try:
+                await self.client.pilots.heartbeat(
+                    self.pilot_id, status="running",
+                    resources_available=self.capacity.as_resources(), **fields)
+                log.info("pilot %s running (registered by its grid)", self.pilot_id)
+                return
+            except NotFound:
+                pass
+        self.pilot_id = await self.client.pilots.create(
+            resources=cast(Resources, self.capacity.as_resources()), **fields)
+        log.info("pilot %s registered", self.pilot_id)
+
+    async def deregister(self) -> None:
+        """Mark the pilot finished (best effort: the grid manager reconciles the rest)."""
+        if not self.pilot_id:
+            return
+        try:
+            await self.client.pilots.heartbeat(self.pilot_id, status="finished")
+        except APIError as e:
+            log.info("could not mark pilot %s finished: %s", self.pilot_id, e)
+        log.info("pilot %s finished after %d task(s)", self.pilot_id, self.tasks_run)
+
+    # -- claiming ------------------------------------------------------------------------
+
+    async def claim_loop(self) -> None:
+        wait = MIN_CLAIM_WAIT
+        while not self.stopping.is_set():
+            claimed = False
+            if self.pool is not None and self.pool.can_claim():
+                claimed = await self.claim_one()
+            if claimed:
+                wait = MIN_CLAIM_WAIT
+                continue
+            if not self.runners and self.idle():
+                return
+            if self.pool is not None and self.pool.can_claim():
+                wait = min(wait * 2, self.config.claim_interval)
+            else:
+                wait = self.config.claim_interval  # full: a finishing task wakes us
+            self.wake.clear()
+            try:
+                await asyncio.wait_for(self.wake.wait(), wait)
+            except TimeoutError:
+                pass
+
+    def idle(self) -> bool:
+        """Whether to exit: idle too long, or out of walltime (with nothing running)."""
+        assert self.pool is not None
+        if self.pool.time_left() == 0:
+            log.info("out of walltime")
+            return True
+        if time.monotonic() - self.last_work > self.config.idle_timeout:
+            log.info("idle for %.0fs with nothing to claim", self.config.idle_timeout)
+            return True
+        return False
+
+    async def claim_one(self) -> bool:
+        assert self.pool is not None and self.pilot_id
+        try:
+            task = await self.client.tasks.claim(cast(Resources, self.pool.offer()),
+                                                 self.pilot_id)
+        except (Unauthorized, Forbidden):
+            raise
+        except APIError as e:
+            log.warning("claim failed: %s", e)
+            self.check_contact()
+            return False
+        self.last_contact = time.monotonic()
+        if task is None:
+            return False
+        self.start(task)
+        return True
+
+    def start(self, task: dict[str, Any]) -> None:
+        assert self.pool is not None and self.pilot_id
+        task_id = task["task_id"]
+        alloc = self.pool.allocate(task_id, task.get("requirements") or {})
+        settings = RunnerSettings(
+            pilot_id=self.pilot_id, site=self.config.site,
+            monitor_interval=self.config.monitor_interval,
+            max_log_bytes=self.config.max_log_bytes, keep_dirs=self.config.keep_task_dirs,
+            pilot_end=self.pool.capacity.end_time,
+        )
+        runner = TaskRunner(task, alloc, self.config.work_dir, settings, self.client, self.http)
+        self.runners[task_id] = runner
+        job = asyncio.create_task(runner.execute())
+        self.jobs[task_id] = job
+        job.add_done_callback(lambda _: self.finished(task_id))
+        self.tasks_run += 1
+        self.last_work = time.monotonic()
+
+    def finished(self, task_id: str) -> None:
+        job = self.jobs.pop(task_id, None)
+        self.runners.pop(task_id, None)
+        if self.pool is not None:
+            self.pool.release(task_id)
+        if job is not None and not job.cancelled() and job.exception() is not None:
+            log.error("task %s: runner crashed", task_id, exc_info=job.exception())
+        self.last_work = time.monotonic()
+        self.wake.set()
+
+    async def drain(self) -> None:
+        """Kill what runs (reporting it as reset) and wait for the reports."""
+        reason = self.stop_reason or "pilot stopped"
+        for runner in list(self.runners.values()):
+            runner.abort(reason)
+        if self.jobs:
+            await asyncio.gather(*self.jobs.values(), return_exceptions=True)
+
+    # -- heartbeat -----------------------------------------------------------------------
+
+    async def heartbeat_loop(self) -> None:
+        while not self.stopping.is_set():
+            try:
+                await asyncio.wait_for(self.stopping.wait(), self.config.heartbeat_interval)
+                return
+            except TimeoutError:
+                pass
+            await self.heartbeat()
+
+    async def heartbeat(self) -> None:
+        """Renew leases; kill the tasks the server no longer counts as this pilot's."""
+        assert self.pool is not None and self.pilot_id
+        self.refresh_token()
+        sent = time.monotonic()
+        try:
+            doc = await self.client.pilots.heartbeat(
+                self.pilot_id, resources_available=self.pool.offer(),
+                resources_claimed=self.pool.claimed())
+        except NotFound:
+            self.take_away(set(self.runners), "the pilot's record was removed from the server")
+            self.stop("the pilot's record was removed from the server")
+            return
+        except APIError as e:
+            log.warning("heartbeat failed: %s", e)
+            self.check_contact()
+            return
+        self.last_contact = time.monotonic()
+        if doc.get("status") in ("lost", "finished"):
+            # the server gave this pilot up (e.g. its grid lost track of it): its tasks were
+            # requeued, so it must not run or claim anything more
+            why = f"the server marked this pilot {doc['status']}"
+            self.take_away(set(self.runners), why)
+            self.stop(why)
+            return
+        held = set(doc.get("tasks") or [])
+        lost = {tid for tid, r in self.runners.items()
+                if tid not in held and r.claimed_at < sent and not r.reporting}
+        self.take_away(lost, "the task is no longer this pilot's (suspended, reset or "
+                             "handed to another pilot)")
+
+    def take_away(self, task_ids: set[str], reason: str) -> None:
+        for task_id in task_ids:
+            if runner := self.runners.get(task_id):
+                log.warning("task %s: %s; killing it", task_id, reason)
+                runner.tlog.warning("%s; killing it", reason)
+                runner.abort(reason, report=False)
+
+    def check_contact(self) -> None:
+        """Give up when the server has been unreachable for too long."""
+        silent = time.monotonic() - self.last_contact
+        if silent > self.config.server_timeout:
+            self.take_away(set(self.runners), f"lost contact with the server for {silent:.0f}s")
+            self.stop(f"lost contact with the server for {silent:.0f}s")
+
+    def refresh_token(self) -> None:
+        """Read the token file again when it changed (a grid may renew the token)."""
+        mtime = _mtime(self.config.token_file)
+        if mtime != self.token_mtime:
+            try:
+                self.client.token = read_token(self.config.token_file)
+                self.token_mtime = mtime
+                log.info("token file changed: using the new token")
+            except (OSError, ValueError) as e:
+                log.warning("cannot read the token file again: %s", e)
+
+
+def _mtime(path: Path) -> float:
+    try:
+        return path.stat().st_mtime
+    except OSError:
+        return 0.0
+
+
+def default_work_dir() -> Path:
+    base = os.environ.get("TMPDIR") or "/tmp"
+    return Path(base) / f"iceprod-pilot-{os.getpid()}"

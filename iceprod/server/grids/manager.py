@@ -1,0 +1,472 @@
+"""The grid manager: starts pilots where queued work needs them and keeps the pilot records
+true to what the batch systems report.
+
+Configuration (``load_grids``): the JSON file named by ``ICEPROD_GRID_CONFIG``, validated
+against ``resources/schemas/grid_config.schema.json``; unset means one ``local`` grid (the
+embedded default), ``none`` means no grids.
+
+Each round, for each grid:
+
+1. ``poll()`` the backend and reconcile: a pilot record (submitted or running) whose job the
+   backend no longer knows, or whose job ended while the record still says it runs, is
+   marked ``lost`` and its tasks go back to waiting (``tasks.release_pilot``); a running
+   pilot silent for twice the lease is cancelled and lost too; a job iceprod has no live
+   pilot record for is cancelled.
+2. Size: queued tasks are grouped by their requirements (cpu, gpu, memory, disk, time,
+   site). A pilot for a group is the grid's ``pilot_resources``, grown where the group needs
+   more (a CPU group never gets GPUs: GPU pilots take only GPU tasks); it holds
+   ``floor(pilot / task)`` tasks at once. Free room in the grid's live pilots (idle ones
+   whole, running ones as their heartbeat reports) absorbs tasks first; what is left
+   needs new pilots.
+3. Submit within the limits: ``max_per_cycle`` per round, ``max_pilots`` alive,
+   ``max_idle`` waiting in the queue, and the backend's ``capacity()``. Each pilot is
+   registered first (status ``submitted``, ``grid_id``), then given a narrow token (role
+   ``pilot``, bound to its ``pilot_id``, expiring after the pilot's walltime plus an hour,
+   or ``options.token_exp`` seconds) that the backend hands over as a file; the batch job id
+   is recorded as ``grid_queue_id``. Records of pilots the backend failed to start are
+   removed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import json
+import logging
+import math
+import socket
+import time
+import uuid
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import iceprod
+from iceprod.common.config import ServerConfig
+from iceprod.common.errors import BadTransition, Invalid, NotFound
+from iceprod.common.ids import new_id
+from iceprod.common.schema import load_schema, validate
+from iceprod.common.timeutil import iso, parse
+from iceprod.db import Database
+from iceprod.db.store import Doc
+from iceprod.rest.auth.tokens import create_token
+from iceprod.server.grids.base import (
+    GridConfig,
+    GridError,
+    GridJob,
+    GridJobState,
+    GridPlugin,
+    PilotSpec,
+)
+from iceprod.server.grids.local import defaults as local_defaults
+
+log = logging.getLogger(__name__)
+
+# the backends, written out in one place; imported when a grid uses them (condor needs the
+# htcondor2 bindings, which a server without condor grids does not have)
+BACKENDS: dict[str, str] = {
+    "local": "iceprod.server.grids.local:LocalGrid",
+    "slurm": "iceprod.server.grids.slurm:SlurmGrid",
+    "condor": "iceprod.server.grids.condor:CondorGrid",
+}
+NUMERIC = ("cpu", "gpu", "memory", "disk", "time")
+GROUP_KEYS = tuple(f"requirements.{k}" for k in (*NUMERIC, "site"))
+LIVE = ["submitted", "running"]
+FINAL = (GridJobState.COMPLETED, GridJobState.REMOVED)
+SUBMIT_GRACE = 60.0
+"""Seconds a fresh pilot may be missing from the backend's list (a batch system may not
+list a job at once) before it counts as lost."""
+TIME_MARGIN_HOURS = 0.1
+"""Walltime a pilot gets beyond its longest task (it offers its walltime minus a minute)."""
+NAMESPACE = uuid.UUID("0d6f7f0e-3c56-4a4f-9a53-3c0f4cc0e1a7")
+
+
+@dataclass(frozen=True)
+class GridsFile:
+    """The grid configuration file."""
+
+    grids: tuple[GridConfig, ...] = ()
+    url: str | None = None
+    interval: float | None = None
+
+
+def grid_from_doc(doc: Mapping[str, Any]) -> GridConfig:
+    return GridConfig(
+        name=doc["name"], backend=doc["backend"], queue=doc.get("queue", ""),
+        max_pilots=doc.get("max_pilots", 10), max_idle=doc.get("max_idle", 5),
+        max_per_cycle=doc.get("max_per_cycle", 5),
+        pilot_resources=dict(doc.get("pilot_resources") or {}), site=doc.get("site", ""),
+        setup=doc.get("setup", ""), options=dict(doc.get("options") or {}),
+    )
+
+
+def parse_grids(doc: Any) -> GridsFile:
+    """A validated grid configuration (``Invalid`` names the field)."""
+    validate(doc, load_schema("grid_config"))
+    names = [g["name"] for g in doc["grids"]]
+    if len(names) != len(set(names)):
+        raise Invalid("grids: grid names must be unique")
+    return GridsFile(tuple(grid_from_doc(g) for g in doc["grids"]), doc.get("url"),
+                     doc.get("interval"))
+
+
+def load_grids(path: str | None) -> GridsFile:
+    """The grids of ``ICEPROD_GRID_CONFIG``: unset is one local grid, ``none`` is none."""
+    if not path:
+        return GridsFile((grid_from_doc(local_defaults()),))
+    if path.strip().lower() == "none":
+        return GridsFile()
+    try:
+        doc = json.loads(Path(path).read_text())
+    except (OSError, ValueError) as e:
+        raise Invalid(f"ICEPROD_GRID_CONFIG: cannot read {path}: {e}") from None
+    return parse_grids(doc)
+
+
+def make_plugin(grid: GridConfig, work_dir: Path) -> GridPlugin:
+    module, _, name = BACKENDS[grid.backend].partition(":")
+    cls = getattr(importlib.import_module(module), name)
+    plugin: GridPlugin = cls(grid, work_dir)
+    return plugin
+
+
+# -- sizing ----------------------------------------------------------------------------------
+
+
+def pilot_size(grid: GridConfig, need: Mapping[str, Any]) -> dict[str, float]:
+    """A pilot for tasks needing ``need``: the grid's standard pilot, grown to fit one task;
+    GPUs only for GPU tasks. Walltime only when the grid sets one (a local pilot has no
+    walltime), then long enough for the task plus a margin."""
+    size: dict[str, float] = {}
+    for key in NUMERIC:
+        want = need.get(key) or 0
+        std = grid.pilot_resources.get(key) or 0
+        if key == "gpu":
+            value = max(std, want) if want else 0
+        elif key == "cpu":
+            value = max(std, want, 1)
+        elif key == "time":
+            value = max(std, want + TIME_MARGIN_HOURS) if std else 0
+        else:
+            value = max(std, want)
+        if value:
+            size[key] = value
+    return size
+
+
+def per_pilot(size: Mapping[str, float], need: Mapping[str, Any]) -> int:
+    """How many tasks needing ``need`` run at once in a pilot of ``size``."""
+    fits = []
+    for key in ("cpu", "gpu", "memory", "disk"):
+        want = need.get(key) or (1 if key == "cpu" else 0)
+        if want:
+            fits.append(math.floor((size.get(key) or 0) / want + 1e-9))
+    return max(1, min(fits)) if fits else 1
+
+
+def fits(offer: Mapping[str, Any], need: Mapping[str, Any]) -> int:
+    """How many tasks needing ``need`` fit in a free ``offer`` (0 when none)."""
+    if (need.get("gpu") or 0) > 0 and not (offer.get("gpu") or 0):
+        return 0
+    if (offer.get("gpu") or 0) > 0 and not (need.get("gpu") or 0):
+        return 0  # a GPU pilot takes only GPU tasks
+    if need.get("time") and offer.get("time") is not None and need["time"] > offer["time"]:
+        return 0
+    n = math.inf
+    for key in ("cpu", "gpu", "memory", "disk"):
+        want = need.get(key) or (1 if key == "cpu" else 0)
+        if want:
+            n = min(n, math.floor((offer.get(key) or 0) / want + 1e-9))
+    return int(n) if n != math.inf else 1
+
+
+def within(capacity: Mapping[str, float] | None, used: Mapping[str, float],
+           size: Mapping[str, float]) -> bool:
+    if capacity is None:
+        return True
+    return all(used.get(k, 0) + size.get(k, 0) <= capacity[k] + 1e-9 for k in capacity)
+
+
+@dataclass
+class Group:
+    """Queued tasks with the same requirements."""
+
+    need: dict[str, Any]
+    count: int
+
+
+async def queued_groups(db: Database) -> list[Group]:
+    """Queued tasks grouped by requirements, largest groups first."""
+    rows = await db.tasks.queued_groups()
+    groups = []
+    for row in rows:
+        need = {k.split(".", 1)[1]: row[k] for k in GROUP_KEYS if row.get(k) not in (None, "")}
+        groups.append(Group(need, int(row["count"])))
+    return sorted(groups, key=lambda g: -g.count)
+
+
+# -- the manager -----------------------------------------------------------------------------
+
+
+@dataclass
+class GridState:
+    """One grid and its backend."""
+
+    config: GridConfig
+    plugin: GridPlugin
+    grid_id: str = ""
+    submitted_at: dict[str, float] = field(default_factory=dict)
+
+
+class GridManager:
+    """Runs the rounds of every configured grid (or only the one named)."""
+
+    def __init__(self, db: Database, config: ServerConfig, grids: GridsFile, url: str,
+                 only: str | None = None) -> None:
+        self.db = db
+        self.config = config
+        self.url = url
+        self.interval = grids.interval or config.grid_interval
+        self.host = socket.gethostname()
+        chosen = [g for g in grids.grids if only is None or g.name == only]
+        if only is not None and not chosen:
+            raise Invalid(f"--grid: no grid named {only!r} in the grid configuration")
+        base = Path(config.data_dir).resolve() / "grids"  # pilots run elsewhere: absolute
+        self.grids = [GridState(g, make_plugin(g, base / g.name)) for g in chosen]
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Rounds until ``stop``; then each backend is closed (local pilots stop)."""
+        for g in self.grids:
+            log.info("grid %s (%s) managing pilots for %s", g.config.name, g.config.backend,
+                     self.url)
+        try:
+            while not stop.is_set():
+                await self.round()
+                try:
+                    await asyncio.wait_for(stop.wait(), self.interval)
+                except TimeoutError:
+                    pass
+        finally:
+            await self.close()
+
+    async def close(self) -> None:
+        """Let each backend release what it holds (local pilots are stopped)."""
+        for g in self.grids:
+            try:
+                await g.plugin.close()
+            except Exception:
+                log.exception("grid %s: close failed", g.config.name)
+
+    async def round(self) -> None:
+        groups: list[Group] | None = None
+        for g in self.grids:
+            try:
+                if not g.grid_id:
+                    g.grid_id = await self.register_grid(g.config)
+                if not await self.reconcile(g):
+                    continue
+                if groups is None:
+                    groups = await queued_groups(self.db)
+                await self.submit(g, groups)
+            except Exception:
+                log.exception("grid %s: round failed", g.config.name)
+
+    async def register_grid(self, grid: GridConfig) -> str:
+        grid_id = uuid.uuid5(NAMESPACE, f"{self.host}:{grid.name}").hex
+        if await self.db.grids.find(grid_id) is None:
+            now = iso()
+            await self.db.grids.create({
+                "grid_id": grid_id, "host": self.host, "queues": {grid.name: grid.backend},
+                "version": iceprod.__version__, "debug": False, "start_date": now,
+                "last_update": now,
+            })
+        return grid_id
+
+    async def live_pilots(self, grid_id: str) -> list[Doc]:
+        out: list[Doc] = []
+        after = None
+        while True:
+            page = await self.db.pilots.page({"grid_id": grid_id, "status": {"$in": LIVE}},
+                                             None, 1000, after)
+            out += page.docs
+            if not page.next_after:
+                return out
+            after = page.next_after
+
+    # -- reconcile -----------------------------------------------------------------------
+
+    async def reconcile(self, g: GridState) -> bool:
+        """Bring the pilot records in line with the backend; False when it cannot be
+        asked this round (nothing is marked lost on a failed poll)."""
+        try:
+            jobs = await g.plugin.poll()
+        except GridError as e:
+            log.warning("grid %s: poll failed, pilots left as they are: %s", g.config.name, e)
+            return False
+        by_pilot = {j.pilot_id: j for j in jobs if j.pilot_id}
+        by_queue_id = {j.grid_queue_id: j for j in jobs}
+        pilots = await self.live_pilots(g.grid_id)
+        stale_after = 2 * self.config.lease_seconds
+        cancel: list[str] = []
+        for p in pilots:
+            job = by_pilot.get(p["pilot_id"]) or by_queue_id.get(p.get("grid_queue_id") or "")
+            why = self.lost_reason(g, p, job, stale_after)
+            if why:
+                if job is not None and job.state not in FINAL:
+                    cancel.append(job.grid_queue_id)
+                await self.lose(p, why)
+        live = {p["pilot_id"] for p in pilots}
+        known_ids = {p.get("grid_queue_id") for p in pilots}
+        for j in jobs:
+            if j.state in FINAL or j.pilot_id in live or j.grid_queue_id in known_ids:
+                continue
+            log.info("grid %s: cancelling job %s: iceprod has no live pilot %s for it",
+                     g.config.name, j.grid_queue_id, j.pilot_id)
+            cancel.append(j.grid_queue_id)
+        if cancel:
+            await g.plugin.cancel(cancel)
+        return True
+
+    def lost_reason(self, g: GridState, pilot: Doc, job: GridJob | None,
+                    stale_after: float) -> str:
+        """Why a live pilot record is lost, or "" when it is fine."""
+        if job is None:
+            started = g.submitted_at.get(pilot["pilot_id"]) or _ts(pilot.get("submit_date"))
+            if time.time() - started < SUBMIT_GRACE:
+                return ""
+            return "its batch job is unknown to the batch system"
+        if job.state in FINAL:
+            return f"its batch job ended ({job.state}{': ' + job.reason if job.reason else ''})"
+        if pilot.get("status") == "running" and \
+                time.time() - _ts(pilot.get("last_update")) > stale_after:
+            return f"no heartbeat for over {stale_after:.0f}s"
+        return ""
+
+    async def lose(self, pilot: Doc, why: str) -> None:
+        pilot_id = pilot["pilot_id"]
+        try:
+            await self.db.pilots.transition({"pilot_id": pilot_id}, "lost", {"$set": {
+                "reason": why, "last_update": iso()}})
+        except (BadTransition, NotFound):
+            return  # it finished (or was removed) meanwhile
+        released = await self.db.tasks.release_pilot(pilot_id)
+        log.warning("pilot %s lost (%s); %d task(s) back to waiting", pilot_id, why, released)
+
+    # -- submit --------------------------------------------------------------------------
+
+    async def submit(self, g: GridState, groups: Sequence[Group]) -> int:
+        grid = g.config
+        pilots = await self.live_pilots(g.grid_id)
+        idle = sum(1 for p in pilots if p.get("status") == "submitted")
+        room = min(grid.max_per_cycle, grid.max_pilots - len(pilots), grid.max_idle - idle)
+        if room <= 0 or not groups:
+            return 0
+        used = _total(p.get("resources") or {} for p in pilots)
+        capacity = g.plugin.capacity()
+        sizes = self.plan(grid, groups, pilots, room, capacity, used)
+        if not sizes:
+            return 0
+        specs = [await self.register_pilot(g, size) for size in sizes]
+        try:
+            started = await g.plugin.submit(specs)
+        except GridError as e:
+            log.error("grid %s: submit failed: %s", grid.name, e)
+            started = {}
+        for spec in specs:
+            if spec.pilot_id in started:
+                await self.db.pilots.heartbeat(spec.pilot_id,
+                                               {"grid_queue_id": started[spec.pilot_id]})
+                g.submitted_at[spec.pilot_id] = time.time()
+            else:
+                await self.db.pilots.delete(spec.pilot_id)
+        if started:
+            log.info("grid %s: submitted %d pilot(s)", grid.name, len(started))
+        return len(started)
+
+    def plan(self, grid: GridConfig, groups: Sequence[Group], pilots: Sequence[Doc],
+             room: int, capacity: Mapping[str, float] | None,
+             used: dict[str, float]) -> list[dict[str, float]]:
+        """The sizes of the pilots to start now. Each group's ``count`` drops by what this
+        grid's pilots (live and new) will take, so the next grid sees only what is left."""
+        offers = [dict(p.get("resources") or {}) if p.get("status") == "submitted"
+                  else dict(p.get("resources_available") or {}) for p in pilots]
+        sizes: list[dict[str, float]] = []
+        for group in groups:
+            if group.need.get("site") and group.need["site"] != grid.site:
+                continue
+            left = group.count
+            for offer in offers:  # room in live pilots takes tasks first
+                take = min(left, fits(offer, group.need))
+                for key in ("cpu", "gpu", "memory", "disk"):
+                    want = group.need.get(key) or (1 if key == "cpu" else 0)
+                    offer[key] = (offer.get(key) or 0) - take * want
+                left -= take
+            size = pilot_size(grid, group.need)
+            per = per_pilot(size, group.need)
+            while left > 0 and len(sizes) < room and within(capacity, used, size):
+                sizes.append(size)
+                for key, value in size.items():
+                    used[key] = used.get(key, 0) + value
+                left -= per
+            group.count = max(0, left)
+            if len(sizes) >= room:
+                break
+        return sizes
+
+    async def register_pilot(self, g: GridState, size: Mapping[str, float]) -> PilotSpec:
+        grid = g.config
+        pilot_id = new_id()
+        now = iso()
+        username = f"pilot-{pilot_id}"
+        await self.db.pilots.create({
+            "pilot_id": pilot_id, "owner": username, "status": "submitted",
+            "grid_id": g.grid_id, "grid_name": grid.name, "grid_queue_id": "",
+            "queue_host": self.host, "queue_version": grid.backend, "resources": dict(size),
+            "resources_available": {}, "resources_claimed": {}, "host": "", "site": grid.site,
+            "version": "", "submit_date": now, "start_date": "", "last_update": now,
+        })
+        exp = grid.options.get("token_exp") or (
+            int(size["time"] * 3600) + 3600 if size.get("time") else 7 * 86400)
+        token = create_token(self.config.secret, username, ["pilot"], exp=int(exp),
+                             pilot_id=pilot_id)
+        return PilotSpec(pilot_id=pilot_id, resources=dict(size), url=self.url, token=token,
+                         site=grid.site)
+
+
+def _total(resources: Any) -> dict[str, float]:
+    out: dict[str, float] = {}
+    for r in resources:
+        for key in ("cpu", "gpu", "memory", "disk"):
+            out[key] = out.get(key, 0) + float(r.get(key) or 0)
+    return out
+
+
+def _ts(value: Any) -> float:
+    try:
+        return parse(value) if value else 0.0
+    except ValueError:
+        return 0.0
+
+
+def pilot_url(config: ServerConfig, grids: GridsFile, port: int | None) -> str | None:
+    """Where pilots reach the REST API: the grid file's ``url``, ``ICEPROD_URL``, or the
+    address this process serves on (a wildcard address becomes loopback)."""
+    if grids.url or config.public_url:
+        return grids.url or config.public_url
+    if port is None:
+        return None
+    host = config.host
+    if host in ("0.0.0.0", "", "::"):
+        host = "127.0.0.1"
+    if ":" in host:
+        host = f"[{host}]"
+    return f"http://{host}:{port}"
+
+
+def require_pilot_url(config: ServerConfig, grids: GridsFile, port: int | None) -> str:
+    url = pilot_url(config, grids, port)
+    if url is None:
+        raise Invalid("grids: set the server URL pilots use (ICEPROD_URL, or url in the grid "
+                      "configuration) when the REST API runs in another process")
+    return url

@@ -1,0 +1,203 @@
+"""The `iceprod-pilot` process against a real server (scheduler on, no grid: the tests
+start the pilots): retries and failure of a broken payload, time and memory limits, a task
+taken away by a suspend, SIGTERM, and the idle exit."""
+
+from __future__ import annotations
+
+import signal
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import psutil
+import pytest
+
+from iceprod.common.ids import new_id
+from tests.conftest import Server, start_server
+from tests.pilot.support import (
+    FAST,
+    Pilots,
+    finished,
+    logs,
+    one_task,
+    pilot_log,
+    stats,
+    submit,
+    tasks,
+    wait_for,
+)
+
+
+@pytest.fixture
+def srv(tmp_path: Path) -> Iterator[Server]:
+    server = start_server(tmp_path / "data", env=FAST)
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def pilots(srv: Server, tmp_path: Path) -> Iterator[Pilots]:
+    started = Pilots(srv, tmp_path)
+    yield started
+    started.stop()
+
+
+@pytest.fixture
+def alice(srv: Server) -> httpx.Client:
+    return srv.client(srv.token("alice", ["user"], ["physics"]))
+
+
+@pytest.fixture
+def admin(srv: Server) -> httpx.Client:
+    return srv.client(srv.token("root", ["admin"]))
+
+
+def test_a_failing_task_is_retried_to_the_limit_then_failed(pilots: Pilots, alice: httpx.Client,
+                                                           tmp_path: Path) -> None:
+    script = "echo 'working on job $(job_index)'; echo 'bad input, giving up' >&2; exit 3"
+    step = {"name": "broken", "command": "/bin/sh", "args": ["-c", script]}
+    ds = submit(alice, one_task([step]), max_failures=3)
+    pilot = pilots.start()
+    assert wait_for(lambda: finished(alice, ds), what="the dataset to end") == "errors"
+    assert pilot.wait(timeout=20) == 0  # then idle: it exits by itself
+    (task,) = tasks(alice, ds).values()
+    assert task["status"] == "failed" and task["failures"] == 3
+    assert task["reason"] == "step 0 ('broken') exited with code 3: bad input, giving up"
+    assert task["reason_class"] == "payload"
+    named = [(log["name"], log["data"]) for log in logs(alice, ds, task["task_id"])]
+    assert [n for n, _ in named].count("stderr") == 3
+    assert ("stderr", "bad input, giving up\n") in named
+    assert ("stdout", "working on job 0\n") in named
+    assert any(n == "stdlog" and "exited with code 3" in d for n, d in named)
+    runs = stats(alice, ds, task["task_id"])
+    assert [r["exit_code"] for r in runs] == [3, 3, 3]
+    assert {r["outcome"] for r in runs} == {"reset"}
+
+
+def test_time_and_memory_limits_kill_with_a_reason(pilots: Pilots, alice: httpx.Client,
+                                                   tmp_path: Path) -> None:
+    hog = "import time; x = 'x' * (200 << 20); time.sleep(60)"
+    config = {"tasks": [
+        {"name": "slow", "requirements": {"time": 1 / 3600},
+         "steps": [{"command": "sleep", "args": ["60"]}]},
+        {"name": "nap", "steps": [{"name": "nap", "command": "sleep", "args": ["60"],
+                                   "timeout": 1}]},
+        {"name": "hog", "requirements": {"memory": 0.05},
+         "steps": [{"command": sys.executable, "args": ["-c", hog]}]},
+    ]}
+    ds = submit(alice, config, max_failures=1)
+    t0 = time.monotonic()
+    pilots.start(resources="cpu=3,memory=2,disk=2")
+    assert wait_for(lambda: finished(alice, ds), what="the dataset to end") == "errors"
+    assert time.monotonic() - t0 < 20  # nothing ran its 60 seconds
+    by_name = {t["name"]: t for t in tasks(alice, ds).values()}
+    slow, nap, hog_task = by_name["slow"], by_name["nap"], by_name["hog"]
+    assert slow["status"] == "failed"
+    assert slow["reason"].startswith("time limit exceeded: the task ran ")
+    assert slow["reason_class"] == "resources"
+    # measured use raises the requirement for the next try (1.5x what it ran)
+    assert slow["requirements"]["time"] > 1 / 3600
+    assert nap["reason"] == "time limit exceeded: step 0 ('nap') ran over its timeout of 1s"
+    assert hog_task["reason"].startswith("memory overuse: the task used ")
+    assert hog_task["requirements"]["memory"] > 0.1
+    (run,) = stats(alice, ds, slow["task_id"])
+    assert run["exit_code"] == -signal.SIGTERM and 1 <= run["walltime"] < 10
+
+
+def test_a_suspended_task_is_killed_on_the_pilot(pilots: Pilots, alice: httpx.Client,
+                                                 tmp_path: Path) -> None:
+    pidfile = tmp_path / "step.pid"
+    step = {"command": "/bin/sh", "args": ["-c", f"echo $$ > {pidfile}; exec sleep 60"]}
+    ds = submit(alice, one_task([step]))
+    pilot = pilots.start()
+    wait_for(lambda: pidfile.exists() and pidfile.read_text().strip(), what="the step to run")
+    pid = int(pidfile.read_text())
+    assert psutil.pid_exists(pid)
+    r = alice.put(f"/datasets/{ds}/status", json={"status": "suspended"})
+    assert r.status_code == 200, r.text
+    t0 = time.monotonic()
+    wait_for(lambda: not psutil.pid_exists(pid), timeout=10, what="the step to be killed")
+    assert time.monotonic() - t0 < 5  # heartbeat every 0.5s here; within a minute by default
+    (task,) = tasks(alice, ds).values()
+    assert task["status"] == "suspended"
+    assert stats(alice, ds, task["task_id"]) == []  # not this pilot's any more: no report
+    assert "no longer this pilot's" in pilot_log(tmp_path)
+    assert pilot.poll() is None  # the pilot itself goes on
+
+
+def test_sigterm_resets_running_tasks_and_exits(pilots: Pilots, alice: httpx.Client,
+                                                admin: httpx.Client, tmp_path: Path) -> None:
+    step = {"command": "sleep", "args": ["60"]}
+    ds = submit(alice, one_task([step]), max_failures=5)
+    pilot_id = new_id()
+    # a grid-assigned id travels in the token; the pilot registers under it
+    pilot = pilots.start(pilot_id=pilot_id)
+    wait_for(lambda: [t["status"] for t in tasks(alice, ds).values()] == ["processing"],
+             what="the task to start")
+    (task,) = tasks(alice, ds).values()
+    assert task["pilot_id"] == pilot_id
+    time.sleep(0.3)
+    pilot.send_signal(signal.SIGTERM)
+    assert pilot.wait(timeout=15) == 0
+    task = tasks(alice, ds)[task["task_id"]]
+    assert task["status"] in ("waiting", "queued") and task["failures"] == 1
+    assert task["reason"] == "pilot stopped by SIGTERM" and task["reason_class"] == "node"
+    # a run cut short grows no requirement (a time limit of a fraction of a second would
+    # kill every retry)
+    assert not {"time", "disk", "memory"} & set(task["requirements"])
+    assert any(log["name"] == "stdlog" and "SIGTERM" in log["data"]
+               for log in logs(alice, ds, task["task_id"]))
+    assert admin.get(f"/pilots/{pilot_id}").json()["status"] == "finished"
+
+
+def test_a_pilot_without_work_exits_after_its_idle_timeout(pilots: Pilots, admin: httpx.Client,
+                                                           tmp_path: Path) -> None:
+    t0 = time.monotonic()
+    pilot = pilots.start("idle", "--idle-timeout", "1")
+    assert pilot.wait(timeout=15) == 0
+    assert 1 <= time.monotonic() - t0 < 10
+    (doc,) = admin.get("/pilots").json().values()
+    assert doc["status"] == "finished" and doc["resources"]["cpu"] == 2
+
+
+def test_a_bad_token_is_refused(pilots: Pilots, tmp_path: Path) -> None:
+    bad = tmp_path / "bad.token"
+    bad.write_text("not-a-token")
+    pilot = pilots.start("x", "--token-file", str(bad))
+    assert pilot.wait(timeout=15) == 1
+    assert "invalid token" in pilot_log(tmp_path, "x")
+
+
+def test_a_pilot_the_server_gave_up_stops(pilots: Pilots, alice: httpx.Client,
+                                          admin: httpx.Client, tmp_path: Path) -> None:
+    pidfile = tmp_path / "step.pid"
+    step = {"command": "/bin/sh", "args": ["-c", f"echo $$ > {pidfile}; exec sleep 60"]}
+    submit(alice, one_task([step]))
+    pilot_id = new_id()
+    pilot = pilots.start(pilot_id=pilot_id)
+    wait_for(lambda: pidfile.exists() and pidfile.read_text().strip(), what="the step to run")
+    # what the grid manager does when the batch system lost track of the pilot
+    r = admin.patch(f"/pilots/{pilot_id}", json={"status": "lost"})
+    assert r.status_code == 200, r.text
+    assert pilot.wait(timeout=15) == 0
+    assert not psutil.pid_exists(int(pidfile.read_text()))
+    assert "the server marked this pilot lost" in pilot_log(tmp_path)
+
+
+def test_tasks_run_side_by_side_within_the_slot(pilots: Pilots, alice: httpx.Client,
+                                                tmp_path: Path) -> None:
+    spans = tmp_path / "spans"
+    spans.mkdir()
+    script = (f"date +%s.%N > {spans}/$(job_index).start; sleep 1; "
+              f"date +%s.%N > {spans}/$(job_index).end")
+    ds = submit(alice, one_task([{"command": "/bin/sh", "args": ["-c", script]}],
+                                requirements={"cpu": 1, "memory": 0.5}), jobs=5)
+    pilots.start(resources="cpu=2,memory=4,disk=1")
+    assert wait_for(lambda: finished(alice, ds), what="the dataset") == "complete"
+    times = [(float((spans / f"{j}.start").read_text()), float((spans / f"{j}.end").read_text()))
+             for j in range(5)]
+    # at every start, how many tasks were running: two at a time (2 cores, 1 each), never 3
+    running = [sum(1 for s, e in times if s <= t0 < e) for t0, _ in times]
+    assert max(running) == 2

@@ -1,0 +1,141 @@
+"""Running a task's steps for real (processes, files, limits) without a server: what
+`TaskRunner.run()` reports is what the pilot then sends."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import sys
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import psutil
+import pytest
+
+from iceprod.client.api import AsyncClient
+from iceprod.pilot.resources import Allocation
+from iceprod.pilot.runner import RunnerSettings, TaskRunner
+
+
+@pytest.fixture
+async def client() -> AsyncIterator[AsyncClient]:
+    # run() never talks to the server; report() is exercised by the pilot tests
+    async with AsyncClient("http://127.0.0.1:9") as c:
+        yield c
+
+
+def task(steps: list[dict[str, Any]], **extra: Any) -> dict[str, Any]:
+    return {"task_id": "a" * 32, "instance_id": "b" * 32, "dataset_id": "c" * 32,
+            "job_index": 7, "task_index": 0, "name": "t", "steps": steps, **extra}
+
+
+def runner(client: AsyncClient, tmp_path: Path, doc: dict[str, Any],
+           **settings: Any) -> TaskRunner:
+    s = RunnerSettings(pilot_id="d" * 32, site="test", monitor_interval=0.05, kill_grace=1,
+                       **settings)
+    return TaskRunner(doc, Allocation(cpu=2, memory=1, disk=1, gpus=("1",)), tmp_path, s,
+                      client)
+
+
+async def test_steps_run_in_order_with_args_env_and_inputs(client: AsyncClient,
+                                                            tmp_path: Path) -> None:
+    src = tmp_path / "input.txt"
+    src.write_text("payload\n")
+    out = tmp_path / "results" / "out.txt"
+    second = ('echo "$ICEPROD_JOB_INDEX $OMP_NUM_THREADS $CUDA_VISIBLE_DEVICES" >> out.txt; '
+              "echo to-stdout; echo to-stderr >&2")
+    doc = task(
+        [{"name": "first", "command": "/bin/sh",
+          "args": ["-c", 'cat input.txt > out.txt; echo "$GREETING $STEP_ONLY" >> out.txt'],
+          "env": {"STEP_ONLY": "step-env"}},
+         {"name": "second", "command": "sh", "args": ["-c", second]}],  # sh: found on PATH
+        env={"GREETING": "hello"},
+        data=[{"remote": str(src), "movement": "input"},
+              {"remote": str(out), "local": "out.txt", "movement": "output"}],
+    )
+    r = runner(client, tmp_path / "work", doc)
+    outcome = await r.run()
+    assert outcome.ok, outcome.reason
+    assert out.read_text() == "payload\nhello step-env\n7 2 1\n"
+    assert [s.exit_code for s in outcome.steps] == [0, 0]
+    assert (r.root / "stdout").read_text() == "to-stdout\n"
+    assert (r.root / "stderr").read_text() == "to-stderr\n"
+    assert "staged out 1 file(s)" in (r.root / "stdlog").read_text()
+    stats = r.stats(outcome)
+    assert stats["exit_code"] == 0 and stats["host"] and stats["site"] == "test"
+    assert stats["max_rss"] > 0 and stats["walltime"] >= 0
+
+
+async def test_a_failing_step_stops_the_task_with_its_exit_code(client: AsyncClient,
+                                                                 tmp_path: Path) -> None:
+    doc = task([{"name": "bad", "command": "/bin/sh", "args": ["-c", "echo broken >&2; exit 3"]},
+                {"name": "never", "command": "/bin/sh", "args": ["-c", "touch ran"]}])
+    r = runner(client, tmp_path, doc)
+    outcome = await r.run()
+    assert not outcome.ok and outcome.exit_code == 3
+    assert outcome.reason == "step 0 ('bad') exited with code 3: broken"
+    assert not (r.run_dir / "ran").exists()
+
+
+async def test_a_missing_command_is_a_clear_failure(client: AsyncClient, tmp_path: Path) -> None:
+    r = runner(client, tmp_path, task([{"command": "no-such-command-xyz"}]))
+    outcome = await r.run()
+    assert not outcome.ok and outcome.exit_code == 127
+    assert "cannot run no-such-command-xyz" in outcome.reason
+
+
+async def test_time_limits_kill_the_whole_tree(client: AsyncClient, tmp_path: Path) -> None:
+    # the step forks a grandchild that would outlive a naive kill
+    pidfile = tmp_path / "pids"
+    doc = task([{"name": "nap", "command": "/bin/sh", "timeout": 0.5,
+                 "args": ["-c", f"sleep 30 & echo $! > {pidfile}; sleep 30"]}])
+    t0 = time.monotonic()
+    outcome = await runner(client, tmp_path / "w", doc).run()
+    assert time.monotonic() - t0 < 5
+    assert outcome.reason == "time limit exceeded: step 0 ('nap') ran over its timeout of 0.5s"
+    assert not psutil.pid_exists(int(pidfile.read_text())) or \
+        psutil.Process(int(pidfile.read_text())).status() == psutil.STATUS_ZOMBIE
+
+    doc = task([{"command": "sleep", "args": ["30"]}], requirements={"time": 0.5 / 3600})
+    outcome = await runner(client, tmp_path / "w2", doc).run()
+    assert outcome.reason.startswith("time limit exceeded: the task ran 1s, over its time "
+                                     "requirement of 0s")
+    assert outcome.measured(doc["requirements"])["time"] >= 0.5 / 3600
+
+
+async def test_memory_overuse_is_killed_and_measured(client: AsyncClient, tmp_path: Path) -> None:
+    hog = "import time; x = 'x' * (150 << 20); time.sleep(30)"
+    doc = task([{"command": sys.executable, "args": ["-c", hog]}],
+               requirements={"memory": 0.03})
+    outcome = await runner(client, tmp_path, doc).run()
+    assert re.fullmatch(r"memory overuse: the task used 0\.\d+ GB, more than 2x its "
+                        r"requirement of 0\.03 GB", outcome.reason), outcome.reason
+    measured = outcome.measured(doc["requirements"])
+    assert measured["memory"] > 0.06  # reported, so the retry asks for more
+    # only what the task asked for: the server would turn the rest into new requirements
+    assert set(measured) == {"memory", "cpu"}
+
+
+async def test_abort_kills_the_step_and_ends_with_the_reason(client: AsyncClient,
+                                                            tmp_path: Path) -> None:
+    r = runner(client, tmp_path, task([{"command": "sleep", "args": ["30"]}]))
+    run = asyncio.create_task(r.run())
+    await asyncio.sleep(0.3)
+    r.abort("taken away", report=False)
+    outcome = await asyncio.wait_for(run, 5)
+    assert (outcome.ok, outcome.reason, outcome.report) == (False, "taken away", False)
+
+
+async def test_the_pilots_own_settings_do_not_reach_the_payload(
+        client: AsyncClient, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ICEPROD_TOKEN_FILE", "/secret/token")
+    r = runner(client, tmp_path, task([{"command": "/bin/sh", "args": ["-c", "env > env.txt"]}]),
+               keep_dirs=True)
+    assert (await r.run()).ok
+    env = (r.run_dir / "env.txt").read_text()
+    assert "ICEPROD_TOKEN_FILE" not in env and f"ICEPROD_TASK_ID={'a' * 32}" in env
+    assert f"TMPDIR={r.root / 'tmp'}" in env
+    assert os.environ["ICEPROD_TOKEN_FILE"] == "/secret/token"
