@@ -2,9 +2,26 @@
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from typing import Any
 
 import httpx
+
+# scheduler rounds fast enough for tests to watch them happen
+FAST = {"ICEPROD_SCHEDULER_INTERVAL": "0.1", "ICEPROD_PRIORITY_REFRESH": "0.2"}
+
+
+def wait_for(check: Callable[[], Any], timeout: float = 30.0, what: str = "",
+             interval: float = 0.05) -> Any:
+    """Poll ``check`` until it returns something truthy; fail the test after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = check()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what or check}")
 
 CHAIN_TASKS = ["generate", "process", "merge"]
 
@@ -33,6 +50,15 @@ def create_dataset(client: httpx.Client, group: str, jobs: int = 1, tasks_per_jo
     })
     assert r.status_code == 201, r.text
     return r.json()["dataset_id"]
+
+
+def submit(client: httpx.Client, config: dict[str, Any], jobs: int = 1, group: str = "physics",
+           **extra: Any) -> str:
+    """Create a dataset sized for ``config`` and put the config; returns the dataset id."""
+    ds = create_dataset(client, group, jobs=jobs, tasks_per_job=len(config["tasks"]), **extra)
+    r = client.put(f"/config/{ds}", json=config)
+    assert r.status_code == 200, r.text
+    return ds
 
 
 def create_job(system: httpx.Client, dataset_id: str, job_index: int) -> str:

@@ -396,3 +396,20 @@ def test_a_long_retry_after_is_reported_not_waited_for(tmp_path: Path,
     assert result.returncode == cli.EXIT_API
     assert "429 too many failed logins (retry in 5m 0s)" in result.stderr
     assert len(scripted.seen) == 1
+
+
+def test_output_into_a_closed_pipe_is_quiet(server: Server, tmp_path: Path) -> None:
+    """`iceprod datasets | head -1`: when the reader goes away the command stops quietly,
+    without a BrokenPipeError traceback."""
+    token = server.token("alice", ["user"], ["physics"])
+    create_dataset(server.client(token), "physics")
+    env = {**os.environ, "ICEPROD_URL": server.url, "ICEPROD_TOKEN": token,
+           "XDG_CONFIG_HOME": str(tmp_path)}
+    proc = subprocess.Popen([sys.executable, "-m", "iceprod.client.cli", "datasets"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+    assert proc.stdout is not None and proc.stderr is not None
+    proc.stdout.close()
+    err = proc.stderr.read().decode()
+    proc.stderr.close()
+    assert proc.wait(timeout=30) == 0
+    assert "Traceback" not in err and "BrokenPipe" not in err

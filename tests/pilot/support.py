@@ -6,31 +6,19 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import httpx
 
 from tests.conftest import Server
+from tests.helpers import FAST as SCHEDULER_FAST
+from tests.helpers import submit, wait_for  # noqa: F401 (re-exported for the pilot tests)
 
 ROOT = Path(__file__).resolve().parents[2]
-FAST = {"ICEPROD_SCHEDULER_INTERVAL": "0.1", "ICEPROD_PRIORITY_REFRESH": "0.2",
-        "ICEPROD_GRID_INTERVAL": "0.2"}
+FAST = {**SCHEDULER_FAST, "ICEPROD_GRID_INTERVAL": "0.2"}
 PILOT_FLAGS = ["--idle-timeout", "3", "--heartbeat-interval", "0.5", "--claim-interval", "0.2",
                "--monitor-interval", "0.1"]
-
-
-def wait_for(check: Callable[[], Any], timeout: float = 30.0, what: str = "",
-             interval: float = 0.05) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what or check}")
 
 
 def chain(outdir: Path) -> dict[str, Any]:
@@ -42,19 +30,6 @@ def chain(outdir: Path) -> dict[str, Any]:
 
 def one_task(steps: list[dict[str, Any]], name: str = "only", **task: Any) -> dict[str, Any]:
     return {"tasks": [{"name": name, "steps": steps, **task}]}
-
-
-def submit(client: httpx.Client, config: dict[str, Any], jobs: int = 1,
-           **extra: Any) -> str:
-    n = len(config["tasks"])
-    r = client.post("/datasets", json={
-        "description": "pilot test", "jobs_submitted": jobs, "tasks_submitted": jobs * n,
-        "tasks_per_job": n, "group": "physics", **extra})
-    assert r.status_code == 201, r.text
-    ds = r.json()["dataset_id"]
-    r = client.put(f"/config/{ds}", json=config)
-    assert r.status_code == 200, r.text
-    return ds
 
 
 def dataset_status(client: httpx.Client, ds: str) -> str:

@@ -9,7 +9,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -17,21 +17,9 @@ import httpx
 import pytest
 
 from tests.conftest import SECRET, Server, start_server
-from tests.helpers import create_dataset, minimal_config
+from tests.helpers import FAST, create_dataset, minimal_config, submit, wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
-FAST = {"ICEPROD_SCHEDULER_INTERVAL": "0.1", "ICEPROD_PRIORITY_REFRESH": "0.2"}
-
-
-def wait_for(check: Callable[[], Any], timeout: float = 20.0, what: str = "",
-             interval: float = 0.05) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(interval)
-    raise AssertionError(f"timed out waiting for {what or check}")
 
 
 def chain() -> dict[str, Any]:
@@ -50,14 +38,6 @@ def clients(srv: Server) -> tuple[httpx.Client, httpx.Client, httpx.Client]:
     return (srv.client(srv.token("alice", ["user"], ["physics"])),
             srv.client(srv.token("iceprod-system", ["system"])),
             srv.client(srv.token("pilot-x", ["pilot"])))
-
-
-def submit(client: httpx.Client, config: dict[str, Any], jobs: int, group: str = "physics",
-           **extra: Any) -> str:
-    ds = create_dataset(client, group, jobs=jobs, tasks_per_job=len(config["tasks"]), **extra)
-    r = client.put(f"/config/{ds}", json=config)
-    assert r.status_code == 200, r.text
-    return ds
 
 
 def counts(client: httpx.Client, ds: str) -> dict[str, int]:
