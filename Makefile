@@ -33,6 +33,7 @@ lint: venv
 
 bench: venv
 	$(PY) bench/scheduler.py
+	$(PY) bench/e2e.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info

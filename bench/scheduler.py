@@ -3,7 +3,8 @@
 Prints, for a 100k-task dataset:
 - the raw store's insert rate for the very rows materialization writes (baseline),
 - the materialization rate (tasks/s) and its ratio to that baseline (target >= 25%),
-- the time to queue 100k waiting tasks with the fair-share queue.
+- the time to queue 100k waiting tasks with the fair-share queue,
+- the time of one bulk status change over those 100k tasks.
 
     .venv/bin/python bench/scheduler.py [--tasks N]
 """
@@ -87,6 +88,10 @@ async def bench(n_tasks: int) -> None:
         queued = await queue_tasks(db, queue_max=n_tasks, group_weights={})
         q = time.perf_counter() - t0
         print(f"queue {queued:,} waiting tasks: {q:.2f} s ({queued / q:,.0f} tasks/s)")
+        t0 = time.perf_counter()
+        changed = await db.tasks.bulk_status(ds["dataset_id"], "suspended", None)
+        b = time.perf_counter() - t0
+        print(f"bulk suspend of {changed:,} tasks (one operator call, in batches): {b:.2f} s")
         await db.close()
 
 
