@@ -22,11 +22,11 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from iceprod.common.ids import new_id  # noqa: E402
-from iceprod.db import REPOSITORIES, Database  # noqa: E402
-from iceprod.db.sqlite import SQLiteStore  # noqa: E402
-from iceprod.server.scheduler.materialize import build_jobs, materialize_dataset, templates  # noqa: E402
-from iceprod.server.scheduler.queue import queue_tasks  # noqa: E402
+from iceprod.common.ids import new_id
+from iceprod.db import REPOSITORIES, Database
+from iceprod.db.sqlite import SQLiteStore
+from iceprod.server.scheduler.materialize import build_jobs, materialize_dataset, templates
+from iceprod.server.scheduler.queue import queue_tasks
 
 
 async def open_db(path: str) -> Database:

@@ -6,6 +6,9 @@ locally generated RSA key pair stands in for the provider)."""
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -644,3 +647,25 @@ def test_exchange_answers_503_when_the_provider_is_down(tmp_path: Path) -> None:
         assert r.status_code == 503, r.text
     finally:
         srv.stop()
+
+
+def test_cli_login_with_an_ldap_password(acct: Server, tmp_path: Path) -> None:
+    """README's `iceprod login --username alice` against the real slapd: the token lands in
+    the user's config dir (0600) and works."""
+    env = {k: v for k, v in os.environ.items() if k not in ("ICEPROD_TOKEN", "ICEPROD_URL")}
+    env["XDG_CONFIG_HOME"] = str(tmp_path)
+    cli = [sys.executable, "-m", "iceprod.client.cli"]
+    bad = subprocess.run([*cli, "login", "--url", acct.url, "--username", "alice",
+                          "--password-stdin"], input="not-it\n", capture_output=True,
+                         text=True, env=env, check=False)
+    assert bad.returncode == 3 and not (tmp_path / "iceprod" / "token").exists()
+    ok = subprocess.run([*cli, "login", "--url", acct.url, "--username", "alice",
+                         "--password-stdin"], input="wonderland\n", capture_output=True,
+                        text=True, env=env, check=False)
+    assert ok.returncode == 0, ok.stderr
+    token_file = tmp_path / "iceprod" / "token"
+    assert token_file.stat().st_mode & 0o777 == 0o600
+    who = subprocess.run([*cli, "whoami", "--json"], capture_output=True, text=True, env=env,
+                         check=True)
+    assert json.loads(who.stdout)["user"] == "alice"
+    assert "wonderland" not in ok.stdout + ok.stderr + who.stdout
