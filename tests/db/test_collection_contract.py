@@ -737,6 +737,11 @@ async def test_sqlite_uses_wal_and_generated_columns(sqlite_store: SQLiteStore) 
         ({"status": "queued"}, [("priority", -1)], "things__status_1_priority_-1"),
         ({"dataset_id": "d1", "job_index": 3}, None, "things__dataset_id_1_job_index_1"),
         ({"dataset_id": {"$in": ["d1", "d2"]}}, None, "things__dataset_id_1_job_index_1"),
+        # ids named at the top level win over any other index (batched updates by id)
+        ({"dataset_id": "d1", "status": "queued", "thing_id": {"$in": [f"t{i}" for i in
+                                                                      range(500)]}},
+         None, "sqlite_autoindex_things_1"),
+        ({"status": "queued", "thing_id": "t1"}, None, "sqlite_autoindex_things_1"),
     ],
 )
 async def test_sqlite_filters_use_indexes(
