@@ -67,3 +67,8 @@ class JobsRepo(Repository):
             {"dataset_id": dataset_id, "status": {"$in": list(from_status)}},
             {"$set": {"status": status, "status_changed": iso()}},
         )
+
+    async def any_with_status(self, dataset_id: str, status: str) -> bool:
+        """Whether some job of the dataset is in ``status`` (one index probe)."""
+        return await self.coll.find_one({"dataset_id": dataset_id, "status": status},
+                                        keys=["job_id"]) is not None

@@ -990,6 +990,18 @@ async def test_bulk_requirements(db: Database) -> None:
 # -- tasks: reading ----------------------------------------------------------------------------
 
 
+async def test_jobs_any_with_status(db: Database) -> None:
+    await db.jobs.insert_missing([
+        {"job_id": "j0", "dataset_id": "d1", "job_index": 0, "status": "complete"},
+        {"job_id": "j1", "dataset_id": "d1", "job_index": 1, "status": "processing"},
+        {"job_id": "j2", "dataset_id": "d2", "job_index": 0, "status": "errors"},
+    ])
+    assert await db.jobs.any_with_status("d1", "processing")
+    assert not await db.jobs.any_with_status("d2", "processing")
+    assert await db.jobs.any_with_status("d2", "errors")
+    assert not await db.jobs.any_with_status("nope", "complete")
+
+
 async def test_queued_groups_count_queued_tasks_by_requirements(db: Database) -> None:
     small = {"cpu": 1, "memory": 2.0}
     await db.tasks.create(task_doc("a", job_index=0, requirements=small))
@@ -1581,6 +1593,7 @@ async def test_revocations(db: Database) -> None:
 COVERED: dict[str, tuple[str, ...]] = {
     "Repository.get": ("test_get_find_and_projection",),
     "Repository.get_in": ("test_get_in_scopes_by_dataset",),
+    "JobsRepo.any_with_status": ("test_jobs_any_with_status",),
     "TasksRepo.queued_groups": ("test_queued_groups_count_queued_tasks_by_requirements",),
     "Repository.find": ("test_get_find_and_projection", "test_pilots_create_heartbeat_delete"),
     "Repository.page": ("test_page_visits_every_doc_exactly_once",

@@ -46,7 +46,10 @@ async def rollup_job(db: Database, job_id: str) -> str | None:
             await db.jobs.set_status(job_id, outcome)
         except BadTransition:
             return job["status"]
-        await rollup_dataset(db, job["dataset_id"])
+        # the dataset can only have finished once no job is left processing: one index
+        # probe here instead of counting every job of the dataset at each completion
+        if not await db.jobs.any_with_status(job["dataset_id"], "processing"):
+            await rollup_dataset(db, job["dataset_id"])
     return outcome
 
 
