@@ -26,6 +26,8 @@ from pathlib import Path
 import psutil
 import pytest
 
+from tests.helpers import needs
+
 DAEMONS = ("munged", "slurmctld", "slurmd")
 CLIENTS = ("sbatch", "squeue", "scancel", "sinfo", "scontrol")
 SYSTEM_MUNGE_KEY = Path("/etc/munge/munge.key")
@@ -224,10 +226,10 @@ def slurm_cluster_fixture() -> Iterator[SlurmCluster]:
     global _shared
     missing = missing_binaries()
     if missing:
-        pytest.skip("Slurm is not installed here (missing: " + ", ".join(missing)
-                    + "); install slurmctld slurmd slurm-client munge, as .ci/run does")
+        needs("Slurm is not installed here (missing: " + ", ".join(missing)
+              + "); install slurmctld slurmd slurm-client munge, as .ci/run does")
     if os.geteuid() != 0:
-        pytest.skip("a private Slurm cluster needs root (slurmd and munged switch users)")
+        needs("a private Slurm cluster needs root (slurmd and munged switch users)")
     if _shared is None:
         root = Path(tempfile.mkdtemp(prefix="iceprod-slurm-"))
         # munged (running as munge) must reach its directory inside this one

@@ -26,6 +26,7 @@ from tests.helpers import (
     create_job,
     create_task,
     minimal_config,
+    needs,
     register_pilot,
 )
 from tests.ldap_server import (
@@ -74,8 +75,7 @@ def oidc_env(**kw: str) -> dict[str, str]:
 
 @pytest.fixture(scope="module")
 def slapd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LdapServer]:
-    if reason := missing_tools():
-        pytest.skip(reason)
+    needs(missing_tools())
     srv = start_slapd(tmp_path_factory.mktemp("slapd"), ENTRIES)
     yield srv
     srv.stop()
@@ -241,8 +241,7 @@ def test_repeated_failures_are_rate_limited(acct: Server) -> None:
 
 
 def test_ldap_down_answers_503_and_is_not_counted(tmp_path: Path) -> None:
-    if reason := missing_tools():
-        pytest.skip(reason)
+    needs(missing_tools())
     ldap = start_slapd(tmp_path / "slapd", [person("gina", "granite")])
     srv = start_server(tmp_path / "data", env=ldap_env(ldap.uri), args=["--only", "rest"])
     try:

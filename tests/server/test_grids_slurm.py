@@ -34,6 +34,7 @@ from iceprod.server.grids.slurm import (
     time_limit,
 )
 from tests.conftest import Server, start_server
+from tests.helpers import needs
 from tests.pilot.support import (
     FAST,
     PILOT_FLAGS,
@@ -209,8 +210,7 @@ async def test_submit_failure_is_logged_and_skipped(slurm_cluster: SlurmCluster,
 
 async def test_poll_fails_loudly_when_slurm_is_unreachable(tmp_path: Path) -> None:
     """An empty answer would make the manager mark every pilot lost: poll raises instead."""
-    if missing_binaries():
-        pytest.skip("Slurm is not installed here")
+    needs("Slurm is not installed here" if missing_binaries() else None)
     # a controller on a port where nothing listens
     conf = tmp_path / "slurm.conf"
     conf.write_text("ClusterName=gone\nSlurmctldHost=localhost(127.0.0.1)\nSlurmctldPort=9\n"
