@@ -9,8 +9,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import uuid
 from collections.abc import AsyncIterator, Mapping
+from pathlib import Path
 from typing import Any, Self
+from urllib.parse import quote
 
 import httpx
 
@@ -85,11 +89,13 @@ class AsyncClient:
 
     async def send(self, method: str, path: str, *, json: Any = None, params: Params = None,
                    idempotent: bool | None = None,
-                   headers: Mapping[str, str] | None = None) -> httpx.Response:
+                   headers: Mapping[str, str] | None = None,
+                   content: bytes | None = None) -> httpx.Response:
         """Send a request, retrying per the policy; the 2xx response, else raise `APIError`.
 
         `idempotent` (default: by method) allows retrying when the server may have acted;
-        `headers` are added to (or replace) the client's, e.g. another `Authorization`.
+        `headers` are added to (or replace) the client's, e.g. another `Authorization`;
+        `content` is a raw body (instead of `json`).
         """
         method = method.upper()
         safe = method in IDEMPOTENT_METHODS if idempotent is None else idempotent
@@ -97,7 +103,7 @@ class AsyncClient:
         while True:
             try:
                 response = await self.http.request(
-                    method, path, json=json, params=query_params(params),
+                    method, path, json=json, content=content, params=query_params(params),
                     headers={**self._auth_headers(), **(headers or {})},
                 )
             except httpx.TransportError as exc:
@@ -586,6 +592,86 @@ class AsyncFiles(AsyncGroup):
         """Remove a task's files; answers how many."""
         result = await self.client.request("DELETE", f"/datasets/{dataset_id}/files/{task_id}")
         return int(result["deleted"])
+
+    # -- the file store: bytes kept by the server (`iceprod:NAME` remotes) -------------------
+
+    @staticmethod
+    def _store_path(dataset_id: str, name: str) -> str:
+        return f"/datasets/{dataset_id}/store/{quote(name, safe='/')}"
+
+    async def store_list(self, dataset_id: str) -> dict[str, Doc]:
+        """The dataset's stored files as `{name: {name, size, modified}}`."""
+        result: dict[str, Doc] = await self.client.request("GET",
+                                                           f"/datasets/{dataset_id}/store")
+        return result
+
+    async def store_put(self, dataset_id: str, name: str,
+                        data: bytes | str | os.PathLike[str]) -> Doc:
+        """Store `data` (bytes, or the path of a local file, streamed) as `name`; answers
+        `{name, size}`."""
+        path = self._store_path(dataset_id, name)
+        if isinstance(data, bytes):
+            response = await self.client.send("PUT", path, content=data, idempotent=True)
+        else:
+            src = Path(data)
+            size = src.stat().st_size
+            try:  # a stream cannot be replayed: one attempt
+                response = await self.client.http.request(
+                    "PUT", path, content=_file_chunks(src),
+                    headers={**self.client._auth_headers(), "Content-Length": str(size),
+                             "Content-Type": "application/octet-stream"},
+                )
+            except httpx.TransportError as exc:
+                raise error_from_exception(exc, "PUT", self.client.url + path) from exc
+            if not response.is_success:
+                raise error_from_response(response)
+        result: Doc = response.json()
+        return result
+
+    async def store_read(self, dataset_id: str, name: str) -> bytes:
+        """A stored file's content, in memory."""
+        return (await self.client.send("GET", self._store_path(dataset_id, name))).content
+
+    async def store_get(self, dataset_id: str, name: str, dest: str | os.PathLike[str]) -> int:
+        """Download a stored file to `dest` (streamed; written atomically); answers its
+        size. A missing file raises `NotFound`."""
+        path = self._store_path(dataset_id, name)
+        target = Path(dest)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex[:8]}.part")
+        size = 0
+        try:
+            async with self.client.http.stream(
+                "GET", path, headers=self.client._auth_headers()
+            ) as response:
+                if not response.is_success:
+                    await response.aread()
+                    raise error_from_response(response)
+                # local chunked writes; the sync client is generated from this code
+                with open(tmp, "wb") as f:  # noqa: ASYNC230
+                    async for chunk in response.aiter_bytes(FILE_CHUNK):
+                        f.write(chunk)
+                        size += len(chunk)
+            os.replace(tmp, target)
+        except httpx.TransportError as exc:
+            raise error_from_exception(exc, "GET", self.client.url + path) from exc
+        finally:
+            tmp.unlink(missing_ok=True)
+        return size
+
+    async def store_delete(self, dataset_id: str, name: str) -> None:
+        """Remove a stored file."""
+        await self.client.request("DELETE", self._store_path(dataset_id, name))
+
+
+FILE_CHUNK = 1 << 20
+
+
+async def _file_chunks(path: Path) -> AsyncIterator[bytes]:
+    """A local file in chunks (plain reads: the sync client is generated from this)."""
+    with open(path, "rb") as f:  # noqa: ASYNC230
+        while chunk := f.read(FILE_CHUNK):
+            yield chunk
 
 
 class AsyncGrids(AsyncGroup):

@@ -40,6 +40,9 @@ RULES: list[tuple[str, str]] = [
     (r"__aenter__", "__enter__"),
     (r"__aexit__", "__exit__"),
     (r"\baclose\b", "close"),
+    (r"\baread\b", "read"),
+    (r"\baiter_(bytes|raw|text|lines)\b", r"iter_\1"),
+    (r"  # noqa: ASYNC\d+$", ""),  # blocking calls are what the sync client is for
     (r"\bAsync([A-Z]\w*)", r"\1"),
     (r"\basynchronous\b", "synchronous"),
     (r"_async\.py", "_sync.py"),

@@ -46,7 +46,14 @@ from iceprod.client.api import (
 )
 from iceprod.pilot.process import TreeMonitor, dir_size, signal_tree, spawn, wait_pid
 from iceprod.pilot.resources import GB, Allocation
-from iceprod.pilot.staging import DataEntry, StagingError, entries, stage_in, stage_out
+from iceprod.pilot.staging import (
+    DataEntry,
+    ServerStore,
+    StagingError,
+    entries,
+    stage_in,
+    stage_out,
+)
 
 log = logging.getLogger(__name__)
 
@@ -269,17 +276,21 @@ class TaskRunner:
         return outcome
 
     async def _stage_in(self, data: list[DataEntry]) -> int:
-        size = await stage_in(data, self.run_dir, self.http)
+        size = await stage_in(data, self.run_dir, self.http, self._store())
         if any(e.is_input for e in data):
             self.tlog.info("staged in %d file(s), %d bytes", sum(e.is_input for e in data), size)
         return size
 
     async def _stage_out(self, data: list[DataEntry]) -> int:
-        size = await stage_out(data, self.run_dir, self.http)
+        size = await stage_out(data, self.run_dir, self.http, self._store())
         if any(e.is_output for e in data):
             self.tlog.info("staged out %d file(s), %d bytes", sum(e.is_output for e in data),
                            size)
         return size
+
+    def _store(self) -> ServerStore:
+        """The server's file store of this task's dataset (`iceprod:` remotes)."""
+        return ServerStore(self.client, str(self.task.get("dataset_id") or ""))
 
     async def _guarded(self, work: Any) -> int:
         """Await staging, but end early (raising `Killed`) if the task is aborted or runs

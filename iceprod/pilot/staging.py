@@ -3,7 +3,9 @@ they succeed.
 
 A task's `data` entries are `{remote, local, movement: input|output|both, type, transfer}`.
 `remote` is a `file://` URL, a plain absolute path, or an `http(s)://` URL (downloaded with
-GET, uploaded with PUT; the pilot's token is never sent to these URLs). `local` is a name
+GET, uploaded with PUT; the pilot's token is never sent to these URLs), or `iceprod:NAME`
+(also `iceprod:/datasets/<id>/store/NAME`): a file in the server's store of the task's dataset,
+moved through `iceprod.client` with the pilot's own token. `local` is a name
 inside the task's directory (default: the last component of `remote`) and may not escape
 it. `transfer` is true (the file must move), false (skip it) or `"maybe"` (move it when it
 exists). Files are written atomically: a reader of an output path never sees a partial
@@ -24,6 +26,9 @@ from typing import Any
 from urllib.parse import unquote, urlparse
 
 import httpx
+
+from iceprod.client.api import APIError, AsyncClient
+from iceprod.client.api import NotFound as APINotFound
 
 log = logging.getLogger(__name__)
 
@@ -85,10 +90,42 @@ def check_local_name(local: str) -> None:
                            "task directory")
 
 
+@dataclass(frozen=True)
+class ServerStore:
+    """The server's file store as the pilot reaches it: its client and the task's dataset."""
+
+    client: AsyncClient
+    dataset_id: str
+
+
+STORE_PREFIX = "iceprod:"
+
+
+def store_location(remote: str, default_dataset: str) -> tuple[str, str]:
+    """`(dataset_id, name)` of an `iceprod:` remote."""
+    rest = remote[len(STORE_PREFIX):]
+    dataset_id = default_dataset
+    if rest.startswith("/"):
+        parts = rest.strip("/").split("/", 3)
+        if len(parts) < 4 or parts[0] != "datasets" or parts[2] != "store" or not parts[1]:
+            raise StagingError(f"stage: {remote!r}: expected iceprod:NAME or "
+                               "iceprod:/datasets/<id>/store/NAME")
+        dataset_id, rest = parts[1], parts[3]
+    segments = rest.split("/")
+    if not rest or any(p in ("", ".", "..") for p in segments):
+        raise StagingError(f"stage: {remote!r}: bad store name")
+    if not dataset_id:
+        raise StagingError(f"stage: {remote!r}: the task has no dataset")
+    return dataset_id, rest
+
+
 def remote_kind(remote: str) -> tuple[str, str]:
-    """`("file", path)` or `("http", url)`; other schemes are refused."""
+    """`("file", path)`, `("http", url)` or `("iceprod", remote)`; other schemes are
+    refused."""
     if remote.startswith("/"):
         return "file", remote
+    if remote.startswith(STORE_PREFIX):
+        return "iceprod", remote
     parsed = urlparse(remote)
     if parsed.scheme == "file":
         if parsed.netloc not in ("", "localhost"):
@@ -97,7 +134,7 @@ def remote_kind(remote: str) -> tuple[str, str]:
     if parsed.scheme in ("http", "https"):
         return "http", remote
     raise StagingError(f"stage: unsupported location {remote!r} (use file://, an absolute "
-                       "path, or http(s)://)")
+                       "path, http(s)://, or iceprod:NAME)")
 
 
 def _copy_in(src: Path, dest: Path) -> int:
@@ -169,23 +206,35 @@ async def _upload(http: httpx.AsyncClient, src: Path, url: str) -> int:
     return size
 
 
-async def stage_in_one(entry: DataEntry, run_dir: Path, http: httpx.AsyncClient) -> int:
+def _need_store(store: ServerStore | None, remote: str) -> ServerStore:
+    if store is None:
+        raise StagingError(f"stage: {remote!r}: no server store is reachable here")
+    return store
+
+
+async def stage_in_one(entry: DataEntry, run_dir: Path, http: httpx.AsyncClient,
+                       store: ServerStore | None = None) -> int:
     """Bring one input into `run_dir`; answers its size in bytes (0 when skipped)."""
     kind, where = remote_kind(entry.remote)
     dest = run_dir / entry.local
     try:
         if kind == "file":
             return await asyncio.to_thread(_copy_in, Path(where), dest)
+        if kind == "iceprod":
+            server = _need_store(store, where)
+            dataset_id, name = store_location(where, server.dataset_id)
+            return await server.client.files.store_get(dataset_id, name, dest)
         return await _download(http, where, dest)
-    except FileNotFoundError:
+    except (FileNotFoundError, APINotFound):
         if entry.optional:
             return 0
         raise StagingError(f"stage in: input not found: {entry.remote}") from None
-    except (OSError, httpx.HTTPError) as e:
+    except (OSError, httpx.HTTPError, APIError) as e:
         raise StagingError(f"stage in: {entry.remote} -> {entry.local} failed: {e}") from None
 
 
-async def stage_out_one(entry: DataEntry, run_dir: Path, http: httpx.AsyncClient) -> int:
+async def stage_out_one(entry: DataEntry, run_dir: Path, http: httpx.AsyncClient,
+                        store: ServerStore | None = None) -> int:
     """Send one output from `run_dir`; answers its size in bytes (0 when skipped)."""
     src = run_dir / entry.local
     if not src.exists():
@@ -196,8 +245,16 @@ async def stage_out_one(entry: DataEntry, run_dir: Path, http: httpx.AsyncClient
     try:
         if kind == "file":
             return await asyncio.to_thread(_copy_out, src, Path(where))
+        if kind == "iceprod":
+            server = _need_store(store, where)
+            dataset_id, name = store_location(where, server.dataset_id)
+            if src.is_dir():
+                raise StagingError(f"stage out: {src.name} is a directory; the server store "
+                                   "takes files")
+            result = await server.client.files.store_put(dataset_id, name, src)
+            return int(result.get("size", 0))
         return await _upload(http, src, where)
-    except (OSError, httpx.HTTPError) as e:
+    except (OSError, httpx.HTTPError, APIError) as e:
         raise StagingError(f"stage out: {entry.local} -> {entry.remote} failed: {e}") from None
 
 
@@ -208,24 +265,26 @@ def entries(data: Sequence[Mapping[str, Any]]) -> list[DataEntry]:
 
 
 async def stage_in(data: Sequence[DataEntry], run_dir: Path,
-                   http: httpx.AsyncClient | None = None) -> int:
+                   http: httpx.AsyncClient | None = None,
+                   store: ServerStore | None = None) -> int:
     """Stage every input; answers the bytes moved. The first failure raises."""
     async with _client(http) as client:
         total = 0
         for entry in data:
             if entry.is_input:
-                total += await stage_in_one(entry, run_dir, client)
+                total += await stage_in_one(entry, run_dir, client, store)
         return total
 
 
 async def stage_out(data: Sequence[DataEntry], run_dir: Path,
-                    http: httpx.AsyncClient | None = None) -> int:
+                    http: httpx.AsyncClient | None = None,
+                    store: ServerStore | None = None) -> int:
     """Stage every output; answers the bytes moved. The first failure raises."""
     async with _client(http) as client:
         total = 0
         for entry in data:
             if entry.is_output:
-                total += await stage_out_one(entry, run_dir, client)
+                total += await stage_out_one(entry, run_dir, client, store)
         return total
 
 

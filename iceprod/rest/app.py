@@ -16,6 +16,7 @@ from iceprod.rest.handlers import (
     config,
     datasets,
     files,
+    filestore,
     grids,
     groups,
     jobs,
@@ -32,7 +33,7 @@ from iceprod.rest.openapi import build as build_openapi
 from iceprod.rest.openapi import handler_methods, template
 
 HANDLER_MODULES: tuple[ModuleType, ...] = (
-    system, datasets, config, jobs, tasks, task_stats, logs, files, grids, pilots,
+    system, datasets, config, jobs, tasks, task_stats, logs, files, filestore, grids, pilots,
     roles, groups, users, login, auths,
 )
 

@@ -33,6 +33,8 @@ async def serve(config: ServerConfig, only: str | None = None, grid: str | None 
     if only in (None, "rest"):
         ctx = AppContext(db=db, config=config)
         app = make_app(ctx)
+        # buffered JSON bodies stay small; the file store's streamed uploads raise this limit
+        # for their own request to ICEPROD_MAX_FILE_BYTES (filestore.StoreHandler.prepare)
         server = tornado.httpserver.HTTPServer(
             app, max_body_size=2 * config.max_log_bytes + (1 << 20), xheaders=True
         )

@@ -16,6 +16,7 @@ import pytest
 
 from iceprod.common.ids import new_id
 from tests.conftest import Server, start_server
+from tests.helpers import create_dataset
 from tests.pilot.support import (
     FAST,
     Pilots,
@@ -201,3 +202,33 @@ def test_tasks_run_side_by_side_within_the_slot(pilots: Pilots, alice: httpx.Cli
     # at every start, how many tasks were running: two at a time (2 cores, 1 each), never 3
     running = [sum(1 for s, e in times if s <= t0 < e) for t0, _ in times]
     assert max(running) == 2
+
+
+def test_iceprod_remotes_stage_through_the_server_store(pilots: Pilots, alice: httpx.Client,
+                                                        tmp_path: Path) -> None:
+    script = "set -e; tr a-z A-Z < in.txt > out.txt; cat params/p.bin >> out.txt"
+    step = {"name": "upper", "command": "/bin/sh", "args": ["-c", script]}
+    data = [
+        {"remote": "iceprod:inputs/in.txt", "local": "in.txt", "movement": "input"},
+        {"remote": "iceprod:/datasets/$(dataset_id)/store/p.bin", "local": "params/p.bin",
+         "movement": "input"},
+        {"remote": "iceprod:absent.txt", "movement": "input", "transfer": "maybe"},
+        {"remote": "iceprod:results/$(job_index)/out.txt", "local": "out.txt",
+         "movement": "output"},
+    ]
+    config = one_task([step], data=data)
+    ds = create_dataset(alice, "physics", jobs=1, tasks_per_job=1)
+    # inputs go to the store before the config makes the task runnable
+    r = alice.put(f"/datasets/{ds}/store/inputs/in.txt", content=b"hello store\n")
+    assert r.status_code == 201, r.text
+    assert alice.put(f"/datasets/{ds}/store/p.bin", content=b"\x00\x01").status_code == 201
+    r = alice.put(f"/config/{ds}", json=config)
+    assert r.status_code == 200, r.text
+    pilots.start()
+    assert wait_for(lambda: finished(alice, ds), what="the dataset to end") == "complete", \
+        [t.get("reason") for t in tasks(alice, ds).values()]
+    r = alice.get(f"/datasets/{ds}/store/results/0/out.txt")
+    assert r.status_code == 200, r.text
+    assert r.content == b"HELLO STORE\n\x00\x01"
+    listing = alice.get(f"/datasets/{ds}/store").json()
+    assert set(listing) == {"inputs/in.txt", "p.bin", "results/0/out.txt"}

@@ -1,8 +1,9 @@
 """The auth matrix: (method, route, role) -> status, for every route and every role.
 
 Each cell runs against a fresh world (a dataset owned by alice with a config, a job, a task
-claimed by the pilot, a queued task, a grid, a log, a stats record and a file; and, for the
-account routes, a fresh user, group and custom role), so cells never depend on each other.
+claimed by the pilot, a queued task, a grid, a log, a stats record, a file and a stored
+file; and, for the account routes, a fresh user, group and custom role), so cells never
+depend on each other.
 The matrix server's LDAP server is unreachable (``POST /ldap`` answers 503 to everyone) and
 its token exchange trusts a provider key no test token is signed with."""
 
@@ -36,6 +37,8 @@ INTERNAL = (401, 403, 403, 403, 200, 200)
 INTERNAL_CREATE = (401, 403, 403, 403, 201, 201)
 PILOT_ACT = (401, 403, 403, 200, 200, 200)
 PILOT_CREATE = (401, 403, 403, 201, 201, 201)
+HOLDER = (401, 200, 403, 200, 200, 200)  # readers and writers, and the pilot holding a task
+HOLDER_CREATE = (401, 201, 403, 201, 201, 201)
 ANY_USER = (401, 200, 200, 403, 200, 200)
 EVERYONE = (200,) * 6
 ADMIN_ONLY = (401, 403, 403, 403, 403, 200)
@@ -81,6 +84,10 @@ MATRIX: list[tuple[str, str, Any, tuple[int, ...]]] = [
     ("POST", "/datasets/{dataset_id}/files/{task_id}", {"remote": "file:///tmp/y"},
      CREATED_BY_WRITER),
     ("DELETE", "/datasets/{dataset_id}/files/{task_id}", None, WRITE),
+    ("GET", "/datasets/{dataset_id}/store", None, HOLDER),
+    ("GET", "/datasets/{dataset_id}/store/world.txt", None, HOLDER),
+    ("PUT", "/datasets/{dataset_id}/store/new.txt", {"raw": "bytes"}, HOLDER_CREATE),
+    ("DELETE", "/datasets/{dataset_id}/store/world.txt", None, WRITE),
     ("POST", "/tasks", {"dataset_id": "{dataset_id}", "job_id": "{job_id}", "task_index": 5,
                         "name": "extra"}, INTERNAL_CREATE),
     ("GET", "/tasks/{task_id}", None, PILOT_ACT),
@@ -195,6 +202,8 @@ def build_world(c: dict[str, httpx.Client]) -> dict[str, str]:
     r = pilot.post(f"/tasks/{held}/task_stats", json={"dataset_id": ds, "stats": {"t": 1}})
     assert r.status_code == 201, r.text
     ids["task_stat_id"] = r.json()["result"]
+    r = owner.put(f"/datasets/{ds}/store/world.txt", content=b"world")
+    assert r.status_code == 201, r.text
     return ids
 
 

@@ -1,0 +1,265 @@
+"""The file store: bytes uploaded to the server for a dataset, kept under
+``<data_dir>/store/<dataset_id>/<name>``.
+
+Users put a dataset's inputs here and pilots stage them with ``iceprod:NAME`` remotes; a pilot
+holding a processing task of the dataset may also write outputs here. Bodies are streamed to a
+temporary file (``@stream_request_body``), so authorization runs in ``prepare`` before the body
+arrives; the ``@requires`` specs below are what ``prepare`` enforces (and what the OpenAPI
+document shows). A file appears under its name only once complete (temp file + rename), and
+one larger than ``max_file_bytes`` is refused with 413 and leaves nothing behind.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import uuid
+from pathlib import Path
+from typing import IO, Any
+
+import tornado.web
+
+from iceprod.common.errors import Forbidden, IceProdError, Invalid, NotFound, TooLarge
+from iceprod.common.timeutil import iso
+from iceprod.rest.base import APIHandler, AuthSpec, requires
+
+CHUNK = 1 << 20
+PILOT_VERBS = ("get", "put")  # a pilot holding a task of the dataset may read and write
+
+
+def check_name(name: str) -> str:
+    """A stored name: relative `/`-separated segments, none empty, `.` or `..`."""
+    parts = name.split("/")
+    if not name or name.startswith("/") or any(p in ("", ".", "..") for p in parts) \
+            or "\\" in name or "\x00" in name:
+        raise Invalid("name: must be a relative path of non-empty segments without '..'",
+                      field="name")
+    return "/".join(parts)
+
+
+def _list(root: Path) -> dict[str, dict[str, Any]]:
+    out: dict[str, dict[str, Any]] = {}
+    if not root.is_dir():
+        return out
+    for path in sorted(root.rglob("*")):
+        if path.is_file():
+            st = path.stat()
+            name = path.relative_to(root).as_posix()
+            out[name] = {"name": name, "size": st.st_size, "modified": iso(st.st_mtime)}
+    return out
+
+
+def _remove(path: Path, root: Path) -> None:
+    """Remove a file and the directories it leaves empty (up to the dataset's root)."""
+    path.unlink()
+    parent = path.parent
+    while parent != root and parent.is_relative_to(root):
+        try:
+            parent.rmdir()
+        except OSError:
+            break
+        parent = parent.parent
+
+
+def _commit(tmp: Path, dest: Path) -> None:
+    try:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        raise Invalid("name: a file is stored where a directory would go", field="name") from None
+    if dest.is_dir():
+        raise Invalid("name: a directory of that name exists", field="name")
+    os.replace(tmp, dest)
+
+
+@tornado.web.stream_request_body
+class StoreHandler(APIHandler):
+    """One handler for the store's routes; `name` is absent for the listing."""
+
+    _authorized = False
+    _tmp: Path | None = None
+    _file: IO[bytes] | None = None
+    _received = 0
+    _overflow = False
+    _refused_early = False
+
+    # -- authorization before the body ------------------------------------------------------
+
+    @property
+    def root(self) -> Path:
+        return Path(self.ctx.config.data_dir) / "store"
+
+    async def prepare(self) -> None:
+        try:
+            await self._prepare()
+        except Exception:
+            self._refused_early = True
+            raise
+
+    def write_error(self, status_code: int, **kwargs: Any) -> None:
+        if self._refused_early:
+            # answered before the request was read to its end (streamed handlers answer from
+            # prepare): tornado then closes the connection, so the client must not reuse it
+            self.set_header("Connection", "close")
+        super().write_error(status_code, **kwargs)
+
+    async def _prepare(self) -> None:
+        await super().prepare()
+        verb = (self.request.method or "").lower()
+        fn = getattr(type(self), verb, None)
+        spec: AuthSpec | None = getattr(fn, "auth_spec", None)
+        if spec is None:  # an unsupported method: tornado answers 405
+            return
+        # tornado decodes (and unquotes) the path arguments before calling prepare
+        dataset_id: str = self.path_kwargs["dataset_id"]
+        await self._authorize(spec, dataset_id, verb)
+        self._authorized = True
+        name: str | None = self.path_kwargs.get("name")
+        if name is not None:
+            check_name(name)
+        if verb == "put":
+            await self._open_upload(dataset_id)
+
+    async def _authorize(self, spec: AuthSpec, dataset_id: str, verb: str) -> None:
+        try:
+            super().check_scopes(spec.scopes)
+            if spec.dataset:
+                await super().authorize_dataset(dataset_id, spec.dataset)
+        except Forbidden:
+            if verb in PILOT_VERBS and await self._holds_task(dataset_id):
+                return
+            raise
+
+    async def _holds_task(self, dataset_id: str) -> bool:
+        """Is the caller a pilot holding a processing task of the dataset?"""
+        p = self.principal
+        if not p.authenticated or not p.has("pilot"):
+            return False
+        scope = p.scope or ""
+        if scope.startswith("dataset:") and scope.split(":")[1] != dataset_id:
+            return False
+        pilot_ids = {p.pilot_id} if p.pilot_id else set()
+        page = await self.db.pilots.page({"owner": p.username}, keys=["pilot_id"])
+        pilot_ids.update(d["pilot_id"] for d in page.docs)
+        if not pilot_ids:
+            return False
+        held = await self.db.tasks.count({"dataset_id": dataset_id, "status": "processing",
+                                          "pilot_id": {"$in": sorted(pilot_ids)}})
+        return held > 0
+
+    def check_scopes(self, scopes: tuple[str, ...]) -> None:
+        if not self._authorized:  # prepare already enforced the method's spec
+            super().check_scopes(scopes)
+
+    async def authorize_dataset(self, dataset_id: str, action: str) -> None:
+        if not self._authorized:
+            await super().authorize_dataset(dataset_id, action)
+
+    # -- the body, streamed to a temporary file ----------------------------------------------
+
+    async def _open_upload(self, dataset_id: str) -> None:
+        limit = self.ctx.config.max_file_bytes
+        length = self.request.headers.get("Content-Length")
+        if length is not None and length.isdigit() and int(length) > limit:
+            raise TooLarge(f"body: larger than the limit of {limit} bytes")
+        # only this route accepts bodies this large; the rest keep the server's default
+        self.request.connection.set_max_body_size(limit + CHUNK)  # type: ignore[union-attr]
+        tmp_dir = self.root / ".partial"
+        await asyncio.to_thread(tmp_dir.mkdir, parents=True, exist_ok=True)
+        self._tmp = tmp_dir / f"{dataset_id}-{uuid.uuid4().hex}"
+        self._file = await asyncio.to_thread(open, self._tmp, "wb")
+
+    async def data_received(self, chunk: bytes) -> None:
+        if self._file is None:  # refused in prepare, or not an upload: discard
+            return
+        self._received += len(chunk)
+        if self._received > self.ctx.config.max_file_bytes:
+            self._overflow = True
+            await asyncio.to_thread(self._discard)
+            return
+        await asyncio.to_thread(self._file.write, chunk)
+
+    def _discard(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+        if self._tmp is not None:
+            self._tmp.unlink(missing_ok=True)
+            self._tmp = None
+
+    def on_finish(self) -> None:
+        if self._file is not None or self._tmp is not None:
+            self._discard()  # a failed or abandoned upload leaves nothing behind
+        super().on_finish()
+
+    def on_connection_close(self) -> None:
+        if self._file is not None or self._tmp is not None:
+            self._discard()
+        super().on_connection_close()
+
+    # -- helpers ------------------------------------------------------------------------------
+
+    def path_of(self, dataset_id: str, name: str) -> Path:
+        return self.root / dataset_id / check_name(name)
+
+
+class StoreFileHandler(StoreHandler):
+    @requires("read:datasets", "pilot", dataset="read")
+    async def get(self, dataset_id: str, name: str) -> None:
+        """A stored file's bytes (`application/octet-stream`). Pilots may read the files of
+        a dataset one of whose tasks they are processing."""
+        path = self.path_of(dataset_id, name)
+        try:
+            f = await asyncio.to_thread(open, path, "rb")
+        except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
+            raise NotFound(f"name: {name} is not in the dataset's store") from None
+        try:
+            size = (await asyncio.to_thread(os.fstat, f.fileno())).st_size
+            self.set_header("Content-Type", "application/octet-stream")
+            self.set_header("Content-Length", str(size))
+            while chunk := await asyncio.to_thread(f.read, CHUNK):
+                self.write(chunk)
+                await self.flush()
+        finally:
+            await asyncio.to_thread(f.close)
+        self.finish()
+
+    @requires("write:datasets", "pilot", dataset="write", created=True)
+    async def put(self, dataset_id: str, name: str) -> None:
+        """Store the raw request body as `name` (replacing any file of that name), at most
+        `ICEPROD_MAX_FILE_BYTES`. Pilots may write to a dataset one of whose tasks they are
+        processing."""
+        if self._overflow:
+            limit = self.ctx.config.max_file_bytes
+            raise TooLarge(f"body: larger than the limit of {limit} bytes")
+        if self._file is None or self._tmp is None:
+            raise IceProdError("upload was not opened")
+        await asyncio.to_thread(self._file.close)
+        self._file = None
+        dest = self.path_of(dataset_id, name)
+        await asyncio.to_thread(_commit, self._tmp, dest)
+        self._tmp = None
+        self.write_json({"name": check_name(name), "size": self._received}, 201)
+
+    @requires("write:datasets", dataset="write")
+    async def delete(self, dataset_id: str, name: str) -> None:
+        """Remove a stored file."""
+        path = self.path_of(dataset_id, name)
+        try:
+            await asyncio.to_thread(_remove, path, self.root / dataset_id)
+        except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
+            raise NotFound(f"name: {name} is not in the dataset's store") from None
+        self.write_json({"deleted": 1})
+
+
+class StoreListHandler(StoreHandler):
+    @requires("read:datasets", "pilot", dataset="read")
+    async def get(self, dataset_id: str) -> None:
+        """The dataset's stored files as `{name: {name, size, modified}}`."""
+        self.write_json(await asyncio.to_thread(_list, self.root / dataset_id))
+
+
+D = r"(?P<dataset_id>[0-9a-f]{32})"
+routes = [
+    (rf"/datasets/{D}/store", StoreListHandler),
+    (rf"/datasets/{D}/store/(?P<name>.+)", StoreFileHandler),
+]
