@@ -71,31 +71,24 @@ def requires(
     """Require any one of ``scopes``; with ``dataset="read"|"write"`` also the dataset's
     rules for the route's ``dataset_id``; with ``body`` a JSON body valid for that schema
     (parsed into ``self.body``). ``created`` documents a 201 answer."""
-    spec = AuthSpec(scopes=scopes, dataset=dataset, body=body, created=created)
-
-    def deco(fn: F) -> F:
-        @functools.wraps(fn)
-        async def wrapper(self: APIHandler, *args: Any, **kwargs: Any) -> None:
-            self.check_scopes(spec.scopes)
-            if spec.dataset and "dataset_id" in kwargs:
-                await self.authorize_dataset(kwargs["dataset_id"], spec.dataset)
-            if spec.body is not None:
-                self.body = self.parse_body(spec.body)
-            await fn(self, *args, **kwargs)
-
-        wrapper.auth_spec = spec  # type: ignore[attr-defined]
-        return wrapper  # type: ignore[return-value]
-
-    return deco
+    return _guarded(AuthSpec(scopes=scopes, dataset=dataset, body=body, created=created))
 
 
 def public(body: Doc | None = None, created: bool = False) -> Callable[[F], F]:
     """Mark a method as open to anyone (still parsing ``body`` if given)."""
-    spec = AuthSpec(scopes=(), body=body, public=True, created=created)
+    return _guarded(AuthSpec(scopes=(), body=body, public=True, created=created))
+
+
+def _guarded(spec: AuthSpec) -> Callable[[F], F]:
+    """Wrap a verb method: authorize (unless public), parse the body, then run it."""
 
     def deco(fn: F) -> F:
         @functools.wraps(fn)
         async def wrapper(self: APIHandler, *args: Any, **kwargs: Any) -> None:
+            if not spec.public:
+                self.check_scopes(spec.scopes)
+                if spec.dataset and "dataset_id" in kwargs:
+                    await self.authorize_dataset(kwargs["dataset_id"], spec.dataset)
             if spec.body is not None:
                 self.body = self.parse_body(spec.body)
             await fn(self, *args, **kwargs)
