@@ -22,6 +22,7 @@ from iceprod.common.errors import Forbidden, IceProdError, Invalid, NotFound, Un
 from iceprod.common.schema import validate
 from iceprod.db import Database
 from iceprod.db.auths import allows
+from iceprod.db.base import Repository
 from iceprod.db.store import Doc
 from iceprod.rest.auth.external import ExternalVerifier
 from iceprod.rest.auth.ratelimit import LoginLimiter
@@ -194,6 +195,15 @@ class APIHandler(tornado.web.RequestHandler):
         if value < minimum:
             raise Invalid(f"{name}: must be >= {minimum}")
         return value
+
+    async def list_page(self, repo: Repository, query: Doc,
+                        shown: Callable[[Doc], Doc] | None = None) -> None:
+        """Answer one page of ``repo`` matching ``query``, from the request's ``keys``,
+        ``limit`` and ``after`` (``shown`` may trim each document)."""
+        page = await repo.page(query, self.keys_arg(), self.int_arg("limit", minimum=1),
+                               self.get_argument("after", None))
+        docs = [shown(d) for d in page.docs] if shown else page.docs
+        self.write_page(docs, repo.id_field, page.next_after)
 
     def write_page(self, docs: list[Doc], id_field: str, next_after: str | None) -> None:
         """Lists answer ``{id: doc}``; the next page's cursor travels in ``X-Next-After``."""

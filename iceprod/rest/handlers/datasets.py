@@ -49,10 +49,7 @@ class DatasetsHandler(APIHandler):
         ids = await visible_ids(self)
         if ids is not None:
             query["dataset_id"] = {"$in": ids}
-        page = await self.db.datasets.page(
-            query, self.keys_arg(), self.int_arg("limit", minimum=1), self.get_argument("after", None)
-        )
-        self.write_page(page.docs, "dataset_id", page.next_after)
+        await self.list_page(self.db.datasets, query)
 
     @requires("create:datasets", body=CREATE_BODY, created=True)
     async def post(self) -> None:

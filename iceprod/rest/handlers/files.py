@@ -42,11 +42,7 @@ class DatasetFilesHandler(FileWriter):
     @requires("read:datasets", dataset="read")
     async def get(self, dataset_id: str) -> None:
         """A dataset's files as `{file_id: file}` (paged)."""
-        page = await self.db.files.page(
-            {"dataset_id": dataset_id}, self.keys_arg(), self.int_arg("limit", minimum=1),
-            self.get_argument("after", None),
-        )
-        self.write_page(page.docs, "file_id", page.next_after)
+        await self.list_page(self.db.files, {"dataset_id": dataset_id})
 
     @requires("write:datasets", dataset="write", body=DATASET_FILE_BODY, created=True)
     async def post(self, dataset_id: str) -> None:
@@ -58,11 +54,7 @@ class TaskFilesHandler(FileWriter):
     @requires("read:datasets", dataset="read")
     async def get(self, dataset_id: str, task_id: str) -> None:
         """A task's files as `{file_id: file}` (paged)."""
-        page = await self.db.files.page(
-            {"dataset_id": dataset_id, "task_id": task_id}, self.keys_arg(),
-            self.int_arg("limit", minimum=1), self.get_argument("after", None),
-        )
-        self.write_page(page.docs, "file_id", page.next_after)
+        await self.list_page(self.db.files, {"dataset_id": dataset_id, "task_id": task_id})
 
     @requires("write:datasets", dataset="write", body=TASK_FILE_BODY, created=True)
     async def post(self, dataset_id: str, task_id: str) -> None:

@@ -22,10 +22,7 @@ class GridsHandler(APIHandler):
     async def get(self) -> None:
         """Grids as `{grid_id: grid}` (`host=`, `keys=`, paged)."""
         query = {"host": h} if (h := self.get_argument("host", "")) else {}
-        page = await self.db.grids.page(
-            query, self.keys_arg(), self.int_arg("limit", minimum=1), self.get_argument("after", None)
-        )
-        self.write_page(page.docs, "grid_id", page.next_after)
+        await self.list_page(self.db.grids, query)
 
     @requires("write:grids", body=CREATE_BODY, created=True)
     async def post(self) -> None:

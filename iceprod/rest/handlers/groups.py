@@ -17,10 +17,7 @@ class GroupsHandler(APIHandler):
     async def get(self) -> None:
         """Groups as `{group_id: group}` (`name=`, `keys=`, paged)."""
         query = {"name": n} if (n := self.get_argument("name", "")) else {}
-        page = await self.db.groups.page(
-            query, self.keys_arg(), self.int_arg("limit", minimum=1), self.get_argument("after", None)
-        )
-        self.write_page(page.docs, "group_id", page.next_after)
+        await self.list_page(self.db.groups, query)
 
     @requires("write:accounts", body=CREATE_BODY, created=True)
     async def post(self) -> None:

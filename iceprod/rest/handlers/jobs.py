@@ -34,10 +34,7 @@ class DatasetJobsHandler(APIHandler):
             query["status"] = {"$in": status}
         if (idx := self.int_arg("job_index")) is not None:
             query["job_index"] = idx
-        page = await self.db.jobs.page(
-            query, self.keys_arg(), self.int_arg("limit", minimum=1), self.get_argument("after", None)
-        )
-        self.write_page(page.docs, "job_id", page.next_after)
+        await self.list_page(self.db.jobs, query)
 
 
 class DatasetJobHandler(APIHandler):

@@ -40,10 +40,7 @@ class PilotsHandler(OwnershipMixin, APIHandler):
         p = self.principal
         if "pilot" in p.roles and not (p.privileged or p.has("read:datasets")):
             query["owner"] = p.username
-        page = await self.db.pilots.page(
-            query, self.keys_arg(), self.int_arg("limit", minimum=1), self.get_argument("after", None)
-        )
-        self.write_page(page.docs, "pilot_id", page.next_after)
+        await self.list_page(self.db.pilots, query)
 
     @requires("write:pilots", body=CREATE_BODY, created=True)
     async def post(self) -> None:

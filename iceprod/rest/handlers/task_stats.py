@@ -25,10 +25,7 @@ class DatasetTaskStatsListHandler(APIHandler):
             docs = await self.db.task_stats.latest(dataset_id, task_id, self.keys_arg())
             self.write_page(docs, "task_stat_id", None)
             return
-        page = await self.db.task_stats.page(
-            query, self.keys_arg(), self.int_arg("limit", minimum=1), self.get_argument("after", None)
-        )
-        self.write_page(page.docs, "task_stat_id", page.next_after)
+        await self.list_page(self.db.task_stats, query)
 
 
 class DatasetTaskStatHandler(APIHandler):

@@ -103,11 +103,8 @@ class DatasetTasksHandler(APIHandler):
         for arg in ("job_id", "name", "pilot_id"):
             if value := self.get_argument(arg, ""):
                 query[arg] = value
-        page = await self.db.tasks.page(
-            query, self.keys_arg(), self.int_arg("limit", minimum=1), self.get_argument("after", None)
-        )
-        docs = [visible_task(d, self.principal.privileged) for d in page.docs]
-        self.write_page(docs, "task_id", page.next_after)
+        privileged = self.principal.privileged
+        await self.list_page(self.db.tasks, query, lambda d: visible_task(d, privileged))
 
 
 class DatasetTaskHandler(APIHandler):

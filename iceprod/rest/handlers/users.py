@@ -78,10 +78,7 @@ class UsersHandler(UserBase):
             query["username"] = username
         if group := self.get_argument("group", ""):
             query["groups"] = group
-        page = await self.db.users.page(
-            query, self.keys_arg(), self.int_arg("limit", minimum=1), self.get_argument("after", None)
-        )
-        self.write_page(page.docs, "user_id", page.next_after)
+        await self.list_page(self.db.users, query)
 
     @requires("write:accounts", body=CREATE_BODY, created=True)
     async def post(self) -> None:
