@@ -9,9 +9,9 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from iceprod.common.errors import BadTransition, Invalid, NotFound
-from iceprod.common.states import allowed_from
+from iceprod.common.states import allowed_from, statuses
 from iceprod.common.timeutil import iso
-from iceprod.db.store import CollectionSpec, Doc, Filter, Store, Update
+from iceprod.db.store import CollectionSpec, Doc, Filter, Sort, Store, Update
 
 MAX_PAGE = 10_000
 
@@ -117,3 +117,13 @@ class Repository:
 
     async def count(self, filter: Filter) -> int:
         return await self.coll.count(filter)
+
+    async def ids_grouped_by_status(self, query: Filter, sort: Sort) -> dict[str, list[str]]:
+        """Ids of matching documents grouped by status (in ``sort`` order within a status):
+        ``{status: [id, ...]}``; a document without a status counts as in its state
+        machine's first status."""
+        initial = statuses(self.machine)[0]
+        out: dict[str, list[str]] = {}
+        for d in await self.coll.find(query, keys=["status"], sort=sort):
+            out.setdefault(d.get("status", initial), []).append(d[self.id_field])
+        return out

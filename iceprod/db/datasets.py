@@ -63,11 +63,7 @@ class DatasetsRepo(Repository):
         query: dict[str, Any] = {}
         if dataset_ids is not None:
             query["dataset_id"] = {"$in": list(dataset_ids)}
-        docs = await self.coll.find(query, keys=["status"], sort=[("dataset_id", 1)])
-        out: dict[str, list[str]] = {}
-        for d in docs:
-            out.setdefault(d.get("status", "processing"), []).append(d["dataset_id"])
-        return out
+        return await self.ids_grouped_by_status(query, [("dataset_id", 1)])
 
 
     async def advance_materialized(self, dataset_id: str, jobs: int) -> None:

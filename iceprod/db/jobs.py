@@ -52,13 +52,7 @@ class JobsRepo(Repository):
         return await self.status_counts({"dataset_id": dataset_id})
 
     async def ids_by_status(self, dataset_id: str) -> dict[str, list[str]]:
-        docs = await self.coll.find(
-            {"dataset_id": dataset_id}, keys=["status"], sort=[("job_index", 1)]
-        )
-        out: dict[str, list[str]] = {}
-        for d in docs:
-            out.setdefault(d["status"], []).append(d["job_id"])
-        return out
+        return await self.ids_grouped_by_status({"dataset_id": dataset_id}, [("job_index", 1)])
 
     async def bulk_status(self, dataset_id: str, status: str,
                           from_status: Sequence[str]) -> int:

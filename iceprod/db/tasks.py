@@ -178,13 +178,7 @@ class TasksRepo(Repository):
     async def release_pilot(self, pilot_id: str) -> int:
         """Send a pilot's processing tasks back to ``waiting`` (an eviction, not a failure)."""
         return await self.coll.update_many(
-            {"pilot_id": pilot_id, "status": "processing"},
-            {
-                "$set": {"status": "waiting", "status_changed": iso()},
-                "$unset": dict(LEAVING_PROCESSING),
-                "$inc": {"evictions": 1},
-            },
-        )
+            {"pilot_id": pilot_id, "status": "processing"}, _evicted(None))
 
     async def held_by(self, pilot_id: str) -> list[str]:
         """Ids of the tasks a pilot is processing now."""
@@ -202,13 +196,7 @@ class TasksRepo(Repository):
     async def expire_leases(self, now: float | None = None) -> int:
         """Requeue processing tasks whose lease ran out (their pilot went silent)."""
         return await self.coll.update_many(
-            {"status": "processing", "lease_expires": {"$lt": iso(now)}},
-            {
-                "$set": {"status": "waiting", "status_changed": iso(now)},
-                "$unset": dict(LEAVING_PROCESSING),
-                "$inc": {"evictions": 1},
-            },
-        )
+            {"status": "processing", "lease_expires": {"$lt": iso(now)}}, _evicted(now))
 
     # -- queueing ------------------------------------------------------------------------
 
@@ -347,14 +335,8 @@ class TasksRepo(Repository):
         return await self.status_counts({"dataset_id": dataset_id})
 
     async def ids_by_status(self, dataset_id: str) -> dict[str, list[str]]:
-        docs = await self.coll.find(
-            {"dataset_id": dataset_id}, keys=["status"],
-            sort=[("job_index", 1), ("task_index", 1)],
-        )
-        out: dict[str, list[str]] = {}
-        for d in docs:
-            out.setdefault(d["status"], []).append(d["task_id"])
-        return out
+        return await self.ids_grouped_by_status(
+            {"dataset_id": dataset_id}, [("job_index", 1), ("task_index", 1)])
 
     async def counts_by_name_status(self, dataset_id: str) -> dict[str, dict[str, int]]:
         rows = await self.coll.group_count(
@@ -442,6 +424,16 @@ def grown_requirements(current: Doc, measured: Doc) -> Doc:
         if used is not None and req is not None and used > req:
             out[key] = round(used * 1.5, 6)
     return out
+
+
+def _evicted(now: float | None) -> dict[str, Any]:
+    """The update that takes a task from a pilot that is gone: back to waiting, counted as
+    an eviction (not a failure)."""
+    return {
+        "$set": {"status": "waiting", "status_changed": iso(now)},
+        "$unset": dict(LEAVING_PROCESSING),
+        "$inc": {"evictions": 1},
+    }
 
 
 def _flatten_requirements(fields: Doc) -> Doc:

@@ -990,6 +990,20 @@ async def test_bulk_requirements(db: Database) -> None:
 # -- tasks: reading ----------------------------------------------------------------------------
 
 
+async def test_ids_grouped_by_status(db: Database) -> None:
+    await db.jobs.insert_missing([
+        {"job_id": "j2", "dataset_id": "d1", "job_index": 2, "status": "complete"},
+        {"job_id": "j0", "dataset_id": "d1", "job_index": 0, "status": "complete"},
+        {"job_id": "j1", "dataset_id": "d1", "job_index": 1},
+        {"job_id": "j9", "dataset_id": "d2", "job_index": 0, "status": "errors"},
+    ])
+    got = await db.jobs.ids_grouped_by_status({"dataset_id": "d1"}, [("job_index", 1)])
+    # in sort order within a status; no status counts as the machine's first (processing)
+    assert got == {"complete": ["j0", "j2"], "processing": ["j1"]}
+    got = await db.jobs.ids_grouped_by_status({}, [("job_index", -1)])
+    assert got["complete"] == ["j2", "j0"] and got["errors"] == ["j9"]
+
+
 async def test_jobs_any_with_status(db: Database) -> None:
     await db.jobs.insert_missing([
         {"job_id": "j0", "dataset_id": "d1", "job_index": 0, "status": "complete"},
@@ -1593,6 +1607,7 @@ async def test_revocations(db: Database) -> None:
 COVERED: dict[str, tuple[str, ...]] = {
     "Repository.get": ("test_get_find_and_projection",),
     "Repository.get_in": ("test_get_in_scopes_by_dataset",),
+    "Repository.ids_grouped_by_status": ("test_ids_grouped_by_status",),
     "JobsRepo.any_with_status": ("test_jobs_any_with_status",),
     "TasksRepo.queued_groups": ("test_queued_groups_count_queued_tasks_by_requirements",),
     "Repository.find": ("test_get_find_and_projection", "test_pilots_create_heartbeat_delete"),
