@@ -51,10 +51,11 @@ class Scheduler:
         cfg = self.config
         await materialize_all(self.db, cfg.materialize_buffer, cfg.materialize_batch)
         now = time.monotonic()
+        score = None
         if now - self.last_refresh >= cfg.priority_refresh:
-            await refresh_priorities(self.db, cfg.group_weights)
+            score = await refresh_priorities(self.db, cfg.group_weights)
             self.last_refresh = now
-        await queue_tasks(self.db, cfg.queue_max, cfg.group_weights)
+        await queue_tasks(self.db, cfg.queue_max, cfg.group_weights, score=score)
         await rollup_all(self.db)
         return True
 

@@ -29,7 +29,7 @@ async def refresh_priorities(db: Database, group_weights: Mapping[str, float]) -
 
 
 async def queue_tasks(db: Database, queue_max: int, group_weights: Mapping[str, float],
-                      num: int | None = None) -> int:
+                      num: int | None = None, score: Mapping[str, float] | None = None) -> int:
     """Bring every dataset towards its share of ``queue_max`` queued slots and fill the
     rest; returns how many tasks were newly queued (at most ``num`` when given).
 
@@ -37,10 +37,13 @@ async def queue_tasks(db: Database, queue_max: int, group_weights: Mapping[str, 
     2. if the queue is now over ``queue_max``, datasets above their share give back their
        lowest-priority queued tasks (to waiting) down to their share;
     3. slots still free go to the datasets that had ready work, best score first.
+
+    ``score`` lets a caller that just computed the scores pass them in.
     """
     budget = num if num is not None else queue_max
     queued_now = await db.tasks.counts_by_dataset("queued")
-    score = await dataset_scores(db, group_weights)
+    if score is None:
+        score = await dataset_scores(db, group_weights)
     target = quotas(queue_max, score, {})
     order = sorted(score, key=lambda d: -score[d])
     total = 0
