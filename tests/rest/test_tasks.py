@@ -10,6 +10,7 @@ from contextlib import contextmanager
 import httpx
 import pytest
 
+from iceprod.common.config import ServerConfig
 from tests.conftest import Server
 from tests.helpers import claim, create_dataset, create_job, create_task, register_pilot
 
@@ -311,7 +312,8 @@ def test_logs_stats_and_files(server: Server, alice, bob, system, pilot) -> None
 
 
 def server_limit(server: Server) -> int:
-    return 16 * 1024 * 1024
+    """The log size limit the test server runs with (ICEPROD_MAX_LOG_BYTES is not set)."""
+    return ServerConfig().max_log_bytes
 
 
 def test_grids(system, alice) -> None:
