@@ -53,14 +53,26 @@ def _env_json_map(name: str) -> dict[str, str]:
     return value
 
 
-def load_secret(data_dir: str) -> str:
-    """``ICEPROD_SECRET``, else the secret kept in the data dir (generated on first use)."""
+def resolve_data_dir(data_dir: str | None = None) -> str:
+    """``--data-dir``, else ``ICEPROD_DATA_DIR``, else ``./iceprod-data``."""
+    return data_dir or os.environ.get("ICEPROD_DATA_DIR") or "./iceprod-data"
+
+
+class MissingSecret(Exception):
+    """The data dir holds no secret and none may be created (``load_secret(create=False)``)."""
+
+
+def load_secret(data_dir: str, create: bool = True) -> str:
+    """``ICEPROD_SECRET``, else the secret kept in the data dir (generated on first use,
+    unless ``create`` is false: then ``MissingSecret``)."""
     env = os.environ.get("ICEPROD_SECRET")
     if env:
         return env
     path = Path(data_dir) / "secret"
     if path.exists():
         return path.read_text().strip()
+    if not create:
+        raise MissingSecret(str(path))
     path.parent.mkdir(parents=True, exist_ok=True)
     value = secrets.token_hex(32)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
@@ -141,7 +153,7 @@ class ServerConfig:
     @classmethod
     def from_env(cls, host: str | None = None, port: int | None = None,
                  data_dir: str | None = None) -> ServerConfig:
-        data_dir = data_dir or os.environ.get("ICEPROD_DATA_DIR") or "./iceprod-data"
+        data_dir = resolve_data_dir(data_dir)
         return cls(
             host=host or os.environ.get("ICEPROD_HOST") or "127.0.0.1",
             port=port if port is not None else _env_int("ICEPROD_PORT", 8080),

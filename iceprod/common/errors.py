@@ -8,9 +8,11 @@ class IceProdError(Exception):
 
     code = 500
 
-    def __init__(self, message: str = "") -> None:
+    def __init__(self, message: str = "", *, quiet: bool = False) -> None:
         super().__init__(message)
         self.message = message or self.__class__.__name__
+        self.quiet = quiet
+        """An expected answer (an idle pilot's empty claim): logged at DEBUG, not INFO."""
 
 
 class Invalid(IceProdError):

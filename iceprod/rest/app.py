@@ -10,7 +10,7 @@ from types import ModuleType
 
 import tornado.web
 
-from iceprod.rest.base import AppContext, NotFoundHandler
+from iceprod.rest.base import AppContext, NotFoundHandler, log_request
 from iceprod.rest.handlers import (
     auths,
     config,
@@ -65,4 +65,5 @@ def make_app(ctx: AppContext) -> tornado.web.Application:
         openapi=build_openapi(routes),
         gauge_cache={},
         compress_response=True,
+        log_function=log_request,
     )

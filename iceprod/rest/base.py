@@ -31,6 +31,7 @@ from iceprod.rest.auth.tokens import ANONYMOUS, Principal
 from iceprod.rest.metrics import Metrics
 
 log = logging.getLogger(__name__)
+access = logging.getLogger("tornado.access")
 
 VERBS = ("get", "post", "put", "patch", "delete")
 F = TypeVar("F", bound=Callable[..., Awaitable[None]])
@@ -105,6 +106,8 @@ class APIHandler(tornado.web.RequestHandler):
     principal: Principal
     body: Doc
     route: str = ""
+    quiet_log: bool = False
+    """Set for an expected error answer, so the access log line is DEBUG (``log_request``)."""
 
     def initialize(self, ctx: AppContext, route: str) -> None:
         self.ctx = ctx
@@ -239,7 +242,8 @@ class APIHandler(tornado.web.RequestHandler):
 
     def log_exception(self, typ: Any, value: Any, tb: Any) -> None:
         if isinstance(value, IceProdError):
-            log.info("%s %s -> %d %s", self.request.method, self.request.path, value.code,
+            self.quiet_log = value.quiet
+            log.log(logging.DEBUG if value.quiet else logging.INFO, "%s %s -> %d %s", self.request.method, self.request.path, value.code,
                      value.message)
             return
         super().log_exception(typ, value, tb)
@@ -249,6 +253,20 @@ class APIHandler(tornado.web.RequestHandler):
             self.request.method or "", self.route, self.get_status(),
             time.perf_counter() - self._t0,
         )
+
+
+def log_request(handler: tornado.web.RequestHandler) -> None:
+    """The access log: errors at WARNING/ERROR as Tornado does, except expected answers
+    (an idle pilot polling for work every few seconds) at DEBUG."""
+    status = handler.get_status()
+    if getattr(handler, "quiet_log", False):
+        level = logging.DEBUG
+    elif status < 400:
+        level = logging.INFO
+    else:
+        level = logging.WARNING if status < 500 else logging.ERROR
+    access.log(level, "%d %s %.2fms", status, handler._request_summary(),
+               1000.0 * handler.request.request_time())
 
 
 class NotFoundHandler(APIHandler):

@@ -12,7 +12,7 @@ import asyncio
 import sys
 
 from iceprod.common import logging as iplogging
-from iceprod.common.config import ServerConfig, load_secret
+from iceprod.common.config import MissingSecret, ServerConfig, load_secret, resolve_data_dir
 from iceprod.common.errors import Invalid
 from iceprod.rest.auth.roles import ROLES
 from iceprod.rest.auth.tokens import create_token
@@ -43,16 +43,23 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     tok.add_argument("--group", action="append", default=[], help="a group (repeatable)")
     tok.add_argument("--exp", type=int, default=86400, help="lifetime in seconds (86400)")
     tok.add_argument("--pilot-id", default=None, help="bind a pilot token to one pilot id")
+    tok.add_argument("--create-secret", action="store_true",
+                     help="create the secret when the data dir has none (a new server)")
     return parser.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse(argv)
     if args.command == "token":
-        config = ServerConfig.from_env(data_dir=args.token_data_dir or args.data_dir)
+        data_dir = resolve_data_dir(args.token_data_dir or args.data_dir)
         try:
-            print(create_token(load_secret(config.data_dir), args.user, args.role,
-                               args.group, args.exp, pilot_id=args.pilot_id))
+            secret = load_secret(data_dir, create=args.create_secret)
+            print(create_token(secret, args.user, args.role, args.group, args.exp,
+                               pilot_id=args.pilot_id))
+        except MissingSecret as e:
+            print(f"iceprod-server token: no secret at {e} (is --data-dir the server's data "
+                  "dir? --create-secret makes a new one)", file=sys.stderr)
+            return 2
         except Invalid as e:
             print(f"iceprod-server token: {e.message}", file=sys.stderr)
             return 2

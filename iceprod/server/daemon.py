@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
 import socket
 
 import tornado.httpserver
 
 from iceprod.common.config import ServerConfig
+from iceprod.common.errors import Invalid
 from iceprod.db import Database
 from iceprod.rest.app import make_app
 from iceprod.rest.base import AppContext
@@ -38,7 +40,11 @@ async def serve(config: ServerConfig, only: str | None = None, grid: str | None 
         server = tornado.httpserver.HTTPServer(
             app, max_body_size=2 * config.max_log_bytes + (1 << 20), xheaders=True
         )
-        sock = socket.create_server((config.host, config.port), reuse_port=False)
+        try:
+            sock = socket.create_server((config.host, config.port), reuse_port=False)
+        except OSError as e:
+            raise Invalid(f"--port: cannot listen on {config.host}:{config.port}: "
+                          f"{os.strerror(e.errno) if e.errno else e}") from None
         sock.setblocking(False)
         server.add_sockets([sock])
         port = sock.getsockname()[1]

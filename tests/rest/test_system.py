@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -13,7 +15,7 @@ import httpx
 from iceprod.rest.app import all_routes
 from iceprod.rest.openapi import handler_methods, template
 from tests.conftest import Server, start_server
-from tests.helpers import create_dataset, create_job, create_task
+from tests.helpers import create_dataset, create_job, create_task, wait_for
 
 
 def test_healthz(server: Server) -> None:
@@ -83,6 +85,59 @@ def test_token_command_prints_a_working_token(tmp_path: Path) -> None:
             [sys.executable, "-m", "iceprod.server", "token", "--data-dir", str(srv.data_dir),
              "--user", "ops", "--role", "wizard"], capture_output=True, text=True, check=False)
         assert bad.returncode == 2 and "wizard" in bad.stderr
+    finally:
+        srv.stop()
+
+
+def test_token_command_refuses_a_data_dir_without_a_secret(tmp_path: Path) -> None:
+    """A mistyped --data-dir must not mint a token signed with a fresh secret the server never
+    sees: it fails in one line, and creates a secret only when asked to."""
+    env = {"PATH": "/usr/bin:/bin"}
+    argv = [sys.executable, "-m", "iceprod.server", "token", "--data-dir", str(tmp_path / "nope"),
+            "--user", "ops", "--role", "admin"]
+    bad = subprocess.run(argv, capture_output=True, text=True, check=False, env=env)
+    assert bad.returncode == 2 and bad.stdout == ""
+    assert bad.stderr.count("\n") == 1 and "--create-secret" in bad.stderr
+    assert not (tmp_path / "nope" / "secret").exists()
+    made = subprocess.run([*argv, "--create-secret"], capture_output=True, text=True,
+                          check=True, env=env)
+    assert made.stdout.count(".") == 2  # a JWT
+    assert (tmp_path / "nope" / "secret").stat().st_mode & 0o777 == 0o600
+
+
+def test_busy_port_is_one_line(tmp_path: Path) -> None:
+    with socket.create_server(("127.0.0.1", 0)) as busy:
+        port = busy.getsockname()[1]
+        r = subprocess.run(
+            [sys.executable, "-m", "iceprod.server", "--host", "127.0.0.1", "--port", str(port),
+             "--data-dir", str(tmp_path / "d")],
+            capture_output=True, text=True, check=False, timeout=60,
+            env={**os.environ, "ICEPROD_GRID_CONFIG": "none"})
+    assert r.returncode == 2
+    lines = [line for line in r.stderr.splitlines()
+             if "Traceback" in line or "iceprod-server:" in line]
+    assert lines == [f"iceprod-server: --port: cannot listen on 127.0.0.1:{port}: "
+                     "Address already in use"]
+
+
+def test_idle_claims_are_not_logged_but_errors_are(tmp_path: Path) -> None:
+    """An idle pilot polls for work every few seconds: its empty claims stay out of the log
+    (DEBUG), while a real 404 is still logged."""
+    srv = start_server(tmp_path / "d")
+    try:
+        with srv.client(srv.token("root", ["admin"])) as admin:
+            pilot_id = admin.post("/pilots", json={"resources": {"cpu": 1}}).json()["result"]
+            for _ in range(3):
+                r = admin.post("/task_actions/process",
+                               json={"requirements": {"cpu": 1}, "pilot_id": pilot_id})
+                assert r.status_code == 404
+            assert admin.get("/datasets/" + "0" * 32).status_code == 404
+        assert srv.log_path is not None
+        log_path = srv.log_path
+        wait_for(lambda: "dataset not found" in log_path.read_text(), what="the 404 logged")
+        text = log_path.read_text()
+        assert "/datasets/" + "0" * 32 in text
+        assert "/task_actions/process" not in text and "no task fits" not in text
     finally:
         srv.stop()
 

@@ -233,7 +233,7 @@ class ProcessHandler(OwnershipMixin, APIHandler):
             self.body["requirements"], pilot_id, self.ctx.config.lease_seconds
         )
         if task is None:
-            raise NotFound("no task fits these resources")
+            raise NotFound("no task fits these resources", quiet=True)
         self.ctx.metrics.inc("iceprod_tasks_claimed_total", help="tasks handed to pilots")
         self.write_json(task)
 

@@ -70,7 +70,10 @@ async def rollup_dataset(db: Database, dataset_id: str) -> str | None:
     else:
         return "processing"
     await db.datasets.set_status(dataset_id, new)
-    log.info("dataset %s is %s", dataset_id, new)
+    if new == "complete":
+        log.info("dataset %s complete", dataset_id)
+    else:
+        log.warning("dataset %s finished with errors: some jobs failed", dataset_id)
     return new
 
 
