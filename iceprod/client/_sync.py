@@ -19,7 +19,13 @@ from urllib.parse import quote
 
 import httpx
 
-from iceprod.client.errors import Forbidden, NotFound, error_from_exception, error_from_response
+from iceprod.client.errors import (
+    Forbidden,
+    Invalid,
+    NotFound,
+    error_from_exception,
+    error_from_response,
+)
 from iceprod.client.models import (
     DEFAULT_TIMEOUT,
     USER_AGENT,
@@ -735,6 +741,18 @@ class Auth(Group):
         result: Doc = self.client.request(
             "POST", "/ldap", {"username": username, "password": password})
         return result
+
+    def password_login_enabled(self) -> bool:
+        """Whether the server takes LDAP passwords: `POST /ldap` with an empty body answers
+        400 where it does (nothing is tried, nothing counts against the rate limit) and 404
+        where LDAP is not configured."""
+        try:
+            self.client.request("POST", "/ldap", {})
+        except Invalid:
+            return True
+        except NotFound:
+            return False
+        return True
 
     def create_token(self, type: str, *, role: str | None = None, exp: int | None = None,
                      scope: str | None = None, dataset_id: str | None = None,

@@ -119,12 +119,9 @@ def cmd_login(ctx: Context) -> int:
     """Store a token: the one given with --token, or one from an LDAP username/password."""
     token = ctx.args.token
     if not token:
-        username = ctx.args.username or input("Username: ").strip()
-        if ctx.args.password_stdin:
-            password = sys.stdin.readline().rstrip("\n")
-        else:
-            password = getpass.getpass("Password: ")
-        token = ctx.client(auth=False).auth.login(username, password)["token"]
+        client = ctx.client(auth=False)
+        username, password = _credentials(ctx, client)
+        token = client.auth.login(username, password)["token"]
     info = _describe(token)
     if info["expired"]:
         raise AuthError(f"token expired at {info['expires']}")
@@ -135,6 +132,24 @@ def cmd_login(ctx: Context) -> int:
                  f"groups: {', '.join(info['groups']) or '-'}); "
                  f"token expires {info['expires']}, stored in {path}")
     return EXIT_OK
+
+
+def _credentials(ctx: Context, client: Client) -> tuple[str, str]:
+    """The username (flag or prompt) and password (stdin with --password-stdin, else a
+    prompt). Without a terminal to prompt on, or when the server has no password login,
+    a usage error says so before anything is asked."""
+    username = ctx.args.username
+    if ctx.args.password_stdin:
+        if not username:
+            raise UsageError("--password-stdin needs --username")
+        return username, sys.stdin.readline().rstrip("\n")
+    if not sys.stdin.isatty():
+        raise UsageError("no terminal to ask for the password on: pass --username with "
+                         "--password-stdin, or --token")
+    if not client.auth.password_login_enabled():
+        raise UsageError(f"{ctx.resolved.url} has no password login (LDAP is not configured "
+                         "there): log in with --token")
+    return username or input("Username: ").strip(), getpass.getpass("Password: ")
 
 
 def cmd_logout(ctx: Context) -> int:
@@ -344,6 +359,10 @@ def print_status(out: Output, report: dict[str, Any]) -> None:
         ("jobs", d.get("jobs_submitted")), ("tasks", d.get("tasks_submitted")),
     ])
     out.line()
+    if not report["jobs"] and not report["tasks"]:
+        out.line("no jobs yet: the scheduler creates them within a few seconds"
+                 if d.get("status") == "processing" else "no jobs")
+        return
     out.table(["status", "jobs"], sorted(report["jobs"].items()), title="jobs by status")
     by_name = report["tasks_by_name"]
     statuses = sorted({s for counts in by_name.values() for s in counts}) or ["waiting"]
@@ -426,6 +445,18 @@ def _watch_progress(ctx: Context, poll: Poll) -> tuple[Doc, dict[str, int]]:
             time.sleep(ctx.args.interval)
 
 
+def duration(hours: float | None) -> str:
+    """A walltime kept in hours, with its unit: `0.004 s`, `3m04s`, `2.50 h`."""
+    if hours is None:
+        return ""
+    seconds = float(hours) * 3600
+    if seconds < 60:
+        return f"{seconds:.3g} s"
+    if seconds < 3600:
+        return f"{int(seconds // 60)}m{int(seconds % 60):02d}s"
+    return f"{hours:.2f} h"
+
+
 TASK_KEYS = ["task_id", "job_index", "task_index", "name", "status", "failures", "walltime",
              "site", "reason"]
 
@@ -442,7 +473,8 @@ def cmd_tasks(ctx: Context) -> int:
     ctx.out.table(
         ["task_id", "job", "#", "name", "status", "failures", "walltime", "site", "reason"],
         [[t["task_id"], t.get("job_index"), t.get("task_index"), t.get("name"), t.get("status"),
-          t.get("failures"), t.get("walltime"), t.get("site"), _short(t.get("reason"), 50)]
+          t.get("failures"), duration(t.get("walltime")), t.get("site"),
+          _short(t.get("reason"), 50)]
          for t in rows],
     )
     return EXIT_OK

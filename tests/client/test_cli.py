@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import pty
 import stat
 import subprocess
 import sys
@@ -146,6 +147,10 @@ def test_submit_chain_then_status(alice_cli: CLI, system: httpx.Client) -> None:
     config = system.get(f"/config/{ds}").json()
     assert config["steering"]["parameters"]["OUTDIR"] == "/tmp/elsewhere"
     assert config["options"]["max_failures"] == 3
+    before = alice_cli("status", ds)  # this server runs no scheduler: nothing materialized
+    assert before.returncode == 0
+    assert "no jobs yet: the scheduler creates them within a few seconds" in before.stdout
+    assert "jobs by status" not in before.stdout
     for index in range(2):
         job = create_job(system, ds, index)
         for t, name in enumerate(["generate", "process", "finish"]):
@@ -157,6 +162,7 @@ def test_submit_chain_then_status(alice_cli: CLI, system: httpx.Client) -> None:
     assert list(report["tasks_by_name"]) == ["generate", "process", "finish"]
     text = alice_cli("status", ds)
     assert text.returncode == 0
+    assert "no jobs yet" not in text.stdout
     assert "generate" in text.stdout and "(all)" in text.stdout and "processing" in text.stdout
     listed = alice_cli.json("datasets", "--status", "processing")
     assert listed[ds]["dataset"] == number
@@ -325,6 +331,14 @@ def _commands(parser: argparse.ArgumentParser, prefix: tuple[str, ...] = ()
     return out
 
 
+def test_walltimes_carry_their_unit() -> None:
+    assert cli.duration(None) == ""
+    assert cli.duration(1.111e-06) == "0.004 s"
+    assert cli.duration(30 / 3600) == "30 s"
+    assert cli.duration(184 / 3600) == "3m04s"
+    assert cli.duration(2.5) == "2.50 h"
+
+
 def test_every_command_has_help(capsys: pytest.CaptureFixture[str]) -> None:
     paths = _commands(cli.build_parser())
     assert ("status",) in paths and ("admin", "rules", "set") in paths
@@ -384,6 +398,35 @@ def test_password_login_errors_are_clear(tmp_path: Path, server: Server) -> None
     assert result.returncode == cli.EXIT_NOT_FOUND
     assert "LDAP login is not configured" in result.stderr
     assert not (tmp_path / "config" / "iceprod" / "token").exists()
+
+
+def test_password_login_without_a_terminal_says_what_to_pass(tmp_path: Path,
+                                                             scripted: Scripted) -> None:
+    run = CLI(tmp_path / "config", scripted.url)
+    result = run("login", "--url", scripted.url, "--username", "x")  # stdin is not a tty
+    assert result.returncode == cli.EXIT_USAGE
+    assert result.stderr.strip().splitlines() == [
+        "error: no terminal to ask for the password on: pass --username with "
+        "--password-stdin, or --token"]
+    assert scripted.seen == []  # nothing asked of the server
+
+
+def test_password_prompt_is_not_shown_when_ldap_is_off(tmp_path: Path, server: Server) -> None:
+    """On a terminal, the CLI first asks the server whether it takes passwords at all."""
+    run = CLI(tmp_path / "config", server.url)
+    leader, follower = pty.openpty()
+    try:
+        proc = subprocess.run(
+            [sys.executable, "-m", "iceprod.client.cli", "login", "--url", server.url],
+            env=run.env, stdin=follower, capture_output=True, text=True, timeout=60,
+            check=False)
+    finally:
+        os.close(leader)
+        os.close(follower)
+    assert proc.returncode == cli.EXIT_USAGE, proc.stderr
+    assert "has no password login (LDAP is not configured there)" in proc.stderr
+    assert "Username" not in proc.stdout + proc.stderr
+    assert "Password" not in proc.stdout + proc.stderr
 
 
 def test_a_long_retry_after_is_reported_not_waited_for(tmp_path: Path,

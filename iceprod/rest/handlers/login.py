@@ -55,6 +55,12 @@ def map_groups(group_map: dict[str, str], ldap_groups: tuple[str, ...]) -> list[
 
 
 class LdapHandler(APIHandler):
+    async def prepare(self) -> None:
+        # off means the route is not there, whatever the body (a client asks with `{}`)
+        if not self.ctx.config.ldap_enabled:
+            raise NotFound("LDAP login is not configured")
+        await super().prepare()
+
     def parse_body(self, schema: Doc) -> Doc:
         """Like the base, but never echoes the values (the password) in the error."""
         try:
@@ -70,8 +76,6 @@ class LdapHandler(APIHandler):
         expires}`. Creates the user at first login; 401 for any bad credentials, 429 after
         repeated failures, 503 when the directory is unreachable."""
         config = self.ctx.config
-        if not config.ldap_enabled:
-            raise NotFound("LDAP login is not configured")
         username, password = self.body["username"], self.body["password"]
         limiter = self.ctx.login_limiter
         mark = limiter.begin(username)
