@@ -10,17 +10,36 @@ PORT ?= 8080
 DATA_DIR ?= ./iceprod-data
 PYTEST_ARGS ?=
 
-.PHONY: venv serve test lint bench clean
+PYVERSION := import sys; print(sys.version.split()[0])
 
-$(VENV)/.installed: pyproject.toml
-	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[test]'
-	touch $@
+.PHONY: venv runtime serve test lint bench clean
 
-venv: $(VENV)/.installed
+# A venv made by another Python (say 3.11 for serving, where the tests need 3.13) is
+# rebuilt rather than half-used. Stamps record what is installed: the runtime alone
+# (`make serve`) or with the test extras; either is redone when pyproject.toml changes.
+# PYTHONWARNINGS=ignore keeps the build backend's notes for packagers (editable installs)
+# out of the way of someone who only wants the server running.
+define ensure_venv
+	@want=$$($(PYTHON) -c '$(PYVERSION)'); have=$$($(PY) -c '$(PYVERSION)' 2>/dev/null || true); \
+	if [ "$$want" != "$$have" ]; then \
+		if [ -n "$$have" ]; then echo "$(VENV) was made by Python $$have: rebuilding it with $$want"; fi; \
+		rm -rf $(VENV) && $(PYTHON) -m venv $(VENV) && $(PY) -m pip install -q --upgrade pip; \
+	fi
+endef
 
-serve: venv
+runtime:
+	$(ensure_venv)
+	@if [ ! $(VENV)/.runtime -nt pyproject.toml ]; then \
+		echo "installing iceprod into $(VENV)"; \
+		PYTHONWARNINGS=ignore $(PY) -m pip install -q -e . && touch $(VENV)/.runtime; fi
+
+venv:
+	$(ensure_venv)
+	@if [ ! $(VENV)/.installed -nt pyproject.toml ]; then \
+		echo "installing iceprod and its test tools into $(VENV)"; \
+		PYTHONWARNINGS=ignore $(PY) -m pip install -q -e '.[test]' && touch $(VENV)/.installed $(VENV)/.runtime; fi
+
+serve: runtime
 	$(VENV)/bin/iceprod-server --host $(HOST) --port $(PORT) --data-dir $(DATA_DIR)
 
 test: venv
