@@ -405,9 +405,9 @@ def test_password_login_without_a_terminal_says_what_to_pass(tmp_path: Path,
     run = CLI(tmp_path / "config", scripted.url)
     result = run("login", "--url", scripted.url, "--username", "x")  # stdin is not a tty
     assert result.returncode == cli.EXIT_USAGE
-    assert result.stderr.strip().splitlines() == [
-        "error: no terminal to ask for the password on: pass --username with "
-        "--password-stdin, or --token"]
+    expected = ("error: no terminal to ask for the password on: pass --username with "
+                "--password-stdin, or --token")
+    assert result.stderr.strip().splitlines() == [expected]
     assert scripted.seen == []  # nothing asked of the server
 
 

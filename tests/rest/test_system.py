@@ -116,8 +116,8 @@ def test_busy_port_is_one_line(tmp_path: Path) -> None:
     assert r.returncode == 2
     lines = [line for line in r.stderr.splitlines()
              if "Traceback" in line or "iceprod-server:" in line]
-    assert lines == [f"iceprod-server: --port: cannot listen on 127.0.0.1:{port}: "
-                     "Address already in use"]
+    expected = f"iceprod-server: --port: cannot listen on 127.0.0.1:{port}: Address already in use"
+    assert lines == [expected]
 
 
 def test_idle_claims_are_not_logged_but_errors_are(tmp_path: Path) -> None:
