@@ -26,7 +26,7 @@ _JSON_BLOCK = re.compile(r"(?:<!-- check: (?P<schema>[a-z_]+) -->\s*\n)?```json\
 _SH_BLOCK = re.compile(r"```(?:sh|bash|console)\n(.*?)```", re.DOTALL)
 _COMMAND = re.compile(
     r"(?:^|(?<=[\s(;|&]))(?:[\w./-]*/)?(?P<cmd>iceprod(?:-server|-pilot)?)(?=\s|$)"
-    r"(?P<args>[^)|;&\n]*)")
+    r"(?P<args>[^)|;&<>\n]*)")
 
 
 def json_problems(markdown: str, validators: Mapping[str, Validator]) -> Iterator[str]:

@@ -89,7 +89,9 @@ def render(parser: argparse.ArgumentParser, level: int = 2, common: set[str] | N
     out = [f"{'#' * level} `{parser.prog}`", ""]
     if parser.description:
         out += [md_text(parser.description), ""]
-    usage = parser.format_usage().removeprefix("usage: ").strip()
+    # argparse indents continuation lines under "usage: "; a code block needs no such indent
+    usage = "\n    ".join(line.strip() for line in
+                           parser.format_usage().removeprefix("usage: ").strip().splitlines())
     out += ["```text", usage, "```", ""]
     rows, shared = _arguments(parser, common)
     if rows:

@@ -69,18 +69,18 @@ def _body(op: Doc, doc: Doc) -> list[str]:
 
 
 def _responses(op: Doc, doc: Doc) -> list[str]:
-    out = ["", "**Responses:**", ""]
+    answers = []
     for status, resp in op.get("responses", {}).items():
         resolver = Resolver(doc)
         resp = resolver.resolve(resp)
-        line = f"- `{status}` {md_text(resp.get('description', ''))}"
+        line = f"`{status}` {md_text(resp.get('description', ''))}"
         schema = resp.get("content", {}).get("application/json", {}).get("schema")
         if schema and "Error" not in str(schema.get("$ref", "")):
             rows = list(fields(resolver.resolve(schema), Resolver(schema, doc), max_depth=2))
             if rows:
                 line += ": " + ", ".join(code(f.path) for f in rows)
-        out.append(line)
-    return out
+        answers.append(line)
+    return ["", "**Responses:** " + "; ".join(answers)] if answers else []
 
 
 def operation(verb: str, path: str, op: Doc, path_item: Doc, doc: Doc,
