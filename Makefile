@@ -10,12 +10,12 @@ PORT ?= 8080
 DATA_DIR ?= ./iceprod-data
 PYTEST_ARGS ?=
 
-.PHONY: venv serve test lint bench clean
+.PHONY: venv serve test docs lint bench clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[test]'
+	$(PY) -m pip install -q -e '.[test,docs]'
 	touch $@
 
 venv: $(VENV)/.installed
@@ -23,12 +23,16 @@ venv: $(VENV)/.installed
 serve: venv
 	$(VENV)/bin/iceprod-server --host $(HOST) --port $(PORT) --data-dir $(DATA_DIR)
 
+# the suite builds the docs too (tests/test_docs.py: mkdocs build --strict)
 test: venv
 	$(PY) -m pytest $(PYTEST_ARGS)
 
+docs: venv
+	$(PY) -m mkdocs build --strict --site-dir site
+
 lint: venv
 	$(PY) -m pip install -q ruff mypy
-	$(VENV)/bin/ruff check iceprod tests bench
+	$(VENV)/bin/ruff check iceprod tests bench docs/hooks
 	$(VENV)/bin/mypy iceprod
 
 bench: venv
@@ -36,4 +40,4 @@ bench: venv
 	$(PY) bench/e2e.py
 
 clean:
-	rm -rf $(VENV) build *.egg-info
+	rm -rf $(VENV) build site *.egg-info

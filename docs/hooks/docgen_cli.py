@@ -24,7 +24,7 @@ def capture_parser(parse: Callable[[list[str]], Any]) -> argparse.ArgumentParser
     def grab(self: argparse.ArgumentParser, *args: Any, **kwargs: Any) -> Any:
         raise _Captured(self)
 
-    argparse.ArgumentParser.parse_args = grab  # type: ignore[method-assign,assignment]
+    argparse.ArgumentParser.parse_args = grab  # type: ignore[method-assign]
     try:
         parse([])
     except _Captured as captured:
@@ -139,8 +139,8 @@ def cli_reference(iceprod: argparse.ArgumentParser, server: argparse.ArgumentPar
         "",
         "_Generated at build time from the commands' argparse parsers; do not edit by hand._",
         "",
-        "Three commands are installed: `iceprod` (users and operators), `iceprod-server` "
-        "(the server, and a bootstrap token) and `iceprod-pilot` (runs on a grid node).",
+        ("Three commands are installed: `iceprod` (users and operators), `iceprod-server` "
+        "(the server, and a bootstrap token) and `iceprod-pilot` (runs on a grid node)."),
         "",
         "## Commands of `iceprod`",
         "",

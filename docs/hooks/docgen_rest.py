@@ -23,8 +23,8 @@ def _auth(op: Doc, role_scopes: Mapping[str, frozenset[str]]) -> list[str]:
         return ["- **auth:** public (no token needed)"]
     scopes = list(op.get("x-scopes", ()))
     roles = roles_allowed(scopes, role_scopes)
-    lines = [f"- **scopes:** {' or '.join(code(s) for s in scopes)} "
-             f"(built-in roles: {', '.join(roles) or 'none'})"]
+    lines = [(f"- **scopes:** {' or '.join(code(s) for s in scopes)} "
+             f"(built-in roles: {', '.join(roles) or 'none'})")]
     if rule := op.get("x-dataset-rule"):
         lines.append(f"- **dataset rule:** the caller must be allowed to {rule} the dataset "
                      "(admin and system bypass the rules)")
@@ -113,25 +113,25 @@ def conventions(scopes: Mapping[str, str],
     out = [
         "## Conventions",
         "",
-        "- Send `Authorization: Bearer <token>` on every route that is not public. A missing "
+        ("- Send `Authorization: Bearer <token>` on every route that is not public. A missing "
         "or bad token answers 401; a token without the route's scope, or a dataset whose "
-        "rules do not allow the caller, 403.",
-        "- Errors are JSON `{\"code\": n, \"error\": \"...\"}`; a 400 names the field "
+        "rules do not allow the caller, 403."),
+        ("- Errors are JSON `{\"code\": n, \"error\": \"...\"}`; a 400 names the field "
         "(`jobs_submitted: 0 is less than the minimum of 1`). 404 missing, 409 conflict or "
         "bad state transition (`bad transition: complete -> queued`), 413 too large, "
-        "429 too many failed logins (with `Retry-After`), 503 a dependency (LDAP) is down.",
+        "429 too many failed logins (with `Retry-After`), 503 a dependency (LDAP) is down."),
         "- Creating answers `201 {\"result\": id}`.",
-        "- Lists answer `{id: document}` in id order. `keys=a|b` projects fields, "
+        ("- Lists answer `{id: document}` in id order. `keys=a|b` projects fields, "
         "`status=a|b` filters. Pages hold at most `limit` documents (10,000 at most); "
         "when there are more, the `X-Next-After` response header carries an opaque cursor: "
-        "pass it as `after=` for the next page.",
-        "- Times are ISO-8601 UTC with `Z`; memory and disk in GB, time requirements in "
-        "hours.",
+        "pass it as `after=` for the next page."),
+        ("- Times are ISO-8601 UTC with `Z`; memory and disk in GB, time requirements in "
+        "hours."),
         "",
         "## Scopes and roles",
         "",
-        "A route needs any one of its scopes. Built-in roles grant these scopes "
-        "(`*` is every scope); custom roles (`PUT /roles/{role_name}`) map a name to scopes.",
+        ("A route needs any one of its scopes. Built-in roles grant these scopes "
+        "(`*` is every scope); custom roles (`PUT /roles/{role_name}`) map a name to scopes."),
         "",
         "| scope | grants | built-in roles |",
         "|---|---|---|",
@@ -148,12 +148,12 @@ def rest_reference(doc: Doc, section_of: Mapping[str, str], scopes: Mapping[str,
     out = [
         "# REST reference",
         "",
-        "_Generated at build time from the server's OpenAPI document (the one "
+        ("_Generated at build time from the server's OpenAPI document (the one "
         "`GET /openapi.json` serves), built in-process from the route table; do not edit "
-        "by hand._",
+        "by hand._"),
         "",
-        f"API version {code(str(info.get('version', '')))}, OpenAPI "
-        f"{code(str(doc.get('openapi', '')))}. {md_text(info.get('description', ''))}",
+        (f"API version {code(str(info.get('version', '')))}, OpenAPI "
+        f"{code(str(doc.get('openapi', '')))}. {md_text(info.get('description', ''))}"),
         "",
         *conventions(scopes, role_scopes),
     ]

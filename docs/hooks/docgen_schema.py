@@ -21,7 +21,8 @@ def md_text(text: str) -> str:
     out, pos = [], 0
     for m in _CODE_SPAN.finditer(text):
         out.append(_escape(text[pos:m.start()]))
-        out.append(m.group(0).replace("|", "\\|"))
+        # the tables extension leaves pipes inside code spans alone
+        out.append(m.group(0))
         pos = m.end()
     out.append(_escape(text[pos:]))
     return "".join(out).replace("\n", " ").strip()
@@ -33,11 +34,12 @@ def _escape(text: str) -> str:
 
 
 def code(value: Any) -> str:
-    """A value as an inline code span (JSON for non-strings), safe in a table cell."""
+    """A value as an inline code span (JSON for non-strings); safe in a table cell, whose
+    pipes the tables extension leaves alone inside code spans."""
     text = value if isinstance(value, str) else json.dumps(value)
     fence = "``" if "`" in text else "`"
     pad = " " if text.startswith("`") or text.endswith("`") else ""
-    return f"{fence}{pad}{text}{pad}{fence}".replace("|", "\\|")
+    return f"{fence}{pad}{text}{pad}{fence}"
 
 
 class Resolver:
@@ -112,7 +114,8 @@ def _json_type(value: Any) -> str:
         return "number"
     if value is None:
         return "null"
-    return {str: "string", list: "array", dict: "object"}.get(type(value), "any")
+    names: dict[type, str] = {str: "string", list: "array", dict: "object"}
+    return names.get(type(value), "any")
 
 
 _BOUNDS = (
@@ -220,16 +223,16 @@ def config_reference(schema: Schema, example_name: str, example: str) -> str:
     out = [
         "# Dataset config reference",
         "",
-        "_Generated at build time from `resources/schemas/dataset_config.schema.json`; "
-        "do not edit by hand._",
+        ("_Generated at build time from `resources/schemas/dataset_config.schema.json`; "
+        "do not edit by hand._"),
         "",
         md_text(schema.get("description", "")),
         "",
-        "`iceprod submit` checks a config against this schema before it creates anything "
+        ("`iceprod submit` checks a config against this schema before it creates anything "
         "(`iceprod submit CONFIG.json --dry-run` checks only), and `PUT /config/{dataset_id}` "
         "checks it again, answering 400 with the field's path. Beyond the schema, task names "
         "must be unique, `depends` must name existing tasks without a cycle, and every "
-        "`$(steering.NAME)` must name a parameter.",
+        "`$(steering.NAME)` must name a parameter."),
         "",
     ]
     for parent, group in groups.items():

@@ -70,15 +70,37 @@ def page_sources() -> dict[str, Callable[[], str]]:
     return dict(zip(GENERATED, (config_page, cli_page, rest_page), strict=True))
 
 
+def as_value_error(check: Callable[[Any], None]) -> Validator:
+    """A validator raising ``ValueError`` with the server's own message (which names the
+    field) instead of its ``Invalid``."""
+    from iceprod.common.errors import Invalid
+
+    def run(value: Any) -> None:
+        try:
+            check(value)
+        except Invalid as e:
+            raise ValueError(e.message) from None
+
+    return run
+
+
+def check_grids(doc: Any) -> None:
+    """The schema, and unique names as the grid manager requires."""
+    from iceprod.common.errors import Invalid
+    from iceprod.common.schema import validate
+
+    validate(doc, schema_file("grid_config"))
+    names = [g["name"] for g in doc["grids"]]
+    if len(names) != len(set(names)):
+        raise Invalid("grids: grid names must be unique")
+
+
 @cache
 def validators() -> Mapping[str, Validator]:
-    from iceprod.common.schema import validate, validate_dataset_config
+    from iceprod.common.schema import validate_dataset_config
 
-    grid_schema = schema_file("grid_config")
-    return {
-        "dataset_config": validate_dataset_config,
-        "grid_config": lambda doc: validate(doc, grid_schema),
-    }
+    return {"dataset_config": as_value_error(validate_dataset_config),
+            "grid_config": as_value_error(check_grids)}
 
 
 @cache
