@@ -60,7 +60,7 @@ def _details(action: argparse.Action) -> str:
         parts.append("**required**")
     if action.choices is not None and not isinstance(action, argparse._SubParsersAction):
         parts.append("one of " + ", ".join(code(str(c)) for c in action.choices))
-    if isinstance(action, argparse._AppendAction):
+    if isinstance(action, argparse._AppendAction) and "repeatable" not in (action.help or ""):
         parts.append("repeatable")
     if action.nargs in ("+", "*"):
         parts.append("one or more" if action.nargs == "+" else "any number")
@@ -82,13 +82,14 @@ def _arguments(parser: argparse.ArgumentParser, common: set[str]) -> tuple[list[
 
 
 def render(parser: argparse.ArgumentParser, level: int = 2, common: set[str] | None = None,
-           skip_epilog: str = "", child_common: set[str] | None = None) -> list[str]:
+           skip_epilog: str = "", child_common: set[str] | None = None,
+           help_text: str = "") -> list[str]:
     """Markdown for a parser and, below it, each of its subcommands (``common``: options
     summarized in one line instead of a row each)."""
     common = common or set()
     out = [f"{'#' * level} `{parser.prog}`", ""]
-    if parser.description:
-        out += [md_text(parser.description), ""]
+    if parser.description or help_text:
+        out += [md_text(parser.description or help_text), ""]
     # argparse indents continuation lines under "usage: "; a code block needs no such indent
     usage = "\n    ".join(line.strip() for line in
                            parser.format_usage().removeprefix("usage: ").strip().splitlines())
@@ -100,8 +101,9 @@ def render(parser: argparse.ArgumentParser, level: int = 2, common: set[str] | N
         out += [f"Also takes the common options {', '.join(shared)}.", ""]
     if parser.epilog and parser.epilog != skip_epilog:
         out += ["```text", parser.epilog.strip(), "```", ""]
-    for name, help_text, sub in subcommands(parser):
-        out += render(sub, min(level + 1, 6), child_common or common, skip_epilog)
+    for _, sub_help, sub in subcommands(parser):
+        out += render(sub, min(level + 1, 6), child_common or common, skip_epilog,
+                      help_text=sub_help)
     return out
 
 
