@@ -12,7 +12,7 @@ PYTEST_ARGS ?=
 
 PYVERSION := import sys; print(sys.version.split()[0])
 
-.PHONY: venv runtime serve test lint bench clean
+.PHONY: venv runtime serve test docs lint bench clean
 
 # A venv made by another Python (say 3.11 for serving, where the tests need 3.13) is
 # rebuilt rather than half-used. Stamps record what is installed: the runtime alone
@@ -36,18 +36,22 @@ runtime:
 venv:
 	$(ensure_venv)
 	@if [ ! $(VENV)/.installed -nt pyproject.toml ]; then \
-		echo "installing iceprod and its test tools into $(VENV)"; \
-		PYTHONWARNINGS=ignore $(PY) -m pip install -q -e '.[test]' && touch $(VENV)/.installed $(VENV)/.runtime; fi
+		echo "installing iceprod with its test and docs tools into $(VENV)"; \
+		PYTHONWARNINGS=ignore $(PY) -m pip install -q -e '.[test,docs]' && touch $(VENV)/.installed $(VENV)/.runtime; fi
 
 serve: runtime
 	$(VENV)/bin/iceprod-server --host $(HOST) --port $(PORT) --data-dir $(DATA_DIR)
 
+# the suite builds the docs too (tests/test_docs.py: mkdocs build --strict)
 test: venv
 	$(PY) -m pytest $(PYTEST_ARGS)
 
+docs: venv
+	$(PY) -m mkdocs build --strict --site-dir site
+
 lint: venv
 	$(PY) -m pip install -q ruff mypy
-	$(VENV)/bin/ruff check iceprod tests bench
+	$(VENV)/bin/ruff check iceprod tests bench docs/hooks
 	$(VENV)/bin/mypy iceprod
 
 bench: venv
@@ -55,4 +59,4 @@ bench: venv
 	$(PY) bench/e2e.py
 
 clean:
-	rm -rf $(VENV) build *.egg-info
+	rm -rf $(VENV) build site *.egg-info
