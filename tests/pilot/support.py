@@ -25,11 +25,16 @@ PILOT_FLAGS = ["--idle-timeout", "3", "--heartbeat-interval", "0.5", "--claim-in
                *(arg for path in PYTHON_BINDS for arg in ("--sandbox-bind", path))]
 
 
-def chain(outdir: Path) -> dict[str, Any]:
-    """examples/chain.json writing under `outdir`."""
-    config = json.loads((ROOT / "examples" / "chain.json").read_text())
-    config["steering"]["parameters"]["OUTDIR"] = str(outdir)
-    return config
+def chain() -> dict[str, Any]:
+    """examples/chain.json (its files go to the dataset's store, under `example/`)."""
+    return dict(json.loads((ROOT / "examples" / "chain.json").read_text()))
+
+
+def stored(client: httpx.Client, ds: str, name: str) -> str:
+    """A file of the dataset's store on the server."""
+    r = client.get(f"/datasets/{ds}/store/{name}")
+    assert r.status_code == 200, f"{name}: {r.text}"
+    return r.text
 
 
 def one_task(steps: list[dict[str, Any]], name: str = "only", **task: Any) -> dict[str, Any]:
