@@ -3,6 +3,7 @@ variables and command-line flags, passed in (never global). Secrets are masked i
 
 from __future__ import annotations
 
+import getpass
 import json
 import os
 import secrets
@@ -132,6 +133,9 @@ class ServerConfig:
     grid_config: str | None = None
     grid_interval: float = 10.0
     public_url: str | None = None
+    # the operator account: a local grid without isolation runs only its datasets
+    # (README "Isolation"); default: the OS account the server runs as
+    operator: str = field(default_factory=lambda: _os_user())
     # accounts and login (README "Accounts and login")
     auth_cache_seconds: float = 10.0
     ldap_uri: str | None = None
@@ -173,6 +177,7 @@ class ServerConfig:
             grid_config=_env_str("ICEPROD_GRID_CONFIG"),
             grid_interval=_env_float("ICEPROD_GRID_INTERVAL", 10.0),
             public_url=_env_str("ICEPROD_URL"),
+            operator=_env_str("ICEPROD_OPERATOR") or _os_user(),
             **_accounts_from_env(),
         )
 
@@ -195,3 +200,11 @@ class ServerConfig:
             scheme, rest = self.db_url.split("://", 1)
             return f"{scheme}://***@{rest.split('@', 1)[1]}"
         return self.db_url
+
+
+def _os_user() -> str:
+    """The OS account this process runs as (``ICEPROD_OPERATOR``'s default)."""
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return str(os.getuid())

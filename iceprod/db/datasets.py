@@ -66,6 +66,11 @@ class DatasetsRepo(Repository):
         return await self.ids_grouped_by_status(query, [("dataset_id", 1)])
 
 
+    async def ids_of_user(self, username: str) -> list[str]:
+        """The ids of the datasets ``username`` submitted (single-user pilots' claims)."""
+        docs = await self.coll.find({"username": username}, keys=["dataset_id"])
+        return [d["dataset_id"] for d in docs]
+
     async def advance_materialized(self, dataset_id: str, jobs: int) -> None:
         """Record that jobs ``[0, jobs)`` exist (a resume hint; never moves back)."""
         await self.coll.update_one({"dataset_id": dataset_id},

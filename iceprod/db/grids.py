@@ -18,3 +18,6 @@ class GridsRepo(Repository):
     async def create(self, doc: Doc) -> Doc:
         await self.coll.insert_one(doc)
         return doc
+
+    async def set_fields(self, grid_id: str, fields: Doc) -> Doc | None:
+        return await self.coll.update_one({"grid_id": grid_id}, {"$set": fields})

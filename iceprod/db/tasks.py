@@ -90,13 +90,18 @@ class TasksRepo(Repository):
     # -- the pilot's side: claim, complete, reset, fail ---------------------------------
 
     async def claim(
-        self, resources: Doc, pilot_id: str, lease_seconds: float, now: float | None = None
+        self, resources: Doc, pilot_id: str, lease_seconds: float, now: float | None = None,
+        dataset_ids: Sequence[str] | None = None,
     ) -> Doc | None:
         """Atomically hand the highest-priority queued task that fits ``resources`` to a
-        pilot, with a fresh fencing ``instance_id`` and a lease. None when nothing fits."""
+        pilot, with a fresh fencing ``instance_id`` and a lease. None when nothing fits.
+        ``dataset_ids`` restricts the claim to those datasets (a single-user pilot)."""
         now = time.time() if now is None else now
+        query = claim_filter(resources)
+        if dataset_ids is not None:
+            query = {"$and": [*query["$and"], {"dataset_id": {"$in": list(dataset_ids)}}]}
         return await self.coll.update_one(
-            claim_filter(resources),
+            query,
             {
                 "$set": {
                     "status": "processing",

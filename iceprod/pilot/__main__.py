@@ -1,11 +1,14 @@
 """The `iceprod-pilot` command.
 
     iceprod-pilot --url URL --token-file F [--resources cpu=4,memory=8,gpu=0,disk=10,time=12]
-                  [--site S] [--work-dir D] [--idle-timeout S] [--heartbeat-interval S] ...
+                  [--site S] [--work-dir D] [--idle-timeout S] [--heartbeat-interval S]
+                  [--sandbox auto|bwrap|none] [--sandbox-bind PATH]... [--pass-env NAME]...
+                  [--stage-root PATH]... ...
 
 Flags fall back to the environment: `ICEPROD_URL`, `ICEPROD_TOKEN_FILE`, `ICEPROD_SITE`,
 `ICEPROD_PILOT_ID` (the id its grid registered it under), `ICEPROD_PILOT_RESOURCES`.
-`--resources` also takes a JSON object. Exit code 0 after a normal stop (idle, SIGTERM),
+`--resources` also takes a JSON object. The pilot sets its umask to 077: what it writes
+(task directories, logs) is its own account's only. Exit code 0 after a normal stop (idle, SIGTERM),
 1 when the server refused the pilot or stayed unreachable, 2 on bad arguments.
 """
 
@@ -20,6 +23,7 @@ from pathlib import Path
 
 from iceprod.pilot.pilot import Pilot, PilotConfig, default_work_dir
 from iceprod.pilot.resources import parse_resources
+from iceprod.pilot.sandbox import MODES
 
 
 def parser() -> argparse.ArgumentParser:
@@ -54,6 +58,16 @@ def parser() -> argparse.ArgumentParser:
                    help="largest log uploaded per task and name; the end is kept (4 MiB)")
     p.add_argument("--keep-task-dirs", action="store_true",
                    help="keep task directories after reporting (debugging)")
+    p.add_argument("--sandbox", choices=MODES, default=env("ICEPROD_SANDBOX", "auto"),
+                   help="how steps run: bwrap (bubblewrap sandbox), none (directly), or auto "
+                        "(bwrap where it works here) (auto)")
+    p.add_argument("--sandbox-bind", action="append", default=[], metavar="PATH",
+                   help="a path steps may read inside the sandbox (repeatable)")
+    p.add_argument("--pass-env", action="append", default=[], metavar="NAME",
+                   help="a variable of the pilot's environment passed to steps (repeatable)")
+    p.add_argument("--stage-root", action="append", default=[], metavar="PATH",
+                   help="a directory file:// and absolute-path staging may use (repeatable; "
+                        "none: such staging is refused)")
     p.add_argument("--log-level", default=env("ICEPROD_LOG_LEVEL", "INFO"))
     return p
 
@@ -72,10 +86,13 @@ def config_from_args(args: argparse.Namespace) -> PilotConfig:
         claim_interval=args.claim_interval, monitor_interval=args.monitor_interval,
         server_timeout=args.server_timeout, max_log_bytes=args.max_log_bytes,
         keep_task_dirs=args.keep_task_dirs, grid_queue_id=args.grid_queue_id,
+        sandbox=args.sandbox, sandbox_binds=tuple(args.sandbox_bind),
+        pass_env=tuple(args.pass_env), stage_roots=tuple(args.stage_root),
     )
 
 
 def main(argv: list[str] | None = None) -> int:
+    os.umask(0o077)
     args = parser().parse_args(argv)
     logging.basicConfig(level=str(args.log_level).upper(),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")

@@ -27,6 +27,7 @@ import binascii
 import json
 import logging
 import os
+import shutil
 import signal
 import socket
 import time
@@ -48,6 +49,7 @@ from iceprod.client.api import (
 )
 from iceprod.pilot.resources import Capacity, ResourcePool, detect
 from iceprod.pilot.runner import RunnerSettings, TaskRunner
+from iceprod.pilot.sandbox import Sandbox, SandboxError, resolve_mode
 
 log = logging.getLogger(__name__)
 
@@ -73,6 +75,10 @@ class PilotConfig:
     max_log_bytes: int = 4 * 1024 * 1024
     keep_task_dirs: bool = False
     grid_queue_id: str = ""
+    sandbox: str = "none"
+    sandbox_binds: tuple[str, ...] = ()
+    pass_env: tuple[str, ...] = ()
+    stage_roots: tuple[str, ...] = ()
 
 
 def token_claims(token: str) -> dict[str, Any]:
@@ -115,15 +121,24 @@ class Pilot:
         self.last_work = time.monotonic()
         self.last_contact = time.monotonic()
         self.tasks_run = 0
+        self.sandbox = Sandbox()
 
     # -- lifecycle -----------------------------------------------------------------------
 
     async def run(self) -> int:
         """Register, work until stopped or idle, drain, deregister. Answers an exit code."""
+        self.config.work_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        try:
+            self.sandbox = await asyncio.to_thread(self.make_sandbox)
+        except SandboxError as e:
+            log.error("pilot cannot start: %s", e)
+            await self.client.aclose()
+            return 1
+        log.info("steps run %s", "in a bubblewrap sandbox" if self.sandbox.mode == "bwrap"
+                 else "without a sandbox (--sandbox none, or bwrap does not work here)")
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.stop, f"pilot stopped by {sig.name}")
-        self.config.work_dir.mkdir(parents=True, exist_ok=True)
         if self.capacity is None:
             self.capacity = detect(self.config.work_dir, self.config.resources,
                                    site=self.config.site, os_name=self.config.os_name)
@@ -151,6 +166,13 @@ class Pilot:
             await self.client.aclose()
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.remove_signal_handler(sig)
+
+    def make_sandbox(self) -> Sandbox:
+        """The step sandbox the configuration asks for (``auto`` probes bubblewrap)."""
+        mode = resolve_mode(self.config.sandbox)
+        bwrap = shutil.which("bwrap") or "bwrap"
+        return Sandbox(mode, tuple(self.config.sandbox_binds), tuple(self.config.pass_env),
+                       bwrap)
 
     def stop(self, reason: str) -> None:
         """Stop claiming; running tasks are killed and reported as reset with `reason`."""
@@ -248,7 +270,8 @@ class Pilot:
             pilot_id=self.pilot_id, site=self.config.site,
             monitor_interval=self.config.monitor_interval,
             max_log_bytes=self.config.max_log_bytes, keep_dirs=self.config.keep_task_dirs,
-            pilot_end=self.pool.capacity.end_time,
+            pilot_end=self.pool.capacity.end_time, sandbox=self.sandbox,
+            stage_roots=tuple(self.config.stage_roots),
         )
         runner = TaskRunner(task, alloc, self.config.work_dir, settings, self.client, self.http)
         self.runners[task_id] = runner

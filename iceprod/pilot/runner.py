@@ -2,8 +2,10 @@
 
 `TaskRunner.run()` gives the task a fresh directory (`<work>/<task_id>-<instance>/`, with
 the task's files in `run/` and its `stdout`, `stderr` and `stdlog` beside it), stages its
-inputs, runs its steps in order (each `command` + `args` directly, no shell, with the task's
-and the step's `env`), and stages its outputs when every step succeeded. While a step runs
+inputs, runs its steps in order (each `command` + `args` directly, no shell, in the pilot's
+sandbox (`sandbox.py`: bubblewrap, or none), with an environment built from an allow-list
+plus the task's and the step's `env`), and stages its outputs when every step succeeded.
+`file://` and absolute-path staging is confined to the pilot's staging roots. While a step runs
 it watches the process tree (psutil) and kills it, with a reason saying so, when:
 
 - the task runs past its time requirement (`requirements.time` hours), or a step past its
@@ -23,7 +25,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import shutil
 import signal
 import socket
@@ -46,6 +47,7 @@ from iceprod.client.api import (
 )
 from iceprod.pilot.process import TreeMonitor, dir_size, signal_tree, spawn, wait_pid
 from iceprod.pilot.resources import GB, Allocation
+from iceprod.pilot.sandbox import Sandbox, StepContext, step_environment
 from iceprod.pilot.staging import (
     DataEntry,
     ServerStore,
@@ -77,6 +79,8 @@ class RunnerSettings:
     max_log_bytes: int = 4 * 1024 * 1024
     keep_dirs: bool = False
     pilot_end: float | None = None
+    sandbox: Sandbox = field(default_factory=Sandbox)
+    stage_roots: tuple[str, ...] = ()
 
 
 @dataclass
@@ -241,8 +245,9 @@ class TaskRunner:
         return outcome
 
     async def run(self) -> Outcome:
-        self.run_dir.mkdir(parents=True)
-        (self.root / "tmp").mkdir()
+        self.run_dir.mkdir(parents=True, mode=0o700)
+        (self.root / "tmp").mkdir(mode=0o700)
+        (self.root / ".empty").touch(mode=0o400)  # what masked files show inside a sandbox
         t = self.task
         self.tlog.info("claimed by pilot %s on %s: task %s (%s) of dataset %s, job %s; "
                        "requirements %s; holds %s", self.settings.pilot_id, self.settings.host,
@@ -276,13 +281,15 @@ class TaskRunner:
         return outcome
 
     async def _stage_in(self, data: list[DataEntry]) -> int:
-        size = await stage_in(data, self.run_dir, self.http, self._store())
+        size = await stage_in(data, self.run_dir, self.http, self._store(),
+                              self.settings.stage_roots)
         if any(e.is_input for e in data):
             self.tlog.info("staged in %d file(s), %d bytes", sum(e.is_input for e in data), size)
         return size
 
     async def _stage_out(self, data: list[DataEntry]) -> int:
-        size = await stage_out(data, self.run_dir, self.http, self._store())
+        size = await stage_out(data, self.run_dir, self.http, self._store(),
+                               self.settings.stage_roots)
         if any(e.is_output for e in data):
             self.tlog.info("staged out %d file(s), %d bytes", sum(e.is_output for e in data),
                            size)
@@ -317,23 +324,22 @@ class TaskRunner:
         return f"{index} ({step['name']!r})" if step.get("name") else str(index)
 
     def _env(self, step: Mapping[str, Any]) -> dict[str, str]:
-        # the pilot's own ICEPROD_* settings (token file, pilot id) are not the payload's
-        env = {k: v for k, v in os.environ.items() if not k.startswith("ICEPROD_")}
+        """The step's environment: an allow-list (see ``sandbox.step_environment``), never
+        the pilot's token file, id or the server's settings."""
         t = self.task
-        env.update({
-            "ICEPROD_TASK_ID": self.task_id,
-            "ICEPROD_DATASET_ID": str(t.get("dataset_id", "")),
-            "ICEPROD_JOB_INDEX": str(t.get("job_index", "")),
-            "ICEPROD_TASK_INDEX": str(t.get("task_index", "")),
-            "ICEPROD_TASK_NAME": str(t.get("name", "")),
-            "ICEPROD_SITE": self.settings.site,
-            "OMP_NUM_THREADS": str(self.alloc.cpu),
-            "CUDA_VISIBLE_DEVICES": ",".join(self.alloc.gpus),
-            "TMPDIR": str(self.root / "tmp"),
-        })
-        env.update({k: str(v) for k, v in (t.get("env") or {}).items()})
-        env.update({k: str(v) for k, v in (step.get("env") or {}).items()})
-        return env
+        tmp = str(self.root / "tmp")
+        ctx = StepContext(
+            task_vars={
+                "ICEPROD_TASK_ID": self.task_id,
+                "ICEPROD_DATASET_ID": str(t.get("dataset_id", "")),
+                "ICEPROD_JOB_INDEX": str(t.get("job_index", "")),
+                "ICEPROD_TASK_INDEX": str(t.get("task_index", "")),
+                "ICEPROD_TASK_NAME": str(t.get("name", "")),
+                "ICEPROD_SITE": self.settings.site,
+            },
+            home=tmp, tmp=tmp, threads=self.alloc.cpu, gpus=",".join(self.alloc.gpus),
+            task_env=t.get("env") or {}, step_env=step.get("env") or {})
+        return step_environment(ctx, self.settings.sandbox.pass_env)
 
     async def run_step(self, index: int, step: Mapping[str, Any], outcome: Outcome) -> StepResult:
         """Run one step to its end; raises `Killed` when it was stopped."""
@@ -342,9 +348,14 @@ class TaskRunner:
         self.tlog.info("step %s: running %s", name, argv)
         t0 = time.monotonic()
         step_deadline = t0 + float(step["timeout"]) if step.get("timeout") else None
+        env = self._env(step)
+        sandbox = self.settings.sandbox
         try:
-            proc = spawn(argv, self.run_dir, self._env(step), self.root / "stdout",
-                         self.root / "stderr")
+            if "/" not in argv[0] and shutil.which(argv[0], path=env["PATH"]) is None:
+                raise FileNotFoundError(f"{argv[0]} is not on PATH ({env['PATH']})")
+            proc = spawn(sandbox.wrap(argv, self.run_dir, self.root / "tmp",
+                                      self.root / ".empty"),
+                         self.run_dir, env, self.root / "stdout", self.root / "stderr")
         except OSError as e:
             self.tlog.warning("step %s: cannot start %s: %s", name, argv[0], e)
             await asyncio.to_thread(_append, self.root / "stderr",
@@ -360,6 +371,7 @@ class TaskRunner:
                 await self._kill(monitor, waiter)
         code, usage = waiter.result()
         proc.returncode = code  # reaped here: keep Popen from waiting again
+        code = sandbox.exit_code(code, killed is not None)
         signal_tree(monitor.alive(), signal.SIGKILL)  # leftovers that outlived the step
         cpu = max(monitor.cpu_time, usage.ru_utime + usage.ru_stime)
         peak = max(monitor.peak_rss, usage.ru_maxrss * 1024)

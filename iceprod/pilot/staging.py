@@ -2,14 +2,23 @@
 they succeed.
 
 A task's `data` entries are `{remote, local, movement: input|output|both, type, transfer}`.
-`remote` is a `file://` URL, a plain absolute path, or an `http(s)://` URL (downloaded with
-GET, uploaded with PUT; the pilot's token is never sent to these URLs), or `iceprod:NAME`
-(also `iceprod:/datasets/<id>/store/NAME`): a file in the server's store of the task's dataset,
-moved through `iceprod.client` with the pilot's own token. `local` is a name
-inside the task's directory (default: the last component of `remote`) and may not escape
-it. `transfer` is true (the file must move), false (skip it) or `"maybe"` (move it when it
-exists). Files are written atomically: a reader of an output path never sees a partial
-file. Failures raise `StagingError`, whose message is the reason the task reports.
+`remote` is one of
+
+- a `file://` URL or a plain absolute path, only inside the pilot's staging roots
+  (`--stage-root`): the path is resolved, symlinks and `..` included, before it is checked,
+  so nothing escapes a root; anything else is refused, and the reason says so;
+- an `http(s)://` URL (downloaded with GET, uploaded with PUT; the pilot's token is never
+  sent to these URLs);
+- `iceprod:NAME` (also `iceprod:/datasets/<id>/store/NAME`): a file in the server's store of
+  the task's dataset, moved through `iceprod.client` with the pilot's own token.
+
+`local` is a name inside the task's directory (default: the last component of `remote`) and
+may not escape it. `transfer` is true (the file must move), false (skip it) or `"maybe"`
+(move it when it exists). Files are written atomically: a reader of an output path never
+sees a partial file. An output is taken from the task's directory only when it resolves
+inside it (a step cannot stage out a symlink to the pilot's token file), and directories
+are copied with their symlinks kept as links, never followed. Failures raise
+`StagingError`, whose message is the reason the task reports.
 """
 
 from __future__ import annotations
@@ -137,10 +146,34 @@ def remote_kind(remote: str) -> tuple[str, str]:
                        "path, http(s)://, or iceprod:NAME)")
 
 
+def confine(path: str, roots: Sequence[str]) -> Path:
+    """``path`` resolved (symlinks, ``..``), when inside one of the resolved ``roots``;
+    otherwise ``StagingError`` saying so."""
+    real = Path(os.path.realpath(path))
+    for root in roots:
+        base = Path(os.path.realpath(root))
+        if real == base or real.is_relative_to(base):
+            return real
+    allowed = ", ".join(roots) if roots else "none configured"
+    raise StagingError(f"staging refused: {path} is outside this pilot's staging roots "
+                       f"({allowed})")
+
+
+def task_file(run_dir: Path, local: str) -> Path:
+    """A task's output file, which must resolve inside its directory."""
+    src = run_dir / local
+    real = Path(os.path.realpath(src))
+    base = Path(os.path.realpath(run_dir))
+    if real != base and not real.is_relative_to(base):
+        raise StagingError(f"staging refused: output {local!r} points outside the task's "
+                           "directory")
+    return real
+
+
 def _copy_in(src: Path, dest: Path) -> int:
     dest.parent.mkdir(parents=True, exist_ok=True)
     if src.is_dir():
-        shutil.copytree(src, dest, dirs_exist_ok=True)
+        shutil.copytree(src, dest, dirs_exist_ok=True, symlinks=True)
         return sum(p.stat().st_size for p in dest.rglob("*") if p.is_file())
     shutil.copyfile(src, dest)
     return dest.stat().st_size
@@ -152,7 +185,7 @@ def _copy_out(src: Path, dest: Path) -> int:
     tmp = dest.with_name(f".{dest.name}.{uuid.uuid4().hex[:8]}.part")
     try:
         if src.is_dir():
-            shutil.copytree(src, tmp)
+            shutil.copytree(src, tmp, symlinks=True)
             if dest.is_dir():
                 shutil.rmtree(dest)
         else:
@@ -213,13 +246,13 @@ def _need_store(store: ServerStore | None, remote: str) -> ServerStore:
 
 
 async def stage_in_one(entry: DataEntry, run_dir: Path, http: httpx.AsyncClient,
-                       store: ServerStore | None = None) -> int:
+                       store: ServerStore | None = None, roots: Sequence[str] = ()) -> int:
     """Bring one input into `run_dir`; answers its size in bytes (0 when skipped)."""
     kind, where = remote_kind(entry.remote)
     dest = run_dir / entry.local
     try:
         if kind == "file":
-            return await asyncio.to_thread(_copy_in, Path(where), dest)
+            return await asyncio.to_thread(_copy_in, confine(where, roots), dest)
         if kind == "iceprod":
             server = _need_store(store, where)
             dataset_id, name = store_location(where, server.dataset_id)
@@ -234,17 +267,17 @@ async def stage_in_one(entry: DataEntry, run_dir: Path, http: httpx.AsyncClient,
 
 
 async def stage_out_one(entry: DataEntry, run_dir: Path, http: httpx.AsyncClient,
-                        store: ServerStore | None = None) -> int:
+                        store: ServerStore | None = None, roots: Sequence[str] = ()) -> int:
     """Send one output from `run_dir`; answers its size in bytes (0 when skipped)."""
-    src = run_dir / entry.local
-    if not src.exists():
+    if not (run_dir / entry.local).exists():
         if entry.optional:
             return 0
         raise StagingError(f"stage out: output {entry.local!r} was not produced")
+    src = task_file(run_dir, entry.local)
     kind, where = remote_kind(entry.remote)
     try:
         if kind == "file":
-            return await asyncio.to_thread(_copy_out, src, Path(where))
+            return await asyncio.to_thread(_copy_out, src, confine(where, roots))
         if kind == "iceprod":
             server = _need_store(store, where)
             dataset_id, name = store_location(where, server.dataset_id)
@@ -266,25 +299,25 @@ def entries(data: Sequence[Mapping[str, Any]]) -> list[DataEntry]:
 
 async def stage_in(data: Sequence[DataEntry], run_dir: Path,
                    http: httpx.AsyncClient | None = None,
-                   store: ServerStore | None = None) -> int:
+                   store: ServerStore | None = None, roots: Sequence[str] = ()) -> int:
     """Stage every input; answers the bytes moved. The first failure raises."""
     async with _client(http) as client:
         total = 0
         for entry in data:
             if entry.is_input:
-                total += await stage_in_one(entry, run_dir, client, store)
+                total += await stage_in_one(entry, run_dir, client, store, roots)
         return total
 
 
 async def stage_out(data: Sequence[DataEntry], run_dir: Path,
                     http: httpx.AsyncClient | None = None,
-                    store: ServerStore | None = None) -> int:
+                    store: ServerStore | None = None, roots: Sequence[str] = ()) -> int:
     """Stage every output; answers the bytes moved. The first failure raises."""
     async with _client(http) as client:
         total = 0
         for entry in data:
             if entry.is_output:
-                total += await stage_out_one(entry, run_dir, client, store)
+                total += await stage_out_one(entry, run_dir, client, store, roots)
         return total
 
 

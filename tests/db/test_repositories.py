@@ -301,6 +301,23 @@ async def test_datasets_grow_jobs_only_grows(db: Database) -> None:
         await db.datasets.grow_jobs("nope", 10)
 
 
+async def test_datasets_ids_of_user_and_a_claim_limited_to_them(db: Database) -> None:
+    await db.datasets.coll.insert_many([dataset_doc("d1", 1), dataset_doc("d2", 2, username="ops"),
+                                        dataset_doc("d3", 3, username="ops")])
+    assert sorted(await db.datasets.ids_of_user("ops")) == ["d2", "d3"]
+    assert await db.datasets.ids_of_user("nobody") == []
+    await db.tasks.insert_missing([task_doc("a", dataset_id="d1", priority=9.0),
+                                   task_doc("b", dataset_id="d2"), task_doc("c", dataset_id="d3")])
+    # a single-user pilot: only the operator's datasets, however high the others' priority
+    only = await db.datasets.ids_of_user("ops")
+    got = []
+    while (task := await db.tasks.claim({}, "p1", LEASE, dataset_ids=only)) is not None:
+        got.append(task["task_id"])
+    assert sorted(got) == ["b", "c"]
+    assert await db.tasks.claim({}, "p1", LEASE, dataset_ids=[]) is None
+    assert await claim_all(db, {}) == ["a"]
+
+
 async def test_datasets_ids_by_status(db: Database) -> None:
     await db.datasets.coll.insert_many(
         [
@@ -1278,6 +1295,14 @@ async def test_pilots_create_heartbeat_delete(db: Database) -> None:
         await db.pilots.delete("p1")
 
 
+async def test_grids_set_fields(db: Database) -> None:
+    await db.grids.create({"grid_id": "g1", "host": "h1"})
+    doc = await db.grids.set_fields("g1", {"isolation": "none", "single_user": "ops"})
+    assert doc == {"grid_id": "g1", "host": "h1", "isolation": "none", "single_user": "ops"}
+    assert await db.grids.get("g1") == doc
+    assert await db.grids.set_fields("nope", {"isolation": "bwrap"}) is None
+
+
 async def test_grids_create(db: Database) -> None:
     grid = {"grid_id": "g1", "host": "h1", "queues": {"short": {"max": 10}}}
     assert await db.grids.create(grid) == grid
@@ -1631,6 +1656,8 @@ COVERED: dict[str, tuple[str, ...]] = {
     "FilesRepo.create": ("test_files_delete_for_task",),
     "FilesRepo.delete_for_task": ("test_files_delete_for_task",),
     "GridsRepo.create": ("test_grids_create",),
+    "GridsRepo.set_fields": ("test_grids_set_fields",),
+    "DatasetsRepo.ids_of_user": ("test_datasets_ids_of_user_and_a_claim_limited_to_them",),
     "JobsRepo.create": ("test_jobs_create_and_insert_missing_is_idempotent",),
     "JobsRepo.insert_missing": ("test_jobs_create_and_insert_missing_is_idempotent",),
     "JobsRepo.set_status": ("test_jobs_set_status_and_patch",),

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import psutil
 
 from tests.conftest import Server
 from tests.helpers import FAST as SCHEDULER_FAST
@@ -17,15 +18,23 @@ from tests.helpers import submit, wait_for  # noqa: F401 (re-exported for the pi
 
 ROOT = Path(__file__).resolve().parents[2]
 FAST = {**SCHEDULER_FAST, "ICEPROD_GRID_INTERVAL": "0.2"}
+# steps that run this test's Python need it inside their sandbox: bound read-only
+PYTHON_BINDS = sorted({sys.prefix, sys.base_prefix})
 PILOT_FLAGS = ["--idle-timeout", "3", "--heartbeat-interval", "0.5", "--claim-interval", "0.2",
-               "--monitor-interval", "0.1"]
+               "--monitor-interval", "0.1",
+               *(arg for path in PYTHON_BINDS for arg in ("--sandbox-bind", path))]
 
 
-def chain(outdir: Path) -> dict[str, Any]:
-    """examples/chain.json writing under `outdir`."""
-    config = json.loads((ROOT / "examples" / "chain.json").read_text())
-    config["steering"]["parameters"]["OUTDIR"] = str(outdir)
-    return config
+def chain() -> dict[str, Any]:
+    """examples/chain.json (its files go to the dataset's store, under `example/`)."""
+    return dict(json.loads((ROOT / "examples" / "chain.json").read_text()))
+
+
+def stored(client: httpx.Client, ds: str, name: str) -> str:
+    """A file of the dataset's store on the server."""
+    r = client.get(f"/datasets/{ds}/store/{name}")
+    assert r.status_code == 200, f"{name}: {r.text}"
+    return r.text
 
 
 def one_task(steps: list[dict[str, Any]], name: str = "only", **task: Any) -> dict[str, Any]:
@@ -96,6 +105,22 @@ def start_pilot(srv: Server, tmp_path: Path, name: str = "p", *args: str,
         )
     finally:
         log.close()
+
+
+def step_process(pilot: subprocess.Popen[bytes], *cmdline: str) -> psutil.Process | None:
+    """A running descendant of a pilot process whose command line is ``cmdline`` (its pid
+    as this machine sees it, whatever namespace the step runs in)."""
+    try:
+        procs = psutil.Process(pilot.pid).children(recursive=True)
+    except psutil.Error:
+        return None
+    for proc in procs:
+        try:
+            if proc.cmdline() == list(cmdline):
+                return proc
+        except psutil.Error:
+            continue
+    return None
 
 
 def pilot_log(tmp_path: Path, name: str = "p") -> str:

@@ -1,5 +1,7 @@
 """Running a task's steps for real (processes, files, limits) without a server: what
-`TaskRunner.run()` reports is what the pilot then sends."""
+`TaskRunner.run()` reports is what the pilot then sends. Every test runs twice: steps
+started directly, and inside the bubblewrap sandbox (limits, kills and exit codes work
+through the wrapper)."""
 
 from __future__ import annotations
 
@@ -8,7 +10,7 @@ import os
 import re
 import sys
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +20,16 @@ import pytest
 from iceprod.client.api import AsyncClient
 from iceprod.pilot.resources import Allocation
 from iceprod.pilot.runner import RunnerSettings, TaskRunner
+from iceprod.pilot.sandbox import Sandbox
+from tests.helpers import wait_for
+
+# steps running this test's Python need it inside the sandbox
+PYTHON_BINDS = tuple(sorted({sys.prefix, sys.base_prefix}))
+
+
+@pytest.fixture(params=["none", "bwrap"])
+def sandbox(request: pytest.FixtureRequest) -> Sandbox:
+    return Sandbox(request.param, binds=PYTHON_BINDS)
 
 
 @pytest.fixture
@@ -32,16 +44,26 @@ def task(steps: list[dict[str, Any]], **extra: Any) -> dict[str, Any]:
             "job_index": 7, "task_index": 0, "name": "t", "steps": steps, **extra}
 
 
-def runner(client: AsyncClient, tmp_path: Path, doc: dict[str, Any],
-           **settings: Any) -> TaskRunner:
-    s = RunnerSettings(pilot_id="d" * 32, site="test", monitor_interval=0.05, kill_grace=1,
-                       **settings)
-    return TaskRunner(doc, Allocation(cpu=2, memory=1, disk=1, gpus=("1",)), tmp_path, s,
-                      client)
+Make = Callable[..., TaskRunner]
 
 
-async def test_steps_run_in_order_with_args_env_and_inputs(client: AsyncClient,
-                                                            tmp_path: Path) -> None:
+@pytest.fixture
+def runner(sandbox: Sandbox) -> Make:
+    """Builds a runner for a task in ``tmp_path`` with the test's sandbox; staging may use
+    the directory above ``tmp_path`` unless ``stage_roots`` says otherwise."""
+    def make(client: AsyncClient, tmp_path: Path, doc: dict[str, Any],
+             **settings: Any) -> TaskRunner:
+        settings.setdefault("sandbox", sandbox)
+        settings.setdefault("stage_roots", (str(tmp_path.parent),))
+        s = RunnerSettings(pilot_id="d" * 32, site="test", monitor_interval=0.05,
+                           kill_grace=1, **settings)
+        return TaskRunner(doc, Allocation(cpu=2, memory=1, disk=1, gpus=("1",)), tmp_path, s,
+                          client)
+    return make
+
+
+async def test_steps_run_in_order_with_args_env_and_inputs(
+        client: AsyncClient, runner: Make, tmp_path: Path) -> None:
     src = tmp_path / "input.txt"
     src.write_text("payload\n")
     out = tmp_path / "results" / "out.txt"
@@ -56,7 +78,7 @@ async def test_steps_run_in_order_with_args_env_and_inputs(client: AsyncClient,
         data=[{"remote": str(src), "movement": "input"},
               {"remote": str(out), "local": "out.txt", "movement": "output"}],
     )
-    r = runner(client, tmp_path / "work", doc)
+    r = runner(client, tmp_path / "work", doc, stage_roots=(str(tmp_path),))
     outcome = await r.run()
     assert outcome.ok, outcome.reason
     assert out.read_text() == "payload\nhello step-env\n7 2 1\n"
@@ -69,8 +91,8 @@ async def test_steps_run_in_order_with_args_env_and_inputs(client: AsyncClient,
     assert stats["max_rss"] > 0 and stats["walltime"] >= 0
 
 
-async def test_a_failing_step_stops_the_task_with_its_exit_code(client: AsyncClient,
-                                                                 tmp_path: Path) -> None:
+async def test_a_failing_step_stops_the_task_with_its_exit_code(
+        client: AsyncClient, runner: Make, tmp_path: Path) -> None:
     doc = task([{"name": "bad", "command": "/bin/sh", "args": ["-c", "echo broken >&2; exit 3"]},
                 {"name": "never", "command": "/bin/sh", "args": ["-c", "touch ran"]}])
     r = runner(client, tmp_path, doc)
@@ -80,24 +102,39 @@ async def test_a_failing_step_stops_the_task_with_its_exit_code(client: AsyncCli
     assert not (r.run_dir / "ran").exists()
 
 
-async def test_a_missing_command_is_a_clear_failure(client: AsyncClient, tmp_path: Path) -> None:
+async def test_a_missing_command_is_a_clear_failure(
+        client: AsyncClient, runner: Make, tmp_path: Path) -> None:
     r = runner(client, tmp_path, task([{"command": "no-such-command-xyz"}]))
     outcome = await r.run()
     assert not outcome.ok and outcome.exit_code == 127
     assert "cannot run no-such-command-xyz" in outcome.reason
 
 
-async def test_time_limits_kill_the_whole_tree(client: AsyncClient, tmp_path: Path) -> None:
+def sleepers(marker: str) -> list[psutil.Process]:
+    """Live processes running ``sleep <marker>`` (seen from here, whatever their pid
+    namespace)."""
+    out = []
+    for p in psutil.process_iter(["cmdline", "status"]):
+        if p.info["cmdline"] == ["sleep", marker] and p.info["status"] != psutil.STATUS_ZOMBIE:
+            out.append(p)
+    return out
+
+
+async def test_time_limits_kill_the_whole_tree(
+        client: AsyncClient, runner: Make, tmp_path: Path,
+                                               sandbox: Sandbox) -> None:
     # the step forks a grandchild that would outlive a naive kill
-    pidfile = tmp_path / "pids"
+    marker = f"30.{os.getpid()}{len(sandbox.mode)}"
     doc = task([{"name": "nap", "command": "/bin/sh", "timeout": 0.5,
-                 "args": ["-c", f"sleep 30 & echo $! > {pidfile}; sleep 30"]}])
+                 "args": ["-c", f"sleep {marker} & sleep {marker}"]}])
+    r = runner(client, tmp_path / "w", doc)
+    run = asyncio.create_task(r.run())
+    await asyncio.to_thread(wait_for, lambda: len(sleepers(marker)) == 2, 10, "the sleepers")
     t0 = time.monotonic()
-    outcome = await runner(client, tmp_path / "w", doc).run()
+    outcome = await run
     assert time.monotonic() - t0 < 5
     assert outcome.reason == "time limit exceeded: step 0 ('nap') ran over its timeout of 0.5s"
-    assert not psutil.pid_exists(int(pidfile.read_text())) or \
-        psutil.Process(int(pidfile.read_text())).status() == psutil.STATUS_ZOMBIE
+    assert sleepers(marker) == []
 
     doc = task([{"command": "sleep", "args": ["30"]}], requirements={"time": 0.5 / 3600})
     outcome = await runner(client, tmp_path / "w2", doc).run()
@@ -106,7 +143,8 @@ async def test_time_limits_kill_the_whole_tree(client: AsyncClient, tmp_path: Pa
     assert outcome.measured(doc["requirements"])["time"] >= 0.5 / 3600
 
 
-async def test_memory_overuse_is_killed_and_measured(client: AsyncClient, tmp_path: Path) -> None:
+async def test_memory_overuse_is_killed_and_measured(
+        client: AsyncClient, runner: Make, tmp_path: Path) -> None:
     hog = "import time; x = 'x' * (150 << 20); time.sleep(30)"
     doc = task([{"command": sys.executable, "args": ["-c", hog]}],
                requirements={"memory": 0.03})
@@ -119,8 +157,8 @@ async def test_memory_overuse_is_killed_and_measured(client: AsyncClient, tmp_pa
     assert set(measured) == {"memory", "cpu"}
 
 
-async def test_abort_kills_the_step_and_ends_with_the_reason(client: AsyncClient,
-                                                            tmp_path: Path) -> None:
+async def test_abort_kills_the_step_and_ends_with_the_reason(
+        client: AsyncClient, runner: Make, tmp_path: Path) -> None:
     r = runner(client, tmp_path, task([{"command": "sleep", "args": ["30"]}]))
     run = asyncio.create_task(r.run())
     await asyncio.sleep(0.3)
@@ -130,12 +168,38 @@ async def test_abort_kills_the_step_and_ends_with_the_reason(client: AsyncClient
 
 
 async def test_the_pilots_own_settings_do_not_reach_the_payload(
-        client: AsyncClient, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        client: AsyncClient, runner: Make, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        sandbox: Sandbox) -> None:
     monkeypatch.setenv("ICEPROD_TOKEN_FILE", "/secret/token")
-    r = runner(client, tmp_path, task([{"command": "/bin/sh", "args": ["-c", "env > env.txt"]}]),
-               keep_dirs=True)
+    monkeypatch.setenv("SERVER_THING", "server-only")
+    monkeypatch.setenv("SHARED_THING", "passed")
+    monkeypatch.setenv("LC_TIME", "C")
+    monkeypatch.setenv("PATH", "/pilot/only/bin:/usr/bin:/bin")
+    passing = Sandbox(sandbox.mode, sandbox.binds, pass_env=("SHARED_THING",))
+    r = runner(client, tmp_path, task([{"command": "/bin/sh", "args": ["-c", "env > env.txt"]}],
+                                      env={"FROM_TASK": "t"}),
+               keep_dirs=True, sandbox=passing)
     assert (await r.run()).ok
-    env = (r.run_dir / "env.txt").read_text()
-    assert "ICEPROD_TOKEN_FILE" not in env and f"ICEPROD_TASK_ID={'a' * 32}" in env
-    assert f"TMPDIR={r.root / 'tmp'}" in env
+    env = dict(line.split("=", 1) for line in (r.run_dir / "env.txt").read_text().splitlines()
+               if "=" in line)
+    assert "ICEPROD_TOKEN_FILE" not in env and env["ICEPROD_TASK_ID"] == "a" * 32
+    assert "SERVER_THING" not in env
+    assert env["SHARED_THING"] == "passed" and env["LC_TIME"] == "C"
+    assert env["FROM_TASK"] == "t"
+    assert env["TMPDIR"] == str(r.root / "tmp") and env["HOME"] == str(r.root / "tmp")
+    assert env["PATH"] == "/usr/local/bin:/usr/bin:/bin:/usr/local/sbin:/usr/sbin:/sbin"
+    # only what the allow-list names (the shell adds PWD, SHLVL and _ itself)
+    allowed = {"PATH", "HOME", "TMPDIR", "OMP_NUM_THREADS", "CUDA_VISIBLE_DEVICES",
+               "SHARED_THING", "LC_TIME", "FROM_TASK", "PWD", "SHLVL", "_", "LANG", "TZ",
+               "LANGUAGE"}
+    assert {k for k in env if not k.startswith(("ICEPROD_", "LC_"))} <= allowed
     assert os.environ["ICEPROD_TOKEN_FILE"] == "/secret/token"
+
+
+async def test_a_signal_is_the_steps_exit_reason(
+        client: AsyncClient, runner: Make, tmp_path: Path) -> None:
+    # through bwrap too: it reports a child killed by signal N as 128 + N
+    r = runner(client, tmp_path, task([{"command": "/bin/sh", "args": ["-c", "kill -SEGV $$"]}]))
+    outcome = await r.run()
+    assert outcome.exit_code == -11
+    assert outcome.reason == "step 0 killed by signal SIGSEGV"

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -34,7 +35,18 @@ from iceprod.server.grids.manager import (
     pilot_url,
 )
 from tests.conftest import SECRET, Server, start_server
-from tests.pilot.support import FAST, chain, finished, logs, stats, submit, tasks, wait_for
+from tests.pilot.support import (
+    FAST,
+    PYTHON_BINDS,
+    chain,
+    finished,
+    logs,
+    stats,
+    stored,
+    submit,
+    tasks,
+    wait_for,
+)
 
 # -- configuration and sizing ------------------------------------------------------------------
 
@@ -114,14 +126,70 @@ def test_pilot_url_and_local_command(tmp_path: Path) -> None:
     assert pilot_url(cfg, GridsFile(url="https://x"), 8123) == "https://x"
     assert pilot_url(cfg, GridsFile(), None) is None
     grid = LocalGrid(GridConfig("l", "local", setup="echo hi",
-                                options={"idle_timeout": 5}), tmp_path)
+                                options={"idle_timeout": 5, "sandbox": "none"}), tmp_path)
     spec = PilotSpec("a" * 32, {"cpu": 2, "memory": 1.5}, "http://u", "secret-token")
     argv = grid.command(spec, tmp_path)
     assert argv[:4] == ["/bin/sh", "-c", 'echo hi\nexec "$@"', "iceprod-pilot"]
     assert "--resources" in argv and resources_arg(spec.resources) == "cpu=2,memory=1.5"
     assert "secret-token" not in " ".join(argv)  # the token goes in a file
     assert "--idle-timeout" in argv
+    assert argv[argv.index("--sandbox") + 1] == "none" and not grid.isolated
     assert (grid.capacity() or {})["cpu"] >= 1
+
+
+def test_isolated_local_pilots_run_in_bwrap_without_the_data_dir(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    out = tmp_path / "out"
+    grid = LocalGrid(GridConfig("l", "local", options={
+        "sandbox": "auto", "stage_roots": [str(out)], "pass_env": ["MY_SITE_VAR"],
+        "sandbox_binds": ["/cvmfs"]}), data / "grids" / "l")
+    assert grid.isolation == "bwrap" and grid.isolated  # bubblewrap works on this machine
+    pilot_dir = grid.pilot_dir("a" * 32)
+    argv = grid.command(PilotSpec("a" * 32, {"cpu": 1}, "http://u", "t"), pilot_dir)
+    sep = argv.index("--")
+    outer, pilot = argv[:sep], argv[sep + 1:]
+    assert outer[0].endswith("bwrap")
+    # the data dir is an empty tmpfs with only this pilot's directory bound back
+    assert ["--tmpfs", str(data.resolve())] == outer[outer.index("--tmpfs"):][:2]
+    assert ["--bind", str(pilot_dir), str(pilot_dir)] == outer[-3:]
+    assert {"--unshare-pid", "--unshare-user", "--die-with-parent"} <= set(outer)
+    assert outer[outer.index("--proc") + 1] == "/proc"
+    # the pilot then sandboxes its steps, with the grid's isolation options
+    assert pilot[pilot.index("--sandbox") + 1] == "bwrap"
+    assert pilot[pilot.index("--stage-root") + 1] == str(out)
+    assert pilot[pilot.index("--pass-env") + 1] == "MY_SITE_VAR"
+    assert pilot[pilot.index("--sandbox-bind") + 1] == "/cvmfs"
+
+
+@pytest.mark.parametrize("options, error", [
+    ({"stage_roots": ["{data}/store"]}, ("options.stage_roots: {data}/store contains or is "
+                                         "inside the server's data dir")),
+    ({"stage_roots": ["{tmp}"]}, "contains or is inside the server's data dir"),
+    ({"stage_roots": ["{data}/../data/x"]}, "inside the server's data dir"),
+    ({"sandbox": "chroot"}, "options.sandbox: 'chroot' is not one of auto, bwrap, none"),
+])
+def test_a_grid_refuses_staging_roots_in_the_data_dir(tmp_path: Path, options: dict[str, Any],
+                                                      error: str) -> None:
+    data = tmp_path / "data"
+    data.mkdir()
+    fill = {"data": str(data), "tmp": str(tmp_path)}
+    options = {k: [v.format(**fill) for v in val] if isinstance(val, list) else val
+               for k, val in options.items()}
+    with pytest.raises(Invalid, match=re.escape(error.format(**fill))):
+        LocalGrid(GridConfig("l", "local", options=options), data / "grids" / "l")
+
+
+def test_the_server_refuses_a_staging_root_in_its_data_dir(tmp_path: Path) -> None:
+    env = {**os.environ, "ICEPROD_SECRET": SECRET, "ICEPROD_GRID_CONFIG": write(tmp_path, {
+        "grids": [{"name": "local", "backend": "local",
+                   "options": {"stage_roots": [str(tmp_path / "data")]}}]})}
+    run = subprocess.run([sys.executable, "-m", "iceprod.server", "--data-dir",
+                          str(tmp_path / "data")], env=env, capture_output=True, text=True,
+                         timeout=30, check=False)
+    assert run.returncode == 2 and "Traceback" not in run.stderr
+    line = run.stderr.strip().splitlines()[-1]
+    assert line.startswith("iceprod-server: grids[local].options.stage_roots: ")
+    assert line.endswith(f"contains or is inside the server's data dir {tmp_path / 'data'}")
 
 
 def test_only_grid_names_a_configured_grid(tmp_path: Path) -> None:
@@ -141,10 +209,15 @@ def test_only_grid_names_a_configured_grid(tmp_path: Path) -> None:
 
 
 def local_grid(tmp_path: Path, **grid: Any) -> dict[str, str]:
+    # the tests' own output directory is the one staging root (file:// staging is refused
+    # elsewhere)
+    (tmp_path / "out").mkdir(exist_ok=True)
     doc = {"grids": [{"name": "local", "backend": "local", "max_pilots": 3, "max_idle": 3,
                       "max_per_cycle": 3, **grid,
                       "options": {"cores": 3, "idle_timeout": 5, "heartbeat_interval": 0.5,
                                   "claim_interval": 0.2, "monitor_interval": 0.1,
+                                  "stage_roots": [str(tmp_path / "out")],
+                                  "sandbox_binds": PYTHON_BINDS,
                                   **grid.get("options", {})}}]}
     return {**FAST, "ICEPROD_GRID_CONFIG": write(tmp_path, doc)}
 
@@ -177,18 +250,17 @@ def clients(srv: Server) -> tuple[httpx.Client, httpx.Client]:
 def test_a_chain_dataset_runs_to_completion_on_local_pilots(grid_server: Server,
                                                             tmp_path: Path) -> None:
     alice, admin = clients(grid_server)
-    out = tmp_path / "out"
     t0 = time.monotonic()
-    ds = submit(alice, chain(out), jobs=20)
+    ds = submit(alice, chain(), jobs=20)
     assert wait_for(lambda: finished(alice, ds), timeout=60, what="the dataset") == "complete"
     elapsed = time.monotonic() - t0
     number = alice.get(f"/datasets/{ds}").json()["dataset"]
     for j in range(20):
-        job_dir = out / ds / str(j)
         line = f"job {j} of dataset {number}"
-        assert (job_dir / "gen.txt").read_text() == f"{line}\n"
-        assert (job_dir / "proc.txt").read_text() == f"{line}, processed by task process\n"
-        assert (job_dir / "final.txt").read_text() == \
+        assert stored(alice, ds, f"example/{j}/gen.txt") == f"{line}\n"
+        assert stored(alice, ds, f"example/{j}/proc.txt") == \
+            f"{line}, processed by task process\n"
+        assert stored(alice, ds, f"example/{j}/final.txt") == \
             f"{line}, processed by task process\nfinal: 1 line(s)\n"
     assert alice.get(f"/datasets/{ds}/task_counts/status").json() == {"complete": 60}
     pilots = admin.get("/pilots").json()
@@ -212,14 +284,12 @@ def test_a_chain_dataset_runs_to_completion_on_local_pilots(grid_server: Server,
 
 def test_a_killed_pilot_loses_its_task_to_another(grid_server: Server, tmp_path: Path) -> None:
     alice, admin = clients(grid_server)
-    pids = tmp_path / "pids"
-    pids.mkdir()
     config = {"tasks": [{
         "name": "nap", "requirements": {"cpu": 1},
         "data": [{"remote": f"{tmp_path}/out/$(job_index).txt", "local": "done.txt",
                   "movement": "output"}],
         "steps": [{"command": "/bin/sh", "args": [
-            "-c", f"echo $$ > {pids}/$(job_index).$$; sleep 1.5; echo $(job_index) > done.txt"]}],
+            "-c", "sleep 1.5; echo $(job_index) > done.txt"]}],
     }]}
     ds = submit(alice, config, jobs=6)
     # wait until a pilot is inside a task, then SIGKILL it (no chance to report anything)
@@ -227,7 +297,10 @@ def test_a_killed_pilot_loses_its_task_to_another(grid_server: Server, tmp_path:
                                     if t["status"] == "processing"), None),
                       what="a task to start")
     pilot = admin.get(f"/pilots/{victim['pilot_id']}").json()
-    time.sleep(0.3)
+    # its step, as this machine sees it (inside the sandbox it has a pid of its own)
+    steps = wait_for(lambda: [p for p in psutil.Process(int(pilot["grid_queue_id"]))
+                              .children(recursive=True) if p.name() == "sleep"],
+                     what="the victim's step")
     os.kill(int(pilot["grid_queue_id"]), signal.SIGKILL)
     t_kill = time.monotonic()
     lost = wait_for(lambda: admin.get(f"/pilots/{pilot['pilot_id']}").json()["status"] == "lost",
@@ -246,10 +319,8 @@ def test_a_killed_pilot_loses_its_task_to_another(grid_server: Server, tmp_path:
     for j in range(6):
         assert (tmp_path / "out" / f"{j}.txt").read_text() == f"{j}\n"
     # the killed pilot's step did not survive it
-    for pidfile in pids.iterdir():
-        pid = int(pidfile.name.split(".")[1])
-        assert not psutil.pid_exists(pid) or \
-            psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    for step in steps:
+        assert not step.is_running() or step.status() == psutil.STATUS_ZOMBIE
     assert admin.get(f"/pilots/{pilot['pilot_id']}").json()["reason"].startswith(
         "its batch job ended")
 
@@ -285,7 +356,7 @@ def test_a_grid_process_of_its_own_serves_a_separate_api(tmp_path: Path) -> None
     log.close()
     try:
         alice, admin = clients(api)
-        ds = submit(alice, chain(tmp_path / "out"), jobs=3)
+        ds = submit(alice, chain(), jobs=3)
         assert wait_for(lambda: finished(alice, ds), what="the dataset") == "complete"
         assert all(p["grid_id"] for p in admin.get("/pilots").json().values())
     finally:

@@ -42,6 +42,7 @@ from tests.pilot.support import (
     finished,
     one_task,
     stats,
+    stored,
     submit,
     tasks,
     wait_for,
@@ -270,14 +271,13 @@ def test_a_dataset_completes_on_pilots_submitted_with_sbatch(
         slurm_server: Server, slurm_cluster: SlurmCluster, tmp_path: Path) -> None:
     alice = slurm_server.client(slurm_server.token("alice", ["user"], ["physics"]))
     admin = slurm_server.client(slurm_server.token("root", ["admin"]))
-    out = tmp_path / "out"
-    ds = submit(alice, chain(out), jobs=5)
+    ds = submit(alice, chain(), jobs=5)
 
     assert wait_for(lambda: finished(alice, ds), timeout=90,
                     what="the dataset to finish") == "complete"
     number = alice.get(f"/datasets/{ds}").json()["dataset"]
     for j in range(5):
-        assert (out / ds / str(j) / "final.txt").read_text() == (
+        assert stored(alice, ds, f"example/{j}/final.txt") == (
             f"job {j} of dataset {number}, processed by task process\nfinal: 1 line(s)\n")
     pilots = admin.get("/pilots").json()
     assert 1 <= len(pilots) <= 2 and all(p["queue_version"] == "slurm" for p in pilots.values())

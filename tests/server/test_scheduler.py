@@ -130,7 +130,7 @@ def test_parameters_are_substituted(sched: Server) -> None:
     for t in tasks.values():
         assert t["requirements"]["memory"] == 0.25
         assert t["steps"][0]["args"][1] == f"echo 'job {t['job_index']} of dataset {number}' > gen.txt"
-        assert t["data"][0]["remote"] == f"/tmp/iceprod-example/{ds}/{t['job_index']}/gen.txt"
+        assert t["data"][0]["remote"] == f"iceprod:example/{t['job_index']}/gen.txt"
 
 
 def test_dependencies_gate_queueing_and_roll_up(sched: Server) -> None:

@@ -228,9 +228,13 @@ class ProcessHandler(OwnershipMixin, APIHandler):
         """Claim the highest-priority queued task that fits the pilot's free resources;
         answers the task with its fencing `instance_id` and lease, or 404."""
         pilot_id = self.body["pilot_id"]
-        await self.check_pilot(pilot_id)
+        pilot = await self.check_pilot(pilot_id)
+        # a pilot of a grid without isolation runs only its operator's datasets
+        only = await self.db.datasets.ids_of_user(pilot["only_user"]) \
+            if pilot.get("only_user") else None
         task = await self.db.tasks.claim(
-            self.body["requirements"], pilot_id, self.ctx.config.lease_seconds
+            self.body["requirements"], pilot_id, self.ctx.config.lease_seconds,
+            dataset_ids=only,
         )
         if task is None:
             raise NotFound("no task fits these resources", quiet=True)

@@ -4,6 +4,10 @@ which size to start, registers them, and reconciles what the backend reports.
 
 A backend only knows its batch system: it starts pilots described by ``PilotSpec``, lists
 the iceprod pilots the batch system knows (``poll``), and cancels them.
+
+Every backend passes the grid's isolation options to its pilots (``isolation_args``):
+``sandbox`` (auto|bwrap|none), ``sandbox_binds``, ``pass_env`` and ``stage_roots``. A
+staging root inside the server's data dir is refused when the grid is loaded.
 """
 
 from __future__ import annotations
@@ -19,6 +23,8 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
 from typing import Any, TypeVar
+
+from iceprod.common.errors import Invalid
 
 
 class GridJobState(StrEnum):
@@ -82,6 +88,16 @@ class GridPlugin(abc.ABC):
     def __init__(self, config: GridConfig, work_dir: Path) -> None:
         self.config = config
         self.work_dir = work_dir
+        # the manager gives each grid <data dir>/grids/<name>
+        self.data_dir = work_dir.resolve().parent.parent
+        check_stage_roots(config, self.data_dir)
+
+    @property
+    def isolated(self) -> bool:
+        """Whether other users' payloads cannot reach the server's files from this grid's
+        pilots. Batch pilots run on other nodes (and sandbox their steps as configured);
+        the local backend answers for itself."""
+        return True
 
     @abc.abstractmethod
     async def submit(self, pilots: Sequence[PilotSpec]) -> dict[str, str]:
@@ -153,6 +169,29 @@ def write_secret_file(path: Path, text: str) -> None:
         f.write(text)
 
 
+def check_stage_roots(config: GridConfig, data_dir: Path) -> None:
+    """Refuse a staging root inside (or above) the server's data dir: staging there would
+    hand payloads the server's files."""
+    data = Path(os.path.realpath(data_dir))
+    for root in config.options.get("stage_roots") or ():
+        real = Path(os.path.realpath(root))
+        if real == data or real.is_relative_to(data) or data.is_relative_to(real):
+            raise Invalid(f"grids[{config.name}].options.stage_roots: {root} contains or is "
+                          f"inside the server's data dir {data_dir}")
+
+
+def isolation_args(config: GridConfig, sandbox: str | None = None) -> list[str]:
+    """The pilot's isolation flags from the grid's options (``sandbox`` overrides the
+    configured mode)."""
+    opts = config.options
+    args = ["--sandbox", str(sandbox or opts.get("sandbox") or "auto")]
+    for flag, key in (("--sandbox-bind", "sandbox_binds"), ("--pass-env", "pass_env"),
+                      ("--stage-root", "stage_roots")):
+        for value in opts.get(key) or ():
+            args += [flag, str(value)]
+    return args
+
+
 def pilot_command(config: GridConfig) -> list[str]:
     """The pilot's command line before its arguments (option ``pilot_command``)."""
     command = config.options.get("pilot_command") or PILOT_COMMAND
@@ -171,6 +210,7 @@ def pilot_script(config: GridConfig, spec: PilotSpec, token_file: str,
         args += ["--resources", json.dumps(numeric, sort_keys=True, separators=(",", ":"))]
     if spec.site:
         args += ["--site", spec.site]
+    args += isolation_args(config)
     command = shlex.join([*pilot_command(config), *args])
     lines = [
         "#!/bin/bash",

@@ -15,6 +15,16 @@ the server's).
 When a pilot process is gone, whatever it left running in its session (a step orphaned by
 a SIGKILL) is killed. ``close()`` stops the pilots with SIGTERM (they report their tasks as
 reset) and kills those still running after ``shutdown_timeout`` seconds.
+
+Isolation (option ``sandbox``: auto|bwrap|none, default auto). With bubblewrap working here
+(``auto`` probes it once at start-up, the pilot's sandbox with a step's nested inside), each
+pilot runs inside bwrap: the server's data dir is an empty tmpfs except the pilot's own
+directory bound back (its token and work dir), with its own user, pid, ipc and uts
+namespaces and a fresh ``/proc`` (the server's environment and other processes are out of
+sight); the pilot then runs each step in a sandbox of its own (``iceprod.pilot.sandbox``).
+Without bubblewrap the grid is not ``isolated``: the manager then restricts its pilots to
+the operator's datasets (single-user mode). The pilot's directory is 0700, its token and
+log 0600.
 """
 
 from __future__ import annotations
@@ -22,9 +32,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -33,12 +45,15 @@ from typing import Any
 
 import psutil
 
+from iceprod.common.errors import Invalid
+from iceprod.pilot.sandbox import MODES
 from iceprod.server.grids.base import (
     GridConfig,
     GridJob,
     GridJobState,
     GridPlugin,
     PilotSpec,
+    isolation_args,
     write_secret_file,
 )
 
@@ -64,6 +79,65 @@ def resources_arg(resources: Mapping[str, Any]) -> str:
                     if k in ("cpu", "gpu", "memory", "disk", "time"))
 
 
+def pilot_bwrap_args(data_dir: Path, pilot_dir: Path) -> list[str]:
+    """bubblewrap's arguments for a pilot (before ``--`` and its command): this machine's
+    files as they are, but the data dir hidden under an empty tmpfs with the pilot's own
+    directory bound back, in namespaces of its own. No ``--new-session``: the pilot stays in
+    the process group the grid signals."""
+    data, own = str(data_dir), str(pilot_dir)
+    return ["--unshare-user", "--unshare-pid", "--unshare-ipc", "--unshare-uts",
+            "--die-with-parent", "--bind", "/", "/", "--dev", "/dev", "--proc", "/proc",
+            "--tmpfs", data, "--bind", own, own]
+
+
+PROBE = ("import sys; from iceprod.pilot.sandbox import probe; why = probe(); "
+         "print(why or 'ok'); sys.exit(1 if why else 0)")
+
+
+def probe_isolation(bwrap: str, data_dir: Path, python: str) -> str | None:
+    """Run a pilot's sandbox with the pilot's own step probe inside (a step's sandbox
+    nested in it), as the grid will; None when it works, else why not."""
+    with tempfile.TemporaryDirectory(prefix="iceprod-probe-", dir=data_dir) as d:
+        argv = [bwrap, *pilot_bwrap_args(data_dir, Path(d)), "--", python, "-c", PROBE]
+        try:
+            result = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True,
+                                    timeout=60, check=False,
+                                    env={**pilot_environment(), "TMPDIR": d})
+        except (OSError, subprocess.TimeoutExpired) as e:
+            return str(e)
+        if result.returncode == 0:
+            return None
+        err = (result.stdout + result.stderr).decode(errors="replace").strip().splitlines()
+        return err[-1] if err else f"exit code {result.returncode}"
+
+
+def pilot_environment() -> dict[str, str]:
+    """The server's environment without its own ``ICEPROD_*`` settings (the secret, the
+    database URL stay in the server)."""
+    return {k: v for k, v in os.environ.items() if not k.startswith("ICEPROD_")}
+
+
+def resolve_isolation(config: GridConfig, data_dir: Path) -> str:
+    """``bwrap`` or ``none`` for the grid's ``sandbox`` option; ``bwrap`` asked for but not
+    working here is a configuration error."""
+    mode = str(config.options.get("sandbox") or "auto")
+    if mode not in MODES:
+        raise Invalid(f"grids[{config.name}].options.sandbox: {mode!r} is not one of "
+                      f"{', '.join(MODES)}")
+    if mode == "none":
+        return "none"
+    bwrap = shutil.which("bwrap")
+    data_dir.mkdir(parents=True, exist_ok=True)
+    python = str(config.options.get("python") or sys.executable)
+    why = probe_isolation(bwrap, data_dir, python) if bwrap else "bwrap is not installed"
+    if why is None:
+        return "bwrap"
+    if mode == "bwrap":
+        raise Invalid(f"grids[{config.name}].options.sandbox: bwrap does not work here: {why}")
+    log.warning("local grid %s: bubblewrap does not work here (%s)", config.name, why)
+    return "none"
+
+
 def machine_capacity(options: Mapping[str, Any]) -> dict[str, float]:
     try:
         cores = len(os.sched_getaffinity(0))
@@ -83,6 +157,12 @@ class LocalGrid(GridPlugin):
         super().__init__(config, work_dir.resolve())  # pilots get their own cwd
         self.pilots: dict[str, LocalPilot] = {}
         self._capacity = machine_capacity(config.options)
+        self.isolation = resolve_isolation(config, self.data_dir)
+        self.bwrap = shutil.which("bwrap") or "bwrap"
+
+    @property
+    def isolated(self) -> bool:
+        return self.isolation == "bwrap"
 
     def capacity(self) -> Mapping[str, float] | None:
         return self._capacity
@@ -104,12 +184,15 @@ class LocalGrid(GridPlugin):
         for name in PILOT_FLAGS:
             if opts.get(name) is not None:
                 argv += [f"--{name.replace('_', '-')}", str(opts[name])]
+        argv += isolation_args(self.config, self.isolation)
         if self.config.setup:
-            return ["/bin/sh", "-c", self.config.setup + '\nexec "$@"', "iceprod-pilot", *argv]
+            argv = ["/bin/sh", "-c", self.config.setup + '\nexec "$@"', "iceprod-pilot", *argv]
+        if self.isolated:
+            argv = [self.bwrap, *pilot_bwrap_args(self.data_dir, pilot_dir), "--", *argv]
         return argv
 
     def environment(self, spec: PilotSpec) -> dict[str, str]:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("ICEPROD_")}
+        env = pilot_environment()
         env["ICEPROD_PILOT_ID"] = spec.pilot_id
         return env
 
@@ -125,8 +208,9 @@ class LocalGrid(GridPlugin):
 
     async def _start(self, spec: PilotSpec) -> str:
         pilot_dir = self.pilot_dir(spec.pilot_id)
+        await asyncio.to_thread(private_dir, pilot_dir)
         await asyncio.to_thread(write_secret_file, pilot_dir / "token", spec.token)
-        logfile = await asyncio.to_thread(open, pilot_dir / "pilot.log", "ab")
+        logfile = await asyncio.to_thread(open_private, pilot_dir / "pilot.log")
         try:
             proc = await asyncio.create_subprocess_exec(
                 *self.command(spec, pilot_dir), cwd=pilot_dir, env=self.environment(spec),
@@ -167,10 +251,25 @@ class LocalGrid(GridPlugin):
             log.info("local grid %s: stopping pilot %s (pid %s)", self.config.name, p.pilot_id,
                      queue_id)
             p.cancelled_at = p.cancelled_at or time.monotonic()
+            self.signal_pilot(p, signal.SIGTERM)
+
+    def signal_pilot(self, p: LocalPilot, sig: int) -> None:
+        """Signal the pilot itself: inside bwrap that is the pilot's process, not bwrap
+        (which would die at once, taking the pilot with it before it reports its tasks)."""
+        target: psutil.Process | None = None
+        if self.isolated:
             try:
-                p.proc.send_signal(signal.SIGTERM)
-            except ProcessLookupError:
-                pass
+                target = next((c for c in psutil.Process(p.proc.pid).children(recursive=True)
+                               if c.name() != "bwrap"), None)
+            except psutil.Error:
+                target = None
+        try:
+            if target is not None:
+                target.send_signal(sig)
+            else:
+                p.proc.send_signal(sig)
+        except (ProcessLookupError, psutil.Error):
+            pass
 
     async def close(self) -> None:
         """Stop every pilot (SIGTERM: they report their tasks as reset), then kill what is
@@ -188,6 +287,18 @@ class LocalGrid(GridPlugin):
         for p in running:
             kill_session(p.proc.pid, signal.SIGKILL)
         await asyncio.gather(*waits, return_exceptions=True)
+
+
+def private_dir(path: Path) -> None:
+    """A directory only the server's account can enter (0700, parents included)."""
+    path.mkdir(parents=True, exist_ok=True, mode=0o700)
+    for p in (path, path.parent):
+        os.chmod(p, 0o700)
+
+
+def open_private(path: Path) -> Any:
+    """Open a log for appending, created 0600."""
+    return os.fdopen(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600), "ab")
 
 
 def kill_session(pid: int, sig: int) -> None:

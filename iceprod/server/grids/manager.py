@@ -240,6 +240,10 @@ class GridManager:
         for g in self.grids:
             log.info("grid %s (%s) managing pilots for %s", g.config.name, g.config.backend,
                      self.url)
+            if not g.plugin.isolated:
+                log.warning("grid %s: no isolation for payloads (bubblewrap unavailable or "
+                            "sandbox none): single-user mode, running only datasets of %s",
+                            g.config.name, self.config.operator)
         try:
             while not stop.is_set():
                 await self.round()
@@ -274,14 +278,25 @@ class GridManager:
 
     async def register_grid(self, grid: GridConfig) -> str:
         grid_id = uuid.uuid5(NAMESPACE, f"{self.host}:{grid.name}").hex
+        isolation = self.isolation(next(g for g in self.grids if g.config is grid))
         if await self.db.grids.find(grid_id) is None:
             now = iso()
             await self.db.grids.create({
                 "grid_id": grid_id, "host": self.host, "queues": {grid.name: grid.backend},
                 "version": iceprod.__version__, "debug": False, "start_date": now,
-                "last_update": now,
+                "last_update": now, **isolation,
             })
+        else:
+            await self.db.grids.set_fields(grid_id, {"single_user": None, **isolation})
         return grid_id
+
+    def isolation(self, g: GridState) -> dict[str, Any]:
+        """What ``GET /grids`` says of a grid's isolation: ``bwrap`` (local pilots and steps
+        sandboxed), ``batch`` (pilots on other nodes), or ``none`` with the one user whose
+        datasets its pilots run (single-user mode)."""
+        if g.plugin.isolated:
+            return {"isolation": getattr(g.plugin, "isolation", "batch")}
+        return {"isolation": "none", "single_user": self.config.operator}
 
     async def live_pilots(self, grid_id: str) -> list[Doc]:
         out: list[Doc] = []
@@ -425,6 +440,8 @@ class GridManager:
             "queue_host": self.host, "queue_version": grid.backend, "resources": dict(size),
             "resources_available": {}, "resources_claimed": {}, "host": "", "site": grid.site,
             "version": "", "submit_date": now, "start_date": "", "last_update": now,
+            # single-user mode: the claim hands this pilot only the operator's datasets
+            **({} if g.plugin.isolated else {"only_user": self.config.operator}),
         })
         exp = grid.options.get("token_exp") or (
             int(size["time"] * 3600) + 3600 if size.get("time") else 7 * 86400)
