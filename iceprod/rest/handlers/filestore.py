@@ -107,9 +107,11 @@ class StoreHandler(APIHandler):
             raise
 
     def write_error(self, status_code: int, **kwargs: Any) -> None:
-        if self._refused_early:
+        body = getattr(self.request, "_body_future", None)
+        if self._refused_early or (body is not None and not body.done()):
             # answered before the request was read to its end (streamed handlers answer from
-            # prepare): tornado then closes the connection, so the client must not reuse it
+            # prepare, or tornado refused the path's encoding before it): tornado then closes
+            # the connection, so the client must not reuse it
             self.set_header("Connection", "close")
         super().write_error(status_code, **kwargs)
 
