@@ -204,13 +204,18 @@ class Datasets(Group):
     def create(self, description: str, jobs_submitted: int, tasks_per_job: int,
                group: str, *, priority: float | None = None, debug: bool | None = None,
                jobs_immutable: bool | None = None,
-               max_failures: int | None = None) -> str:
-        """Submit a dataset; answers its `dataset_id`."""
+               max_failures: int | None = None,
+               read_groups: Names | None = None,
+               write_groups: Names | None = None) -> str:
+        """Submit a dataset; answers its `dataset_id`. Its group may read it; groups in
+        `write_groups` (your own) may also write it, those in `read_groups` read it."""
         body = drop_none({
             "description": description, "jobs_submitted": jobs_submitted,
             "tasks_submitted": jobs_submitted * tasks_per_job, "tasks_per_job": tasks_per_job,
             "group": group, "priority": priority, "debug": debug,
             "jobs_immutable": jobs_immutable, "max_failures": max_failures,
+            "read_groups": list(read_groups) if read_groups else None,
+            "write_groups": list(write_groups) if write_groups else None,
         })
         return created_id(self.client.request("POST", "/datasets", body))
 

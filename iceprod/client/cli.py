@@ -276,6 +276,7 @@ def cmd_submit(ctx: Context) -> int:
         jobs_submitted=a.jobs, tasks_per_job=len(config["tasks"]),
         group=a.group or default_group(ctx), priority=a.priority,
         debug=options.get("debug"), max_failures=options.get("max_failures"),
+        read_groups=a.read_group, write_groups=a.write_group,
     )
     number = client.datasets.get(dataset_id, keys=["dataset"]).get("dataset")
     try:
@@ -816,6 +817,11 @@ def add_submit_command(sub: Sub) -> None:
     p.add_argument("--group", help="submitting group (default: your token's first group)")
     p.add_argument("--description", help="default: the config's description, or the file name")
     p.add_argument("--priority", type=float, help="0..1 (default 0.5)")
+    p.add_argument("--write-group", action="append", default=[], metavar="GROUP",
+                   help="a group (one of yours) that may also change the dataset; repeatable "
+                        "(the submitting group only reads it)")
+    p.add_argument("--read-group", action="append", default=[], metavar="GROUP",
+                   help="another group (one of yours) that may read the dataset; repeatable")
     p.add_argument("--param", action="append", default=[], metavar="NAME=VALUE",
                    help="set steering.parameters.NAME (VALUE as JSON when it parses); repeatable")
     p.add_argument("--dry-run", action="store_true", help="only validate; submit nothing")

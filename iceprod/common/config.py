@@ -4,6 +4,7 @@ variables and command-line flags, passed in (never global). Secrets are masked i
 from __future__ import annotations
 
 import getpass
+import ipaddress
 import json
 import os
 import secrets
@@ -32,6 +33,24 @@ def _group_weights(raw: str) -> dict[str, float]:
     ):
         raise ValueError("ICEPROD_GROUP_WEIGHTS: expected a JSON object of weights >= 0")
     return {str(k): float(v) for k, v in value.items()}
+
+
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+def trusted_proxies(raw: str) -> tuple[Network, ...]:
+    """``ICEPROD_TRUSTED_PROXIES``: comma-separated addresses or CIDRs whose forwarding
+    headers (``X-Forwarded-For``, ``X-Real-Ip``) name the client; unset trusts no one."""
+    networks = []
+    for item in (part.strip() for part in raw.split(",")):
+        if not item:
+            continue
+        try:
+            networks.append(ipaddress.ip_network(item, strict=False))
+        except ValueError:
+            raise ValueError(f"ICEPROD_TRUSTED_PROXIES: {item!r} is not an address or CIDR"
+                             ) from None
+    return tuple(networks)
 
 
 def _env_str(name: str) -> str | None:
@@ -153,6 +172,8 @@ class ServerConfig:
     oidc_public_key_file: str | None = None
     oidc_claim: str = "email"
     oidc_algorithms: tuple[str, ...] = ("RS256",)
+    # proxies whose X-Forwarded-For / X-Real-Ip name the client (README "Running it")
+    trusted_proxies: tuple[Network, ...] = ()
 
     @classmethod
     def from_env(cls, host: str | None = None, port: int | None = None,
@@ -178,6 +199,7 @@ class ServerConfig:
             grid_interval=_env_float("ICEPROD_GRID_INTERVAL", 10.0),
             public_url=_env_str("ICEPROD_URL"),
             operator=_env_str("ICEPROD_OPERATOR") or _os_user(),
+            trusted_proxies=trusted_proxies(os.environ.get("ICEPROD_TRUSTED_PROXIES", "")),
             **_accounts_from_env(),
         )
 

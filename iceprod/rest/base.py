@@ -10,14 +10,17 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import re
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from ipaddress import ip_address
 from typing import Any, TypeVar
 
 import tornado.web
 
-from iceprod.common.config import ServerConfig
+from iceprod.common import strict_json
+from iceprod.common.config import Network, ServerConfig
 from iceprod.common.errors import Forbidden, IceProdError, Invalid, NotFound, Unauthorized
 from iceprod.common.schema import validate
 from iceprod.db import Database
@@ -34,6 +37,10 @@ log = logging.getLogger(__name__)
 access = logging.getLogger("tornado.access")
 
 VERBS = ("get", "post", "put", "patch", "delete")
+MAX_INT_ARG = 1_000_000_000
+"""Largest integer query parameter unless a handler says otherwise (far below 64 bits)."""
+MAX_LIMIT_ARG = 100_000
+_INTEGER = re.compile(r"-?[0-9]{1,19}")
 F = TypeVar("F", bound=Callable[..., Awaitable[None]])
 
 
@@ -124,8 +131,23 @@ class APIHandler(tornado.web.RequestHandler):
         self.set_header("Content-Type", "application/json; charset=UTF-8")
 
     async def prepare(self) -> None:
+        self.check_request()
         if token := self.bearer_token():
             self.principal = await self.ctx.resolver.principal(token)
+
+    def check_request(self) -> None:
+        """Settle the client's address (for logs and limits), then refuse query parameters
+        that are not valid UTF-8 (UTF-8-encoded surrogates are not) or hold a NUL: no store
+        or log should see either."""
+        self.request.remote_ip = client_ip(self.request, self.ctx.config.trusted_proxies)
+        for name, values in self.request.query_arguments.items():
+            # tornado keeps names as latin-1 text and values as bytes
+            raw_name = name.encode("latin-1")
+            for raw in (raw_name, *values):
+                if not _clean_text(raw):
+                    shown = raw_name.decode() if _clean_text(raw_name) else "query"
+                    raise Invalid(f"{shown}: not valid UTF-8 text (or holds a NUL)",
+                                  field=shown)
 
     def bearer_token(self) -> str | None:
         header = self.request.headers.get("Authorization", "")
@@ -166,14 +188,10 @@ class APIHandler(tornado.web.RequestHandler):
             raise Forbidden(f"no {action} access to dataset {dataset_id}")
 
     def parse_body(self, schema: Doc) -> Doc:
+        """The body, parsed strictly (depth, NaN/Infinity, surrogates, 64-bit integers:
+        see ``strict_json``) and then checked against ``schema``."""
         raw = self.request.body
-        if not raw:
-            data: Any = {}
-        else:
-            try:
-                data = json.loads(raw)
-            except (ValueError, UnicodeDecodeError):
-                raise Invalid("body: not valid JSON") from None
+        data: Any = strict_json.loads(raw) if raw else {}
         validate(data, schema)
         return data
 
@@ -187,23 +205,27 @@ class APIHandler(tornado.web.RequestHandler):
         raw = self.get_argument("status", "")
         return [s for s in raw.split("|") if s] or None
 
-    def int_arg(self, name: str, default: int | None = None, minimum: int = 0) -> int | None:
+    def int_arg(self, name: str, default: int | None = None, minimum: int = 0,
+                maximum: int = MAX_INT_ARG) -> int | None:
+        """An integer query parameter within ``minimum..maximum`` (plain decimal digits)."""
         raw = self.get_argument(name, None)
         if raw is None or raw == "":
             return default
-        try:
-            value = int(raw)
-        except ValueError:
-            raise Invalid(f"{name}: must be an integer") from None
+        if not _INTEGER.fullmatch(raw):
+            raise Invalid(f"{name}: must be an integer", field=name)
+        value = int(raw)
         if value < minimum:
-            raise Invalid(f"{name}: must be >= {minimum}")
+            raise Invalid(f"{name}: must be >= {minimum}", field=name)
+        if value > maximum:
+            raise Invalid(f"{name}: must be <= {maximum}", field=name)
         return value
 
     async def list_page(self, repo: Repository, query: Doc,
                         shown: Callable[[Doc], Doc] | None = None) -> None:
         """Answer one page of ``repo`` matching ``query``, from the request's ``keys``,
         ``limit`` and ``after`` (``shown`` may trim each document)."""
-        page = await repo.page(query, self.keys_arg(), self.int_arg("limit", minimum=1),
+        page = await repo.page(query, self.keys_arg(),
+                               self.int_arg("limit", minimum=1, maximum=MAX_LIMIT_ARG),
                                self.get_argument("after", None))
         docs = [shown(d) for d in page.docs] if shown else page.docs
         self.write_page(docs, repo.id_field, page.next_after)
@@ -267,6 +289,56 @@ def log_request(handler: tornado.web.RequestHandler) -> None:
         level = logging.WARNING if status < 500 else logging.ERROR
     access.log(level, "%d %s %.2fms", status, handler._request_summary(),
                1000.0 * handler.request.request_time())
+
+
+def _clean_text(raw: bytes) -> bool:
+    """Valid UTF-8 without NUL (UTF-8 encoded surrogates are invalid UTF-8)."""
+    try:
+        raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return b"\x00" not in raw
+
+
+def client_ip(request: Any, trusted: tuple[Network, ...]) -> str:
+    """The client's address: the TCP peer, or what a trusted proxy says in ``X-Real-Ip`` /
+    ``X-Forwarded-For`` (its last address a trusted proxy did not add). Forwarding headers
+    from anyone else are ignored: they would let a client choose its address in our logs."""
+    peer = _peer_address(request)
+    if not trusted or not _in(peer, trusted):
+        return peer
+    forwarded = [a.strip() for a in request.headers.get("X-Forwarded-For", "").split(",")]
+    for address in reversed([a for a in forwarded if a]):
+        if not _valid_ip(address):
+            break
+        if not _in(address, trusted):
+            return address
+    real = request.headers.get("X-Real-Ip", "").strip()
+    return real if _valid_ip(real) else peer
+
+
+def _peer_address(request: Any) -> str:
+    address = getattr(request.connection.context, "address", None) if request.connection \
+        else None
+    if isinstance(address, tuple) and address:
+        return str(address[0])
+    return str(request.remote_ip or "")
+
+
+def _valid_ip(text: str) -> bool:
+    try:
+        ip_address(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _in(address: str, networks: tuple[Network, ...]) -> bool:
+    try:
+        ip = ip_address(address)
+    except ValueError:
+        return False
+    return any(ip in net for net in networks)
 
 
 class NotFoundHandler(APIHandler):

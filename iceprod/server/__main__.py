@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import sys
 
 from iceprod.common import logging as iplogging
@@ -48,7 +49,13 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+PRIVATE_UMASK = 0o077
+"""Everything the server writes (database, secret, file store, local pilots' dirs and logs,
+which inherit it) is readable by its own account only: 0600 files in 0700 dirs."""
+
+
 def main(argv: list[str] | None = None) -> int:
+    os.umask(PRIVATE_UMASK)
     args = parse(argv)
     if args.command == "token":
         data_dir = resolve_data_dir(args.token_data_dir or args.data_dir)

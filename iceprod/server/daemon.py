@@ -36,9 +36,11 @@ async def serve(config: ServerConfig, only: str | None = None, grid: str | None 
         ctx = AppContext(db=db, config=config)
         app = make_app(ctx)
         # buffered JSON bodies stay small; the file store's streamed uploads raise this limit
-        # for their own request to ICEPROD_MAX_FILE_BYTES (filestore.StoreHandler.prepare)
+        # for their own request to ICEPROD_MAX_FILE_BYTES (filestore.StoreHandler.prepare).
+        # No xheaders: forwarding headers count only from ICEPROD_TRUSTED_PROXIES
+        # (base.client_ip), never from any client.
         server = tornado.httpserver.HTTPServer(
-            app, max_body_size=2 * config.max_log_bytes + (1 << 20), xheaders=True
+            app, max_body_size=2 * config.max_log_bytes + (1 << 20)
         )
         try:
             sock = socket.create_server((config.host, config.port), reuse_port=False)

@@ -265,6 +265,44 @@ def test_passwords_and_tokens_never_reach_the_log(acct: Server) -> None:
         assert secret not in log
 
 
+@pytest.mark.parametrize("username,password", [
+    ("frank", "bell\u0007"),      # an ASCII control character: SASLprep refuses it
+    ("frank", "no\u00a0break"),   # a non-ASCII space is mapped, not refused: a bad password
+    ("frank", "\ue000private"),   # a private-use character: SASLprep refuses it
+    ("frank\u0007", "x"),         # in the username: the DN and filters never see it
+])
+def test_input_the_directory_refuses_is_a_failed_login(
+        tmp_path: Path, username: str, password: str) -> None:
+    """Not 503 (the directory is up): 401, counted by the limiter until 429."""
+    needs(missing_tools())
+    ldap = start_slapd(tmp_path / "slapd", [person("frank", "fishing")])
+    srv = start_server(tmp_path / "data", env=ldap_env(ldap.uri), args=["--only", "rest"])
+    try:
+        for _ in range(MAX_FAILURES):
+            r = login(srv, username, password)
+            assert r.status_code == 401, r.text
+            assert r.json() == {"code": 401, "error": BAD_LOGIN}
+        assert login(srv, username, password).status_code == 429
+        # the limit is per username: the right password waits for the window too
+        limited = login(srv, "frank", "fishing").status_code
+        assert limited == (429 if username == "frank" else 200)
+    finally:
+        srv.stop()
+        ldap.stop()
+
+
+def test_failed_usernames_are_not_logged_verbatim(acct: Server) -> None:
+    typed = "Tr0ub4dor&3-typed-as-username"  # a password typed into the username field
+    assert login(acct, typed, "whatever").status_code == 401
+    assert login(acct, typed, "whatever").status_code == 401
+    log = acct.log_path.read_text() if acct.log_path else ""
+    refusals = [line for line in log.splitlines() if "LDAP login refused" in line]
+    assert len(refusals) >= 2 and typed not in log
+    # the same name gives the same mark, so repeated attempts can still be told apart
+    marks = {line.split("username ", 1)[1].split(" from ", 1)[0] for line in refusals[-2:]}
+    assert len(marks) == 1 and marks.pop().startswith(f"<{len(typed)} chars, ")
+
+
 def test_login_and_exchange_answer_404_when_not_configured(server: Server) -> None:
     assert login(server, "alice", "wonderland").status_code == 404
     r = httpx.get(server.url + "/token/alice", headers={"Authorization": "Bearer x"})

@@ -21,9 +21,18 @@ with warnings.catch_warnings():
     warnings.filterwarnings("ignore", category=DeprecationWarning, module=r"ldap3(\.|$)")
     from ldap3 import BASE, NONE, SUBTREE, Connection, Server
     from ldap3.core.exceptions import (
+        LDAPCertificateError,
+        LDAPCommunicationError,
+        LDAPConfigurationError,
         LDAPException,
-        LDAPInvalidDnError,
-        LDAPPasswordIsMandatoryError,
+        LDAPInvalidPortError,
+        LDAPInvalidServerError,
+        LDAPInvalidTlsSpecificationError,
+        LDAPMaximumRetriesError,
+        LDAPResponseTimeoutError,
+        LDAPServerPoolExhaustedError,
+        LDAPSSLNotSupportedError,
+        LDAPStartTLSError,
     )
     from ldap3.utils.conv import escape_filter_chars
     from ldap3.utils.dn import escape_rdn
@@ -38,6 +47,15 @@ NO_SUCH_OBJECT = 32
 # result codes that say the directory, not the password, is the problem
 UNAVAILABLE_RESULTS = frozenset({3, 11, 51, 52, 80})
 MAX_GROUPS = 1000
+# what says the directory (or our configuration of it) is the problem; any other error the
+# library raises is about the input (a SASLprep refusal of the password, a username that
+# makes no DN, text it cannot encode) and so is a failed login, never an outage
+UNREACHABLE_ERRORS: tuple[type[Exception], ...] = (
+    LDAPCommunicationError, LDAPResponseTimeoutError, LDAPConfigurationError,
+    LDAPInvalidServerError, LDAPInvalidPortError, LDAPStartTLSError, LDAPCertificateError,
+    LDAPSSLNotSupportedError, LDAPInvalidTlsSpecificationError, LDAPServerPoolExhaustedError,
+    LDAPMaximumRetriesError, OSError,
+)
 
 
 class BadCredentials(Exception):
@@ -101,11 +119,12 @@ def authenticate(settings: LdapSettings, username: str, password: str) -> LdapId
         _bind(conn)
         canonical, email = _own_entry(conn, dn, username)
         groups = _groups(conn, settings, canonical, dn)
-    except (LDAPInvalidDnError, LDAPPasswordIsMandatoryError):
-        raise BadCredentials() from None
-    except LDAPException as e:
+    except UNREACHABLE_ERRORS as e:
         log.warning("LDAP %s unavailable: %s", settings.uri, type(e).__name__)
         raise DirectoryUnavailable() from None
+    except (LDAPException, ValueError, TypeError, UnicodeError) as e:
+        log.info("LDAP refused the login input: %s", type(e).__name__)
+        raise BadCredentials() from None
     finally:
         try:
             conn.unbind()

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from iceprod.common.errors import Invalid
+from collections.abc import Awaitable, Callable
+
+from iceprod.common.errors import Forbidden, Invalid, NotFound
 from iceprod.common.schema import load_schema, validate_dataset_config
 from iceprod.db import Database
 from iceprod.db.store import Doc
@@ -28,7 +30,7 @@ class ConfigHandler(APIHandler):
                 f"tasks: the dataset has tasks_per_job={dataset['tasks_per_job']} "
                 f"but the config defines {n} task(s)"
             )
-        await check_foreign_depends(self.db, dataset_id, self.body)
+        await check_foreign_depends(self.db, dataset_id, self.body, self.may_read)
         await self.db.config.put(dataset_id, self.body)
         options = self.body.get("options") or {}
         settings = {k: options[k] for k in ("max_failures", "debug") if k in options}
@@ -36,9 +38,19 @@ class ConfigHandler(APIHandler):
             await self.db.datasets.set_fields(dataset_id, settings)
         self.write_json({})
 
+    async def may_read(self, dataset_id: str) -> bool:
+        try:
+            await self.authorize_dataset(dataset_id, "read")
+        except (Forbidden, NotFound):
+            return False
+        return True
 
-async def check_foreign_depends(db: Database, dataset_id: str, config: Doc) -> None:
-    """``"<dataset_id>:<name>"`` must name a task of another dataset's config."""
+
+async def check_foreign_depends(db: Database, dataset_id: str, config: Doc,
+                                may_read: Callable[[str], Awaitable[bool]]) -> None:
+    """``"<dataset_id>:<name>"`` must name a task of another dataset's config that the
+    caller may read. One it may not read answers exactly like one that does not exist, so
+    the answer tells nothing about other users' datasets or their task names."""
     for i, task in enumerate(config["tasks"]):
         for k, dep in enumerate(task.get("depends", [])):
             if isinstance(dep, str) and ":" in dep:
@@ -47,6 +59,10 @@ async def check_foreign_depends(db: Database, dataset_id: str, config: Doc) -> N
                     raise Invalid(f"tasks[{i}].depends[{k}]: name tasks of this dataset "
                                   "without a dataset id")
                 try:
+                    if not await may_read(other):
+                        # the words foreign_task_index uses for a dataset without a config
+                        # (a test compares the two answers)
+                        raise Invalid(f"depends: dataset {other} has no config")
                     await foreign_task_index(db, other, name)
                 except Invalid as e:
                     raise Invalid(f"tasks[{i}].depends[{k}]: {e.message.split(': ', 1)[1]}"

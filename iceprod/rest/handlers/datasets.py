@@ -6,25 +6,36 @@ from iceprod.common.errors import Forbidden, Invalid
 from iceprod.common.ids import new_id
 from iceprod.common.states import statuses
 from iceprod.common.timeutil import iso
+from iceprod.db.store import Doc
+from iceprod.rest.auth.tokens import Principal
 from iceprod.rest.base import APIHandler, requires
-from iceprod.rest.handlers.schemas import obj
+from iceprod.rest.handlers.schemas import MAX_FAILURES, MAX_INDEX, obj
 from iceprod.server.scheduler.rollup import cascade_dataset
 
+MAX_TASKS = 1000
+# a group name as stored and compared: no control characters (no NUL), no padding
+GROUP_NAME = {"type": "string", "minLength": 1, "maxLength": 128,
+              "pattern": r"^[^\x00-\x1f\x7f\s]+$"}
+GROUP_LIST = {"type": "array", "items": GROUP_NAME, "uniqueItems": True, "maxItems": 100}
 CREATE_BODY = obj(
     ["description", "jobs_submitted", "tasks_submitted", "tasks_per_job", "group"],
     description={"type": "string", "maxLength": 10000, "description": "what this dataset is"},
-    jobs_submitted={"type": "integer", "minimum": 1, "maximum": 100_000_000},
-    tasks_submitted={"type": "integer", "minimum": 1},
-    tasks_per_job={"type": "integer", "minimum": 1, "maximum": 1000},
-    group={"type": "string", "minLength": 1, "description": "the submitting group"},
+    jobs_submitted={"type": "integer", "minimum": 1, "maximum": MAX_INDEX},
+    tasks_submitted={"type": "integer", "minimum": 1, "maximum": MAX_INDEX * MAX_TASKS},
+    tasks_per_job={"type": "integer", "minimum": 1, "maximum": MAX_TASKS},
+    group={**GROUP_NAME, "description": "the submitting group"},
     priority={"type": "number", "minimum": 0, "maximum": 1, "description": "0..1, default 0.5"},
     debug={"type": "boolean", "description": "suspend failing tasks instead of retrying"},
     jobs_immutable={"type": "boolean", "description": "forbid growing jobs_submitted"},
-    max_failures={"type": "integer", "minimum": 1, "description": "retries before failed"},
+    max_failures={"type": "integer", "minimum": 1, "maximum": MAX_FAILURES,
+                  "description": "retries before failed"},
+    read_groups={**GROUP_LIST, "description": "more groups that may read"},
+    write_groups={**GROUP_LIST, "description": "groups that may write (the caller's own)"},
 )
 STATUS_BODY = obj(["status"], status={"type": "string", "enum": statuses("dataset")})
 DESCRIPTION_BODY = obj(["description"], description={"type": "string", "maxLength": 10000})
-JOBS_BODY = obj(["jobs_submitted"], jobs_submitted={"type": "integer", "minimum": 1})
+JOBS_BODY = obj(["jobs_submitted"],
+                jobs_submitted={"type": "integer", "minimum": 1, "maximum": MAX_INDEX})
 
 
 async def visible_ids(h: APIHandler) -> list[str] | None:
@@ -53,7 +64,9 @@ class DatasetsHandler(APIHandler):
 
     @requires("create:datasets", body=CREATE_BODY, created=True)
     async def post(self) -> None:
-        """Submit a dataset; answers its path and sets default read/write rules."""
+        """Submit a dataset; answers its path. Rules: the submitter reads and writes, its
+        group reads; `read_groups`/`write_groups` add groups (the caller's own, unless admin
+        or system). All or nothing: a refused request writes nothing."""
         b = self.body
         if b["tasks_submitted"] != b["jobs_submitted"] * b["tasks_per_job"]:
             raise Invalid(
@@ -63,10 +76,10 @@ class DatasetsHandler(APIHandler):
         p = self.principal
         if not p.privileged and b["group"] not in p.groups:
             raise Forbidden(f"group: you are not a member of {b['group']!r}")
+        rules = initial_rules(p, b)
         dataset_id = new_id()
         doc = {
             "dataset_id": dataset_id,
-            "dataset": await self.db.settings.next_counter("dataset"),
             "description": b["description"],
             "group": b["group"],
             "username": p.username,
@@ -81,14 +94,38 @@ class DatasetsHandler(APIHandler):
             "start_date": iso(),
             "status_changed": iso(),
         }
-        await self.db.auths.set_rules(
-            dataset_id,
-            {"read_users": [p.username], "write_users": [p.username],
-             "read_groups": [b["group"]], "write_groups": [b["group"]]},
-        )
-        await self.db.datasets.create(doc)
+        # everything is checked above; the writes follow, and a failing one undoes the rule
+        # (the number is the last write that can fail before the document, so a failure
+        # there leaves neither a rule nor a document behind)
+        doc["dataset"] = await self.db.settings.next_counter("dataset")
+        await self.db.auths.set_rules(dataset_id, rules)
+        try:
+            await self.db.datasets.create(doc)
+        except BaseException:
+            await self.db.auths.delete_many({"dataset_id": dataset_id})
+            raise
         self.set_header("Location", f"/datasets/{dataset_id}")
         self.write_json({"result": f"/datasets/{dataset_id}", "dataset_id": dataset_id}, 201)
+
+
+def initial_rules(p: Principal, body: Doc) -> Doc:
+    """A new dataset's rules: the submitter reads and writes; the dataset's group reads
+    only (group write is explicit); ``read_groups``/``write_groups`` add groups, which must
+    be the caller's own unless it is admin or system."""
+    extra_read, extra_write = body.get("read_groups", []), body.get("write_groups", [])
+    if not p.privileged:
+        for field, groups in (("read_groups", extra_read), ("write_groups", extra_write)):
+            foreign = sorted(set(groups) - set(p.groups))
+            if foreign:
+                raise Forbidden(f"{field}: you are not a member of {foreign[0]!r}")
+    return {"read_users": [p.username], "write_users": [p.username],
+            "read_groups": _unique([body["group"], *extra_read]),
+            "write_groups": _unique(extra_write)}
+
+
+def _unique(names: list[str]) -> list[str]:
+    return list(dict.fromkeys(names))
+
 
 class DatasetHandler(APIHandler):
     @requires("read:datasets", dataset="read")

@@ -8,7 +8,7 @@ from iceprod.common.errors import Invalid
 from iceprod.common.ids import new_id
 from iceprod.common.timeutil import iso
 from iceprod.rest.base import APIHandler, requires
-from iceprod.rest.handlers.schemas import ID, obj
+from iceprod.rest.handlers.schemas import ID, MAX_INDEX, obj
 
 FILE_PROPS: dict[str, Any] = {
     "remote": {"type": "string", "minLength": 1, "description": "URL or path of the file"},
@@ -17,7 +17,7 @@ FILE_PROPS: dict[str, Any] = {
     "type": {"type": "string", "description": "permanent, job_temp, ..."},
     "transfer": {"anyOf": [{"type": "boolean"}, {"type": "string", "enum": ["maybe"]}]},
 }
-DATASET_FILE_BODY = obj(["remote"], task_id=ID, job_index={"type": "integer", "minimum": 0},
+DATASET_FILE_BODY = obj(["remote"], task_id=ID, job_index={"type": "integer", "minimum": 0, "maximum": MAX_INDEX},
                         task_name={"type": "string"}, **FILE_PROPS)
 TASK_FILE_BODY = obj(["remote"], **FILE_PROPS)
 

@@ -27,12 +27,23 @@ CHUNK = 1 << 20
 PILOT_VERBS = ("get", "put")  # a pilot holding a task of the dataset may read and write
 
 
+MAX_SEGMENT_BYTES = 255  # NAME_MAX of every common filesystem
+MAX_NAME_BYTES = 1024  # well inside PATH_MAX (4096) with the data dir in front
+
+
 def check_name(name: str) -> str:
-    """A stored name: relative `/`-separated segments, none empty, `.` or `..`."""
+    """A stored name: relative `/`-separated segments, none empty, `.` or `..`, each at most
+    255 bytes of UTF-8 and the whole at most 1024 (longer ones the filesystem would refuse
+    with an OSError, i.e. a 500)."""
     parts = name.split("/")
     if not name or name.startswith("/") or any(p in ("", ".", "..") for p in parts) \
             or "\\" in name or "\x00" in name:
         raise Invalid("name: must be a relative path of non-empty segments without '..'",
+                      field="name")
+    if len(name.encode("utf-8", "surrogatepass")) > MAX_NAME_BYTES:
+        raise Invalid(f"name: longer than {MAX_NAME_BYTES} bytes", field="name")
+    if any(len(p.encode("utf-8", "surrogatepass")) > MAX_SEGMENT_BYTES for p in parts):
+        raise Invalid(f"name: a segment is longer than {MAX_SEGMENT_BYTES} bytes",
                       field="name")
     return "/".join(parts)
 
@@ -96,9 +107,11 @@ class StoreHandler(APIHandler):
             raise
 
     def write_error(self, status_code: int, **kwargs: Any) -> None:
-        if self._refused_early:
+        body = getattr(self.request, "_body_future", None)
+        if self._refused_early or (body is not None and not body.done()):
             # answered before the request was read to its end (streamed handlers answer from
-            # prepare): tornado then closes the connection, so the client must not reuse it
+            # prepare, or tornado refused the path's encoding before it): tornado then closes
+            # the connection, so the client must not reuse it
             self.set_header("Connection", "close")
         super().write_error(status_code, **kwargs)
 

@@ -8,19 +8,19 @@ from iceprod.common.ids import new_id
 from iceprod.common.states import statuses
 from iceprod.common.timeutil import iso
 from iceprod.rest.base import APIHandler, requires
-from iceprod.rest.handlers.schemas import ID, obj
+from iceprod.rest.handlers.schemas import ID, MAX_INDEX, MAX_PRIORITY, obj
 from iceprod.server.scheduler.rollup import cascade_job
 
 STATUS_BODY = obj(["status"], status={"type": "string", "enum": statuses("job")})
 CREATE_BODY = obj(
     ["dataset_id", "job_index"],
     dataset_id=ID,
-    job_index={"type": "integer", "minimum": 0},
+    job_index={"type": "integer", "minimum": 0, "maximum": MAX_INDEX},
     status={"type": "string", "enum": statuses("job")},
 )
 PATCH_BODY = {
     **obj(status={"type": "string", "enum": statuses("job")},
-          priority={"type": "number"}),
+          priority={"type": "number", "minimum": -MAX_PRIORITY, "maximum": MAX_PRIORITY}),
     "minProperties": 1,
 }
 
@@ -32,7 +32,7 @@ class DatasetJobsHandler(APIHandler):
         query: dict[str, Any] = {"dataset_id": dataset_id}
         if status := self.status_arg():
             query["status"] = {"$in": status}
-        if (idx := self.int_arg("job_index")) is not None:
+        if (idx := self.int_arg("job_index", maximum=MAX_INDEX)) is not None:
             query["job_index"] = idx
         await self.list_page(self.db.jobs, query)
 

@@ -5,6 +5,8 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import hmac
 import logging
 
 from iceprod.common.errors import Forbidden, Invalid, NotFound, Unauthorized, Unavailable
@@ -49,6 +51,18 @@ CREATE_TOKEN_BODY = obj(
 )
 
 
+def attempted(secret: str, username: str) -> str:
+    """How a failed login's username appears in the log: its length and a keyed hash.
+
+    Not the name itself: people type their password into the username field, and the log
+    would then keep it. The hash lets an operator see repeated attempts at one name; keyed
+    with the server's secret so a short password cannot be recovered by hashing guesses.
+    """
+    raw = username.encode("utf-8", "surrogatepass")
+    digest = hmac.new(secret.encode(), raw, hashlib.sha256).hexdigest()[:12]
+    return f"<{len(username)} chars, {digest}>"
+
+
 def map_groups(group_map: dict[str, str], ldap_groups: tuple[str, ...]) -> list[str]:
     """The iceprod groups the user's directory groups map to (unmapped ones are ignored)."""
     return sorted({group_map[g] for g in ldap_groups if g in group_map})
@@ -84,7 +98,8 @@ class LdapHandler(APIHandler):
                 authenticate, LdapSettings.from_config(config), username, password
             )
         except BadCredentials:
-            log.info("LDAP login refused for %r", username)
+            log.info("LDAP login refused for username %s from %s",
+                     attempted(config.secret, username), self.request.remote_ip)
             raise Unauthorized(BAD_LOGIN) from None
         except DirectoryUnavailable:
             limiter.cancel(username, mark)
@@ -124,6 +139,7 @@ class CreateTokenHandler(APIHandler):
 class TokenExchangeHandler(APIHandler):
     async def prepare(self) -> None:
         """The bearer token here is the external provider's, not ours: not decoded here."""
+        self.check_request()
 
     @public()
     async def get(self, username: str) -> None:
@@ -139,14 +155,16 @@ class TokenExchangeHandler(APIHandler):
         try:
             identity = await asyncio.to_thread(verifier.verify, external)
         except ExternalTokenRefused as e:
-            log.info("external token refused for %r: %s", username, e)
+            log.info("external token refused for %s: %s",
+                     attempted(self.ctx.config.secret, username), e)
             raise Forbidden(REFUSED) from None
         except ProviderUnavailable:
             raise Unavailable("the external token provider is unavailable") from None
         user = await self.db.users.by_username(username)
         stored = user.get(verifier.field) if user else None
         if user is None or not stored or normalize_identity(verifier.field, stored) != identity:
-            log.info("external token for %r does not match the user", username)
+            log.info("external token for %s does not match the user",
+                     attempted(self.ctx.config.secret, username))
             raise Forbidden(REFUSED)
         self.write_json(issue(self.ctx.config, user))
 

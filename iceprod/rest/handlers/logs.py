@@ -8,6 +8,7 @@ from iceprod.common.timeutil import iso
 from iceprod.rest.base import APIHandler, OwnershipMixin, requires
 from iceprod.rest.handlers.schemas import ID, obj
 
+MAX_LOGS = 100_000
 NAME = {"type": "string", "pattern": "^[A-Za-z0-9_.-]{1,64}$",
         "description": "stdout, stderr, stdlog, ..."}
 DATASET_LOG_BODY = obj(["name", "data"], task_id=ID, name=NAME, data={"type": "string"})
@@ -57,7 +58,7 @@ class DatasetTaskLogsHandler(APIHandler):
         if order not in ("asc", "desc"):
             raise Invalid("order: must be asc or desc")
         docs = await self.db.logs.for_task(
-            dataset_id, task_id, self.int_arg("num", minimum=1),
+            dataset_id, task_id, self.int_arg("num", minimum=1, maximum=MAX_LOGS),
             self.get_argument("group", "false").lower() == "true", order == "desc",
             self.keys_arg(),
         )
