@@ -8,13 +8,15 @@ from iceprod.common.states import statuses
 from iceprod.common.timeutil import iso
 from iceprod.rest.base import APIHandler, requires
 from iceprod.rest.handlers.schemas import obj
+from iceprod.rest.openapi import KEYS, PAGE, STATUS, TEXT, query
 from iceprod.server.scheduler.rollup import cascade_dataset
 
 CREATE_BODY = obj(
     ["description", "jobs_submitted", "tasks_submitted", "tasks_per_job", "group"],
     description={"type": "string", "maxLength": 10000, "description": "what this dataset is"},
     jobs_submitted={"type": "integer", "minimum": 1, "maximum": 100_000_000},
-    tasks_submitted={"type": "integer", "minimum": 1},
+    tasks_submitted={"type": "integer", "minimum": 1, "maximum": 100_000_000 * 1000,
+                     "description": "jobs_submitted * tasks_per_job"},
     tasks_per_job={"type": "integer", "minimum": 1, "maximum": 1000},
     group={"type": "string", "minLength": 1, "description": "the submitting group"},
     priority={"type": "number", "minimum": 0, "maximum": 1, "description": "0..1, default 0.5"},
@@ -24,7 +26,7 @@ CREATE_BODY = obj(
 )
 STATUS_BODY = obj(["status"], status={"type": "string", "enum": statuses("dataset")})
 DESCRIPTION_BODY = obj(["description"], description={"type": "string", "maxLength": 10000})
-JOBS_BODY = obj(["jobs_submitted"], jobs_submitted={"type": "integer", "minimum": 1})
+JOBS_BODY = obj(["jobs_submitted"], jobs_submitted=CREATE_BODY["properties"]["jobs_submitted"])
 
 
 async def visible_ids(h: APIHandler) -> list[str] | None:
@@ -38,6 +40,7 @@ async def visible_ids(h: APIHandler) -> list[str] | None:
 
 
 class DatasetsHandler(APIHandler):
+    @query(**PAGE, status=STATUS, username=TEXT)
     @requires("read:datasets")
     async def get(self) -> None:
         """List the datasets the caller may read (`status=`, `username=`, `keys=`, paged)."""
@@ -91,6 +94,7 @@ class DatasetsHandler(APIHandler):
         self.write_json({"result": f"/datasets/{dataset_id}", "dataset_id": dataset_id}, 201)
 
 class DatasetHandler(APIHandler):
+    @query(keys=KEYS)
     @requires("read:datasets", dataset="read")
     async def get(self, dataset_id: str) -> None:
         """One dataset."""

@@ -21,6 +21,7 @@ from iceprod.rest.auth.external import normalize_identity
 from iceprod.rest.base import APIHandler, requires
 from iceprod.rest.handlers.groups import GROUP_NAME
 from iceprod.rest.handlers.schemas import obj
+from iceprod.rest.openapi import PAGE, TEXT, query
 
 USERNAME = {"type": "string", "pattern": r"^[A-Za-z0-9][A-Za-z0-9._@+-]{0,127}$"}
 ROLE_LIST = {"type": "array", "items": {"type": "string"}, "uniqueItems": True,
@@ -70,6 +71,7 @@ class UserBase(APIHandler):
 
 
 class UsersHandler(UserBase):
+    @query(**PAGE, username=TEXT, group=TEXT)
     @requires("read:accounts")
     async def get(self) -> None:
         """Users as `{user_id: user}` (`username=`, `group=`, `keys=`, paged)."""
