@@ -183,8 +183,8 @@ def _local_ref(name: str, base: str, ref: str) -> str:
 
 
 def with_int64_bounds(schema: Any) -> Any:
-    """A copy of ``schema`` where every integer has bounds a 64-bit store holds (the server
-    refuses larger integers in any body or query parameter)."""
+    """A copy of ``schema`` where every integer has bounds a 64-bit store holds: input past
+    them is refused (issue 10), so no integer field accepts more than this."""
     out = copy.deepcopy(schema)
     for node in _walk(out):
         types = node.get("type")

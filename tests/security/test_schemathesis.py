@@ -6,7 +6,9 @@ group, a role, a log, a stats record and a stored file. Half of each operation's
 those ids as path parameters so requests get past the lookups into the handlers; the other
 half use generated ids. Most requests carry an admin token, every fourth a plain user's.
 
-The run is seeded (hypothesis ``derandomize``) and bounded: ``EXAMPLES`` cases for each mode
+The run is seeded (hypothesis ``derandomize``; note that hypothesis also draws constants
+from the modules already imported, so a run inside the whole suite generates other, equally
+fixed, cases than a run of this file alone) and bounded: ``EXAMPLES`` cases for each mode
 of each operation, about 1,000 requests in all. Every response must be a documented status
 with a documented content type and, for errors, the documented error body; none may be 5xx.
 """
