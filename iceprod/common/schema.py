@@ -166,6 +166,8 @@ def _describe(error: ValidationError, what: str) -> list[Problem]:
         # the failure inside one alternative says little; name what the field accepts instead
         field = format_path(titled.absolute_path, what)
         return [(field, f"{_short_repr(titled.instance)} is not {_schema(titled)['title']}")]
+    if error.validator == "pattern" and "title" in _schema(error):
+        return [(field, f"{_short_repr(error.instance)} is not {_schema(error)['title']}")]
     return [(field, _message(error))]
 
 
@@ -194,6 +196,11 @@ def _message(error: ValidationError) -> str:
         return f"has {len(error.instance)} items, more than the maximum of {error.validator_value}"
     if error.validator == "pattern" and "propertyNames" in error.absolute_schema_path:
         return f"invalid name {_short_repr(error.instance)} (must match {error.validator_value})"
+    if error.validator == "anyOf" and all(set(alt) == {"required"}
+                                          for alt in cast(list[Any], error.validator_value)):
+        # "one of these fields is needed": name them rather than quoting the instance
+        names = [name for alt in error.validator_value for name in alt["required"]]
+        return "needs " + " or ".join(names)
     message = error.message
     if len(message) > MAX_MESSAGE:
         message = message[: MAX_MESSAGE - 3] + "..."
@@ -212,13 +219,22 @@ def validate_dataset_config(config: Any) -> None:
     """Raise `Invalid` (400, naming the field) unless `config` is a usable dataset config."""
     validate(config, "dataset_config")
     tasks: list[dict[str, Any]] = config["tasks"]
+    _integer_indexes(tasks)
     edges, problems = _dependency_edges(tasks)
-    raise_problems([*_duplicate_names(tasks), *_data_problems(tasks), *problems])
+    raise_problems([*_duplicate_names(tasks), *problems])
     _check_parameters(config)
     cycle = _find_cycle(edges)
     if cycle:
         names = " -> ".join(tasks[i]["name"] for i in cycle)
         raise Invalid(f"tasks: dependency cycle {names}", field="tasks")
+
+
+def _integer_indexes(tasks: list[dict[str, Any]]) -> None:
+    """JSON Schema counts 2.0 as an integer: store such task indexes as the int they name, so
+    code that tells names from indexes by type sees an index."""
+    for task in tasks:
+        if "depends" in task:
+            task["depends"] = [int(d) if isinstance(d, float) else d for d in task["depends"]]
 
 
 def _duplicate_names(tasks: Sequence[Mapping[str, Any]]) -> list[Problem]:
@@ -228,15 +244,6 @@ def _duplicate_names(tasks: Sequence[Mapping[str, Any]]) -> list[Problem]:
         if task["name"] in seen:
             problems.append((f"tasks[{index}].name", f"duplicate task name {task['name']!r}"))
         seen.add(task["name"])
-    return problems
-
-
-def _data_problems(tasks: Sequence[Mapping[str, Any]]) -> list[Problem]:
-    problems: list[Problem] = []
-    for index, task in enumerate(tasks):
-        for position, data in enumerate(task.get("data", [])):
-            if "remote" not in data and "local" not in data:
-                problems.append((f"tasks[{index}].data[{position}]", "needs remote or local"))
     return problems
 
 

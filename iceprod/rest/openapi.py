@@ -1,38 +1,123 @@
-"""OpenAPI 3.1 generated from the route table, the handlers' docstrings and body schemas."""
+"""OpenAPI 3.1 generated from the route table, the handlers' docstrings, body schemas and
+declared query parameters.
+
+The document is self-contained: every ``$ref`` is a JSON pointer into the document itself
+(``#/components/schemas/...``), so fuzzers and code generators need nothing else. A body
+schema that is a whole schema document (the dataset config, with its ``$id`` and ``$defs``)
+becomes a component of its own and its ``$defs`` become components beside it.
+
+It states the input rules the server applies: path parameters carry the pattern their route
+matches (anything else answers 404), query parameters are declared on the handler methods
+with ``@query`` and integers never exceed what a 64-bit store holds.
+"""
 
 from __future__ import annotations
 
+import copy
 import inspect
-from typing import Any
+import re
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any, TypeVar
 
 import iceprod
 from iceprod.rest.auth.roles import SCOPES
 
 VERBS = ("get", "post", "put", "patch", "delete")
+INT64_MAX = 2**63 - 1
+INT64_MIN = -(2**63)
+COMPONENTS = "#/components/schemas/"
+
+Schema = dict[str, Any]
+F = TypeVar("F", bound=Callable[..., Any])
+
+ERROR: Schema = {
+    "type": "object",
+    "description": "every error answer: the HTTP code and one line naming the field",
+    "properties": {"code": {"type": "integer"}, "error": {"type": "string"}},
+    "required": ["code", "error"],
+}
+
+# -- query parameters --------------------------------------------------------------------------
+
+KEYS: Schema = {"type": "string", "description": "fields to return, `a|b|c` (the id always)"}
+STATUS: Schema = {"type": "string", "description": "only these statuses, `a|b`"}
+LIMIT: Schema = {"type": "integer", "minimum": 1, "maximum": INT64_MAX,
+                 "description": "at most this many (the server caps a page at 10,000)"}
+AFTER: Schema = {"type": "string", "minLength": 1, "pattern": "^[A-Za-z0-9_-]+={0,2}$",
+                 "description": "opaque cursor from the previous page's `X-Next-After`"}
+TEXT: Schema = {"type": "string"}
+INDEX: Schema = {"type": "integer", "minimum": 0}
+NUM: Schema = {"type": "integer", "minimum": 1, "description": "at most this many"}
+FLAG: Schema = {"type": "boolean"}
+ORDER: Schema = {"type": "string", "enum": ["asc", "desc"], "description": "by time"}
+PAGE: dict[str, Schema] = {"keys": KEYS, "limit": LIMIT, "after": AFTER}
+"""What ``APIHandler.list_page`` reads."""
+
+
+def query(**params: Schema) -> Callable[[F], F]:
+    """Declare the query parameters a handler method reads (all optional), for the document.
+
+    A test compares these with the ``get_argument``/``int_arg``/``keys_arg``/``status_arg``/
+    ``list_page`` calls in the handler's source, so the two cannot drift apart."""
+
+    def deco(fn: F) -> F:
+        fn.query_params = dict(params)  # type: ignore[attr-defined]
+        return fn
+
+    return deco
+
+
+def path(**params: Schema) -> Callable[[F], F]:
+    """Declare the rule a handler method applies to a path parameter beyond its route's
+    pattern (e.g. an enum), for the document."""
+
+    def deco(fn: F) -> F:
+        fn.path_params = dict(params)  # type: ignore[attr-defined]
+        return fn
+
+    return deco
+
+
+# -- paths -------------------------------------------------------------------------------------
+
+
+def _groups(pattern: str) -> Iterator[tuple[int, int, str, str]]:
+    """(start, end, name, regex) of each named group ``(?P<name>regex)`` in a route."""
+    i = 0
+    while (i := pattern.find("(?P<", i)) >= 0:
+        end = pattern.index(">", i)
+        depth, j = 1, end + 1
+        while depth:
+            if pattern[j] == "\\":
+                j += 2
+                continue
+            depth += {"(": 1, ")": -1}.get(pattern[j], 0)
+            j += 1
+        yield i, j, pattern[i + 4 : end], pattern[end + 1 : j - 1]
+        i = j
 
 
 def template(pattern: str) -> str:
     """Turn a route regex into an OpenAPI path: ``(?P<dataset_id>[0-9a-f]{32})`` ->
     ``{dataset_id}``."""
-    out: list[str] = []
-    i = 0
-    while i < len(pattern):
-        if pattern.startswith("(?P<", i):
-            end = pattern.index(">", i)
-            name = pattern[i + 4 : end]
-            depth, j = 1, end + 1
-            while depth:
-                if pattern[j] == "\\":
-                    j += 2
-                    continue
-                depth += {"(": 1, ")": -1}.get(pattern[j], 0)
-                j += 1
-            out.append("{" + name + "}")
-            i = j
-        else:
-            out.append(pattern[i])
-            i += 1
+    out, last = [], 0
+    for start, end, name, _ in _groups(pattern):
+        out += [pattern[last:start], "{" + name + "}"]
+        last = end
+    out.append(pattern[last:])
     return "".join(out).lstrip("^").rstrip("$")
+
+
+def path_parameters(pattern: str) -> list[Schema]:
+    """The route's path parameters, each with the pattern its group matches: tornado answers
+    404 for anything else, so that is the rule the server applies."""
+    params = []
+    for _, _, name, regex in _groups(pattern):
+        # tornado matches the raw (percent-encoded) path, where \w is ASCII only
+        regex = regex.replace(r"\w", "[A-Za-z0-9_]")
+        params.append({"name": name, "in": "path", "required": True,
+                       "schema": {"type": "string", "pattern": f"^{regex}$"}})
+    return params
 
 
 def handler_methods(handler: type) -> dict[str, Any]:
@@ -46,18 +131,81 @@ def handler_methods(handler: type) -> dict[str, Any]:
     return out
 
 
+# -- schemas -----------------------------------------------------------------------------------
+
+
+def _walk(node: Any) -> Iterator[dict[str, Any]]:
+    if isinstance(node, dict):
+        yield node
+        for value in node.values():
+            yield from _walk(value)
+    elif isinstance(node, list):
+        for value in node:
+            yield from _walk(value)
+
+
+def component_name(schema: Mapping[str, Any]) -> str:
+    """``.../dataset_config.schema.json`` -> ``dataset_config``."""
+    return str(schema["$id"]).rstrip("/").rsplit("/", 1)[-1].removesuffix(".schema.json")
+
+
+def hoist(schema: Mapping[str, Any], components: dict[str, Schema]) -> Schema:
+    """Put a schema document (one with an ``$id``) under ``components`` as ``NAME``, its
+    ``$defs`` as ``NAME.DEF``, and point every ``$ref`` there. Answers a ``$ref`` to it."""
+    name = component_name(schema)
+    doc = copy.deepcopy(dict(schema))
+    base = str(doc.pop("$id"))
+    doc.pop("$schema", None)
+    defs = doc.pop("$defs", {})
+    for node in _walk([doc, defs]):
+        if "$id" in node:
+            raise ValueError(f"{name}: nested $id {node['$id']!r} is not supported")
+        if "$ref" in node:
+            node["$ref"] = _local_ref(name, base, node["$ref"])
+    components[name] = doc
+    for key, sub in defs.items():
+        components[f"{name}.{key}"] = sub
+    return {"$ref": COMPONENTS + name}
+
+
+def _local_ref(name: str, base: str, ref: str) -> str:
+    """A ``$ref`` of schema ``name`` (whose ``$id`` is ``base``) as a pointer into
+    ``#/components/schemas``."""
+    pointer = ref.removeprefix(base)
+    if not pointer.startswith("#"):
+        raise ValueError(f"{name}: $ref {ref!r} points outside the schema")
+    pointer = pointer[1:]
+    if pointer in ("", "/"):
+        return COMPONENTS + name
+    if pointer.startswith("/$defs/"):
+        return COMPONENTS + f"{name}." + pointer.removeprefix("/$defs/")
+    return COMPONENTS + name + pointer
+
+
+def with_int64_bounds(schema: Any) -> Any:
+    """A copy of ``schema`` where every integer has bounds a 64-bit store holds: input past
+    them is refused (issue 10), so no integer field accepts more than this."""
+    out = copy.deepcopy(schema)
+    for node in _walk(out):
+        types = node.get("type")
+        if types == "integer" or (isinstance(types, list) and "integer" in types):
+            node["maximum"] = min(node.get("maximum", INT64_MAX), INT64_MAX)
+            node["minimum"] = max(node.get("minimum", INT64_MIN), INT64_MIN)
+    return out
+
+
+# -- the document ------------------------------------------------------------------------------
+
+
 def build(routes: list[tuple[str, type]]) -> dict[str, Any]:
+    components: dict[str, Schema] = {"Error": ERROR}
     paths: dict[str, Any] = {}
     for pattern, handler in routes:
-        path = template(pattern)
-        params = [
-            {"name": n, "in": "path", "required": True, "schema": {"type": "string"}}
-            for n in _path_names(path)
-        ]
-        ops: dict[str, Any] = {}
-        for verb, fn in handler_methods(handler).items():
-            ops[verb] = _operation(verb, fn, params, handler)
-        paths[path] = ops
+        params = path_parameters(pattern)
+        paths[template(pattern)] = {
+            verb: _operation(verb, fn, params, handler, components)
+            for verb, fn in handler_methods(handler).items()
+        }
     return {
         "openapi": "3.1.0",
         "info": {"title": "iceprod", "version": iceprod.__version__,
@@ -69,43 +217,36 @@ def build(routes: list[tuple[str, type]]) -> dict[str, Any]:
                            "description": "scopes: " + "; ".join(
                                f"{k}: {v}" for k, v in SCOPES.items())},
             },
-            "schemas": {"Error": {
-                "type": "object",
-                "properties": {"code": {"type": "integer"}, "error": {"type": "string"}},
-                "required": ["code", "error"],
-            }},
+            "schemas": with_int64_bounds(components),
         },
     }
 
 
-def _path_names(path: str) -> list[str]:
-    names, rest = [], path
-    while "{" in rest:
-        start = rest.index("{")
-        end = rest.index("}", start)
-        names.append(rest[start + 1 : end])
-        rest = rest[end + 1 :]
-    return names
+def _body(schema: Mapping[str, Any], components: dict[str, Schema]) -> Schema:
+    if "$id" in schema:
+        return hoist(schema, components)
+    if any("$ref" in node for node in _walk(schema)):
+        raise ValueError("an inline body schema may not use $ref; give it an $id")
+    return with_int64_bounds(dict(schema))
 
 
-def _operation(verb: str, fn: Any, params: list[dict], handler: type) -> dict[str, Any]:
+def _operation(verb: str, fn: Any, params: list[Schema], handler: type,
+               components: dict[str, Schema]) -> dict[str, Any]:
     spec = fn.auth_spec
     doc = inspect.getdoc(fn) or ""
     summary, _, description = doc.partition("\n\n")
-    error = {"content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
+    declared = getattr(fn, "path_params", {})
+    params = [{**p, "schema": {**p["schema"], **declared[p["name"]]}} if p["name"] in declared
+              else p for p in params]
+    queries = [
+        {"name": name, "in": "query", "required": False, "schema": with_int64_bounds(schema)}
+        for name, schema in getattr(fn, "query_params", {}).items()
+    ]
     op: dict[str, Any] = {
         "operationId": f"{handler.__name__}.{verb}",
         "summary": summary.replace("\n", " "),
-        "parameters": params,
-        "responses": {
-            "201" if spec.created else "200": {"description": "created" if spec.created
-                                               else "success"},
-            "400": {"description": "bad input; the error names the field", **error},
-            "401": {"description": "no or invalid token", **error},
-            "403": {"description": "not allowed", **error},
-            "404": {"description": "not found", **error},
-            "409": {"description": "conflict or bad transition", **error},
-        },
+        "parameters": params + queries,
+        "responses": _responses(verb, fn, handler, bool(params), bool(queries)),
     }
     if description:
         op["description"] = description
@@ -119,6 +260,58 @@ def _operation(verb: str, fn: Any, params: list[dict], handler: type) -> dict[st
     if spec.body is not None:
         op["requestBody"] = {
             "required": True,
-            "content": {"application/json": {"schema": spec.body}},
+            "content": {"application/json": {"schema": _body(spec.body, components)}},
         }
     return op
+
+
+ERROR_CODES = {
+    "400": "bad input; the error names the field",
+    "401": "no or invalid token",
+    "403": "not allowed",
+    "404": "not found",
+    "409": "conflict or bad transition",
+    "413": "too large",
+    "429": "too many failed attempts; retry after `Retry-After` seconds",
+    "503": "a service the operation needs is unavailable",
+}
+_RAISED = {"NotFound": "404", "Conflict": "409", "BadTransition": "409", "TooLarge": "413",
+           "Unavailable": "503", "Forbidden": "403", "Invalid": "400"}
+
+
+def _responses(verb: str, fn: Any, handler: type, has_path: bool,
+               has_query: bool) -> dict[str, Any]:
+    """The success code and every error code the operation can answer, each error with the
+    ``Error`` body."""
+    spec = fn.auth_spec
+    codes = {"401"}  # a malformed Authorization header is refused on every route
+    if spec.body is not None or has_query:
+        codes.add("400")
+    if not spec.public:
+        codes.add("403")
+    if has_path or spec.dataset or spec.body is not None:
+        codes.add("404")  # a missing id in the path, or one the body names
+    if verb != "get":
+        codes.add("409")
+    codes.update(_raised_codes(handler))
+    if handler.__name__ == "LdapHandler":
+        codes.add("429")
+    error = {"content": {"application/json": {"schema": {"$ref": COMPONENTS + "Error"}}}}
+    out: dict[str, Any] = {
+        "201" if spec.created else "200": {"description": "created" if spec.created
+                                           else "success"},
+    }
+    for code in sorted(codes):
+        out[code] = {"description": ERROR_CODES[code], **error}
+    return out
+
+
+def _raised_codes(handler: type) -> set[str]:
+    """Codes of the errors the handler's own classes raise (``raise NotFound(...)``)."""
+    codes: set[str] = set()
+    for cls in handler.__mro__:
+        if not cls.__module__.startswith("iceprod.rest.handlers."):
+            continue
+        source = inspect.getsource(cls)
+        codes.update(_RAISED[n] for n in re.findall(r"raise (\w+)\(", source) if n in _RAISED)
+    return codes

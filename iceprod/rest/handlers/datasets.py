@@ -10,6 +10,7 @@ from iceprod.db.store import Doc
 from iceprod.rest.auth.tokens import Principal
 from iceprod.rest.base import APIHandler, requires
 from iceprod.rest.handlers.schemas import MAX_FAILURES, MAX_INDEX, obj
+from iceprod.rest.openapi import KEYS, PAGE, STATUS, TEXT, query
 from iceprod.server.scheduler.rollup import cascade_dataset
 
 MAX_TASKS = 1000
@@ -21,7 +22,8 @@ CREATE_BODY = obj(
     ["description", "jobs_submitted", "tasks_submitted", "tasks_per_job", "group"],
     description={"type": "string", "maxLength": 10000, "description": "what this dataset is"},
     jobs_submitted={"type": "integer", "minimum": 1, "maximum": MAX_INDEX},
-    tasks_submitted={"type": "integer", "minimum": 1, "maximum": MAX_INDEX * MAX_TASKS},
+    tasks_submitted={"type": "integer", "minimum": 1, "maximum": MAX_INDEX * MAX_TASKS,
+                     "description": "jobs_submitted * tasks_per_job"},
     tasks_per_job={"type": "integer", "minimum": 1, "maximum": MAX_TASKS},
     group={**GROUP_NAME, "description": "the submitting group"},
     priority={"type": "number", "minimum": 0, "maximum": 1, "description": "0..1, default 0.5"},
@@ -49,6 +51,7 @@ async def visible_ids(h: APIHandler) -> list[str] | None:
 
 
 class DatasetsHandler(APIHandler):
+    @query(**PAGE, status=STATUS, username=TEXT)
     @requires("read:datasets")
     async def get(self) -> None:
         """List the datasets the caller may read (`status=`, `username=`, `keys=`, paged)."""
@@ -128,6 +131,7 @@ def _unique(names: list[str]) -> list[str]:
 
 
 class DatasetHandler(APIHandler):
+    @query(keys=KEYS)
     @requires("read:datasets", dataset="read")
     async def get(self, dataset_id: str) -> None:
         """One dataset."""

@@ -9,6 +9,7 @@ from iceprod.common.ids import new_id
 from iceprod.common.timeutil import iso
 from iceprod.rest.base import APIHandler, requires
 from iceprod.rest.handlers.schemas import ID, MAX_INDEX, obj
+from iceprod.rest.openapi import PAGE, query
 
 FILE_PROPS: dict[str, Any] = {
     "remote": {"type": "string", "minLength": 1, "description": "URL or path of the file"},
@@ -39,6 +40,7 @@ class FileWriter(APIHandler):
 
 
 class DatasetFilesHandler(FileWriter):
+    @query(**PAGE)
     @requires("read:datasets", dataset="read")
     async def get(self, dataset_id: str) -> None:
         """A dataset's files as `{file_id: file}` (paged)."""
@@ -51,6 +53,7 @@ class DatasetFilesHandler(FileWriter):
 
 
 class TaskFilesHandler(FileWriter):
+    @query(**PAGE)
     @requires("read:datasets", dataset="read")
     async def get(self, dataset_id: str, task_id: str) -> None:
         """A task's files as `{file_id: file}` (paged)."""

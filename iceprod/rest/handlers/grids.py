@@ -6,6 +6,7 @@ from iceprod.common.ids import new_id
 from iceprod.common.timeutil import iso
 from iceprod.rest.base import APIHandler, requires
 from iceprod.rest.handlers.schemas import obj
+from iceprod.rest.openapi import KEYS, PAGE, TEXT, query
 
 CREATE_BODY = obj(
     ["host"],
@@ -18,6 +19,7 @@ CREATE_BODY = obj(
 
 
 class GridsHandler(APIHandler):
+    @query(**PAGE, host=TEXT)
     @requires("read:grids")
     async def get(self) -> None:
         """Grids as `{grid_id: grid}` (`host=`, `keys=`, paged)."""
@@ -38,6 +40,7 @@ class GridsHandler(APIHandler):
 
 
 class GridHandler(APIHandler):
+    @query(keys=KEYS)
     @requires("read:grids")
     async def get(self, grid_id: str) -> None:
         """One grid."""

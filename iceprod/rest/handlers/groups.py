@@ -6,6 +6,7 @@ from __future__ import annotations
 from iceprod.rest.auth.accounts import revoke
 from iceprod.rest.base import APIHandler, requires
 from iceprod.rest.handlers.schemas import obj
+from iceprod.rest.openapi import KEYS, PAGE, TEXT, query
 
 GROUP_NAME = {"type": "string", "pattern": r"^[A-Za-z0-9][A-Za-z0-9._/-]{0,63}$",
               "description": "group name"}
@@ -13,6 +14,7 @@ CREATE_BODY = obj(["name"], name=GROUP_NAME, description={"type": "string", "max
 
 
 class GroupsHandler(APIHandler):
+    @query(**PAGE, name=TEXT)
     @requires("read:accounts")
     async def get(self) -> None:
         """Groups as `{group_id: group}` (`name=`, `keys=`, paged)."""
@@ -27,6 +29,7 @@ class GroupsHandler(APIHandler):
 
 
 class GroupHandler(APIHandler):
+    @query(keys=KEYS)
     @requires("read:accounts")
     async def get(self, group_id: str) -> None:
         """One group."""

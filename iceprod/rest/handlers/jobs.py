@@ -9,6 +9,7 @@ from iceprod.common.states import statuses
 from iceprod.common.timeutil import iso
 from iceprod.rest.base import APIHandler, requires
 from iceprod.rest.handlers.schemas import ID, MAX_INDEX, MAX_PRIORITY, obj
+from iceprod.rest.openapi import INDEX, KEYS, PAGE, STATUS, query
 from iceprod.server.scheduler.rollup import cascade_job
 
 STATUS_BODY = obj(["status"], status={"type": "string", "enum": statuses("job")})
@@ -26,6 +27,7 @@ PATCH_BODY = {
 
 
 class DatasetJobsHandler(APIHandler):
+    @query(**PAGE, status=STATUS, job_index=INDEX)
     @requires("read:datasets", dataset="read")
     async def get(self, dataset_id: str) -> None:
         """A dataset's jobs as `{job_id: job}` (`status=`, `job_index=`, `keys=`, paged)."""
@@ -38,6 +40,7 @@ class DatasetJobsHandler(APIHandler):
 
 
 class DatasetJobHandler(APIHandler):
+    @query(keys=KEYS)
     @requires("read:datasets", dataset="read")
     async def get(self, dataset_id: str, job_id: str) -> None:
         """One job of a dataset."""
@@ -89,6 +92,7 @@ class JobsHandler(APIHandler):
 
 
 class JobHandler(APIHandler):
+    @query(keys=KEYS)
     @requires("internal")
     async def get(self, job_id: str) -> None:
         """One job (internal)."""

@@ -7,6 +7,7 @@ from iceprod.common.ids import new_id
 from iceprod.common.timeutil import iso
 from iceprod.rest.base import APIHandler, OwnershipMixin, requires
 from iceprod.rest.handlers.schemas import ID, obj
+from iceprod.rest.openapi import FLAG, KEYS, NUM, ORDER, query
 
 MAX_LOGS = 100_000
 NAME = {"type": "string", "pattern": "^[A-Za-z0-9_.-]{1,64}$",
@@ -42,6 +43,7 @@ class DatasetLogsHandler(LogWriter):
 
 
 class DatasetLogHandler(APIHandler):
+    @query(keys=KEYS)
     @requires("read:datasets", dataset="read")
     async def get(self, dataset_id: str, log_id: str) -> None:
         """One log of a dataset."""
@@ -50,6 +52,7 @@ class DatasetLogHandler(APIHandler):
 
 
 class DatasetTaskLogsHandler(APIHandler):
+    @query(keys=KEYS, num=NUM, group=FLAG, order=ORDER)
     @requires("read:datasets", dataset="read")
     async def get(self, dataset_id: str, task_id: str) -> None:
         """A task's logs as `{log_id: log}`: `num=N`, `group=true` (newest per name),
@@ -84,6 +87,7 @@ class LogsHandler(LogWriter):
 
 
 class LogHandler(APIHandler):
+    @query(keys=KEYS)
     @requires("internal")
     async def get(self, log_id: str) -> None:
         """One log (internal)."""

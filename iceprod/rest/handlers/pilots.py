@@ -11,6 +11,7 @@ from iceprod.common.timeutil import iso
 from iceprod.db.store import Doc
 from iceprod.rest.base import APIHandler, OwnershipMixin, requires
 from iceprod.rest.handlers.schemas import ID, REQUIREMENTS, obj
+from iceprod.rest.openapi import KEYS, PAGE, STATUS, TEXT, query
 
 COMMON: dict[str, Any] = {
     "queue_host": {"type": "string", "description": "the grid's submit host"},
@@ -28,6 +29,7 @@ PATCH_BODY = obj(
 
 
 class PilotsHandler(OwnershipMixin, APIHandler):
+    @query(**PAGE, status=STATUS, grid_id=TEXT)
     @requires("read:pilots")
     async def get(self) -> None:
         """Pilots as `{pilot_id: pilot}` (`grid_id=`, `status=`, `keys=`, paged); a pilot
@@ -62,6 +64,7 @@ class PilotsHandler(OwnershipMixin, APIHandler):
 
 
 class PilotHandler(OwnershipMixin, APIHandler):
+    @query(keys=KEYS)
     @requires("read:pilots")
     async def get(self, pilot_id: str) -> None:
         """One pilot, with the tasks it is processing now."""

@@ -7,6 +7,7 @@ from iceprod.common.ids import new_id
 from iceprod.common.timeutil import iso
 from iceprod.rest.base import APIHandler, OwnershipMixin, requires
 from iceprod.rest.handlers.schemas import ID, obj
+from iceprod.rest.openapi import FLAG, KEYS, PAGE, query
 
 CREATE_BODY = obj(
     ["dataset_id", "stats"],
@@ -16,6 +17,7 @@ CREATE_BODY = obj(
 
 
 class DatasetTaskStatsListHandler(APIHandler):
+    @query(**PAGE, last=FLAG)
     @requires("read:datasets", dataset="read")
     async def get(self, dataset_id: str, task_id: str) -> None:
         """A task's stats records as `{task_stat_id: record}` (paged; `last=true` gives the
@@ -29,6 +31,7 @@ class DatasetTaskStatsListHandler(APIHandler):
 
 
 class DatasetTaskStatHandler(APIHandler):
+    @query(keys=KEYS)
     @requires("read:datasets", dataset="read")
     async def get(self, dataset_id: str, task_id: str, task_stat_id: str) -> None:
         """One stats record."""

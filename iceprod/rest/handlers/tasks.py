@@ -23,13 +23,16 @@ from iceprod.rest.handlers.schemas import (
     MAX_SECONDS,
     obj,
 )
+from iceprod.rest.openapi import KEYS, PAGE, STATUS, TEXT, path, query
 from iceprod.server.scheduler.queue import queue_tasks
 from iceprod.server.scheduler.rollup import rollup_job
 
 PRIORITY = {"type": "number", "minimum": -MAX_PRIORITY, "maximum": MAX_PRIORITY}
 TIME_USED = {"type": "number", "minimum": 0, "maximum": MAX_SECONDS, "description": "seconds"}
 TASK_STATUS = {"type": "string", "enum": statuses("task")}
-STATUS_BODY = obj(["status"], status=TASK_STATUS)
+SETTABLE = {"type": "string", "enum": [s for s in statuses("task") if s != "processing"],
+            "description": "any status but processing, which only a pilot's claim sets"}
+STATUS_BODY = obj(["status"], status=SETTABLE)
 MAX_BULK = 100_000
 
 TASK_REQUIREMENTS: dict[str, Any] = obj(
@@ -109,6 +112,7 @@ def visible_task(doc: Doc, privileged: bool) -> Doc:
 
 
 class DatasetTasksHandler(APIHandler):
+    @query(**PAGE, status=STATUS, job_id=TEXT, name=TEXT, pilot_id=TEXT)
     @requires("read:datasets", dataset="read")
     async def get(self, dataset_id: str) -> None:
         """A dataset's tasks as `{task_id: task}` (`status=`, `job_id=`, `name=`, `keys=`,
@@ -124,6 +128,7 @@ class DatasetTasksHandler(APIHandler):
 
 
 class DatasetTaskHandler(APIHandler):
+    @query(keys=KEYS)
     @requires("read:datasets", dataset="read")
     async def get(self, dataset_id: str, task_id: str) -> None:
         """One task of a dataset."""
@@ -135,8 +140,6 @@ class DatasetTaskStatusHandler(APIHandler):
     @requires("write:datasets", dataset="write", body=STATUS_BODY)
     async def put(self, dataset_id: str, task_id: str) -> None:
         """Set a task's status (state machine; illegal -> 409)."""
-        if self.body["status"] == "processing":
-            raise Invalid("status: only a pilot's claim sets processing")
         await self.db.tasks.set_status(task_id, self.body["status"], dataset_id=dataset_id)
         self.write_json({})
 
@@ -163,6 +166,7 @@ class TaskCountsNameHandler(APIHandler):
 
 
 class BulkStatusHandler(APIHandler):
+    @path(status=SETTABLE)
     @requires("write:datasets", dataset="write", body=BULK_STATUS_BODY)
     async def post(self, dataset_id: str, status: str) -> None:
         """Set a status on many tasks: the listed `tasks`, or all with `name`, or all of the
@@ -224,6 +228,7 @@ class TasksHandler(APIHandler):
 
 
 class TaskHandler(OwnershipMixin, APIHandler):
+    @query(keys=KEYS)
     @requires("internal", "pilot")
     async def get(self, task_id: str) -> None:
         """One task (internal; a pilot only the tasks it holds)."""

@@ -21,12 +21,16 @@ from iceprod.rest.auth.external import normalize_identity
 from iceprod.rest.base import APIHandler, requires
 from iceprod.rest.handlers.groups import GROUP_NAME
 from iceprod.rest.handlers.schemas import obj
+from iceprod.rest.openapi import PAGE, TEXT, query
 
 USERNAME = {"type": "string", "pattern": r"^[A-Za-z0-9][A-Za-z0-9._@+-]{0,127}$"}
 ROLE_LIST = {"type": "array", "items": {"type": "string"}, "uniqueItems": True,
              "maxItems": 100, "description": "built-in or custom role names"}
 GROUP_LIST = {"type": "array", "items": GROUP_NAME, "uniqueItems": True, "maxItems": 1000}
-EMAIL = {"type": ["string", "null"], "maxLength": 320, "pattern": r"^[^@\s]+@[^@\s]+$",
+# spelled out rather than \s, whose meaning differs between Python and the document's ECMA
+# regexes (Python's includes \x1c-\x1f): the document states exactly what is refused
+EMAIL = {"type": ["string", "null"], "maxLength": 320,
+         "pattern": r"^[^@\x00-\x20\x7f]+@[^@\x00-\x20\x7f]+$",
          "description": "matched by the token exchange (ICEPROD_OIDC_CLAIM=email)"}
 ORCID = {"type": ["string", "null"], "maxLength": 64,
          "description": "ORCID iD, matched by the token exchange"}
@@ -70,6 +74,7 @@ class UserBase(APIHandler):
 
 
 class UsersHandler(UserBase):
+    @query(**PAGE, username=TEXT, group=TEXT)
     @requires("read:accounts")
     async def get(self) -> None:
         """Users as `{user_id: user}` (`username=`, `group=`, `keys=`, paged)."""
