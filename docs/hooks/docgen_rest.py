@@ -56,7 +56,8 @@ def _body(op: Doc, doc: Doc) -> list[str]:
         schema = spec.get("schema", {})
         resolver = Resolver(schema, doc)
         resolved = resolver.resolve(schema)
-        if str(resolved.get("$id", "")).endswith("dataset_config.schema.json"):
+        if schema.get("$ref") == "#/components/schemas/dataset_config" or \
+                str(resolved.get("$id", "")).endswith("dataset_config.schema.json"):
             out.append(f"**Body** ({media}): a dataset config, see the "
                        "[dataset config reference](config.md).")
             continue

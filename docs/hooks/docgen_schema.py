@@ -75,12 +75,18 @@ class Resolver:
         return {}
 
 
-def type_of(schema: Schema, resolver: Resolver) -> str:
-    """A readable type: ``integer``, ``array of string``, ``integer or string``."""
+def type_of(schema: Schema, resolver: Resolver, seen: frozenset[str] = frozenset()) -> str:
+    """A readable type: ``integer``, ``array of string``, ``integer or string``. A schema
+    that refers to itself (``JsonValue``) is named, not expanded again."""
+    ref = schema.get("$ref")
+    if isinstance(ref, str):
+        if ref in seen:
+            return "any JSON"
+        seen = seen | {ref}
     schema = resolver.resolve(schema)
     for key in ("anyOf", "oneOf"):
         if key in schema:
-            kinds = dict.fromkeys(type_of(s, resolver) for s in schema[key])
+            kinds = dict.fromkeys(type_of(s, resolver, seen) for s in schema[key])
             return " or ".join(kinds)
     if "enum" in schema:
         kinds = dict.fromkeys(_json_type(v) for v in schema["enum"])
@@ -89,19 +95,19 @@ def type_of(schema: Schema, resolver: Resolver) -> str:
         return _json_type(schema["const"])
     kind = schema.get("type")
     if isinstance(kind, list):
-        return " or ".join(_with_items(k, schema, resolver) for k in kind)
+        return " or ".join(_with_items(k, schema, resolver, seen) for k in kind)
     if kind is None:
         if "properties" in schema:
             return "object"
         return "any"
-    return _with_items(kind, schema, resolver)
+    return _with_items(kind, schema, resolver, seen)
 
 
-def _with_items(kind: str, schema: Schema, resolver: Resolver) -> str:
+def _with_items(kind: str, schema: Schema, resolver: Resolver, seen: frozenset[str]) -> str:
     if kind == "array" and isinstance(schema.get("items"), Mapping):
-        return f"array of {type_of(schema['items'], resolver)}"
+        return f"array of {type_of(schema['items'], resolver, seen)}"
     if kind == "object" and isinstance(schema.get("additionalProperties"), Mapping):
-        return f"object of {type_of(schema['additionalProperties'], resolver)}"
+        return f"object of {type_of(schema['additionalProperties'], resolver, seen)}"
     return kind
 
 
@@ -126,13 +132,20 @@ _BOUNDS = (
 )
 
 
-def bounds_of(schema: Schema, resolver: Resolver) -> list[str]:
-    """The constraints a value must meet, each as a short Markdown phrase."""
+def bounds_of(schema: Schema, resolver: Resolver,
+              seen: frozenset[str] = frozenset()) -> list[str]:
+    """The constraints a value must meet, each as a short Markdown phrase (a schema that
+    refers to itself is not followed again)."""
+    ref = schema.get("$ref")
+    if isinstance(ref, str):
+        if ref in seen:
+            return []
+        seen = seen | {ref}
     schema = resolver.resolve(schema)
     out: list[str] = []
     for key in ("anyOf", "oneOf"):
         for alt in schema.get(key, ()):
-            inner = bounds_of(alt, resolver)
+            inner = bounds_of(alt, resolver, seen)
             if inner:
                 out.append(f"as {type_of(alt, resolver)}: {', '.join(inner)}")
     out += [fmt.format(code(schema[key])) for key, fmt in _BOUNDS if key in schema]
@@ -151,7 +164,7 @@ def bounds_of(schema: Schema, resolver: Resolver) -> list[str]:
         out.append("no other keys")
     items = schema.get("items")
     if isinstance(items, Mapping) and "properties" not in resolver.resolve(items):
-        inner = bounds_of(items, resolver)
+        inner = bounds_of(items, resolver, seen)
         if inner:
             out.append("each item: " + ", ".join(inner))
     return out

@@ -21,6 +21,8 @@ from typing import Any, TypeVar
 
 import iceprod
 from iceprod.rest.auth.roles import SCOPES
+from iceprod.rest.base import MAX_LIMIT_ARG
+from iceprod.rest.handlers.schemas import MAX_INDEX, MAX_LOGS
 
 VERBS = ("get", "post", "put", "patch", "delete")
 INT64_MAX = 2**63 - 1
@@ -39,15 +41,20 @@ ERROR: Schema = {
 
 # -- query parameters --------------------------------------------------------------------------
 
-KEYS: Schema = {"type": "string", "description": "fields to return, `a|b|c` (the id always)"}
-STATUS: Schema = {"type": "string", "description": "only these statuses, `a|b`"}
-LIMIT: Schema = {"type": "integer", "minimum": 1, "maximum": INT64_MAX,
+NO_NUL = r"^[^\u0000]*$"
+"""Query text holds no NUL (``APIHandler.check_request`` refuses one)."""
+KEYS: Schema = {"type": "string", "pattern": NO_NUL,
+                "description": "fields to return, `a|b|c` (the id always)"}
+STATUS: Schema = {"type": "string", "pattern": NO_NUL,
+                  "description": "only these statuses, `a|b`"}
+LIMIT: Schema = {"type": "integer", "minimum": 1, "maximum": MAX_LIMIT_ARG,
                  "description": "at most this many (the server caps a page at 10,000)"}
 AFTER: Schema = {"type": "string", "minLength": 1, "pattern": "^[A-Za-z0-9_-]+={0,2}$",
                  "description": "opaque cursor from the previous page's `X-Next-After`"}
-TEXT: Schema = {"type": "string"}
-INDEX: Schema = {"type": "integer", "minimum": 0}
-NUM: Schema = {"type": "integer", "minimum": 1, "description": "at most this many"}
+TEXT: Schema = {"type": "string", "pattern": NO_NUL}
+INDEX: Schema = {"type": "integer", "minimum": 0, "maximum": MAX_INDEX}
+NUM: Schema = {"type": "integer", "minimum": 1, "maximum": MAX_LOGS,
+               "description": "at most this many"}
 FLAG: Schema = {"type": "boolean"}
 ORDER: Schema = {"type": "string", "enum": ["asc", "desc"], "description": "by time"}
 PAGE: dict[str, Schema] = {"keys": KEYS, "limit": LIMIT, "after": AFTER}
@@ -182,15 +189,34 @@ def _local_ref(name: str, base: str, ref: str) -> str:
     return COMPONENTS + name + pointer
 
 
+JSON_VALUE: Schema = {
+    "description": "any JSON value whose integers fit in 64 bits (the body parser refuses "
+                   "larger ones anywhere in a body)",
+    "anyOf": [
+        {"type": "integer", "minimum": INT64_MIN, "maximum": INT64_MAX},
+        {"type": "number", "not": {"multipleOf": 1}},
+        {"type": ["string", "boolean", "null"]},
+        {"type": "array", "items": {"$ref": COMPONENTS + "JsonValue"}},
+        {"type": "object", "additionalProperties": {"$ref": COMPONENTS + "JsonValue"}},
+    ],
+}
+
+
 def with_int64_bounds(schema: Any) -> Any:
     """A copy of ``schema`` where every integer has bounds a 64-bit store holds: input past
-    them is refused (issue 10), so no integer field accepts more than this."""
+    them is refused (issue 10), so no integer field accepts more than this. Free-form
+    objects and arrays hold ``JsonValue``s, which say the same of nested integers."""
     out = copy.deepcopy(schema)
     for node in _walk(out):
         types = node.get("type")
         if types == "integer" or (isinstance(types, list) and "integer" in types):
             node["maximum"] = min(node.get("maximum", INT64_MAX), INT64_MAX)
             node["minimum"] = max(node.get("minimum", INT64_MIN), INT64_MIN)
+        elif types == "object" and not ({"properties", "additionalProperties",
+                                         "patternProperties"} & node.keys()):
+            node["additionalProperties"] = {"$ref": COMPONENTS + "JsonValue"}
+        elif types == "array" and "items" not in node and "prefixItems" not in node:
+            node["items"] = {"$ref": COMPONENTS + "JsonValue"}
     return out
 
 
@@ -217,7 +243,7 @@ def build(routes: list[tuple[str, type]]) -> dict[str, Any]:
                            "description": "scopes: " + "; ".join(
                                f"{k}: {v}" for k, v in SCOPES.items())},
             },
-            "schemas": with_int64_bounds(components),
+            "schemas": {**with_int64_bounds(components), "JsonValue": JSON_VALUE},
         },
     }
 

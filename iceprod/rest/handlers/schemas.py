@@ -14,6 +14,8 @@ MAX_SECONDS = 1e10
 MAX_PRIORITY = 1e15
 MAX_INDEX = 100_000_000
 MAX_FAILURES = 1_000
+MAX_LOGS = 100_000
+"""Most logs one request lists (``num=``)."""
 
 ID = {"type": "string", "pattern": "^[0-9a-f]{32}$", "description": "a 32-hex-char id"}
 STATUS_BODY = {
