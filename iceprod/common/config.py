@@ -69,6 +69,15 @@ def load_secret(data_dir: str) -> str:
     return value
 
 
+def _env_positive_int(name: str, default: int) -> int:
+    value = _env_int(name, default)
+    if value <= 0:
+        raise ValueError(f"{name}: must be a positive number of seconds")
+    return value
+
+
+DEFAULT_PILOT_TOKEN_SECONDS = 4 * 3600
+"""Pilot tokens live hours, not days: a live pilot renews its token through its heartbeat."""
 DEFAULT_LDAP_BIND_DN = "uid={username},ou=People,dc=example,dc=org"
 DEFAULT_LDAP_GROUP_FILTER = "(|(memberUid={username})(member={dn}))"
 
@@ -78,6 +87,8 @@ def _accounts_from_env() -> dict[str, Any]:
     algorithms = _env_str("ICEPROD_OIDC_ALGORITHMS") or "RS256"
     return {
         "token_exp": _env_int("ICEPROD_TOKEN_EXP", 86400),
+        "pilot_token_seconds": _env_positive_int("ICEPROD_PILOT_TOKEN_SECONDS",
+                                                 DEFAULT_PILOT_TOKEN_SECONDS),
         "auth_cache_seconds": _env_float("ICEPROD_AUTH_CACHE_SECONDS", 10.0),
         "ldap_uri": _env_str("ICEPROD_LDAP_URI"),
         "ldap_bind_dn": _env_str("ICEPROD_LDAP_BIND_DN") or DEFAULT_LDAP_BIND_DN,
@@ -121,6 +132,7 @@ class ServerConfig:
     grid_interval: float = 10.0
     public_url: str | None = None
     # accounts and login (README "Accounts and login")
+    pilot_token_seconds: int = DEFAULT_PILOT_TOKEN_SECONDS
     auth_cache_seconds: float = 10.0
     ldap_uri: str | None = None
     ldap_bind_dn: str = DEFAULT_LDAP_BIND_DN

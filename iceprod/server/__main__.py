@@ -3,6 +3,10 @@
     iceprod-server [--host H] [--port P] [--data-dir D] [--only rest|scheduler|grid]
                    [--grid NAME]
     iceprod-server token [--data-dir D] --user NAME --role ROLE [--group G] [--exp SECONDS]
+                         [--pilot-id ID]
+
+A pilot token minted here without ``--pilot-id`` is a registration token: the pilot registers
+with it (``POST /pilots``) and works with the bound token that answers.
 """
 
 from __future__ import annotations
@@ -41,8 +45,13 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     tok.add_argument("--role", required=True, choices=ROLES, action="append",
                      help="a role (repeatable)")
     tok.add_argument("--group", action="append", default=[], help="a group (repeatable)")
-    tok.add_argument("--exp", type=int, default=86400, help="lifetime in seconds (86400)")
-    tok.add_argument("--pilot-id", default=None, help="bind a pilot token to one pilot id")
+    tok.add_argument("--exp", type=int, default=None,
+                     help="lifetime in seconds (86400; a pilot token: "
+                          "ICEPROD_PILOT_TOKEN_SECONDS, 14400)")
+    tok.add_argument("--pilot-id", default=None,
+                     help="bind a pilot token to this registered pilot (valid only while the "
+                          "pilot is active); without it a pilot token may only register a "
+                          "pilot, which answers a token bound to the new pilot")
     return parser.parse_args(argv)
 
 
@@ -50,9 +59,12 @@ def main(argv: list[str] | None = None) -> int:
     args = parse(argv)
     if args.command == "token":
         config = ServerConfig.from_env(data_dir=args.token_data_dir or args.data_dir)
+        exp = args.exp or (config.pilot_token_seconds if "pilot" in args.role else 86400)
         try:
+            if args.pilot_id and "pilot" not in args.role:
+                raise Invalid("--pilot-id: only a pilot token names a pilot")
             print(create_token(load_secret(config.data_dir), args.user, args.role,
-                               args.group, args.exp, pilot_id=args.pilot_id))
+                               args.group, exp, pilot_id=args.pilot_id))
         except Invalid as e:
             print(f"iceprod-server token: {e.message}", file=sys.stderr)
             return 2

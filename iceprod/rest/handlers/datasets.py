@@ -84,7 +84,7 @@ class DatasetsHandler(APIHandler):
         await self.db.auths.set_rules(
             dataset_id,
             {"read_users": [p.username], "write_users": [p.username],
-             "read_groups": [b["group"]], "write_groups": [b["group"]]},
+             "read_groups": [b["group"]], "write_groups": []},
         )
         await self.db.datasets.create(doc)
         self.set_header("Location", f"/datasets/{dataset_id}")
