@@ -14,7 +14,6 @@ import httpx
 import psutil
 import pytest
 
-from iceprod.common.ids import new_id
 from tests.conftest import Server, start_server
 from tests.helpers import create_dataset
 from tests.pilot.support import (
@@ -24,6 +23,7 @@ from tests.pilot.support import (
     logs,
     one_task,
     pilot_log,
+    register,
     stats,
     submit,
     tasks,
@@ -132,9 +132,9 @@ def test_sigterm_resets_running_tasks_and_exits(pilots: Pilots, alice: httpx.Cli
                                                 admin: httpx.Client, tmp_path: Path) -> None:
     step = {"command": "sleep", "args": ["60"]}
     ds = submit(alice, one_task([step]), max_failures=5)
-    pilot_id = new_id()
-    # a grid-assigned id travels in the token; the pilot registers under it
-    pilot = pilots.start(pilot_id=pilot_id)
+    # registered by its grid: the pilot's token is bound to that record
+    pilot_id, token = register(admin, cpu=2)
+    pilot = pilots.start(token=token)
     wait_for(lambda: [t["status"] for t in tasks(alice, ds).values()] == ["processing"],
              what="the task to start")
     (task,) = tasks(alice, ds).values()
@@ -175,16 +175,27 @@ def test_a_pilot_the_server_gave_up_stops(pilots: Pilots, alice: httpx.Client,
                                           admin: httpx.Client, tmp_path: Path) -> None:
     pidfile = tmp_path / "step.pid"
     step = {"command": "/bin/sh", "args": ["-c", f"echo $$ > {pidfile}; exec sleep 60"]}
-    submit(alice, one_task([step]))
-    pilot_id = new_id()
-    pilot = pilots.start(pilot_id=pilot_id)
+    ds = submit(alice, one_task([step]))
+    pilot_id, token = register(admin, cpu=2)
+    pilot = pilots.start(token=token)
     wait_for(lambda: pidfile.exists() and pidfile.read_text().strip(), what="the step to run")
-    # what the grid manager does when the batch system lost track of the pilot
+    # what the grid manager does when the batch system lost track of the pilot: its task
+    # goes back to waiting and its credentials die with it
     r = admin.patch(f"/pilots/{pilot_id}", json={"status": "lost"})
     assert r.status_code == 200, r.text
-    assert pilot.wait(timeout=15) == 0
+    # refused credentials: exit code 1 (before this change the heartbeat answer said "lost"
+    # and the pilot exited 0; now the heartbeat itself is refused)
+    assert pilot.wait(timeout=15) == 1
     assert not psutil.pid_exists(int(pidfile.read_text()))
-    assert "the server marked this pilot lost" in pilot_log(tmp_path)
+    refusals = [line for line in pilot_log(tmp_path).splitlines()
+                if "the server refused its credentials" in line]
+    assert len(refusals) == 1 and f"pilot {pilot_id} is lost" in refusals[0], refusals
+    (task,) = tasks(alice, ds).values()
+    assert task["status"] in ("waiting", "queued") and task["evictions"] == 1
+    assert task["failures"] == 0
+    # killed unreported: no stats record, no log from this run
+    assert stats(alice, ds, task["task_id"]) == []
+    assert logs(alice, ds, task["task_id"]) == []
 
 
 def test_tasks_run_side_by_side_within_the_slot(pilots: Pilots, alice: httpx.Client,

@@ -101,7 +101,12 @@ class PilotHandler(OwnershipMixin, PilotTokens):
         if status:
             await self.db.pilots.transition({"pilot_id": pilot_id}, status)
         doc = await self.db.pilots.heartbeat(pilot_id, fields)
-        await self.db.tasks.renew_leases(pilot_id, self.ctx.config.lease_seconds)
+        if doc.get("status") in ACTIVE_PILOT:
+            await self.db.tasks.renew_leases(pilot_id, self.ctx.config.lease_seconds)
+        else:
+            # a pilot given up (or done) holds nothing: its credentials died with it, so its
+            # tasks go back to waiting now rather than when their leases run out
+            await self.db.tasks.release_pilot(pilot_id)
         doc["tasks"] = await self.db.tasks.held_by(pilot_id)
         p = self.principal
         if p.pilot_id == pilot_id and doc.get("status") in ACTIVE_PILOT and p.renewal_due():
