@@ -8,6 +8,8 @@ from typing import Any
 
 import httpx
 
+from iceprod.client.settings import is_registration_token
+
 
 def needs(reason: str | None) -> None:
     """Skip a test whose system dependency (slapd, Slurm) is missing on a developer's machine;
@@ -92,8 +94,14 @@ def create_task(system: httpx.Client, dataset_id: str, job_id: str, task_index: 
 
 
 def register_pilot(client: httpx.Client, **resources: Any) -> str:
+    """Register a pilot. A client holding a registration token (a pilot token naming no
+    pilot) then switches to the token bound to the new pilot, as the real pilot does, and
+    acts as that pilot from then on."""
     r = client.post("/pilots", json={"queue_host": "localhost", "resources": resources})
     assert r.status_code == 201, r.text
+    bearer = client.headers.get("Authorization", "").removeprefix("Bearer ")
+    if is_registration_token(bearer):
+        client.headers["Authorization"] = f"Bearer {r.json()['token']}"
     return r.json()["result"]
 
 

@@ -38,6 +38,7 @@ from iceprod.client.models import (
     query_params,
 )
 from iceprod.client.retry import IDEMPOTENT_METHODS, RetryPolicy, parse_retry_after
+from iceprod.client.settings import is_registration_token
 
 log = logging.getLogger(__name__)
 
@@ -712,9 +713,18 @@ class AsyncPilots(AsyncGroup):
 
     async def create(self, *, resources: Resources | None = None, **fields: Any) -> str:
         """Register a pilot (`fields`: queue_host, queue_version, host, site, version, grid_id,
-        grid_queue_id); answers its `pilot_id`."""
+        grid_queue_id); answers its `pilot_id` (see `register` for its token)."""
+        return created_id(await self.register(resources=resources, **fields))
+
+    async def register(self, *, resources: Resources | None = None, **fields: Any) -> Doc:
+        """Register a pilot, as `create`; answers `{result: pilot_id, token, expires}`, the
+        token being bound to the new pilot. A client holding a registration token (a pilot
+        token naming no pilot, which may do nothing else) switches to that token."""
         body = drop_none({"resources": dict(resources) if resources else None, **fields})
-        return created_id(await self.client.request("POST", "/pilots", body))
+        result: Doc = await self.client.request("POST", "/pilots", body)
+        if is_registration_token(self.client.token) and isinstance(result.get("token"), str):
+            self.client.token = result["token"]
+        return result
 
     async def get(self, pilot_id: str, keys: Names | None = None) -> Doc:
         """One pilot, with `tasks`: the ids it holds now."""
@@ -725,7 +735,8 @@ class AsyncPilots(AsyncGroup):
     async def heartbeat(self, pilot_id: str, **fields: Any) -> Doc:
         """Renew the leases of the pilot's tasks and update it (`fields`: resources_available,
         resources_claimed, status, ...). Answers the pilot; a task missing from its `tasks` was
-        taken away."""
+        taken away. When the caller's own pilot token is past half its life the answer also
+        carries a fresh `token` (and its `expires`) to use instead."""
         result: Doc = await self.client.request("PATCH", f"/pilots/{pilot_id}", drop_none(fields),
                                                 idempotent=True)
         return result

@@ -122,6 +122,15 @@ def token_claims(token: str) -> dict[str, Any]:
     return claims
 
 
+def is_registration_token(token: str | None) -> bool:
+    """A pilot token naming no pilot: it may only register one (`POST /pilots`)."""
+    try:
+        claims = token_claims(token or "")
+    except TokenError:
+        return False
+    return claims.get("roles") == ["pilot"] and not claims.get("pilot_id")
+
+
 def describe_token(claims: dict[str, Any], now: float | None = None) -> dict[str, Any]:
     """What `whoami` shows: user, roles, groups, scope and expiry of a token's claims."""
     now = time.time() if now is None else now

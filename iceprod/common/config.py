@@ -101,8 +101,23 @@ def load_secret(data_dir: str, create: bool = True) -> str:
     return value
 
 
+def _env_positive_int(name: str, default: int) -> int:
+    value = _env_int(name, default)
+    if value <= 0:
+        raise ValueError(f"{name}: must be a positive number of seconds")
+    return value
+
+
+DEFAULT_PILOT_TOKEN_SECONDS = 4 * 3600
+"""Pilot tokens live hours, not days: a live pilot renews its token through its heartbeat."""
 DEFAULT_LDAP_BIND_DN = "uid={username},ou=People,dc=example,dc=org"
 DEFAULT_LDAP_GROUP_FILTER = "(|(memberUid={username})(member={dn}))"
+
+
+def pilot_token_seconds() -> int:
+    """``ICEPROD_PILOT_TOKEN_SECONDS``: how long a pilot's token lives (renewed by its
+    heartbeat)."""
+    return _env_positive_int("ICEPROD_PILOT_TOKEN_SECONDS", DEFAULT_PILOT_TOKEN_SECONDS)
 
 
 def _accounts_from_env() -> dict[str, Any]:
@@ -110,6 +125,7 @@ def _accounts_from_env() -> dict[str, Any]:
     algorithms = _env_str("ICEPROD_OIDC_ALGORITHMS") or "RS256"
     return {
         "token_exp": _env_int("ICEPROD_TOKEN_EXP", 86400),
+        "pilot_token_seconds": pilot_token_seconds(),
         "auth_cache_seconds": _env_float("ICEPROD_AUTH_CACHE_SECONDS", 10.0),
         "ldap_uri": _env_str("ICEPROD_LDAP_URI"),
         "ldap_bind_dn": _env_str("ICEPROD_LDAP_BIND_DN") or DEFAULT_LDAP_BIND_DN,
@@ -156,6 +172,7 @@ class ServerConfig:
     # (README "Isolation"); default: the OS account the server runs as
     operator: str = field(default_factory=lambda: _os_user())
     # accounts and login (README "Accounts and login")
+    pilot_token_seconds: int = DEFAULT_PILOT_TOKEN_SECONDS
     auth_cache_seconds: float = 10.0
     ldap_uri: str | None = None
     ldap_bind_dn: str = DEFAULT_LDAP_BIND_DN

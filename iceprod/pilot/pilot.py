@@ -1,16 +1,21 @@
 """The pilot: a small asyncio loop on a grid node that claims tasks and runs them.
 
-1. Register: adopt the pilot id the grid gave it (the token's `pilot_id` claim, or
-   `ICEPROD_PILOT_ID`) by sending a first heartbeat with status `running`; otherwise
-   `POST /pilots` (which adopts the token's id, if any).
+1. Register: a token bound to a pilot (its `pilot_id` claim: the grid registered the pilot)
+   starts it with a first heartbeat with status `running`; a registration token (naming no
+   pilot) registers with `POST /pilots`, whose answer is a token bound to the new pilot,
+   used from then on.
 2. Claim while resources are free: each claim offers the free resources
    (`ResourcePool.offer()`); each task subtracts its requirements and runs in its own
    `TaskRunner`, so several run at once. When nothing fits, claims back off up to
    `claim_interval`.
 3. Heartbeat every `heartbeat_interval` seconds: renews the leases of its tasks; a task
    missing from the answer's `tasks` was taken away (a user's suspend or reset, or a lease
-   that expired) and is killed without being reported; a pilot the server marked `lost`
-   stops altogether.
+   that expired) and is killed without being reported. An answer carrying a `token` (the
+   current one is past half its life) replaces the pilot's token, in memory and in the token
+   file (rewritten atomically, 0600, so a restarted pilot process picks it up).
+   A pilot whose credentials the server refuses (401/403: it was marked lost or finished,
+   removed, or its token expired) stops claiming, kills its tasks without reporting them
+   (they are no longer its to report) and exits with code 1.
 4. Stop: on SIGTERM/SIGINT the running tasks are killed and reported as reset, the pilot
    marks itself `finished` and exits; it also exits by itself after `idle_timeout` seconds
    with nothing running and nothing to claim, and when the server stays unreachable for
@@ -22,9 +27,6 @@ Everything goes through `iceprod.client`: the pilot imports no server code.
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
-import json
 import logging
 import os
 import shutil
@@ -47,6 +49,7 @@ from iceprod.client.api import (
     RetryPolicy,
     Unauthorized,
 )
+from iceprod.client.settings import TokenError, token_claims
 from iceprod.pilot.resources import Capacity, ResourcePool, detect
 from iceprod.pilot.runner import RunnerSettings, TaskRunner
 from iceprod.pilot.sandbox import Sandbox, SandboxError, resolve_mode
@@ -81,18 +84,6 @@ class PilotConfig:
     stage_roots: tuple[str, ...] = ()
 
 
-def token_claims(token: str) -> dict[str, Any]:
-    """A JWT's claims, unverified (the server verifies it; the pilot only reads its
-    `pilot_id`)."""
-    try:
-        payload = token.split(".")[1]
-        data = base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4))
-        claims = json.loads(data)
-    except (IndexError, ValueError, binascii.Error):
-        return {}
-    return claims if isinstance(claims, dict) else {}
-
-
 def read_token(path: Path) -> str:
     token = path.read_text().strip()
     if not token:
@@ -112,7 +103,15 @@ class Pilot:
         self.http: httpx.AsyncClient | None = None
         self.capacity = capacity
         self.pool: ResourcePool | None = None
-        self.pilot_id = config.pilot_id or token_claims(token).get("pilot_id") or None
+        try:
+            self.bound = token_claims(token).get("pilot_id") or None
+        except TokenError:
+            self.bound = None  # not a JWT: the server refuses it with a clear message
+        self.pilot_id = self.bound
+        if config.pilot_id and self.bound and config.pilot_id != self.bound:
+            raise ValueError(f"--pilot-id {config.pilot_id}: the token is bound to pilot "
+                             f"{self.bound}")
+        self.refused = ""
         self.runners: dict[str, TaskRunner] = {}
         self.jobs: dict[str, asyncio.Task[Any]] = {}
         self.stopping = asyncio.Event()
@@ -152,7 +151,7 @@ class Pilot:
             heartbeat = asyncio.create_task(self.heartbeat_loop())
             await self.claim_loop()
             await self.drain()
-            return 0
+            return 1 if self.refused else 0
         except APIError as e:  # refused (401/403/409) or unreachable after retries
             log.error("pilot cannot go on: %s", e)
             await self.drain()
@@ -189,21 +188,25 @@ class Pilot:
             "version": iceprod.__version__, "grid_queue_id": self.config.grid_queue_id or None,
         }
         if self.pilot_id:
-            try:
-                await self.client.pilots.heartbeat(
-                    self.pilot_id, status="running",
-                    resources_available=self.capacity.as_resources(), **fields)
-                log.info("pilot %s running (registered by its grid)", self.pilot_id)
-                return
-            except NotFound:
-                pass
-        self.pilot_id = await self.client.pilots.create(
+            doc = await self.client.pilots.heartbeat(
+                self.pilot_id, status="running",
+                resources_available=self.capacity.as_resources(), **fields)
+            log.info("pilot %s running (registered by its grid)", self.pilot_id)
+            self.renew(doc)
+            return
+        if self.config.pilot_id:
+            log.warning("ignoring --pilot-id %s: the token names no pilot, so this pilot "
+                        "registers as a new one", self.config.pilot_id)
+        answer = await self.client.pilots.register(
             resources=cast(Resources, self.capacity.as_resources()), **fields)
+        self.pilot_id = str(answer["result"])
+        if token := answer.get("token"):  # the client switched to it; keep it for a restart
+            self.adopt_token(str(token))
         log.info("pilot %s registered", self.pilot_id)
 
     async def deregister(self) -> None:
         """Mark the pilot finished (best effort: the grid manager reconciles the rest)."""
-        if not self.pilot_id:
+        if not self.pilot_id or self.refused:
             return
         try:
             await self.client.pilots.heartbeat(self.pilot_id, status="finished")
@@ -250,8 +253,9 @@ class Pilot:
         try:
             task = await self.client.tasks.claim(cast(Resources, self.pool.offer()),
                                                  self.pilot_id)
-        except (Unauthorized, Forbidden):
-            raise
+        except (Unauthorized, Forbidden) as e:
+            self.credentials_refused(e)
+            return False
         except APIError as e:
             log.warning("claim failed: %s", e)
             self.check_contact()
@@ -323,11 +327,15 @@ class Pilot:
             self.take_away(set(self.runners), "the pilot's record was removed from the server")
             self.stop("the pilot's record was removed from the server")
             return
+        except (Unauthorized, Forbidden) as e:
+            self.credentials_refused(e)
+            return
         except APIError as e:
             log.warning("heartbeat failed: %s", e)
             self.check_contact()
             return
         self.last_contact = time.monotonic()
+        self.renew(doc)
         if doc.get("status") in ("lost", "finished"):
             # the server gave this pilot up (e.g. its grid lost track of it): its tasks were
             # requeued, so it must not run or claim anything more
@@ -340,6 +348,37 @@ class Pilot:
                 if tid not in held and r.claimed_at < sent and not r.reporting}
         self.take_away(lost, "the task is no longer this pilot's (suspended, reset or "
                              "handed to another pilot)")
+
+    def credentials_refused(self, e: APIError) -> None:
+        """The server no longer accepts this pilot (lost, finished, removed, or its token
+        expired): its tasks were taken back, so they are killed unreported and it exits."""
+        if self.refused:
+            return
+        self.refused = str(e)
+        log.error("pilot %s: the server refused its credentials (%s); killing %d task(s) "
+                  "without reporting them and exiting", self.pilot_id, e, len(self.runners))
+        for runner in list(self.runners.values()):
+            runner.abort(f"the server refused the pilot's credentials: {e}", report=False)
+        self.stop(f"credentials refused: {e}")
+
+    def renew(self, doc: dict[str, Any]) -> None:
+        """Switch to the fresh token a heartbeat answer carries, if any."""
+        token = doc.get("token")
+        if isinstance(token, str) and token and token != self.client.token:
+            self.adopt_token(token)
+            log.info("pilot %s: token renewed (expires %s)", self.pilot_id,
+                     doc.get("expires", "?"))
+
+    def adopt_token(self, token: str) -> None:
+        """Use ``token`` from now on, and keep it in the token file for a restart."""
+        self.client.token = token
+        try:
+            write_token(self.config.token_file, token)
+        except OSError as e:
+            log.warning("cannot rewrite the token file %s: %s (the pilot goes on with the new "
+                        "token in memory)", self.config.token_file, e)
+            return
+        self.token_mtime = _mtime(self.config.token_file)
 
     def take_away(self, task_ids: set[str], reason: str) -> None:
         for task_id in task_ids:
@@ -365,6 +404,23 @@ class Pilot:
                 log.info("token file changed: using the new token")
             except (OSError, ValueError) as e:
                 log.warning("cannot read the token file again: %s", e)
+
+
+def write_token(path: Path, token: str) -> None:
+    """Replace the token file atomically (a temporary file in the same directory, 0600 from
+    creation on, renamed over it), so no reader ever sees a partial or readable token."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.unlink(missing_ok=True)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(token + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def _mtime(path: Path) -> float:

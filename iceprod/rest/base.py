@@ -30,7 +30,7 @@ from iceprod.db.store import Doc
 from iceprod.rest.auth.external import ExternalVerifier
 from iceprod.rest.auth.ratelimit import LoginLimiter
 from iceprod.rest.auth.resolver import TokenResolver
-from iceprod.rest.auth.tokens import ANONYMOUS, Principal
+from iceprod.rest.auth.tokens import ANONYMOUS, UNBOUND_PILOT, Principal
 from iceprod.rest.metrics import Metrics
 
 log = logging.getLogger(__name__)
@@ -162,6 +162,8 @@ class APIHandler(tornado.web.RequestHandler):
         if not self.principal.authenticated:
             raise Unauthorized("authentication required")
         if not any(self.principal.has(s) for s in scopes):
+            if self.principal.registration_only:
+                raise Forbidden(UNBOUND_PILOT)
             raise Forbidden(f"requires {' or '.join(scopes)}")
 
     async def authorize_dataset(self, dataset_id: str, action: str) -> None:
@@ -349,26 +351,32 @@ class NotFoundHandler(APIHandler):
 
 
 class OwnershipMixin:
-    """Checks that a pilot token acts only on its own pilot record and claimed tasks."""
+    """Checks that a pilot token acts only on its own pilot record and the tasks that pilot
+    holds. The token names its pilot (``pilot_id``); a registration token (naming none) acts
+    on nothing. That the named pilot is still active is checked when the token is resolved."""
 
     principal: Principal
     db: Database
 
-    async def check_pilot(self, pilot_id: str) -> Doc:
-        pilot = await self.db.pilots.get(pilot_id)
+    def check_pilot_id(self, pilot_id: str) -> None:
+        """Privileged callers act on any pilot; a pilot token only on the one it names."""
         p = self.principal
-        if p.privileged or p.pilot_id == pilot_id or pilot.get("owner") == p.username:
-            return pilot
+        if p.privileged or p.pilot_id == pilot_id:
+            return
+        if p.registration_only:
+            raise Forbidden(UNBOUND_PILOT)
         raise Forbidden("pilot_id: not your pilot")
 
+    async def check_pilot(self, pilot_id: str) -> Doc:
+        self.check_pilot_id(pilot_id)
+        return await self.db.pilots.get(pilot_id)
+
     async def check_task_holder(self, task: Doc) -> None:
-        """A non-privileged caller must hold the task through one of its pilots."""
-        if self.principal.privileged:
+        """A non-privileged caller must hold the task through the pilot its token names."""
+        p = self.principal
+        if p.privileged:
             return
-        pilot_id = task.get("pilot_id")
-        if not pilot_id:
+        if p.registration_only:
+            raise Forbidden(UNBOUND_PILOT)
+        if not p.pilot_id or task.get("pilot_id") != p.pilot_id:
             raise Forbidden("task is not held by your pilot")
-        try:
-            await self.check_pilot(pilot_id)
-        except NotFound:
-            raise Forbidden("task is not held by your pilot") from None

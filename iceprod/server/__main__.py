@@ -3,6 +3,10 @@
     iceprod-server [--host H] [--port P] [--data-dir D] [--only rest|scheduler|grid]
                    [--grid NAME]
     iceprod-server token [--data-dir D] --user NAME --role ROLE [--group G] [--exp SECONDS]
+                         [--pilot-id ID]
+
+A pilot token minted here without ``--pilot-id`` is a registration token: the pilot registers
+with it (``POST /pilots``) and works with the bound token that answers.
 """
 
 from __future__ import annotations
@@ -13,7 +17,13 @@ import os
 import sys
 
 from iceprod.common import logging as iplogging
-from iceprod.common.config import MissingSecret, ServerConfig, load_secret, resolve_data_dir
+from iceprod.common.config import (
+    MissingSecret,
+    ServerConfig,
+    load_secret,
+    pilot_token_seconds,
+    resolve_data_dir,
+)
 from iceprod.common.errors import Invalid
 from iceprod.rest.auth.roles import ROLES
 from iceprod.rest.auth.tokens import create_token
@@ -42,8 +52,13 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     tok.add_argument("--role", required=True, choices=ROLES, action="append",
                      help="a role (repeatable)")
     tok.add_argument("--group", action="append", default=[], help="a group (repeatable)")
-    tok.add_argument("--exp", type=int, default=86400, help="lifetime in seconds (86400)")
-    tok.add_argument("--pilot-id", default=None, help="bind a pilot token to one pilot id")
+    tok.add_argument("--exp", type=int, default=None,
+                     help="lifetime in seconds (86400; a pilot token: "
+                          "ICEPROD_PILOT_TOKEN_SECONDS, 14400)")
+    tok.add_argument("--pilot-id", default=None,
+                     help="bind a pilot token to this registered pilot (valid only while the "
+                          "pilot is active); without it a pilot token may only register a "
+                          "pilot, which answers a token bound to the new pilot")
     tok.add_argument("--create-secret", action="store_true",
                      help="create the secret when the data dir has none (a new server)")
     return parser.parse_args(argv)
@@ -59,9 +74,12 @@ def main(argv: list[str] | None = None) -> int:
     args = parse(argv)
     if args.command == "token":
         data_dir = resolve_data_dir(args.token_data_dir or args.data_dir)
+        exp = args.exp or (pilot_token_seconds() if "pilot" in args.role else 86400)
         try:
+            if args.pilot_id and "pilot" not in args.role:
+                raise Invalid("--pilot-id: only a pilot token names a pilot")
             secret = load_secret(data_dir, create=args.create_secret)
-            print(create_token(secret, args.user, args.role, args.group, args.exp,
+            print(create_token(secret, args.user, args.role, args.group, exp,
                                pilot_id=args.pilot_id))
         except MissingSecret as e:
             print(f"iceprod-server token: no secret at {e} (is --data-dir the server's data "

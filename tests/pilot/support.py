@@ -77,8 +77,9 @@ class Pilots:
         self.procs: list[subprocess.Popen[bytes]] = []
 
     def start(self, name: str = "p", *args: str, resources: str = "cpu=2,memory=2,disk=2",
-              **claims: Any) -> subprocess.Popen[bytes]:
-        proc = start_pilot(self.srv, self.tmp_path, name, *args, resources=resources, **claims)
+              token: str | None = None, **claims: Any) -> subprocess.Popen[bytes]:
+        proc = start_pilot(self.srv, self.tmp_path, name, *args, resources=resources,
+                           token=token, **claims)
         self.procs.append(proc)
         return proc
 
@@ -90,15 +91,18 @@ class Pilots:
 
 
 def start_pilot(srv: Server, tmp_path: Path, name: str = "p", *args: str,
-                resources: str = "cpu=2,memory=2,disk=2",
+                resources: str = "cpu=2,memory=2,disk=2", token: str | None = None,
                 **claims: Any) -> subprocess.Popen[bytes]:
-    """An `iceprod-pilot` process with its own token file, work dir and log."""
-    token = tmp_path / f"{name}.token"
-    token.write_text(srv.token(f"pilot-{name}", ["pilot"], **claims))
+    """An `iceprod-pilot` process with its own token file, work dir and log. Its token is
+    ``token`` (e.g. one bound to a pilot registered beforehand, as a grid does), else a
+    registration token (with ``claims``)."""
+    token_file = token_path(tmp_path, name)
+    token_file.write_text(token or srv.token(f"pilot-{name}", ["pilot"], **claims))
     log = open(tmp_path / f"{name}.log", "wb")  # noqa: SIM115 - the process owns it
     try:
         return subprocess.Popen(
-            [sys.executable, "-m", "iceprod.pilot", "--url", srv.url, "--token-file", str(token),
+            [sys.executable, "-m", "iceprod.pilot", "--url", srv.url, "--token-file",
+             str(token_file),
              "--work-dir", str(tmp_path / f"{name}-work"), "--resources", resources,
              *PILOT_FLAGS, *args],
             stdout=log, stderr=subprocess.STDOUT,
@@ -121,6 +125,18 @@ def step_process(pilot: subprocess.Popen[bytes], *cmdline: str) -> psutil.Proces
         except psutil.Error:
             continue
     return None
+
+
+def token_path(tmp_path: Path, name: str = "p") -> Path:
+    return tmp_path / f"{name}.token"
+
+
+def register(client: httpx.Client, **resources: Any) -> tuple[str, str]:
+    """Register a pilot record as its grid would (``client``: admin or system); answers its
+    id and the token bound to it, to start the pilot with."""
+    r = client.post("/pilots", json={"queue_host": "test", "resources": resources})
+    assert r.status_code == 201, r.text
+    return r.json()["result"], r.json()["token"]
 
 
 def pilot_log(tmp_path: Path, name: str = "p") -> str:

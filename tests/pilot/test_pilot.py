@@ -14,7 +14,6 @@ import httpx
 import psutil
 import pytest
 
-from iceprod.common.ids import new_id
 from tests.conftest import Server, start_server
 from tests.helpers import create_dataset
 from tests.pilot.support import (
@@ -24,6 +23,7 @@ from tests.pilot.support import (
     logs,
     one_task,
     pilot_log,
+    register,
     stats,
     step_process,
     submit,
@@ -132,9 +132,9 @@ def test_sigterm_resets_running_tasks_and_exits(pilots: Pilots, alice: httpx.Cli
                                                 admin: httpx.Client, tmp_path: Path) -> None:
     step = {"command": "sleep", "args": ["60"]}
     ds = submit(alice, one_task([step]), max_failures=5)
-    pilot_id = new_id()
-    # a grid-assigned id travels in the token; the pilot registers under it
-    pilot = pilots.start(pilot_id=pilot_id)
+    # registered by its grid: the pilot's token is bound to that record
+    pilot_id, token = register(admin, cpu=2)
+    pilot = pilots.start(token=token)
     wait_for(lambda: [t["status"] for t in tasks(alice, ds).values()] == ["processing"],
              what="the task to start")
     (task,) = tasks(alice, ds).values()
@@ -174,16 +174,27 @@ def test_a_bad_token_is_refused(pilots: Pilots, tmp_path: Path) -> None:
 def test_a_pilot_the_server_gave_up_stops(pilots: Pilots, alice: httpx.Client,
                                           admin: httpx.Client, tmp_path: Path) -> None:
     step = {"command": "/bin/sh", "args": ["-c", "exec sleep 60.2"]}
-    submit(alice, one_task([step]))
-    pilot_id = new_id()
-    pilot = pilots.start(pilot_id=pilot_id)
+    ds = submit(alice, one_task([step]))
+    pilot_id, token = register(admin, cpu=2)
+    pilot = pilots.start(token=token)
     pid = wait_for(lambda: step_process(pilot, "sleep", "60.2"), what="the step to run").pid
-    # what the grid manager does when the batch system lost track of the pilot
+    # what the grid manager does when the batch system lost track of the pilot: its task
+    # goes back to waiting and its credentials die with it
     r = admin.patch(f"/pilots/{pilot_id}", json={"status": "lost"})
     assert r.status_code == 200, r.text
-    assert pilot.wait(timeout=15) == 0
+    # refused credentials: exit code 1 (before this change the heartbeat answer said "lost"
+    # and the pilot exited 0; now the heartbeat itself is refused)
+    assert pilot.wait(timeout=15) == 1
     assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
-    assert "the server marked this pilot lost" in pilot_log(tmp_path)
+    refusals = [line for line in pilot_log(tmp_path).splitlines()
+                if "the server refused its credentials" in line]
+    assert len(refusals) == 1 and f"pilot {pilot_id} is lost" in refusals[0], refusals
+    (task,) = tasks(alice, ds).values()
+    assert task["status"] in ("waiting", "queued") and task["evictions"] == 1
+    assert task["failures"] == 0
+    # killed unreported: no stats record, no log from this run
+    assert stats(alice, ds, task["task_id"]) == []
+    assert logs(alice, ds, task["task_id"]) == []
 
 
 def test_tasks_run_side_by_side_within_the_slot(pilots: Pilots, alice: httpx.Client,

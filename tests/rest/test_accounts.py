@@ -485,10 +485,17 @@ def test_admin_mints_system_and_pilot_tokens_system_only_pilot(acct: Server,
     a = system_c.post("/create_token", json={"type": "pilot"}).json()
     b = system_c.post("/create_token", json={"type": "pilot"}).json()
     assert a["roles"] == ["pilot"] and a["username"] != b["username"]
-    pid = "f" * 32
+    # a token bound to a pilot works only while that pilot exists and is active
+    pid = register_pilot(system_c, cpu=1)
     bound = admin_c.post("/create_token", json={"type": "pilot", "pilot_id": pid}).json()
+    assert claims_of(bound["token"])["pilot_id"] == pid
     with acct.client(bound["token"]) as c:
-        assert register_pilot(c, cpu=1) == pid
+        r = c.patch(f"/pilots/{pid}", json={"resources_available": {"cpu": 1}})
+        assert r.status_code == 200, r.text
+    nobody = admin_c.post("/create_token", json={"type": "pilot", "pilot_id": "f" * 32}).json()
+    with acct.client(nobody["token"]) as c:
+        r = c.patch(f"/pilots/{'f' * 32}", json={})
+        assert r.status_code == 401 and "does not exist" in r.json()["error"]
 
 
 # -- per-dataset rules, share tokens, pilots ---------------------------------------------------

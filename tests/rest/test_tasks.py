@@ -15,8 +15,9 @@ from tests.conftest import Server
 from tests.helpers import claim, create_dataset, create_job, create_task, register_pilot
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def pilot(server: Server):
+    """A pilot's registration token; ``register_pilot`` switches it to the pilot's own."""
     with server.client(server.token("pilot-tests", ["pilot"])) as c:
         yield c
 
@@ -84,11 +85,12 @@ def test_concurrent_claimers_each_task_once(server: Server, alice, system) -> No
         create_task(system, ds, job, 0, "t", status="queued", priority=float(j % 7))
     token = server.token("pilot-swarm", ["pilot"])
 
-    async def claimer(client: httpx.AsyncClient, pid: str) -> list[str]:
+    async def claimer(client: httpx.AsyncClient, pid: str, bound: str) -> list[str]:
         got = []
         while True:
             r = await client.post("/task_actions/process", json={
-                "requirements": {"cpu": 1, "memory": 1}, "pilot_id": pid})
+                "requirements": {"cpu": 1, "memory": 1}, "pilot_id": pid},
+                headers={"Authorization": f"Bearer {bound}"})
             if r.status_code == 404:
                 return got
             assert r.status_code == 200, r.text
@@ -98,11 +100,11 @@ def test_concurrent_claimers_each_task_once(server: Server, alice, system) -> No
     async def run() -> list[list[str]]:
         headers = {"Authorization": f"Bearer {token}"}
         async with httpx.AsyncClient(base_url=server.url, headers=headers, timeout=60) as c:
-            pids = []
+            pilots = []
             for _ in range(20):
                 r = await c.post("/pilots", json={"resources": {"cpu": 1}})
-                pids.append(r.json()["result"])
-            return await asyncio.gather(*(claimer(c, p) for p in pids))
+                pilots.append((r.json()["result"], r.json()["token"]))
+            return await asyncio.gather(*(claimer(c, p, t) for p, t in pilots))
 
     results = asyncio.run(run())
     claimed = [t for r in results for t in r]
@@ -151,8 +153,12 @@ def fencing_and_retries(alice, system, pilot) -> None:
     done = alice.get(f"/datasets/{ds}/tasks/{tid}").json()
     assert done["status"] == "complete" and done["walltime"] == 2.0
     assert "instance_id" not in done
+    # complete: the pilot holds it no more, so it may not act on it (whatever instance_id)
     r = pilot.post(f"/tasks/{tid}/task_actions/reset",
                    json={"instance_id": second["instance_id"]})
+    assert r.status_code == 403 and "not held by your pilot" in r.json()["error"]
+    r = system.post(f"/tasks/{tid}/task_actions/reset",
+                    json={"instance_id": second["instance_id"]})
     assert r.status_code == 409 and "complete" in r.json()["error"]
     stats = alice.get(f"/datasets/{ds}/task_stats").json()
     assert stats["t"]["count"] == 1 and stats["t"]["error_hrs"] == 1.0
@@ -256,16 +262,20 @@ def test_pilot_heartbeat_and_delete(server: Server, alice, system, pilot) -> Non
     renewed = system.get(f"/tasks/{got['task_id']}").json()["lease_expires"]
     assert renewed >= got["lease_expires"]
     with server.client(server.token("someone-else", ["pilot"])) as other:
+        other_pid = register_pilot(other, cpu=1)
         assert other.patch(f"/pilots/{pid}", json={}).status_code == 403
         assert other.post(f"/tasks/{got['task_id']}/task_actions/complete",
                           json={"instance_id": got["instance_id"]}).status_code == 403
-        assert pid not in other.get("/pilots").json()
+        assert list(other.get("/pilots").json()) == [other_pid]
     assert pid in alice.get("/pilots").json()
     r = pilot.delete(f"/pilots/{pid}")
     assert r.json() == {"released": 1}
     t = system.get(f"/tasks/{got['task_id']}").json()
     assert t["status"] == "waiting" and t["evictions"] == 1
-    assert pilot.get(f"/pilots/{pid}").status_code == 404
+    assert system.get(f"/pilots/{pid}").status_code == 404
+    # the deleted pilot's credentials died with it
+    r = pilot.get(f"/pilots/{pid}")
+    assert r.status_code == 401 and "no longer valid" in r.json()["error"]
 
 
 def test_logs_stats_and_files(server: Server, alice, bob, system, pilot) -> None:

@@ -17,7 +17,7 @@ import httpx
 import pytest
 
 from tests.conftest import SECRET, Server, start_server
-from tests.helpers import FAST, create_dataset, minimal_config, submit, wait_for
+from tests.helpers import FAST, create_dataset, minimal_config, register_pilot, submit, wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -62,7 +62,8 @@ def _claim(pilot: httpx.Client, pilot_id: str, offer: dict[str, Any]) -> dict | 
 
 
 def new_pilot(pilot: httpx.Client) -> str:
-    return pilot.post("/pilots", json={"resources": {"cpu": 1}}).json()["result"]
+    """Register a pilot; ``pilot`` switches to the token bound to it."""
+    return register_pilot(pilot, cpu=1)
 
 
 def spawn_scheduler(data_dir: Path, log_path: Path) -> subprocess.Popen:

@@ -4,6 +4,11 @@ roles it names, and refuses it when its subject's tokens were revoked after it w
 Custom roles and revocation times are cached per process for a short TTL
 (``ICEPROD_AUTH_CACHE_SECONDS``), so a request costs no store round trip. A change made
 through this process takes effect here at once; other REST replicas see it within the TTL.
+
+A token bound to a pilot (``pilot_id``) is only good while that pilot is active (submitted or
+running): its status is read on every request, one primary-key lookup that is not cached, so
+a pilot marked lost or finished (by its grid manager, the reconciler, itself or an operator),
+or deleted, loses its credentials at once on every replica.
 """
 
 from __future__ import annotations
@@ -12,7 +17,7 @@ import time
 from collections.abc import Hashable, Sequence
 from typing import Generic, TypeVar
 
-from iceprod.common.errors import Unauthorized
+from iceprod.common.errors import NotFound, Unauthorized
 from iceprod.db import Database
 from iceprod.rest.auth.tokens import (
     Principal,
@@ -21,6 +26,7 @@ from iceprod.rest.auth.tokens import (
     principal_from_claims,
 )
 
+ACTIVE_PILOT = frozenset({"submitted", "running"})
 K = TypeVar("K", bound=Hashable)
 V = TypeVar("V")
 MAX_ENTRIES = 10_000
@@ -70,7 +76,21 @@ class TokenResolver:
         not_before = await self.not_before(principal.username)
         if not_before is not None and (principal.iat or 0.0) < not_before:
             raise Unauthorized("token revoked")
+        if principal.pilot_id:
+            await self.check_pilot_active(principal.pilot_id)
         return principal
+
+    async def check_pilot_active(self, pilot_id: str) -> None:
+        """Refuse the credentials of a pilot that is gone: lost, finished or deleted."""
+        try:
+            doc = await self.db.pilots.get(pilot_id, keys=["status"])
+        except NotFound:
+            raise Unauthorized(f"pilot {pilot_id} does not exist (deleted?): its credentials "
+                               "are no longer valid") from None
+        status = doc.get("status")
+        if status not in ACTIVE_PILOT:
+            raise Unauthorized(f"pilot {pilot_id} is {status}: its credentials are no longer "
+                               "valid")
 
     async def custom_scopes(self, names: Sequence[str]) -> dict[str, frozenset[str]]:
         """Scopes of the named custom roles that exist (unknown names are left out)."""

@@ -4,8 +4,9 @@ sub-token's rights within its parent's. Expiry is capped separately (``not_after
 - ``temp`` / ``user``: a token for the caller itself, with one of its roles (``role``) or all
   of them, its groups, and optionally fewer scopes (``scope``). ``temp`` defaults to an hour.
 - ``share``: a read-only token for one dataset the caller may read (``dataset_id``).
-- ``pilot``: admin or system only; a pilot token, optionally bound to one ``pilot_id``. Each
-  gets its own subject, so pilot tokens never share ownership of pilot records.
+- ``pilot``: admin or system only; a pilot token bound to one ``pilot_id`` (valid while that
+  pilot is active), or without one a registration token (it may only register a pilot).
+  Each gets its own subject. Lives ``ICEPROD_PILOT_TOKEN_SECONDS`` unless ``exp`` says.
 - ``system``: admin only (an unrestricted admin token).
 """
 
@@ -58,7 +59,9 @@ def plan(parent: Principal, body: dict[str, Any]) -> Grant:
     return _self(parent, body)
 
 
-def default_exp(kind: str, token_exp: int) -> int:
+def default_exp(kind: str, token_exp: int, pilot_token_seconds: int) -> int:
+    if kind == "pilot":
+        return pilot_token_seconds
     return TEMP_EXP if kind == "temp" else token_exp
 
 

@@ -5,6 +5,13 @@ Claims: ``sub``, ``roles`` (built-in or custom), ``groups``, ``iat`` (fractional
 revocation separates tokens issued within the same second), ``exp``, and optionally
 ``pilot_id`` and ``scope``. ``scope`` is either ``dataset:<id>:read`` (a read-only share token
 for one dataset) or a space-separated list of scopes the token is restricted to.
+
+Pilot tokens come in two kinds. A *bound* token names its pilot (``pilot_id``): it is minted
+for a registered pilot record (by the grid manager, or answered by ``POST /pilots``), lives
+``ICEPROD_PILOT_TOKEN_SECONDS``, is renewed through the pilot's heartbeat, and is refused once
+its pilot is no longer active (``TokenResolver``). A *registration* token is a pilot-role token
+naming no pilot (minted by hand with ``iceprod-server token --role pilot``): it may only
+register a pilot (``POST /pilots``), which answers a bound token for the new record.
 """
 
 from __future__ import annotations
@@ -12,7 +19,7 @@ from __future__ import annotations
 import re
 import time
 from collections.abc import Collection, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import jwt
@@ -22,6 +29,11 @@ from iceprod.rest.auth.roles import ALL, BYPASS_RULES, ROLES, scopes_for
 
 ALGORITHM = "HS256"
 SHARE_SCOPE = re.compile(r"^dataset:([0-9a-f]{32}):read$")
+PILOT_ID = re.compile(r"^[0-9a-f]{32}$")
+REGISTRATION_SCOPES = frozenset({"write:pilots"})
+"""All a registration token may do: register a pilot (``POST /pilots``)."""
+UNBOUND_PILOT = ("this pilot token names no pilot: it may only register one (POST /pilots); "
+                 "use the token that answers")
 
 
 @dataclass(frozen=True)
@@ -48,6 +60,18 @@ class Principal:
 
     def has(self, scope: str) -> bool:
         return ALL in self.scopes or scope in self.scopes
+
+    @property
+    def registration_only(self) -> bool:
+        """A pilot token naming no pilot: it may only register one."""
+        return self.roles == ("pilot",) and not self.pilot_id
+
+    def renewal_due(self, now: float | None = None) -> bool:
+        """Past half its life: a bound pilot token is renewed through the heartbeat then."""
+        if self.exp is None or self.iat is None:
+            return True
+        now = time.time() if now is None else now
+        return now >= self.iat + (self.exp - self.iat) / 2
 
 
 ANONYMOUS = Principal(username="", roles=("anonymous",))
@@ -91,6 +115,16 @@ def create_token(
     if pilot_id:
         claims["pilot_id"] = pilot_id
     return jwt.encode(claims, secret, algorithm=ALGORITHM)
+
+
+def pilot_token(secret: str, pilot_id: str, seconds: int) -> str:
+    """A token bound to one registered pilot (its own subject, role ``pilot``)."""
+    return create_token(secret, pilot_subject(pilot_id), ["pilot"], exp=seconds,
+                        pilot_id=pilot_id)
+
+
+def pilot_subject(pilot_id: str) -> str:
+    return f"pilot-{pilot_id}"
 
 
 def token_expiry(token: str) -> float:
@@ -143,17 +177,23 @@ def principal_from_claims(
         if not isinstance(scope, str):
             raise Unauthorized("invalid token")
         scopes = restrict(scopes, scope)
+    pilot_id = claims.get("pilot_id")
+    if pilot_id is not None and not (isinstance(pilot_id, str) and PILOT_ID.match(pilot_id)):
+        raise Unauthorized("invalid token")
     iat = claims.get("iat")
-    return Principal(
+    principal = Principal(
         username=str(claims["sub"]),
         roles=roles,
         groups=tuple(_strings(claims.get("groups"))),
         exp=float(claims["exp"]),
         scope=scope,
-        pilot_id=claims.get("pilot_id"),
+        pilot_id=pilot_id,
         scopes=scopes,
         iat=float(iat) if isinstance(iat, int | float) else None,
     )
+    if principal.registration_only:
+        return replace(principal, scopes=principal.scopes & REGISTRATION_SCOPES)
+    return principal
 
 
 def decode_token(

@@ -1,6 +1,7 @@
 """Per-dataset read/write rules (users and groups), and the checks "may the caller read or
 write this dataset?". These rules decide every dataset route; admin and system bypass them.
-A dataset's submitter and group get read/write when it is created."""
+A new dataset gives its submitter read and write, its group read only; write for a group is
+granted explicitly (``PUT /auths/{dataset_id}``)."""
 
 from __future__ import annotations
 

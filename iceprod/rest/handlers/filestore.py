@@ -143,20 +143,18 @@ class StoreHandler(APIHandler):
             raise
 
     async def _holds_task(self, dataset_id: str) -> bool:
-        """Is the caller a pilot holding a processing task of the dataset?"""
+        """Is the caller a pilot holding a processing task of the dataset? (That the pilot
+        its token names is still active was checked when the token was resolved.)"""
         p = self.principal
         if not p.authenticated or not p.has("pilot"):
             return False
         scope = p.scope or ""
         if scope.startswith("dataset:") and scope.split(":")[1] != dataset_id:
             return False
-        pilot_ids = {p.pilot_id} if p.pilot_id else set()
-        page = await self.db.pilots.page({"owner": p.username}, keys=["pilot_id"])
-        pilot_ids.update(d["pilot_id"] for d in page.docs)
-        if not pilot_ids:
+        if not p.pilot_id:  # a registration token holds nothing
             return False
         held = await self.db.tasks.count({"dataset_id": dataset_id, "status": "processing",
-                                          "pilot_id": {"$in": sorted(pilot_ids)}})
+                                          "pilot_id": p.pilot_id})
         return held > 0
 
     def check_scopes(self, scopes: tuple[str, ...]) -> None:

@@ -150,7 +150,9 @@ class CreateTokenHandler(APIHandler):
         grant = plan(parent, self.body)
         if self.body["type"] == "share":
             await self.authorize_dataset(self.body["dataset_id"], "read")
-        exp = self.body.get("exp") or default_exp(self.body["type"], self.ctx.config.token_exp)
+        cfg = self.ctx.config
+        exp = self.body.get("exp") or default_exp(self.body["type"], cfg.token_exp,
+                                                  cfg.pilot_token_seconds)
         token = create_token(
             self.ctx.config.secret, grant.username, grant.roles, grant.groups, exp,
             grant.scope, grant.pilot_id, custom_roles=grant.custom_roles, not_after=parent.exp,

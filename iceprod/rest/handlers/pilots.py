@@ -1,14 +1,19 @@
-"""Pilots: registration, heartbeat (renews the leases of its tasks), removal (its tasks go
-back to waiting), and listing. A pilot token acts only on its own record."""
+"""Pilots: registration, heartbeat (renews the leases of its tasks, and the pilot's token),
+removal (its tasks go back to waiting), and listing. A pilot token acts only on the record it
+names; registering answers a token bound to the new record, which the pilot uses from then on
+(see ``iceprod.rest.auth.tokens`` for the two kinds of pilot token)."""
 
 from __future__ import annotations
 
 from typing import Any
 
+from iceprod.common.errors import Conflict
 from iceprod.common.ids import new_id
 from iceprod.common.states import statuses
 from iceprod.common.timeutil import iso
 from iceprod.db.store import Doc
+from iceprod.rest.auth.resolver import ACTIVE_PILOT
+from iceprod.rest.auth.tokens import pilot_token, token_expiry
 from iceprod.rest.base import APIHandler, OwnershipMixin, requires
 from iceprod.rest.handlers.schemas import ID, REQUIREMENTS, obj
 from iceprod.rest.openapi import KEYS, PAGE, STATUS, TEXT, query
@@ -28,7 +33,15 @@ PATCH_BODY = obj(
 )
 
 
-class PilotsHandler(OwnershipMixin, APIHandler):
+class PilotTokens(APIHandler):
+    def bound_token(self, pilot_id: str) -> Doc:
+        """A fresh token bound to ``pilot_id`` and its expiry: `{token, expires}`."""
+        token = pilot_token(self.ctx.config.secret, pilot_id,
+                            self.ctx.config.pilot_token_seconds)
+        return {"token": token, "expires": iso(token_expiry(token))}
+
+
+class PilotsHandler(OwnershipMixin, PilotTokens):
     @query(**PAGE, status=STATUS, grid_id=TEXT)
     @requires("read:pilots")
     async def get(self) -> None:
@@ -41,14 +54,19 @@ class PilotsHandler(OwnershipMixin, APIHandler):
             query["status"] = {"$in": status}
         p = self.principal
         if "pilot" in p.roles and not (p.privileged or p.has("read:datasets")):
-            query["owner"] = p.username
+            query["pilot_id"] = p.pilot_id or ""
         await self.list_page(self.db.pilots, query)
 
     @requires("write:pilots", body=CREATE_BODY, created=True)
     async def post(self) -> None:
-        """Register a pilot (a grid-assigned id from the pilot token is adopted)."""
+        """Register a pilot: answers `{result: pilot_id, token, expires}`, the token being
+        bound to the new pilot (a registration token may do nothing else). A pilot its grid
+        registered already holds a bound token and starts with a heartbeat instead."""
         p = self.principal
-        pilot_id = p.pilot_id or new_id()
+        if p.pilot_id and not p.privileged:
+            raise Conflict(f"pilot_id: pilot {p.pilot_id} is registered already; start it "
+                           f"with a heartbeat (PATCH /pilots/{p.pilot_id})")
+        pilot_id = new_id()
         now = iso()
         doc: Doc = {
             "queue_host": "", "queue_version": "", "resources": {}, "host": "", "site": "",
@@ -60,10 +78,10 @@ class PilotsHandler(OwnershipMixin, APIHandler):
             "submit_date": now, "start_date": now, "last_update": now,
         }
         await self.db.pilots.create(doc)
-        self.write_json({"result": pilot_id}, 201)
+        self.write_json({"result": pilot_id, **self.bound_token(pilot_id)}, 201)
 
 
-class PilotHandler(OwnershipMixin, APIHandler):
+class PilotHandler(OwnershipMixin, PilotTokens):
     @query(keys=KEYS)
     @requires("read:pilots")
     async def get(self, pilot_id: str) -> None:
@@ -77,15 +95,25 @@ class PilotHandler(OwnershipMixin, APIHandler):
     @requires("write:pilots", body=PATCH_BODY)
     async def patch(self, pilot_id: str) -> None:
         """Heartbeat: update the pilot and renew the leases of its tasks. Answers the pilot
-        with `tasks`, the ids it still holds (a task missing there was taken away)."""
+        with `tasks`, the ids it still holds (a task missing there was taken away); to the
+        pilot's own token past half its life, also a fresh `token` (and its `expires`) that
+        replaces it."""
         await self.check_pilot(pilot_id)
         fields = dict(self.body)
         status = fields.pop("status", None)
         if status:
             await self.db.pilots.transition({"pilot_id": pilot_id}, status)
         doc = await self.db.pilots.heartbeat(pilot_id, fields)
-        await self.db.tasks.renew_leases(pilot_id, self.ctx.config.lease_seconds)
+        if doc.get("status") in ACTIVE_PILOT:
+            await self.db.tasks.renew_leases(pilot_id, self.ctx.config.lease_seconds)
+        else:
+            # a pilot given up (or done) holds nothing: its credentials died with it, so its
+            # tasks go back to waiting now rather than when their leases run out
+            await self.db.tasks.release_pilot(pilot_id)
         doc["tasks"] = await self.db.tasks.held_by(pilot_id)
+        p = self.principal
+        if p.pilot_id == pilot_id and doc.get("status") in ACTIVE_PILOT and p.renewal_due():
+            doc.update(self.bound_token(pilot_id))
         self.write_json(doc)
 
     @requires("write:pilots")

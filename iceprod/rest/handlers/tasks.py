@@ -264,19 +264,21 @@ class ProcessHandler(OwnershipMixin, APIHandler):
 
 
 class FencedAction(OwnershipMixin, APIHandler):
-    """Complete/reset/failed: the caller must present the task's current instance_id."""
+    """Complete/reset/failed: a pilot must hold the task (else 403, whatever instance_id it
+    sends, so a non-holder learns nothing of the task's state), and must present the task's
+    current instance_id (else 409: the holder's own stale run)."""
 
     async def held_task(self, task_id: str) -> Doc:
         task = await self.db.tasks.get(task_id)
-        if task.get("instance_id") == self.body["instance_id"]:
-            await self.check_task_holder(task)
+        await self.check_task_holder(task)
         return task
 
 
 class CompleteHandler(FencedAction):
     @requires("pilot", "internal", body=COMPLETE_BODY)
     async def post(self, task_id: str) -> None:
-        """Mark a processing task complete (stale instance_id -> 409)."""
+        """Mark a processing task complete (not the caller's pilot's -> 403; stale
+        instance_id -> 409)."""
         await self.held_task(task_id)
         b = self.body
         doc = await self.db.tasks.complete(task_id, b["instance_id"], b.get("time_used"),

@@ -21,10 +21,12 @@ Each round, for each grid:
 3. Submit within the limits: ``max_per_cycle`` per round, ``max_pilots`` alive,
    ``max_idle`` waiting in the queue, and the backend's ``capacity()``. Each pilot is
    registered first (status ``submitted``, ``grid_id``), then given a narrow token (role
-   ``pilot``, bound to its ``pilot_id``, expiring after the pilot's walltime plus an hour,
-   or ``options.token_exp`` seconds) that the backend hands over as a file; the batch job id
-   is recorded as ``grid_queue_id``. Records of pilots the backend failed to start are
-   removed.
+   ``pilot``, bound to its ``pilot_id``, expiring after ``ICEPROD_PILOT_TOKEN_SECONDS``, or
+   ``options.token_exp`` seconds, which must also cover the time the job waits in the
+   batch queue) that the backend hands over as a file; the running pilot renews it through
+   its heartbeat, and it is refused once the pilot is lost, finished or removed. The batch
+   job id is recorded as ``grid_queue_id``. Records of pilots the backend failed to start
+   are removed.
 """
 
 from __future__ import annotations
@@ -50,7 +52,7 @@ from iceprod.common.schema import load_schema, validate
 from iceprod.common.timeutil import iso, parse
 from iceprod.db import Database
 from iceprod.db.store import Doc
-from iceprod.rest.auth.tokens import create_token
+from iceprod.rest.auth.tokens import pilot_subject, pilot_token
 from iceprod.server.grids.base import (
     GridConfig,
     GridError,
@@ -433,7 +435,7 @@ class GridManager:
         grid = g.config
         pilot_id = new_id()
         now = iso()
-        username = f"pilot-{pilot_id}"
+        username = pilot_subject(pilot_id)
         await self.db.pilots.create({
             "pilot_id": pilot_id, "owner": username, "status": "submitted",
             "grid_id": g.grid_id, "grid_name": grid.name, "grid_queue_id": "",
@@ -443,10 +445,9 @@ class GridManager:
             # single-user mode: the claim hands this pilot only the operator's datasets
             **({} if g.plugin.isolated else {"only_user": self.config.operator}),
         })
-        exp = grid.options.get("token_exp") or (
-            int(size["time"] * 3600) + 3600 if size.get("time") else 7 * 86400)
-        token = create_token(self.config.secret, username, ["pilot"], exp=int(exp),
-                             pilot_id=pilot_id)
+        # hours, not the pilot's walltime: the running pilot renews it through its heartbeat
+        exp = grid.options.get("token_exp") or self.config.pilot_token_seconds
+        token = pilot_token(self.config.secret, pilot_id, int(exp))
         return PilotSpec(pilot_id=pilot_id, resources=dict(size), url=self.url, token=token,
                          site=grid.site)
 
