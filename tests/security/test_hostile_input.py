@@ -88,9 +88,13 @@ def clients(server: Server) -> Iterator[dict[str, httpx.Client]]:
 
 
 @pytest.fixture(scope="module")
-def ids(clients: dict[str, httpx.Client]) -> dict[str, str]:
+def ids(server: Server, clients: dict[str, httpx.Client]) -> dict[str, str]:
     admin = clients["admin"]
-    world = build_world(clients)
+    setup = {"alice": clients["owner"], "system": clients["system"], "admin": admin}
+    world, own = build_world(server, clients["anon"], setup,
+                             {"registrar": server.token("pilot-agent", ["pilot"])})
+    # the pilot caller acts with the token bound to the world's pilot, which holds its task
+    clients["pilot"] = server.client(own["pilot"])
     r = admin.put("/roles/hostile-role", json={"scopes": ["read:grids"]})
     assert r.status_code == 200, r.text
     r = admin.post("/groups", json={"name": "hostile-group"})
