@@ -16,6 +16,7 @@ from __future__ import annotations
 import os
 import signal
 import stat
+import subprocess
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -36,6 +37,7 @@ from tests.pilot.support import (
     one_task,
     pilot_log,
     stats,
+    step_process,
     submit,
     tasks,
     token_path,
@@ -262,25 +264,39 @@ def claims_of(token: str) -> dict[str, Any]:
     return jwt.decode(token, options={"verify_signature": False})
 
 
-def waiting_step(go: Path, pidfile: Path) -> dict[str, Any]:
-    """A step that runs until ``go`` exists."""
-    script = f"echo $$ > {pidfile}; while [ ! -e {go} ]; do sleep 0.1; done; echo done"
+def waiting_step(go: Path) -> dict[str, Any]:
+    """A step that runs until ``go`` exists (its directory is bound into the step's sandbox
+    with the pilot's ``--sandbox-bind``; see `gate`)."""
+    script = f"while [ ! -e {go} ]; do sleep 0.1; done; echo done"
     return {"command": "/bin/sh", "args": ["-c", script]}
+
+
+def gate(tmp_path: Path) -> tuple[Path, tuple[str, ...]]:
+    """The file that lets a `waiting_step` end, and the pilot flags that show it to steps."""
+    directory = tmp_path / "gate"
+    directory.mkdir()
+    return directory / "go", ("--sandbox-bind", str(directory))
+
+
+def running_step(pilot: subprocess.Popen[bytes], go: Path) -> psutil.Process:
+    step = waiting_step(go)
+    return wait_for(lambda: step_process(pilot, step["command"], *step["args"]),
+                    what="the step to run")
 
 
 def test_a_pilot_renews_its_token_and_works_past_its_first_lifetime(
         live_srv: Server, pilots: Pilots, tmp_path: Path) -> None:
     alice = live_srv.client(live_srv.token("alice", ["user"], ["physics"]))
-    go, pidfile = tmp_path / "go", tmp_path / "step.pid"
-    ds = submit(alice, one_task([waiting_step(go, pidfile)]))
-    pilot = pilots.start()
+    go, flags = gate(tmp_path)
+    ds = submit(alice, one_task([waiting_step(go)]))
+    pilot = pilots.start("p", *flags)
     token_file = token_path(tmp_path)
     # registered: the token file now holds the token bound to the new pilot
     first = wait_for(lambda: claims_of(token_file.read_text().strip()).get("pilot_id")
                      and token_file.read_text().strip(), what="the bound token")
     first_claims = claims_of(first)
     assert first_claims["exp"] - first_claims["iat"] == pytest.approx(LIFETIME, abs=1)
-    wait_for(lambda: pidfile.exists() and pidfile.read_text().strip(), what="the step to run")
+    running_step(pilot, go)
     # run on until the first token is dead, checking the server refuses it
     wait_for(lambda: time.time() > first_claims["exp"] + 1, timeout=LIFETIME + 5,
              what="the first token's expiry")
@@ -308,10 +324,10 @@ def test_a_lost_pilot_that_comes_back_exits_with_a_clear_message(
         live_srv: Server, pilots: Pilots, tmp_path: Path) -> None:
     alice = live_srv.client(live_srv.token("alice", ["user"], ["physics"]))
     admin = live_srv.client(live_srv.token("root", ["admin"]))
-    go, pidfile = tmp_path / "go", tmp_path / "step.pid"
-    ds = submit(alice, one_task([waiting_step(go, pidfile)]))
-    pilot = pilots.start()
-    wait_for(lambda: pidfile.exists() and pidfile.read_text().strip(), what="the step to run")
+    go, flags = gate(tmp_path)
+    ds = submit(alice, one_task([waiting_step(go)]))
+    pilot = pilots.start("p", *flags)
+    pid = running_step(pilot, go).pid
     (task,) = tasks(alice, ds).values()
     pilot_id = task["pilot_id"]
     # the pilot goes silent (its node hangs); meanwhile its grid gives it up
@@ -328,7 +344,7 @@ def test_a_lost_pilot_that_comes_back_exits_with_a_clear_message(
              if "the server refused its credentials" in line]
     assert len(lines) == 1, lines
     assert f"pilot {pilot_id} is lost: its credentials are no longer valid" in lines[0]
-    assert not psutil.pid_exists(int(pidfile.read_text()))
+    assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
     # killed, not reported: no stats and no logs from that run
     assert stats(alice, ds, task["task_id"]) == []
     assert logs(alice, ds, task["task_id"]) == []
