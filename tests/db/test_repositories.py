@@ -335,10 +335,14 @@ async def test_config_put_and_get(db: Database) -> None:
     assert set(stored) == {"dataset_id", "config", "updated"}
     second = {
         "version": 3.2, "tasks": [],
-        "options": {"a.b": 1, "$ref": "x", "empty": {}, "text": "héllo ✓", "big": 2**53 + 1,
+        "options": {"a.b": 1, "empty": {}, "text": "héllo ✓", "big": 2**53 + 1,
                     "null": None, "list": [1, {"k": []}], "flag": False},
     }
     await db.config.put("d1", second)
+    assert await db.config.get_config("d1") == second
+    # a "$" key is refused on both backends (PyMongo reads {"$ref", "$id"} back as a DBRef)
+    with pytest.raises(Invalid, match=r"^config\.options\.\$ref: a key must not start"):
+        await db.config.put("d1", {**second, "options": {"$ref": "x", "$id": 1}})
     assert await db.config.get_config("d1") == second
     assert await db.config.coll.count({}) == 1
 
