@@ -1238,6 +1238,7 @@ async def test_logs_delete_for_task_and_dataset_remove_the_chunks(db: Database) 
     assert await db.logs.chunks.count({}) == 2
 
 
+@pytest.mark.timeout(600)  # mongoeco stores 48 MiB in about a minute on an idle machine
 async def test_logs_of_16_mib_round_trip_and_list_together(db: Database) -> None:
     """The size ICEPROD_MAX_LOG_BYTES allows by default, three times on one task: no
     document comes near MongoDB's 16 MiB limit, and the listing answers all three."""
