@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import os
+import random
 import signal
 import sys
 import textwrap
@@ -17,9 +18,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import bson
 import pytest
 
 from iceprod.common.errors import DuplicateKey, Invalid, TooLarge
+from iceprod.db import storable
 from iceprod.db.mongo import MongoStore
 from iceprod.db.sqlite import DB_FILE, Compiler, Flattener, SQLiteStore
 from iceprod.db.store import (
@@ -702,6 +705,42 @@ async def test_hostile_filters_are_invalid_on_every_backend(
     with pytest.raises(Invalid, match=message):
         await seeded.delete_many(filter)
     assert await seeded.count({}) == len(DOCS)
+
+
+def random_value(rng: random.Random, depth: int) -> Any:
+    """Mostly ordinary JSON, now and then something MongoDB cannot hold."""
+    pick = rng.random()
+    if depth > 3 or pick < 0.45:
+        return rng.choice([
+            0, -1, 2**31, 2**63 - 1, -(2**63), 1.5, True, None, "", "x", "é✓", "$(x)", '"$',
+            '{"$', "a\x00b", 2**63, float("nan"), "\ud800",
+        ] if rng.random() < 0.3 else [1, "text", 2.5, False, None, "$line"])
+    if pick < 0.7:
+        return [random_value(rng, depth + 1) for _ in range(rng.randrange(4))]
+    keys = ["a", "b.c", "", "é", "$x", "a\x00", "\udc00", "k"] if rng.random() < 0.3 else \
+        ["a", "b", "c", "status"]
+    return {rng.choice(keys): random_value(rng, depth + 1) for _ in range(rng.randrange(4))}
+
+
+def test_the_encoder_screen_decides_as_the_exact_walk() -> None:
+    """``check_document`` screens with the JSON and BSON encoders and walks only what the
+    screen flags: it must accept and refuse exactly what the walk does, with its message,
+    and the walk's size must be BSON's."""
+    rng = random.Random(10)
+    refused = 0
+    for i in range(3000):
+        doc = {"id": i, "v": random_value(rng, 0)}
+        try:
+            size = storable._walk(doc)
+        except Invalid as error:
+            refused += 1
+            with pytest.raises(Invalid) as screened:
+                storable.check_document(doc)
+            assert screened.value.message == error.message
+            continue
+        assert storable.check_document(doc) == storable.dumps(doc)
+        assert size == len(bson.encode(doc)) + 17  # + the _id MongoDB adds
+    assert 200 < refused < 2800  # both outcomes were exercised
 
 
 # -- keys= with dotted paths: the same nested projection on every backend ----------------------
