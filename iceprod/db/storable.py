@@ -212,11 +212,23 @@ def check_document(doc: Mapping[str, Any]) -> str:
     except Exception as error:  # noqa: BLE001 - any encoder refusal means: find the field
         _walk(doc)
         raise Invalid(f"document: cannot be stored ({type(error).__name__})") from None
-    if '{"$' in text or ',"$' in text or text.count("{") + text.count("[") > MAX_DEPTH:
+    if _may_hold_dollar_key(text) or text.count("{") + text.count("[") > MAX_DEPTH:
         size = _walk(doc)
     if size > MAX_DOCUMENT_BYTES:
         raise _too_large(size)
     return text
+
+
+def _may_hold_dollar_key(text: str) -> bool:
+    """Whether compact JSON may hold a key starting with ``$``: one shows as ``"$`` right
+    after ``{`` or ``,``. (A quote inside a string is escaped, so ``"$`` elsewhere starts a
+    string value or sits in one.)"""
+    at = text.find('"$')
+    while at > 0:
+        if text[at - 1] in "{,":
+            return True
+        at = text.find('"$', at + 2)
+    return False
 
 
 def _walk(doc: Mapping[str, Any]) -> int:
