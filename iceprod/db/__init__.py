@@ -17,7 +17,7 @@ from iceprod.db.pilots import PilotsRepo
 from iceprod.db.revocations import RevocationsRepo
 from iceprod.db.roles import RolesRepo
 from iceprod.db.settings import SettingsRepo
-from iceprod.db.store import Store, open_store
+from iceprod.db.store import CollectionSpec, Store, open_store
 from iceprod.db.task_stats import TaskStatsRepo
 from iceprod.db.tasks import TasksRepo
 from iceprod.db.users import UsersRepo
@@ -27,6 +27,11 @@ REPOSITORIES = (
     PilotsRepo, SettingsRepo, TaskStatsRepo, TasksRepo,
     GroupsRepo, RevocationsRepo, RolesRepo, UsersRepo,
 )
+
+
+def all_specs() -> list[CollectionSpec]:
+    """Every collection the repositories keep, for creating tables and indexes."""
+    return [spec for repo in REPOSITORIES for spec in (repo.spec, *repo.extra_specs)]
 
 
 class Database:
@@ -53,7 +58,7 @@ class Database:
     @classmethod
     async def open(cls, db_url: str | None, data_dir: str) -> Database:
         store = open_store(db_url, data_dir)
-        await store.ensure_indexes([r.spec for r in REPOSITORIES])
+        await store.ensure_indexes(all_specs())
         return cls(store)
 
     async def close(self) -> None:

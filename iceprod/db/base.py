@@ -43,6 +43,7 @@ class Repository:
     """One collection's domain operations. Subclasses set ``spec`` and add methods."""
 
     spec: ClassVar[CollectionSpec]
+    extra_specs: ClassVar[tuple[CollectionSpec, ...]] = ()  # more collections it keeps
     kind: ClassVar[str] = "document"
     machine: ClassVar[str] = ""
 

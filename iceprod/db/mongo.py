@@ -8,6 +8,9 @@ documents never expose ``_id``. Group queries are aggregate ``$group`` stages (n
 Without a replica set MongoDB cannot make that transactional, so the batch is inserted in
 order and, when a duplicate stops it, the documents this call already inserted are deleted
 again (by the ``_id`` PyMongo assigned them). Concurrent readers may briefly see them.
+
+Documents, updates, filters and projections are checked by ``Collection`` (store.py) before
+they reach this module, so the driver never meets a value it cannot encode.
 """
 
 from __future__ import annotations
@@ -17,9 +20,9 @@ from typing import Any
 
 from pymongo import AsyncMongoClient, ReturnDocument
 from pymongo.asynchronous.collection import AsyncCollection
-from pymongo.errors import BulkWriteError, DuplicateKeyError
+from pymongo.errors import BulkWriteError, DuplicateKeyError, OperationFailure
 
-from iceprod.common.errors import DuplicateKey, Invalid
+from iceprod.common.errors import DuplicateKey, Invalid, TooLarge
 from iceprod.db.store import (
     Collection,
     CollectionSpec,
@@ -34,6 +37,8 @@ from iceprod.db.store import (
 DEFAULT_DB_NAME = "iceprod"
 DUPLICATE_KEY_CODE = 11000
 _AGGREGATES = {"sum": "$sum", "min": "$min", "max": "$max"}
+# "BSONObjectTooLarge", and "Resulting document after update is larger than ..."
+_TOO_LARGE_CODES = frozenset({10334, 17419, 17420})
 
 
 def _projection(keys: Sequence[str] | None, id_field: str) -> dict[str, int]:
@@ -51,6 +56,14 @@ def _check_id_unchanged(update: Update, id_field: str) -> None:
         for field in fields:
             if field == id_field or field.startswith(id_field + "."):
                 raise Invalid(f"cannot update the id field {id_field!r}")
+
+
+def _too_large_or(error: OperationFailure) -> Exception:
+    """MongoDB refuses an update that grows a document past 16 MiB: say so as ``TooLarge``
+    (storable.py can only measure the update, not the document it grows)."""
+    if error.code in _TOO_LARGE_CODES:
+        return TooLarge("document: the update would grow it past 16 MiB")
+    return error
 
 
 def _all_duplicates(error: BulkWriteError) -> bool:
@@ -76,14 +89,15 @@ class MongoCollection(Collection):
         await self._store.ensure_spec(self.spec)
         return self._coll
 
-    async def insert_one(self, doc: Doc) -> None:
+    async def _insert_one(self, doc: Doc, text: str) -> None:
         coll = await self._ready()
         try:
             await coll.insert_one(self._copy(doc))
         except DuplicateKeyError as error:
             raise DuplicateKey(str(error)) from error
 
-    async def insert_many(self, docs: Sequence[Doc], skip_duplicates: bool = False) -> int:
+    async def _insert_many(self, docs: Sequence[Doc], texts: Sequence[str],
+                           skip_duplicates: bool) -> int:
         if not docs:
             return 0
         coll = await self._ready()
@@ -104,35 +118,19 @@ class MongoCollection(Collection):
         if inserted:
             await self._coll.delete_many({"_id": {"$in": [doc["_id"] for doc in inserted]}})
 
-    async def find_one(
-        self, filter: Filter, keys: Sequence[str] | None = None, sort: Sort | None = None
-    ) -> Doc | None:
-        coll = await self._ready()
-        projection = _projection(keys, self.spec.id_field)
-        return await coll.find_one(filter, projection, sort=_sort(sort))
-
-    async def find(
-        self,
-        filter: Filter,
-        keys: Sequence[str] | None = None,
-        sort: Sort | None = None,
-        limit: int | None = None,
+    async def _find(
+        self, filter: Filter, keys: Sequence[str] | None, sort: Sort | None, limit: int | None
     ) -> list[Doc]:
-        if limit is not None and limit <= 0:
-            return []
         coll = await self._ready()
         projection = _projection(keys, self.spec.id_field)
         cursor = coll.find(filter, projection, sort=_sort(sort), limit=limit or 0)
         return await cursor.to_list()
 
-    async def count(self, filter: Filter) -> int:
+    async def _count(self, filter: Filter) -> int:
         coll = await self._ready()
         return await coll.count_documents(filter)
 
-    async def group_count(self, filter: Filter, keys: Sequence[str]) -> list[Doc]:
-        return await self.group_stats(filter, keys, {})
-
-    async def group_stats(
+    async def _group_stats(
         self, filter: Filter, keys: Sequence[str], fields: Mapping[str, tuple[str, str]]
     ) -> list[Doc]:
         keys = list(keys)
@@ -159,9 +157,8 @@ class MongoCollection(Collection):
         doc["count"] = row["count"]
         return doc
 
-    async def update_one(
-        self, filter: Filter, update: Update, sort: Sort | None = None
-    ) -> Doc | None:
+    async def _update_one(self, filter: Filter, update: Update, sort: Sort | None
+                          ) -> Doc | None:
         _check_id_unchanged(update, self.spec.id_field)
         coll = await self._ready()
         try:
@@ -174,17 +171,21 @@ class MongoCollection(Collection):
             )
         except DuplicateKeyError as error:
             raise DuplicateKey(str(error)) from error
+        except OperationFailure as error:
+            raise _too_large_or(error) from error
 
-    async def update_many(self, filter: Filter, update: Update) -> int:
+    async def _update_many(self, filter: Filter, update: Update) -> int:
         _check_id_unchanged(update, self.spec.id_field)
         coll = await self._ready()
         try:
             result = await coll.update_many(filter, update)
         except DuplicateKeyError as error:
             raise DuplicateKey(str(error)) from error
+        except OperationFailure as error:
+            raise _too_large_or(error) from error
         return result.matched_count
 
-    async def delete_many(self, filter: Filter) -> int:
+    async def _delete_many(self, filter: Filter) -> int:
         coll = await self._ready()
         result = await coll.delete_many(filter)
         return result.deleted_count

@@ -20,6 +20,11 @@ Differences from MongoDB, inherent to JSON in SQLite: booleans compare equal to 
 on non-array fields; an array is only traversed by the filter language when its field is
 declared in ``array_fields``; a unique index accepts several documents missing its fields
 (NULLs are distinct in SQLite); values of a generated column take its declared SQL type.
+
+What MongoDB could not hold (integers past 64 bits, NaN, NUL or ``$`` in keys, deep nesting,
+16 MiB) is refused by ``Collection`` (store.py) before it reaches this module, so both
+backends store the same things; an update growing a document past 16 MiB is the exception
+(only MongoDB measures the result).
 """
 
 from __future__ import annotations
@@ -36,6 +41,7 @@ from pathlib import Path
 from typing import Any, NamedTuple, TypeVar
 
 from iceprod.common.errors import DuplicateKey, Invalid
+from iceprod.db.storable import dumps
 from iceprod.db.store import (
     Collection,
     CollectionSpec,
@@ -66,11 +72,6 @@ _ORDERED_KINDS = frozenset({"num", "str"})
 
 SortKey = tuple[tuple[str, int], ...] | None
 Shape = tuple[Any, ...]
-
-
-def dumps(value: Any) -> str:
-    """Compact JSON, the one serialization used for stored documents and bound values."""
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
 
 
 def quote_ident(name: str) -> str:
@@ -619,11 +620,11 @@ class SQLiteCollection(Collection):
         params = statement.params(values)
         return await self._run(lambda conn: conn.execute(statement.sql, params).fetchall())
 
-    def _row(self, doc: Doc) -> tuple[Any, str]:
+    def _row(self, doc: Doc, text: str) -> tuple[Any, str]:
         doc_id = doc.get(self.spec.id_field)
         if doc_id is None:
             raise Invalid(f"{self.spec.name}: missing {self.spec.id_field}")
-        return doc_id, dumps(doc)
+        return doc_id, text
 
     def _find_statement(
         self, filter: Filter, sort: Sort | None, limit: int | None
@@ -633,40 +634,29 @@ class SQLiteCollection(Collection):
         limit_leaf = None if limit is None else flat.leaf(limit)
         return self._sql.select(shape, sort_key(sort), limit_leaf), flat.values
 
-    async def insert_one(self, doc: Doc) -> None:
+    async def _insert_one(self, doc: Doc, text: str) -> None:
         def op(conn: sqlite3.Connection) -> None:
             with duplicate_key_errors():
-                conn.execute(self._insert, self._row(doc))
+                conn.execute(self._insert, self._row(doc, text))
 
         await self._run(op)
 
-    async def insert_many(self, docs: Sequence[Doc], skip_duplicates: bool = False) -> int:
+    async def _insert_many(self, docs: Sequence[Doc], texts: Sequence[str],
+                           skip_duplicates: bool) -> int:
         if not docs:
             return 0
         sql = self._insert_ignore if skip_duplicates else self._insert
 
         def op(conn: sqlite3.Connection) -> int:
-            rows = [self._row(doc) for doc in docs]
+            rows = [self._row(doc, text) for doc, text in zip(docs, texts, strict=True)]
             with duplicate_key_errors(), transaction(conn):
                 return conn.executemany(sql, rows).rowcount
 
         return await self._run(op)
 
-    async def find_one(
-        self, filter: Filter, keys: Sequence[str] | None = None, sort: Sort | None = None
-    ) -> Doc | None:
-        found = await self.find(filter, keys, sort, 1)
-        return found[0] if found else None
-
-    async def find(
-        self,
-        filter: Filter,
-        keys: Sequence[str] | None = None,
-        sort: Sort | None = None,
-        limit: int | None = None,
+    async def _find(
+        self, filter: Filter, keys: Sequence[str] | None, sort: Sort | None, limit: int | None
     ) -> list[Doc]:
-        if limit is not None and limit <= 0:
-            return []  # as on Mongo; SQLite's LIMIT -1 would mean "no limit"
         statement, values = self._find_statement(filter, sort, limit)
         params = statement.params(values)
         id_field = self.spec.id_field
@@ -677,15 +667,12 @@ class SQLiteCollection(Collection):
 
         return await self._run(op)
 
-    async def count(self, filter: Filter) -> int:
+    async def _count(self, filter: Filter) -> int:
         flat = Flattener()
         rows = await self._fetch(self._sql.count(flat.filter(filter)), flat.values)
         return int(rows[0][0])
 
-    async def group_count(self, filter: Filter, keys: Sequence[str]) -> list[Doc]:
-        return await self.group_stats(filter, keys, {})
-
-    async def group_stats(
+    async def _group_stats(
         self, filter: Filter, keys: Sequence[str], fields: Mapping[str, tuple[str, str]]
     ) -> list[Doc]:
         flat = Flattener()
@@ -702,9 +689,8 @@ class SQLiteCollection(Collection):
         doc["count"] = row[-1]
         return doc
 
-    async def update_one(
-        self, filter: Filter, update: Update, sort: Sort | None = None
-    ) -> Doc | None:
+    async def _update_one(self, filter: Filter, update: Update, sort: Sort | None
+                          ) -> Doc | None:
         flat = Flattener()
         statement = self._sql.update_one(flat.update(update), flat.filter(filter), sort_key(sort))
         params = statement.params(flat.values)
@@ -716,7 +702,7 @@ class SQLiteCollection(Collection):
 
         return await self._run(op)
 
-    async def update_many(self, filter: Filter, update: Update) -> int:
+    async def _update_many(self, filter: Filter, update: Update) -> int:
         flat = Flattener()
         statement = self._sql.update_many(flat.update(update), flat.filter(filter))
         params = statement.params(flat.values)
@@ -727,7 +713,7 @@ class SQLiteCollection(Collection):
 
         return await self._run(op)
 
-    async def delete_many(self, filter: Filter) -> int:
+    async def _delete_many(self, filter: Filter) -> int:
         flat = Flattener()
         statement = self._sql.delete(flat.filter(filter))
         params = statement.params(flat.values)

@@ -19,8 +19,20 @@ Filter language (a subset of MongoDB's, identical meaning on both backends):
 Update language: ``$set``, ``$unset``, ``$inc``, ``$max``, ``$min`` (dotted paths allowed),
 ``$push`` and ``$addToSet`` (one scalar value), ``$pull`` (one scalar value).
 
-Sort: a list of ``(field, 1 | -1)``. Projection (``keys``): a list of top-level field names;
-the collection's id field is always included. Documents never carry Mongo's ``_id``.
+Sort: a list of ``(field, 1 | -1)``. Documents never carry Mongo's ``_id``.
+
+Projection (``keys``): a list of field paths, the same on both backends (applied by
+``Collection``; see ``storable.project``). The collection's id field is always included. A
+top-level name keeps that field whole; a dotted path keeps only that sub-field, with MongoDB's
+nesting: ``requirements.cpu`` answers ``{"requirements": {"cpu": 1}}``. Through an array a
+sub-path applies to each object in it (scalars there are dropped); a path that is missing, or
+runs into a scalar, adds nothing, and an object or array left with nothing is left out. A
+field asked for whole covers its sub-paths (``r|r.cpu`` is ``r``). An empty segment or one
+starting with ``$`` is ``Invalid``.
+
+What a document, update or filter may hold (64-bit integers, finite numbers, no lone
+surrogates, no NUL or leading ``$`` in keys, nesting, 16 MiB) is checked before either backend
+sees it: see ``storable.py``.
 """
 
 from __future__ import annotations
@@ -29,6 +41,14 @@ import abc
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
+
+from iceprod.db.storable import (
+    check_document,
+    check_filter,
+    check_update,
+    project,
+    projection_tree,
+)
 
 Doc = dict[str, Any]
 Filter = Mapping[str, Any]
@@ -66,64 +86,121 @@ class CollectionSpec:
 
 class Collection(abc.ABC):
     """Primitive operations on one collection. All methods are coroutines and never block
-    the event loop."""
+    the event loop.
+
+    The public methods are the one place every read and write of both backends passes:
+    they refuse what either backend could not hold (``storable.py``) and apply ``keys``
+    projections the same way, then call the backend's ``_``-prefixed implementation.
+    """
 
     spec: CollectionSpec
 
-    @abc.abstractmethod
     async def insert_one(self, doc: Doc) -> None:
         """Insert; raises ``DuplicateKey`` when a unique index (or the id) refuses it."""
+        await self._insert_one(doc, check_document(doc))
 
-    @abc.abstractmethod
     async def insert_many(self, docs: Sequence[Doc], skip_duplicates: bool = False) -> int:
         """Insert all docs in one batch and return how many were inserted. With
         ``skip_duplicates`` documents refused by a unique index are skipped silently;
         otherwise the first duplicate raises ``DuplicateKey`` and nothing is inserted."""
+        texts = [check_document(doc) for doc in docs]
+        return await self._insert_many(docs, texts, skip_duplicates)
 
-    @abc.abstractmethod
     async def find_one(
         self, filter: Filter, keys: Sequence[str] | None = None, sort: Sort | None = None
-    ) -> Doc | None: ...
+    ) -> Doc | None:
+        found = await self.find(filter, keys, sort, 1)
+        return found[0] if found else None
 
-    @abc.abstractmethod
     async def find(
         self,
         filter: Filter,
         keys: Sequence[str] | None = None,
         sort: Sort | None = None,
         limit: int | None = None,
-    ) -> list[Doc]: ...
+    ) -> list[Doc]:
+        check_filter(filter)
+        if limit is not None and limit <= 0:
+            return []  # SQLite's LIMIT -1 would mean "no limit", Mongo's 0 too
+        if keys is None:
+            return await self._find(filter, None, sort, limit)
+        tree = projection_tree(keys)
+        docs = await self._find(filter, list(tree), sort, limit)
+        if all(sub is True for sub in tree.values()):
+            return docs
+        return [project(doc, tree, self.spec.id_field) for doc in docs]
 
-    @abc.abstractmethod
-    async def count(self, filter: Filter) -> int: ...
+    async def count(self, filter: Filter) -> int:
+        check_filter(filter)
+        return await self._count(filter)
 
-    @abc.abstractmethod
     async def group_count(self, filter: Filter, keys: Sequence[str]) -> list[Doc]:
         """Count matching docs grouped by ``keys`` (dotted allowed). Each result is
         ``{key: value, ..., "count": n}``; a missing field groups as ``None``."""
+        return await self.group_stats(filter, keys, {})
 
-    @abc.abstractmethod
     async def group_stats(
         self, filter: Filter, keys: Sequence[str], fields: Mapping[str, tuple[str, str]]
     ) -> list[Doc]:
         """Aggregate grouped by ``keys``. ``fields`` maps an output name to
         ``(op, path)`` with op in sum|min|max; each result is
         ``{key: value, ..., out_name: number | None, ..., "count": n}``."""
+        check_filter(filter)
+        return await self._group_stats(filter, keys, fields)
 
-    @abc.abstractmethod
     async def update_one(
         self, filter: Filter, update: Update, sort: Sort | None = None
     ) -> Doc | None:
         """Atomically update the first matching doc (in ``sort`` order) and return it as it
         is after the update, or ``None`` when nothing matched. This is the conditional
         update every status change uses, and the claim."""
+        check_filter(filter)
+        check_update(update)
+        return await self._update_one(filter, update, sort)
 
-    @abc.abstractmethod
     async def update_many(self, filter: Filter, update: Update) -> int:
         """Update all matching docs; returns how many matched."""
+        check_filter(filter)
+        check_update(update)
+        return await self._update_many(filter, update)
+
+    async def delete_many(self, filter: Filter) -> int:
+        check_filter(filter)
+        return await self._delete_many(filter)
+
+    # -- what each backend implements; arguments are already checked --------------------
+    # ``text`` is the document's compact JSON, made by the check (the SQLite store keeps it).
 
     @abc.abstractmethod
-    async def delete_many(self, filter: Filter) -> int: ...
+    async def _insert_one(self, doc: Doc, text: str) -> None: ...
+
+    @abc.abstractmethod
+    async def _insert_many(self, docs: Sequence[Doc], texts: Sequence[str],
+                           skip_duplicates: bool) -> int: ...
+
+    @abc.abstractmethod
+    async def _find(
+        self, filter: Filter, keys: Sequence[str] | None, sort: Sort | None, limit: int | None
+    ) -> list[Doc]:
+        """Matching docs; ``keys`` are top-level field names (the id is always included)."""
+
+    @abc.abstractmethod
+    async def _count(self, filter: Filter) -> int: ...
+
+    @abc.abstractmethod
+    async def _group_stats(
+        self, filter: Filter, keys: Sequence[str], fields: Mapping[str, tuple[str, str]]
+    ) -> list[Doc]: ...
+
+    @abc.abstractmethod
+    async def _update_one(self, filter: Filter, update: Update, sort: Sort | None
+                          ) -> Doc | None: ...
+
+    @abc.abstractmethod
+    async def _update_many(self, filter: Filter, update: Update) -> int: ...
+
+    @abc.abstractmethod
+    async def _delete_many(self, filter: Filter) -> int: ...
 
 
 class Store(abc.ABC):

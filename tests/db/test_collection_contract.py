@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import os
+import random
 import signal
 import sys
 import textwrap
@@ -17,12 +18,22 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import bson
 import pytest
 
-from iceprod.common.errors import DuplicateKey, Invalid
+from iceprod.common.errors import DuplicateKey, Invalid, TooLarge
+from iceprod.db import storable
 from iceprod.db.mongo import MongoStore
 from iceprod.db.sqlite import DB_FILE, Compiler, Flattener, SQLiteStore
-from iceprod.db.store import Collection, CollectionSpec, Doc, Index, Store, open_store
+from iceprod.db.store import (
+    Collection,
+    CollectionSpec,
+    Doc,
+    Index,
+    Store,
+    Update,
+    open_store,
+)
 
 THINGS = CollectionSpec(
     name="things",
@@ -580,6 +591,195 @@ async def test_delete_many(seeded: Collection) -> None:
     assert await seeded.delete_many({"status": "nope"}) == 0
     assert await seeded.delete_many({}) == 3
     assert await seeded.count({}) == 0
+
+
+# -- what MongoDB cannot hold is refused the same way on both backends -------------------------
+# (iceprod/db/storable.py; a hostile value never reaches either driver)
+
+
+def nested(levels: int) -> Any:
+    """``levels`` objects, one inside the other."""
+    value: Any = 1
+    for _ in range(levels):
+        value = {"a": value}
+    return value
+
+
+def deep_path(levels: int) -> str:
+    return ".".join(["v", *["a"] * (levels - 1)])
+
+
+NUL_KEY = r"^stats\.a\\u0000b: a key must not contain a NUL byte$"
+HOSTILE_DOCS: list[tuple[str, Any, str]] = [
+    ("big integer", {"v": 2**63}, "v: integer outside the signed 64-bit range"),
+    ("bigger integer", {"stats": {"n": 2**64}}, "stats.n: integer outside the signed 64-bit"),
+    ("small integer", {"v": -(2**63) - 1}, "v: integer outside the signed 64-bit range"),
+    ("integer in a list", {"v": [1, {"x": 10**30}]}, "v.1.x: integer outside"),
+    ("NUL in a key", {"stats": {"a\x00b": 1}}, NUL_KEY),
+    ("$ key", {"stats": {"$gt": 1}}, r"stats.\$gt: a key must not start with '\$'"),
+    ("$ref key", {"v": {"$ref": "c", "$id": 1}}, r"v.\$ref: a key must not start with"),
+    ("surrogate value", {"v": "x\ud800"}, "v: a string must not hold a lone surrogate"),
+    ("surrogate key", {"v": {"\udfff": 1}}, r"v.\\udfff: a string must not hold a lone"),
+    ("NaN", {"v": float("nan")}, r"v: a number must be finite \(no NaN or Infinity\)"),
+    ("Infinity", {"v": [float("-inf")]}, "v.0: a number must be finite"),
+    ("non-string key", {"v": {1: "x"}}, "v.1: a key must be a string"),
+    ("bytes", {"v": b"x"}, "v: unsupported value of type bytes"),
+    ("too deep", {"v": nested(90)}, f"^{deep_path(90)}: nested deeper than 90 levels"),
+]
+
+
+@pytest.mark.parametrize(("doc", "message"), [(d, m) for _, d, m in HOSTILE_DOCS],
+                         ids=[name for name, _, _ in HOSTILE_DOCS])
+async def test_hostile_documents_are_invalid_on_every_backend(
+    things: Collection, doc: Doc, message: str
+) -> None:
+    with pytest.raises(Invalid, match=message) as refused:
+        await things.insert_one({"thing_id": "h", **doc})
+    assert refused.value.field == refused.value.message.split(": ")[0]
+    with pytest.raises(Invalid, match=message):
+        await things.insert_many([{"thing_id": "ok"}, {"thing_id": "h", **doc}])
+    with pytest.raises(Invalid, match=message):
+        await things.update_one({"thing_id": "a"}, {"$set": doc})
+    assert await things.count({}) == 0
+
+
+async def test_hostile_updates_change_nothing(seeded: Collection) -> None:
+    cases: list[tuple[Update, str]] = [
+        ({"$set": {"stats": {"a\x00b": 1}}}, NUL_KEY),
+        ({"$set": {"req.cpu": 2**63}}, "req.cpu: integer outside the signed 64-bit range"),
+        ({"$inc": {"priority": 2**64}}, "priority: integer outside"),
+        ({"$max": {"score": float("inf")}}, "score: a number must be finite"),
+        ({"$push": {"tags": "\ud800"}}, "tags: a string must not hold a lone surrogate"),
+        ({"$set": {"req..cpu": 1}}, r"^req\.: an empty field name"),
+        ({"$set": {"req.$x": 1}}, r"^req\.\$x: a key must not start with"),
+        # a path counts towards the depth: v.a sits two levels below the document
+        ({"$set": {"v.a": nested(89)}}, f"^{deep_path(90)}: nested deeper than 90 levels"),
+    ]
+    for update, message in cases:
+        with pytest.raises(Invalid, match=message):
+            await seeded.update_one({"thing_id": "a"}, update)
+        with pytest.raises(Invalid, match=message):
+            await seeded.update_many({}, update)
+    assert await seeded.find({}, sort=[("thing_id", 1)]) == DOCS
+
+
+async def test_documents_at_the_limits_are_stored_on_every_backend(things: Collection) -> None:
+    doc = {
+        "thing_id": "edge", "max": 2**63 - 1, "min": -(2**63), "deep": nested(89),
+        "dotted": {"geometry.file": "x"}, "nul in a value": "a\x00b", "dollar": "$(x)",
+        "list": ["$x", ",\"$y"], "empty key": {"": 1},
+    }
+    await things.insert_one(doc)
+    assert await things.find_one({"thing_id": "edge"}) == doc
+    await things.update_one({"thing_id": "edge"}, {"$set": {"deep.a": nested(87)}})
+    found = await things.find_one({"thing_id": "edge"}, keys=["deep"])
+    assert found == {"thing_id": "edge", "deep": {"a": nested(87)}}
+
+
+async def test_documents_over_16_mib_are_too_large_on_every_backend(things: Collection) -> None:
+    doc = {"thing_id": "big", "text": "x" * (16 * 1024 * 1024)}
+    with pytest.raises(TooLarge, match=r"^document: 16777\d+ bytes is more than a stored"):
+        await things.insert_one(doc)
+    with pytest.raises(TooLarge):
+        await things.update_one({"thing_id": "big"}, {"$set": {"text": doc["text"]}})
+    assert await things.count({}) == 0
+
+
+@pytest.mark.parametrize(
+    ("filter", "message"),
+    [
+        ({"job_index": 2**64}, "^job_index: integer outside the signed 64-bit range"),
+        ({"job_index": {"$in": [1, -(2**70)]}}, "^job_index: integer outside"),
+        ({"$or": [{"site": "\ud800"}]}, "^site: a string must not hold a lone surrogate"),
+    ],
+)
+async def test_hostile_filters_are_invalid_on_every_backend(
+    seeded: Collection, filter: Doc, message: str
+) -> None:
+    with pytest.raises(Invalid, match=message):
+        await seeded.find(filter)
+    with pytest.raises(Invalid, match=message):
+        await seeded.count(filter)
+    with pytest.raises(Invalid, match=message):
+        await seeded.update_many(filter, {"$set": {"site": "B"}})
+    with pytest.raises(Invalid, match=message):
+        await seeded.delete_many(filter)
+    assert await seeded.count({}) == len(DOCS)
+
+
+def random_value(rng: random.Random, depth: int) -> Any:
+    """Mostly ordinary JSON, now and then something MongoDB cannot hold."""
+    pick = rng.random()
+    if depth > 3 or pick < 0.45:
+        return rng.choice([
+            0, -1, 2**31, 2**63 - 1, -(2**63), 1.5, True, None, "", "x", "é✓", "$(x)", '"$',
+            '{"$', "a\x00b", 2**63, float("nan"), "\ud800",
+        ] if rng.random() < 0.3 else [1, "text", 2.5, False, None, "$line"])
+    if pick < 0.7:
+        return [random_value(rng, depth + 1) for _ in range(rng.randrange(4))]
+    keys = ["a", "b.c", "", "é", "$x", "a\x00", "\udc00", "k"] if rng.random() < 0.3 else \
+        ["a", "b", "c", "status"]
+    return {rng.choice(keys): random_value(rng, depth + 1) for _ in range(rng.randrange(4))}
+
+
+def test_the_encoder_screen_decides_as_the_exact_walk() -> None:
+    """``check_document`` screens with the JSON and BSON encoders and walks only what the
+    screen flags: it must accept and refuse exactly what the walk does, with its message,
+    and the walk's size must be BSON's."""
+    rng = random.Random(10)
+    refused = 0
+    for i in range(3000):
+        doc = {"id": i, "v": random_value(rng, 0)}
+        try:
+            size = storable._walk(doc)
+        except Invalid as error:
+            refused += 1
+            with pytest.raises(Invalid) as screened:
+                storable.check_document(doc)
+            assert screened.value.message == error.message
+            continue
+        assert storable.check_document(doc) == storable.dumps(doc)
+        assert size == len(bson.encode(doc)) + 17  # + the _id MongoDB adds
+    assert 200 < refused < 2800  # both outcomes were exercised
+
+
+# -- keys= with dotted paths: the same nested projection on every backend ----------------------
+
+
+async def test_projection_of_dotted_paths(seeded: Collection) -> None:
+    async def keys(thing_id: str, *wanted: str) -> Doc | None:
+        return await seeded.find_one({"thing_id": thing_id}, keys=list(wanted))
+
+    assert await keys("a", "req.cpu", "status") == \
+        {"thing_id": "a", "req": {"cpu": 1}, "status": "queued"}
+    assert await keys("a", "req.cpu", "req.os") == {"thing_id": "a", "req": {"cpu": 1, "os": "el9"}}
+    assert await keys("a", "req", "req.cpu") == {"thing_id": "a", "req": {"cpu": 1, "os": "el9"}}
+    assert await keys("a", "req.cpu", "req") == {"thing_id": "a", "req": {"cpu": 1, "os": "el9"}}
+    assert await keys("b", "req.os") == {"thing_id": "b"}  # missing: nothing, not {}
+    assert await keys("a", "status.x", "tags.x") == {"thing_id": "a"}  # into scalars: nothing
+    assert await keys("a", "thing_id.x") == {"thing_id": "a"}
+    found = await seeded.find({"status": "queued"}, keys=["req.cpu"], sort=[("thing_id", 1)])
+    assert found == [{"thing_id": "a", "req": {"cpu": 1}}, {"thing_id": "b", "req": {"cpu": 4}}]
+
+
+async def test_projection_of_dotted_paths_through_arrays(things: Collection) -> None:
+    await things.insert_one({
+        "thing_id": "arr", "dataset_id": "d", "job_index": 0,
+        "steps": [{"cmd": "a", "env": {"X": "1"}}, "scalar", [{"cmd": "b"}, 3], {"other": 1}],
+    })
+    found = await things.find_one({"thing_id": "arr"}, keys=["steps.cmd"])
+    assert found == {"thing_id": "arr", "steps": [{"cmd": "a"}, [{"cmd": "b"}]]}
+    found = await things.find_one({"thing_id": "arr"}, keys=["steps.env.X"])
+    assert found == {"thing_id": "arr", "steps": [{"env": {"X": "1"}}]}
+
+
+@pytest.mark.parametrize("key", ["a..b", "$where", "req.$gt", "", "req.", "a\x00b", "\ud800"])
+async def test_bad_projection_keys_are_invalid_on_every_backend(
+    seeded: Collection, key: str
+) -> None:
+    with pytest.raises(Invalid, match=r"^keys: .* is not a field path") as refused:
+        await seeded.find({}, keys=["status", key])
+    assert refused.value.field == "keys"
 
 
 # -- indexes ---------------------------------------------------------------------------------

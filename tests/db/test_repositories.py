@@ -24,10 +24,11 @@ import pytest
 from iceprod.common.errors import BadTransition, Conflict, DuplicateKey, Invalid, NotFound
 from iceprod.common.ids import is_id
 from iceprod.common.timeutil import iso, parse
-from iceprod.db import REPOSITORIES, Database
+from iceprod.db import REPOSITORIES, Database, all_specs
 from iceprod.db import tasks as tasks_module
 from iceprod.db.auths import allows
 from iceprod.db.base import MAX_PAGE, Repository, encode_cursor
+from iceprod.db.logs import CHUNK_CHARS
 from iceprod.db.store import Doc, Store
 from iceprod.db.tasks import grown_requirements
 
@@ -37,7 +38,7 @@ NOW = 1_700_000_000.0
 
 @pytest.fixture
 async def db(store: Store) -> Database:
-    await store.ensure_indexes([r.spec for r in REPOSITORIES])
+    await store.ensure_indexes(all_specs())
     return Database(store)
 
 
@@ -352,10 +353,14 @@ async def test_config_put_and_get(db: Database) -> None:
     assert set(stored) == {"dataset_id", "config", "updated"}
     second = {
         "version": 3.2, "tasks": [],
-        "options": {"a.b": 1, "$ref": "x", "empty": {}, "text": "héllo ✓", "big": 2**53 + 1,
+        "options": {"a.b": 1, "empty": {}, "text": "héllo ✓", "big": 2**53 + 1,
                     "null": None, "list": [1, {"k": []}], "flag": False},
     }
     await db.config.put("d1", second)
+    assert await db.config.get_config("d1") == second
+    # a "$" key is refused on both backends (PyMongo reads {"$ref", "$id"} back as a DBRef)
+    with pytest.raises(Invalid, match=r"^config\.options\.\$ref: a key must not start"):
+        await db.config.put("d1", {**second, "options": {"$ref": "x", "$id": 1}})
     assert await db.config.get_config("d1") == second
     assert await db.config.coll.count({}) == 1
 
@@ -1190,6 +1195,81 @@ async def test_logs_for_task(db: Database) -> None:
     assert await db.logs.for_task("d9", "t1", None, True, True) == []
 
 
+async def test_logs_are_stored_in_chunks_and_read_whole(db: Database) -> None:
+    text = "é" * (CHUNK_CHARS + 5) + "end"  # two chunks, the first 2 MiB of UTF-8
+    big = {**log_doc("l1", "stdout", 1), "data": text}
+    empty = {**log_doc("l2", "stderr", 2), "data": ""}
+    for log in (big, empty):
+        assert await db.logs.create(log) == log
+    assert await db.logs.chunks.count({"log_id": "l1"}) == 2
+    assert await db.logs.chunks.count({"log_id": "l2"}) == 0
+    assert await db.logs.get("l1") == big
+    assert await db.logs.find("l2") == empty
+    assert await db.logs.find("nope") is None
+    assert await db.logs.get_in("l1", {"dataset_id": "d1"}, keys=["data"]) == \
+        {"log_id": "l1", "data": text}
+    assert await db.logs.get("l1", keys=["name", "timestamp"]) == \
+        {"log_id": "l1", "name": "stdout", "timestamp": big["timestamp"]}
+    assert await db.logs.for_task("d1", "t1", None, False, False) == [big, empty]
+    # grouping needs the name even when keys leave it out, and does not show it
+    assert await db.logs.for_task("d1", "t1", None, True, True, keys=["data"]) == \
+        [{"log_id": "l2", "data": ""}, {"log_id": "l1", "data": text}]
+    page = await db.logs.page({"task_id": "t1"}, keys=["data"], limit=1)
+    assert page.docs == [{"log_id": "l1", "data": text}] and page.next_after
+
+
+async def test_logs_answer_inline_data_of_logs_written_before_chunking(db: Database) -> None:
+    legacy = log_doc("l0", "stdout", 0)
+    await db.logs.coll.insert_one(legacy)
+    assert await db.logs.get("l0") == legacy
+    assert await db.logs.for_task("d1", "t1", None, False, False, keys=["data"]) == \
+        [{"log_id": "l0", "data": legacy["data"]}]
+
+
+async def test_logs_failed_write_leaves_nothing(db: Database) -> None:
+    first = {**log_doc("l1", "stdout", 1), "data": ""}
+    await db.logs.create(first)
+    # same id, now with text: the chunks go in, the metadata is refused, the chunks go again
+    with pytest.raises(DuplicateKey):
+        await db.logs.create({**first, "data": "x" * 10})
+    assert await db.logs.chunks.count({}) == 0
+    assert await db.logs.get("l1") == first
+    # a refused log writes no chunk at all
+    with pytest.raises(Invalid, match=r"^name: a string must not hold a lone surrogate"):
+        await db.logs.create({**log_doc("l2", "\ud800", 2)})
+    assert await db.logs.chunks.count({}) == 0
+    assert await db.logs.find("l2") is None
+
+
+async def test_logs_delete_for_task_and_dataset_remove_the_chunks(db: Database) -> None:
+    for log in (log_doc("a", "stdout", 1), log_doc("b", "stdout", 2, task_id="t2"),
+                log_doc("c", "stdout", 3, dataset_id="d2")):
+        await db.logs.create({**log, "data": "x" * (CHUNK_CHARS + 1)})
+    assert await db.logs.chunks.count({}) == 6
+    assert await db.logs.delete_for_task("d1", "t1") == 1
+    assert await db.logs.find("a") is None and await db.logs.find("b") is not None
+    assert await db.logs.chunks.count({"log_id": "a"}) == 0
+    assert await db.logs.delete_for_dataset("d1") == 1
+    assert await db.logs.chunks.count({"dataset_id": "d1"}) == 0
+    assert await db.logs.get("c", keys=["data"]) == {"log_id": "c", "data": "x" * (CHUNK_CHARS + 1)}
+    assert await db.logs.chunks.count({}) == 2
+
+
+@pytest.mark.timeout(600)  # mongoeco stores 48 MiB in about a minute on an idle machine
+async def test_logs_of_16_mib_round_trip_and_list_together(db: Database) -> None:
+    """The size ICEPROD_MAX_LOG_BYTES allows by default, three times on one task: no
+    document comes near MongoDB's 16 MiB limit, and the listing answers all three."""
+    size = 16 * 1024 * 1024
+    logs = [{**log_doc(f"l{i}", f"out{i}", i), "data": chr(ord("a") + i) * size}
+            for i in range(3)]
+    for log in logs:
+        await db.logs.create(log)
+    assert await db.logs.get("l0") == logs[0]
+    listed = await db.logs.for_task("d1", "t1", None, False, False)
+    assert [d["log_id"] for d in listed] == ["l0", "l1", "l2"]
+    assert all(d == log for d, log in zip(listed, logs, strict=True))
+
+
 async def test_task_stats_latest(db: Database) -> None:
     assert await db.task_stats.latest("d1", "t1") == []
     records = [
@@ -1665,8 +1745,19 @@ COVERED: dict[str, tuple[str, ...]] = {
     "JobsRepo.counts_by_status": ("test_jobs_counts_and_ids_by_status",),
     "JobsRepo.ids_by_status": ("test_jobs_counts_and_ids_by_status",),
     "JobsRepo.bulk_status": ("test_jobs_bulk_status",),
-    "LogsRepo.create": ("test_logs_for_task",),
-    "LogsRepo.for_task": ("test_logs_for_task",),
+    "LogsRepo.create": ("test_logs_for_task", "test_logs_failed_write_leaves_nothing"),
+    "LogsRepo.for_task": ("test_logs_for_task",
+                          "test_logs_are_stored_in_chunks_and_read_whole",
+                          "test_logs_of_16_mib_round_trip_and_list_together"),
+    "LogsRepo.get": ("test_logs_are_stored_in_chunks_and_read_whole",
+                     "test_logs_of_16_mib_round_trip_and_list_together"),
+    "LogsRepo.get_in": ("test_logs_are_stored_in_chunks_and_read_whole",
+                        "test_get_in_scopes_by_dataset"),
+    "LogsRepo.find": ("test_logs_are_stored_in_chunks_and_read_whole",
+                      "test_logs_delete_for_task_and_dataset_remove_the_chunks"),
+    "LogsRepo.page": ("test_logs_are_stored_in_chunks_and_read_whole",),
+    "LogsRepo.delete_for_task": ("test_logs_delete_for_task_and_dataset_remove_the_chunks",),
+    "LogsRepo.delete_for_dataset": ("test_logs_delete_for_task_and_dataset_remove_the_chunks",),
     "PilotsRepo.create": ("test_pilots_create_heartbeat_delete",),
     "PilotsRepo.heartbeat": ("test_pilots_create_heartbeat_delete",),
     "PilotsRepo.delete": ("test_pilots_create_heartbeat_delete",),
