@@ -100,33 +100,36 @@ def snapshot(server: Server, dest: Path) -> None:
     dst.close()
 
 
+async def store_level(db: Database, pilot_ids: list[str], seconds: float,
+                      budget: int) -> LoadResult:
+    """`len(pilot_ids)` concurrent callers of the store's claim, in this process."""
+    done = [0]
+    lat: list[float] = []
+    deadline = time.perf_counter() + seconds
+
+    async def caller(pilot_id: str) -> None:
+        while time.perf_counter() < deadline and done[0] < budget:
+            t0 = time.perf_counter()
+            task = await db.tasks.claim(OFFER, pilot_id, 600.0)
+            lat.append(time.perf_counter() - t0)
+            if task is None:
+                return
+            done[0] += 1
+
+    t0 = time.perf_counter()
+    await asyncio.gather(*(caller(p) for p in pilot_ids))
+    return LoadResult(time.perf_counter() - t0, Counter({200: done[0]}), lat)
+
+
 async def store_claims(path: Path, pilot_ids: list[str], seconds: float,
                        budget: int) -> list[tuple[int, LoadResult]]:
-    """The store's own claim at each level, `c` concurrent callers, one process."""
+    """The store's own claim at each level, on the copy of the server's store."""
     db = Database(SQLiteStore(str(path)))
-    out = []
     try:
-        for level in LEVELS:
-            done = [0]
-            lat: list[float] = []
-            deadline = time.perf_counter() + seconds
-
-            async def caller(pilot_id: str) -> None:
-                while time.perf_counter() < deadline and done[0] < budget:
-                    t0 = time.perf_counter()
-                    task = await db.tasks.claim(OFFER, pilot_id, 600.0)
-                    lat.append(time.perf_counter() - t0)
-                    if task is None:
-                        return
-                    done[0] += 1
-
-            t0 = time.perf_counter()
-            await asyncio.gather(*(caller(p) for p in pilot_ids[:level]))
-            out.append((level, LoadResult(time.perf_counter() - t0, Counter({200: done[0]}),
-                                          lat)))
+        return [(level, await store_level(db, pilot_ids[:level], seconds, budget))
+                for level in LEVELS]
     finally:
         await db.close()
-    return out
 
 
 def rest_and_noop(server: Server, ds: str, noop_port: int, pilots: list[tuple[str, str]],
