@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -154,6 +155,22 @@ def register_pilots(server: Server, n: int, prefix: str = "bench-pilot") -> list
             r = c.post("/pilots", json={"resources": {"cpu": 1}}, headers=auth(token))
             r.raise_for_status()
             out.append((token, str(r.json()["result"])))
+    return out
+
+
+LATENCY = re.compile(r'^iceprod_http_request_seconds_(sum|count)\{method="(\w+)",'
+                     r'route="([^"]*)"\} ([\d.e+-]+)$')
+
+
+def server_time(c: httpx.Client) -> dict[str, tuple[float, int]]:
+    """Time the server spent per route so far (from `/metrics`): `{"POST /x": (s, n)}`."""
+    out: dict[str, tuple[float, int]] = {}
+    for line in c.get("/metrics").text.splitlines():
+        if m := LATENCY.match(line):
+            kind, method, route, value = m.groups()
+            spent, n = out.get(f"{method} {route}", (0.0, 0))
+            out[f"{method} {route}"] = ((spent + float(value), n) if kind == "sum"
+                                        else (spent, n + int(float(value))))
     return out
 
 

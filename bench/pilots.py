@@ -8,8 +8,9 @@ complete (`POST /tasks/{id}/task_actions/complete`) tasks in a loop for `--secon
 (default 30). Nothing is run: the figures are the server's, under N pilots' traffic.
 
 Prints per N: tasks/s, p50/p99 of register, claim and complete latency (as the client saw
-it: the client shares the machine, so it adds its own queueing), and the server's RSS at the
-start and end. Target: p99 < 250 ms at 200 pilots.
+it: the client shares the machine, so it adds its own queueing), next to the mean time the
+server itself spent per claim and complete (from `/metrics`) and the client's CPU use, and
+the server's RSS at the start and end. Target: p99 < 250 ms at 200 pilots.
 
     .venv/bin/python bench/pilots.py [--pilots 200,500] [--seconds 30] [--tasks 40000]
                                      [--quick]
@@ -34,6 +35,7 @@ from benchlib import (
     counts,
     mb,
     percentile,
+    server_time,
     start_server,
     submit,
     summary,
@@ -43,6 +45,8 @@ from benchlib import (
 TARGET_P99_MS = 250.0
 TARGET_PILOTS = 200
 BACKOFF = 1.0  # seconds a pilot waits after finding nothing, as a real pilot backs off
+CLAIM = "POST /task_actions/process"
+COMPLETE = "POST /tasks/{task_id}/task_actions/complete"
 
 
 @dataclass
@@ -57,6 +61,8 @@ class Level:
     complete: list[float] = field(default_factory=list)
     rss_start: int = 0
     rss_end: int = 0
+    client_cpu: float = 0.0
+    server_ms: dict[str, float] = field(default_factory=dict)
 
 
 async def timed(lat: list[float], request: Awaitable[httpx.Response]) -> httpx.Response:
@@ -94,7 +100,8 @@ async def pilot(c: httpx.AsyncClient, server: Server, name: str, level: Level,
             level.errors += 1
 
 
-async def run_level(server: Server, n: int, seconds: float, tag: str) -> Level:
+async def run_level(server: Server, admin: httpx.Client, n: int, seconds: float,
+                    tag: str) -> Level:
     level = Level(n)
     limits = httpx.Limits(max_connections=n, max_keepalive_connections=n)
     start = asyncio.Event()
@@ -106,12 +113,20 @@ async def run_level(server: Server, n: int, seconds: float, tag: str) -> Level:
         while len(level.register) < n and not any(w.done() for w in workers):
             await asyncio.sleep(0.05)
         level.rss_start = server.rss()
+        before = server_time(admin)
+        cpu0 = time.process_time()
         t0 = time.perf_counter()
         deadline[0] = t0 + seconds
         start.set()
         await asyncio.gather(*workers)
         level.seconds = time.perf_counter() - t0
+        level.client_cpu = time.process_time() - cpu0
         level.rss_end = server.rss()
+        after = server_time(admin)
+    for route, name in ((CLAIM, "claim"), (COMPLETE, "complete")):
+        spent = after.get(route, (0.0, 0))[0] - before.get(route, (0.0, 0))[0]
+        n = after.get(route, (0.0, 0))[1] - before.get(route, (0.0, 0))[1]
+        level.server_ms[name] = 1000 * spent / n if n else float("nan")
     return level
 
 
@@ -125,8 +140,12 @@ def report(level: Level) -> None:
           f"{level.errors} errors)")
     for name, values in (("register", level.register), ("claim", level.claim),
                          ("complete", level.complete)):
+        inside = level.server_ms.get(name)
         print(f"  {name:9} p50 {ms(values, 50):>6} ms   p99 {ms(values, 99):>6} ms   "
-              f"({len(values)} requests)")
+              f"({len(values)} requests"
+              + (f"; {inside:.1f} ms mean inside the server)" if inside is not None else ")"))
+    print(f"  client CPU {level.client_cpu / level.seconds:.0%} of one core (the simulated "
+          "pilots' own cost, on the same machine)")
     print(f"  server RSS {mb(level.rss_start)} at start, {mb(level.rss_end)} at end")
 
 
@@ -161,7 +180,7 @@ def run(server: Server, levels: list[int], args: argparse.Namespace) -> None:
           f"in {time.monotonic() - t0:.1f} s; RSS {mb(server.rss())}")
     results = []
     for i, n in enumerate(levels):
-        level = asyncio.run(run_level(server, n, args.seconds, str(i)))
+        level = asyncio.run(run_level(server, admin, n, args.seconds, str(i)))
         report(level)
         results.append(level)
     left = counts(admin, ds).get("queued", 0)
