@@ -91,16 +91,17 @@ def auth(token: str) -> dict[str, str]:
 
 
 def start_server(data: Path, env: Mapping[str, str] | None = None,
-                 log_name: str = "server.log") -> Server:
+                 log_name: str = "server.log", args: Sequence[str] = ()) -> Server:
     """Start `iceprod-server` on `data` with the process environment stripped of any
-    ICEPROD_* setting, plus `env`: what is not given is the server's default."""
+    ICEPROD_* setting, plus `env`: what is not given is the server's default. `args` are
+    more command-line arguments (`--only rest`)."""
     port = free_port()
     child = {k: v for k, v in os.environ.items() if not k.startswith("ICEPROD_")}
     child.update({"ICEPROD_LOG_LEVEL": "WARNING", **(env or {})})
     with open(data / log_name, "ab") as log:
         proc = subprocess.Popen(
             [sys.executable, "-m", "iceprod.server", "--port", str(port), "--data-dir",
-             str(data)], env=child, stdout=log, stderr=subprocess.STDOUT)
+             str(data), *args], env=child, stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:

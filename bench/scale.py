@@ -8,8 +8,13 @@ For a baseline dataset (`--base-tasks`, 10,000) and then the large one (`--tasks
    config, jobs and tasks are written in bulk through the repository layer
    (`materialize.build_jobs` rows, 10,000 jobs per `insert_missing` batch, tasks written
    already `queued` with the dataset's score, as the queue round would leave them) rather
-   than by the scheduler, which would take several minutes at a million; the server is
-   started again on the same data dir. Each phase's time is printed.
+   than by the scheduler, which would take several minutes at a million. Each step's time
+   is printed.
+
+Then, twice on the same store: once on the full server started again on that data dir
+(scheduler rounds running, as in production), once on the API alone (`--only rest`: no
+scheduler rounds competing for the store), each claiming at most half of the tasks:
+
 2. status counts: `GET /datasets/{id}/task_counts/status` and `.../job_counts/status`, each
    `--repeat` times (min and median; target < 0.2 s);
 3. claims/s: `--clients` concurrent pilots (one keep-alive connection and pilot token each,
@@ -37,7 +42,6 @@ import httpx
 from benchlib import (
     OFFER,
     TRIVIAL,
-    Server,
     create_dataset,
     mb,
     post_bytes,
@@ -56,15 +60,29 @@ TARGET_COUNTS = 0.2
 TARGET_RATIO = 0.8
 
 
+PHASES = (("full server", ()), ("REST only", ("--only", "rest")))
+
+
 @dataclass
-class Result:
-    tasks: int
-    setup: dict[str, float]
+class Phase:
+    """What one server (the full one, or the API alone) measured."""
+
+    name: str
     task_counts: list[float]
     job_counts: list[float]
     claims: float
     rss_start: int
     rss_end: int
+
+
+@dataclass
+class Result:
+    tasks: int
+    setup: dict[str, float]
+    phases: list[Phase]
+
+    def phase(self, name: str) -> Phase:
+        return next(p for p in self.phases if p.name == name)
 
 
 def server_env(n: int) -> dict[str, str]:
@@ -92,8 +110,8 @@ async def bulk_insert(data: Path, ds: str, n: int) -> None:
         await db.close()
 
 
-def prepare(data: Path, n: int) -> tuple[Server, str, dict[str, float]]:
-    """A server whose store holds one dataset of `n` queued one-task jobs."""
+def prepare(data: Path, n: int) -> tuple[str, dict[str, float]]:
+    """A data dir whose store holds one dataset of `n` queued one-task jobs."""
     times: dict[str, float] = {}
     t0 = time.monotonic()
     server = start_server(data, server_env(n))
@@ -105,10 +123,7 @@ def prepare(data: Path, n: int) -> tuple[Server, str, dict[str, float]]:
     t0 = time.monotonic()
     asyncio.run(bulk_insert(data, ds, n))
     times["bulk insert"] = time.monotonic() - t0
-    t0 = time.monotonic()
-    server = start_server(data, server_env(n))
-    times["restart"] = time.monotonic() - t0
-    return server, ds, times
+    return ds, times
 
 
 def timed_get(c: httpx.Client, path: str, repeat: int) -> list[float]:
@@ -120,25 +135,40 @@ def timed_get(c: httpx.Client, path: str, repeat: int) -> list[float]:
     return out
 
 
-def measure(data: Path, n: int, args: argparse.Namespace) -> Result:
-    server, ds, setup = prepare(data, n)
+def measure_phase(data: Path, ds: str, n: int, name: str, extra: tuple[str, ...],
+                  args: argparse.Namespace) -> tuple[Phase, float]:
+    """Start a server on the prepared store and measure; returns how long it took to start."""
+    t0 = time.monotonic()
+    server = start_server(data, server_env(n), args=extra)
+    started = time.monotonic() - t0
     try:
         rss_start = server.rss()
         admin = server.admin()
         got = admin.get(f"/datasets/{ds}/task_counts/status").json()
-        if got.get("queued") != n:
-            raise SystemExit(f"expected {n} queued tasks, the server counts {got}")
+        if sum(got.values()) != n:
+            raise SystemExit(f"expected {n} tasks, the server counts {got}")
         task_counts = timed_get(admin, f"/datasets/{ds}/task_counts/status", args.repeat)
         job_counts = timed_get(admin, f"/datasets/{ds}/job_counts/status", args.repeat)
-        pilots = register_pilots(server, args.clients, f"scale-{n}")
+        pilots = register_pilots(server, args.clients, f"scale-{name.split()[0]}")
         requests = [post_bytes(server.port, "/task_actions/process",
                                json.dumps({"pilot_id": pid, "requirements": OFFER}).encode(),
                                {"Authorization": f"Bearer {token}"}) for token, pid in pilots]
-        load = run_load(server.port, requests, args.seconds, budget=n)
+        # each phase may claim at most half the tasks: the next one still finds a full queue
+        load = run_load(server.port, requests, args.seconds, budget=n // len(PHASES))
         rss_end = server.rss()
     finally:
         server.stop()
-    return Result(n, setup, task_counts, job_counts, load.rate, rss_start, rss_end)
+    return Phase(name, task_counts, job_counts, load.rate, rss_start, rss_end), started
+
+
+def measure(data: Path, n: int, args: argparse.Namespace) -> Result:
+    ds, setup = prepare(data, n)
+    phases = []
+    for name, extra in PHASES:
+        phase, started = measure_phase(data, ds, n, name, extra, args)
+        setup.setdefault("start", started)
+        phases.append(phase)
+    return Result(n, setup, phases)
 
 
 def report(r: Result) -> None:
@@ -146,13 +176,15 @@ def report(r: Result) -> None:
     rate = r.tasks / r.setup["bulk insert"]
     print(f"{r.tasks:,} tasks: setup {sum(r.setup.values()):.1f} s ({setup}; "
           f"{rate:,.0f} tasks/s inserted)")
-    for name, values in (("task_counts/status", r.task_counts),
-                         ("job_counts/status", r.job_counts)):
-        print(f"  {name:19} min {min(values) * 1000:7.1f} ms  median "
-              f"{statistics.median(values) * 1000:7.1f} ms  ({len(values)} calls; "
-              f"target < {TARGET_COUNTS * 1000:.0f} ms)")
-    print(f"  claims: {r.claims:,.0f}/s")
-    print(f"  server RSS {mb(r.rss_start)} after start, {mb(r.rss_end)} after the claims")
+    for p in r.phases:
+        print(f"  {p.name}:")
+        for name, values in (("task_counts/status", p.task_counts),
+                             ("job_counts/status", p.job_counts)):
+            print(f"    {name:19} min {min(values) * 1000:7.1f} ms  median "
+                  f"{statistics.median(values) * 1000:7.1f} ms  ({len(values)} calls; "
+                  f"target < {TARGET_COUNTS * 1000:.0f} ms)")
+        print(f"    claims: {p.claims:,.0f}/s")
+        print(f"    server RSS {mb(p.rss_start)} after start, {mb(p.rss_end)} after the claims")
 
 
 def main() -> None:
@@ -160,7 +192,8 @@ def main() -> None:
     parser.add_argument("--tasks", type=int, default=1_000_000)
     parser.add_argument("--base-tasks", type=int, default=10_000)
     parser.add_argument("--clients", type=int, default=4, help="concurrent claimers")
-    parser.add_argument("--seconds", type=float, default=10.0, help="claiming time")
+    parser.add_argument("--seconds", type=float, default=10.0,
+                        help="claiming time per phase")
     parser.add_argument("--repeat", type=int, default=5, help="calls of each count route")
     parser.add_argument("--quick", action="store_true",
                         help="a smoke run: 20,000 tasks against 2,000")
@@ -175,18 +208,24 @@ def main() -> None:
             results.append(measure(data, n, args))
             report(results[-1])
     base, large = results
-    ratio = large.claims / base.claims if base.claims else float("nan")
-    print(f"claim rate at {large.tasks:,} = {ratio:.2f} of the rate at {base.tasks:,} "
-          f"(target >= {TARGET_RATIO:.2f}); RSS {mb(large.rss_end)} against "
-          f"{mb(base.rss_end)}")
-    summary("scale", {
-        "tasks": str(large.tasks), "setup_s": f"{sum(large.setup.values()):.1f}",
-        "task_counts_ms": f"{statistics.median(large.task_counts) * 1000:.0f}",
-        "job_counts_ms": f"{statistics.median(large.job_counts) * 1000:.0f}",
-        "claims_per_s": f"{large.claims:.0f}", "base_claims_per_s": f"{base.claims:.0f}",
-        "claim_ratio": f"{ratio:.2f}",
-        "rss_mb": f"{large.rss_start / 1e6:.0f}->{large.rss_end / 1e6:.0f}",
-        "targets": f"counts<{TARGET_COUNTS * 1000:.0f}ms/ratio>={TARGET_RATIO:g}"})
+    figures = {"tasks": str(large.tasks), "setup_s": f"{sum(large.setup.values()):.1f}"}
+    for name, _ in PHASES:
+        b, g = base.phase(name), large.phase(name)
+        ratio = g.claims / b.claims if b.claims else float("nan")
+        print(f"{name}: claim rate at {large.tasks:,} = {ratio:.2f} of the rate at "
+              f"{base.tasks:,} (target >= {TARGET_RATIO:.2f}); status counts "
+              f"{statistics.median(g.task_counts) * 1000:.0f} ms; RSS {mb(g.rss_end)} "
+              f"against {mb(b.rss_end)}")
+        key = "" if name == PHASES[0][0] else "_rest_only"
+        figures.update({
+            f"task_counts_ms{key}": f"{statistics.median(g.task_counts) * 1000:.0f}",
+            f"job_counts_ms{key}": f"{statistics.median(g.job_counts) * 1000:.0f}",
+            f"claims_per_s{key}": f"{g.claims:.0f}", f"base_claims_per_s{key}": f"{b.claims:.0f}",
+            f"claim_ratio{key}": f"{ratio:.2f}"})
+    full = large.phase(PHASES[0][0])
+    figures["rss_mb"] = f"{full.rss_start / 1e6:.0f}->{full.rss_end / 1e6:.0f}"
+    figures["targets"] = f"counts<{TARGET_COUNTS * 1000:.0f}ms/ratio>={TARGET_RATIO:g}"
+    summary("scale", figures)
 
 
 if __name__ == "__main__":
