@@ -54,9 +54,16 @@ lint: venv
 	$(VENV)/bin/ruff check iceprod tests bench docs/hooks
 	$(VENV)/bin/mypy iceprod
 
+# the benchmarks of issue 13; each prints its figures and ends with one `summary` line.
+# BENCH_ARGS=--quick runs the smoke sizes (scheduler.py has no --quick).
+BENCH_ARGS ?=
 bench: venv
 	$(PY) bench/scheduler.py
-	$(PY) bench/e2e.py
+	$(PY) bench/e2e.py $(BENCH_ARGS)
+	$(PY) bench/latency.py $(BENCH_ARGS)
+	$(PY) bench/claims.py $(BENCH_ARGS)
+	$(PY) bench/pilots.py $(BENCH_ARGS)
+	$(PY) bench/scale.py $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) build site *.egg-info

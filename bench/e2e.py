@@ -9,14 +9,22 @@ Starts a real `iceprod-server` (embedded store, a local grid of `--pilots` pilot
 2. end to end: a dataset of `--tasks` one-step tasks (`/bin/true`) run by the local
    pilots, from submission to `complete`: tasks/s overall and in steady state (10%..90%
    done), server requests per task by route (from `/metrics`), and the per-task overhead
-   of a full run (stage, run, logs, stats, complete) against a bare claim.
+   of a full run (stage, run, logs, stats, complete) against a bare claim;
+3. the node's spawn limit, before both: as many trivial processes (`/bin/true`) as there
+   are tasks, started the way the pilot starts a step (`iceprod.pilot.process.spawn` with
+   its output appended to log files, a `TreeMonitor`, `wait_pid`), as many at once as the
+   pilots have slots; with `--sandbox bwrap` each is wrapped in bubblewrap. End-to-end
+   tasks/s is printed as a fraction of it (target >= 50%), and requests per task against
+   the target of 2.
 
     .venv/bin/python bench/e2e.py [--tasks 5000] [--pilots 8] [--slots 2] [--claim-tasks 2000]
+                                  [--sandbox none|bwrap] [--quick]
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import os
 import re
@@ -36,6 +44,7 @@ import httpx
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from iceprod.pilot.process import TreeMonitor, spawn, wait_pid
 from iceprod.rest.auth.tokens import create_token
 
 SECRET = "bench-secret-" + "x" * 24
@@ -45,6 +54,8 @@ LATENCY = re.compile(r'^iceprod_http_request_seconds_(sum|count)\{method="(\w+)"
                      r'route="([^"]*)"\} ([\d.e+-]+)$')
 # the benchmark's own requests (progress polling), not part of running tasks
 OWN = ("GET /datasets/{dataset_id}/task_counts/status", "GET /metrics")
+TARGET_SPAWN_FRACTION = 0.5
+TARGET_REQUESTS = 2.0
 
 
 def free_port() -> int:
@@ -155,6 +166,47 @@ def claim_rate(url: str, admin: httpx.Client, system: httpx.Client, n: int,
     return sum(done) / elapsed
 
 
+def sandboxed(argv: list[str], sandbox: str) -> list[str]:
+    """`argv` as the node would start it: bare, or inside bubblewrap (the system read-only,
+    own /proc, /dev and pid namespace)."""
+    if sandbox == "none":
+        return argv
+    wrap = ["bwrap"]
+    for path in ("/usr", "/bin", "/lib", "/lib64", "/sbin"):
+        p = Path(path)
+        if p.is_symlink():  # merged-/usr systems: /bin -> usr/bin
+            wrap += ["--symlink", os.readlink(p), path]
+        elif p.exists():
+            wrap += ["--ro-bind", path, path]
+    return [*wrap, "--proc", "/proc", "--dev", "/dev", "--unshare-pid", "--die-with-parent",
+            *argv]
+
+
+async def spawn_limit(n: int, concurrency: int, sandbox: str) -> float:
+    """Trivial processes per second, started as the pilot starts a step, `concurrency` at
+    once."""
+    argv = sandboxed(["/bin/true"], sandbox)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ICEPROD_")}
+    left = [n]
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+
+        async def slot(i: int) -> None:
+            out, err = root / f"{i}.out", root / f"{i}.err"
+            while left[0] > 0:
+                left[0] -= 1
+                proc = spawn(argv, root, env, out, err)
+                TreeMonitor(proc.pid)
+                code, _ = await wait_pid(proc.pid)
+                proc.returncode = code
+                if code != 0:
+                    raise SystemExit(f"{argv} exited with {code}; see {err}")
+
+        t0 = time.perf_counter()
+        await asyncio.gather(*(slot(i) for i in range(concurrency)))
+        return n / (time.perf_counter() - t0)
+
+
 def end_to_end(admin: httpx.Client, n: int) -> dict[str, Any]:
     before, lat_before = scrape(admin)
     t0 = time.monotonic()
@@ -188,7 +240,13 @@ def main() -> None:
     parser.add_argument("--pilots", type=int, default=8)
     parser.add_argument("--slots", type=int, default=2, help="cores per pilot")
     parser.add_argument("--claim-tasks", type=int, default=2000)
+    parser.add_argument("--sandbox", choices=["none", "bwrap"], default="none",
+                        help="how the spawn-limit baseline starts its processes")
+    parser.add_argument("--quick", action="store_true",
+                        help="a smoke run: 100 tasks, 2 pilots, 200 claims")
     args = parser.parse_args()
+    if args.quick:
+        args.tasks, args.pilots, args.claim_tasks = 100, 2, 200
     with tempfile.TemporaryDirectory() as tmp:
         proc, url = start_server(Path(tmp), args.pilots, args.slots)
         try:
@@ -203,6 +261,10 @@ def run(url: str, args: argparse.Namespace) -> None:
     system = client(url, "iceprod-system", ["system"])
     print(f"server {url}; {os.cpu_count()} cores here; local grid: {args.pilots} pilots x "
           f"{args.slots} cores")
+    slots = args.pilots * args.slots
+    limit = asyncio.run(spawn_limit(args.tasks, slots, args.sandbox))
+    print(f"node spawn limit: {limit:,.0f} processes/s ({args.tasks} /bin/true started as the "
+          f"pilot starts a step, {slots} at once, sandbox {args.sandbox})")
     rate = claim_rate(url, admin, system, args.claim_tasks, args.pilots)
     print(f"claim rate: {rate:,.0f} claims/s ({args.claim_tasks} tasks, {args.pilots} "
           f"concurrent claimers)")
@@ -212,7 +274,9 @@ def run(url: str, args: argparse.Namespace) -> None:
     total_requests = sum(e2e["requests"].values())
     print(f"end to end: {n} tasks in {e2e['seconds']:.1f}s = {tps:,.1f} tasks/s "
           f"(steady state {e2e['steady']:,.1f} tasks/s)")
-    print(f"server requests per task: {total_requests / n:.2f}")
+    print(f"end to end = {e2e['steady'] / limit:.1%} of the node's spawn limit in steady state"
+          f" ({tps / limit:.1%} overall; target >= {TARGET_SPAWN_FRACTION:.0%})")
+    print(f"server requests per task: {total_requests / n:.2f} (target <= {TARGET_REQUESTS:g})")
     for route, count in sorted(e2e["requests"].items(), key=lambda kv: -kv[1]):
         # latency is kept per route, all codes together: shown on the route's main line
         spent, calls = (0.0, 0) if route.endswith("(404)") else e2e["latency"].get(route,
@@ -226,6 +290,10 @@ def run(url: str, args: argparse.Namespace) -> None:
     print(f"per-task overhead: {per_task * 1000:.2f} ms/task end to end vs "
           f"{1000 / rate:.2f} ms/claim: {(per_task - 1 / rate) * 1000:.2f} ms beyond the claim "
           f"({rate / e2e['steady']:.1f}x the claim's cost)")
+    print(f"summary e2e: tasks_per_s={e2e['steady']:.1f}; spawn_limit_per_s={limit:.0f}; "
+          f"fraction_of_limit={e2e['steady'] / limit:.3f}; requests_per_task="
+          f"{total_requests / n:.2f}; claims_per_s={rate:.0f}; "
+          f"targets=>={TARGET_SPAWN_FRACTION:g}/<={TARGET_REQUESTS:g}")
 
 
 if __name__ == "__main__":

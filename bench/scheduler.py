@@ -93,6 +93,9 @@ async def bench(n_tasks: int) -> None:
         b = time.perf_counter() - t0
         print(f"bulk suspend of {changed:,} tasks (one operator call, in batches): {b:.2f} s")
         await db.close()
+        print(f"summary scheduler: tasks={len(rows)}; raw_insert_per_s={len(rows) / raw:.0f}; "
+              f"materialize_per_s={rate:.0f}; queue_per_s={queued / q:.0f}; "
+              f"bulk_suspend_s={b:.2f}")
 
 
 def main() -> None:

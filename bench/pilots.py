@@ -1,0 +1,200 @@
+"""Many-pilots benchmark: N simulated pilots claiming and completing trivial tasks.
+
+Starts an `iceprod-server` (embedded store, no grid) with a dataset of `--tasks` queued
+one-step tasks, then, for each N of `--pilots` (default 200 then 500) in turn: N simulated
+pilots (asyncio tasks sharing one httpx client with a connection each, every pilot with its
+own pilot token) register (`POST /pilots`), then claim (`POST /task_actions/process`) and
+complete (`POST /tasks/{id}/task_actions/complete`) tasks in a loop for `--seconds`
+(default 30). Nothing is run: the figures are the server's, under N pilots' traffic.
+
+Prints per N: tasks/s, p50/p99 of register, claim and complete latency (as the client saw
+it: the client shares the machine, so it adds its own queueing), next to the mean time the
+server itself spent per claim and complete (from `/metrics`) and the client's CPU use, and
+the server's RSS at the start and end. Target: p99 < 250 ms at 200 pilots.
+
+    .venv/bin/python bench/pilots.py [--pilots 200,500] [--seconds 30] [--tasks 40000]
+                                     [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import tempfile
+import time
+from collections.abc import Awaitable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+from benchlib import (
+    OFFER,
+    TRIVIAL,
+    Server,
+    auth,
+    counts,
+    mb,
+    percentile,
+    server_time,
+    start_server,
+    submit,
+    summary,
+    wait_counts,
+)
+
+TARGET_P99_MS = 250.0
+TARGET_PILOTS = 200
+BACKOFF = 1.0  # seconds a pilot waits after finding nothing, as a real pilot backs off
+CLAIM = "POST /task_actions/process"
+COMPLETE = "POST /tasks/{task_id}/task_actions/complete"
+
+
+@dataclass
+class Level:
+    pilots: int
+    seconds: float = 0.0
+    done: int = 0
+    empty: int = 0
+    errors: int = 0
+    register: list[float] = field(default_factory=list)
+    claim: list[float] = field(default_factory=list)
+    complete: list[float] = field(default_factory=list)
+    rss_start: int = 0
+    rss_end: int = 0
+    client_cpu: float = 0.0
+    server_ms: dict[str, float] = field(default_factory=dict)
+
+
+async def timed(lat: list[float], request: Awaitable[httpx.Response]) -> httpx.Response:
+    t0 = time.perf_counter()
+    r = await request
+    lat.append(time.perf_counter() - t0)
+    return r
+
+
+async def pilot(c: httpx.AsyncClient, server: Server, name: str, level: Level,
+                start: asyncio.Event, deadline: list[float]) -> None:
+    headers = auth(server.token(name, ["pilot"]))
+    r = await timed(level.register, c.post("/pilots", json={"resources": {"cpu": 1}},
+                                           headers=headers))
+    r.raise_for_status()
+    body = {"pilot_id": r.json()["result"], "requirements": OFFER}
+    await start.wait()
+    while time.perf_counter() < deadline[0]:
+        r = await timed(level.claim, c.post("/task_actions/process", json=body,
+                                            headers=headers))
+        if r.status_code == 404:
+            level.empty += 1
+            await asyncio.sleep(BACKOFF)
+            continue
+        if r.status_code != 200:
+            level.errors += 1
+            continue
+        task = r.json()
+        r = await timed(level.complete, c.post(
+            f"/tasks/{task['task_id']}/task_actions/complete",
+            json={"instance_id": task["instance_id"], "time_used": 0.01}, headers=headers))
+        if r.status_code == 200:
+            level.done += 1
+        else:
+            level.errors += 1
+
+
+async def run_level(server: Server, admin: httpx.Client, n: int, seconds: float,
+                    tag: str) -> Level:
+    level = Level(n)
+    limits = httpx.Limits(max_connections=n, max_keepalive_connections=n)
+    start = asyncio.Event()
+    deadline = [float("inf")]
+    async with httpx.AsyncClient(base_url=server.url, limits=limits, timeout=120) as c:
+        workers = [asyncio.create_task(pilot(c, server, f"sim-{tag}-{i}", level, start,
+                                             deadline))
+                   for i in range(n)]
+        while len(level.register) < n and not any(w.done() for w in workers):
+            await asyncio.sleep(0.05)
+        level.rss_start = server.rss()
+        before = server_time(admin)
+        cpu0 = time.process_time()
+        t0 = time.perf_counter()
+        deadline[0] = t0 + seconds
+        start.set()
+        await asyncio.gather(*workers)
+        level.seconds = time.perf_counter() - t0
+        level.client_cpu = time.process_time() - cpu0
+        level.rss_end = server.rss()
+        after = server_time(admin)
+    for route, name in ((CLAIM, "claim"), (COMPLETE, "complete")):
+        spent = after.get(route, (0.0, 0))[0] - before.get(route, (0.0, 0))[0]
+        n = after.get(route, (0.0, 0))[1] - before.get(route, (0.0, 0))[1]
+        level.server_ms[name] = 1000 * spent / n if n else float("nan")
+    return level
+
+
+def ms(values: list[float], q: float) -> str:
+    return f"{percentile(values, q) * 1000:,.0f}"
+
+
+def report(level: Level) -> None:
+    print(f"{level.pilots} pilots, {level.seconds:.1f} s: {level.done / level.seconds:,.1f} "
+          f"tasks/s ({level.done} completed; {level.empty} empty claims, "
+          f"{level.errors} errors)")
+    for name, values in (("register", level.register), ("claim", level.claim),
+                         ("complete", level.complete)):
+        inside = level.server_ms.get(name)
+        print(f"  {name:9} p50 {ms(values, 50):>6} ms   p99 {ms(values, 99):>6} ms   "
+              f"({len(values)} requests"
+              + (f"; {inside:.1f} ms mean inside the server)" if inside is not None else ")"))
+    print(f"  client CPU {level.client_cpu / level.seconds:.0%} of one core (the simulated "
+          "pilots' own cost, on the same machine)")
+    print(f"  server RSS {mb(level.rss_start)} at start, {mb(level.rss_end)} at end")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--pilots", default=f"{TARGET_PILOTS},500",
+                        help="comma-separated numbers of pilots, run in turn")
+    parser.add_argument("--seconds", type=float, default=30.0)
+    parser.add_argument("--tasks", type=int, default=40_000)
+    parser.add_argument("--quick", action="store_true", help="a smoke run: 5 and 10 pilots, 2 s")
+    args = parser.parse_args()
+    if args.quick:
+        args.pilots, args.seconds, args.tasks = "5,10", 2.0, 1000
+    levels = [int(n) for n in args.pilots.split(",")]
+    with tempfile.TemporaryDirectory() as tmp:
+        n = str(args.tasks + 1)
+        server = start_server(Path(tmp), {
+            "ICEPROD_GRID_CONFIG": "none", "ICEPROD_SCHEDULER_INTERVAL": "1",
+            "ICEPROD_QUEUE_MAX": n, "ICEPROD_MATERIALIZE_BUFFER": n})
+        try:
+            run(server, levels, args)
+        finally:
+            server.stop()
+
+
+def run(server: Server, levels: list[int], args: argparse.Namespace) -> None:
+    admin = server.admin()
+    t0 = time.monotonic()
+    ds = submit(admin, args.tasks, [TRIVIAL])
+    wait_counts(admin, ds, "queued", args.tasks, 600)
+    print(f"server {server.url} (embedded store, no grid); {args.tasks:,} queued tasks ready "
+          f"in {time.monotonic() - t0:.1f} s; RSS {mb(server.rss())}")
+    results = []
+    for i, n in enumerate(levels):
+        level = asyncio.run(run_level(server, admin, n, args.seconds, str(i)))
+        report(level)
+        results.append(level)
+    left = counts(admin, ds).get("queued", 0)
+    if any(r.empty for r in results):
+        print(f"note: the queue ran dry ({left} queued left): raise --tasks")
+    figures = {}
+    for r in results:
+        figures[f"tasks_per_s_{r.pilots}"] = f"{r.done / r.seconds:.1f}"
+        figures[f"claim_p99_ms_{r.pilots}"] = ms(r.claim, 99).replace(",", "")
+        figures[f"complete_p99_ms_{r.pilots}"] = ms(r.complete, 99).replace(",", "")
+    figures["rss_mb"] = f"{results[0].rss_start / 1e6:.0f}->{results[-1].rss_end / 1e6:.0f}"
+    figures["target"] = f"p99<{TARGET_P99_MS:g}ms@{TARGET_PILOTS}"
+    summary("pilots", figures)
+
+
+if __name__ == "__main__":
+    main()
