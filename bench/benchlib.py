@@ -148,14 +148,15 @@ def wait_counts(c: httpx.Client, ds: str, status: str, n: int, timeout: float,
 
 
 def register_pilots(server: Server, n: int, prefix: str = "bench-pilot") -> list[tuple[str, str]]:
-    """Register `n` pilots, each with its own pilot token: `[(token, pilot_id)]`."""
+    """Register `n` pilots, each with its own registration token: `[(bound token,
+    pilot_id)]` (the token the registration answers, bound to the new pilot)."""
     out = []
     with httpx.Client(base_url=server.url, timeout=120) as c:
         for i in range(n):
             token = server.token(f"{prefix}-{i}", ["pilot"])
             r = c.post("/pilots", json={"resources": {"cpu": 1}}, headers=auth(token))
             r.raise_for_status()
-            out.append((token, str(r.json()["result"])))
+            out.append((str(r.json()["token"]), str(r.json()["result"])))
     return out
 
 

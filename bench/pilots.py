@@ -78,6 +78,8 @@ async def pilot(c: httpx.AsyncClient, server: Server, name: str, level: Level,
     r = await timed(level.register, c.post("/pilots", json={"resources": {"cpu": 1}},
                                            headers=headers))
     r.raise_for_status()
+    # a registration token only registers: the pilot acts with the token bound to it
+    headers = auth(r.json()["token"])
     body = {"pilot_id": r.json()["result"], "requirements": OFFER}
     await start.wait()
     while time.perf_counter() < deadline[0]:
