@@ -495,7 +495,8 @@ class TaskRunner:
             await self.client.tasks.complete(self.task_id, self.instance_id,
                                              time_used=round(outcome.walltime, 3),
                                              site=s.site or None)
-            log.info("task %s complete", self.task_id)
+            # the run's end is already in the log ("succeeded after ..."): once is enough
+            log.debug("task %s complete", self.task_id)
             return
         answer = await self.client.tasks.reset(
             self.task_id, self.instance_id, time_used=round(outcome.walltime, 3),

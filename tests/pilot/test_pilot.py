@@ -243,5 +243,10 @@ def test_iceprod_remotes_stage_through_the_server_store(pilots: Pilots, alice: h
     r = alice.get(f"/datasets/{ds}/store/results/0/out.txt")
     assert r.status_code == 200, r.text
     assert r.content == b"HELLO STORE\n\x00\x01"
+    # the pilot's log says once that the task is done
+    (task_id,) = tasks(alice, ds)
+    ends = [line for line in pilot_log(tmp_path).splitlines()
+            if task_id in line and ("succeeded" in line or "complete" in line)]
+    assert len(ends) == 1, ends
     listing = alice.get(f"/datasets/{ds}/store").json()
     assert set(listing) == {"inputs/in.txt", "p.bin", "results/0/out.txt"}
