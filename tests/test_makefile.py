@@ -36,6 +36,7 @@ def make(venv: Path, *args: str) -> subprocess.CompletedProcess[str]:
                           env={k: v for k, v in os.environ.items() if k != "MAKEFLAGS"})
 
 
+@pytest.mark.timeout(600)  # two venvs built by pip: slow on a loaded 2-core machine
 def test_runtime_venv_from_another_python_is_rebuilt_quietly(tmp_path: Path) -> None:
     other = other_python()
     if other is None:
