@@ -485,6 +485,16 @@ class AsyncTasks(AsyncGroup):
         return await self._report("reset", task_id, instance_id, time_used, resources, site,
                                   reason)
 
+    async def requeue(self, task_id: str, instance_id: str, *, reason: str,
+                      time_used: float | None = None, site: str | None = None) -> Doc:
+        """Give back a run stopped from outside (this pilot is shutting down): the task goes
+        back to waiting without counting a failure. Answers `{status, failures}`."""
+        body = drop_none({"instance_id": instance_id, "time_used": time_used, "site": site,
+                          "reason": reason, "requeue": True})
+        result: Doc = await self.client.request(
+            "POST", f"/tasks/{task_id}/task_actions/reset", body, idempotent=True)
+        return result
+
     async def failed(self, task_id: str, instance_id: str, *, time_used: float | None = None,
                      resources: Resources | None = None, site: str | None = None,
                      reason: str | None = None) -> Doc:

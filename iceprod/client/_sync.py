@@ -486,6 +486,16 @@ class Tasks(Group):
         return self._report("reset", task_id, instance_id, time_used, resources, site,
                             reason)
 
+    def requeue(self, task_id: str, instance_id: str, *, reason: str,
+                time_used: float | None = None, site: str | None = None) -> Doc:
+        """Give back a run stopped from outside (this pilot is shutting down): the task goes
+        back to waiting without counting a failure. Answers `{status, failures}`."""
+        body = drop_none({"instance_id": instance_id, "time_used": time_used, "site": site,
+                          "reason": reason, "requeue": True})
+        result: Doc = self.client.request(
+            "POST", f"/tasks/{task_id}/task_actions/reset", body, idempotent=True)
+        return result
+
     def failed(self, task_id: str, instance_id: str, *, time_used: float | None = None,
                resources: Resources | None = None, site: str | None = None,
                reason: str | None = None) -> Doc:

@@ -8,6 +8,9 @@ NODE = "node"
 RESOURCES = "resources"
 PAYLOAD = "payload"
 UNKNOWN = "unknown"
+EVICTED = "evicted"
+"""A run stopped from outside (its pilot shut down, its lease expired): requeued, never
+counted against ``max_failures``."""
 
 _RULES: tuple[tuple[str, re.Pattern[str]], ...] = (
     (RESOURCES, re.compile(r"memory|time limit|walltime|overuse|out of time|disk usage|"

@@ -10,6 +10,7 @@ from typing import Any
 
 from iceprod.common.errors import BadTransition, Conflict, NotFound
 from iceprod.common.ids import new_id
+from iceprod.common.reasons import EVICTED
 from iceprod.common.states import allowed_from
 from iceprod.common.timeutil import iso
 from iceprod.db.base import Repository
@@ -138,7 +139,19 @@ class TasksRepo(Repository):
             sets["walltime"] = time_used / 3600.0
         if site:
             sets["site"] = site
-        return await self._fenced(task_id, instance_id, "complete", {"$set": sets})
+        # a task's reason is its last run's: a completed run leaves none
+        return await self._fenced(task_id, instance_id, "complete",
+                                  {"$set": sets, "$unset": {"reason": "", "reason_class": ""}})
+
+    async def requeue(self, task_id: str, instance_id: str, reason: str,
+                      site: str | None = None) -> Doc:
+        """Send a processing task back to ``waiting`` because its run was stopped from
+        outside (a planned pilot shutdown): an eviction, not a failure, with ``reason``."""
+        update = _evicted(None)
+        update["$set"].update({"reason": reason, "reason_class": EVICTED})
+        if site:
+            update["$set"]["site"] = site
+        return await self._fenced(task_id, instance_id, "waiting", update)
 
     async def reset(
         self,

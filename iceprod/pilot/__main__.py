@@ -52,6 +52,9 @@ def parser() -> argparse.ArgumentParser:
                    help="longest wait between claims when nothing fits (10)")
     p.add_argument("--monitor-interval", type=float, default=1.0,
                    help="seconds between samples of a running task's use (1)")
+    p.add_argument("--drain-grace", type=float, default=20.0,
+                   help="on SIGTERM, seconds running tasks get to finish before they are "
+                        "given back to the queue, uncounted (20)")
     p.add_argument("--server-timeout", type=float, default=900.0,
                    help="give up after the server is unreachable this long (900)")
     p.add_argument("--max-log-bytes", type=int, default=4 * 1024 * 1024,
@@ -88,6 +91,7 @@ def config_from_args(args: argparse.Namespace) -> PilotConfig:
         keep_task_dirs=args.keep_task_dirs, grid_queue_id=args.grid_queue_id,
         sandbox=args.sandbox, sandbox_binds=tuple(args.sandbox_bind),
         pass_env=tuple(args.pass_env), stage_roots=tuple(args.stage_root),
+        drain_grace=args.drain_grace,
     )
 
 

@@ -16,7 +16,8 @@
    A pilot whose credentials the server refuses (401/403: it was marked lost or finished,
    removed, or its token expired) stops claiming, kills its tasks without reporting them
    (they are no longer its to report) and exits with code 1.
-4. Stop: on SIGTERM/SIGINT the running tasks are killed and reported as reset, the pilot
+4. Stop: on SIGTERM/SIGINT running tasks get `drain_grace` seconds to finish; what still
+   runs then is given back to the queue without counting a failure; the pilot
    marks itself `finished` and exits; it also exits by itself after `idle_timeout` seconds
    with nothing running and nothing to claim, and when the server stays unreachable for
    `server_timeout` seconds (its tasks' leases have expired by then).
@@ -82,6 +83,7 @@ class PilotConfig:
     sandbox_binds: tuple[str, ...] = ()
     pass_env: tuple[str, ...] = ()
     stage_roots: tuple[str, ...] = ()
+    drain_grace: float = 20.0
 
 
 def read_token(path: Path) -> str:
@@ -116,6 +118,7 @@ class Pilot:
         self.jobs: dict[str, asyncio.Task[Any]] = {}
         self.stopping = asyncio.Event()
         self.stop_reason = ""
+        self.planned_stop = False
         self.wake = asyncio.Event()
         self.last_work = time.monotonic()
         self.last_contact = time.monotonic()
@@ -137,7 +140,7 @@ class Pilot:
                  else "without a sandbox (--sandbox none, or bwrap does not work here)")
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, self.stop, f"pilot stopped by {sig.name}")
+            loop.add_signal_handler(sig, self.stop, f"pilot stopped by {sig.name}", True)
         if self.capacity is None:
             self.capacity = detect(self.config.work_dir, self.config.resources,
                                    site=self.config.site, os_name=self.config.os_name)
@@ -173,11 +176,14 @@ class Pilot:
         return Sandbox(mode, tuple(self.config.sandbox_binds), tuple(self.config.pass_env),
                        bwrap)
 
-    def stop(self, reason: str) -> None:
-        """Stop claiming; running tasks are killed and reported as reset with `reason`."""
+    def stop(self, reason: str, planned: bool = False) -> None:
+        """Stop claiming. A `planned` stop (SIGTERM: a restart, a batch system ending the
+        job) lets running tasks finish within the drain grace and gives back the rest
+        without counting a failure; otherwise they are killed and reported as reset."""
         if not self.stopping.is_set():
             log.info("stopping: %s", reason)
             self.stop_reason = reason
+            self.planned_stop = planned
             self.stopping.set()
             self.wake.set()
 
@@ -296,10 +302,20 @@ class Pilot:
         self.wake.set()
 
     async def drain(self) -> None:
-        """Kill what runs (reporting it as reset) and wait for the reports."""
+        """End what runs and wait for the reports. After a planned stop, running tasks get
+        `drain_grace` seconds to finish; what still runs then is given back (requeued, not
+        a failure). Otherwise it is killed and reported as reset."""
         reason = self.stop_reason or "pilot stopped"
+        grace = self.config.drain_grace
+        if self.planned_stop and self.jobs and grace > 0:
+            log.info("draining: %d running task(s) get %gs to finish", len(self.jobs), grace)
+            await asyncio.wait(list(self.jobs.values()), timeout=grace)
         for runner in list(self.runners.values()):
-            runner.abort(reason)
+            if self.planned_stop:
+                runner.abort(f"{reason}: given back to the queue, not a failure",
+                             requeue=True)
+            else:
+                runner.abort(reason)
         if self.jobs:
             await asyncio.gather(*self.jobs.values(), return_exceptions=True)
 

@@ -108,6 +108,9 @@ class Outcome:
     bytes_out: int = 0
     report: bool = True
     """False when the task is no longer this pilot's: nothing may be reported."""
+    requeue: bool = False
+    """True when the run was stopped from outside (the pilot is shutting down): it is given
+    back without counting a failure."""
 
     def measured(self, requested: Mapping[str, Any]) -> dict[str, float]:
         """Measured use in the units of requirements (cores, GB, hours), for the resources
@@ -125,10 +128,11 @@ class Outcome:
 class Killed(Exception):
     """A step was stopped by the monitor or the pilot; the message is the reason."""
 
-    def __init__(self, reason: str, report: bool = True) -> None:
+    def __init__(self, reason: str, report: bool = True, requeue: bool = False) -> None:
         super().__init__(reason)
         self.reason = reason
         self.report = report
+        self.requeue = requeue
 
 
 class TaskLog:
@@ -221,11 +225,12 @@ class TaskRunner:
 
     # -- control -------------------------------------------------------------------------
 
-    def abort(self, reason: str, report: bool = True) -> None:
+    def abort(self, reason: str, report: bool = True, requeue: bool = False) -> None:
         """Stop the task: the running step is killed and the run ends with `reason`;
-        `report=False` when the task is no longer this pilot's to report."""
+        `report=False` when the task is no longer this pilot's to report; `requeue=True`
+        when the run did not fail but is given back (the pilot is shutting down)."""
         if self._abort is None:
-            self._abort = Killed(reason, report)
+            self._abort = Killed(reason, report, requeue)
             self._abort_event.set()
 
     @property
@@ -269,7 +274,7 @@ class TaskRunner:
                 outcome.bytes_out = await self._guarded(self._stage_out(data))
                 outcome.ok = True
         except Killed as k:
-            outcome.reason, outcome.report = k.reason, k.report
+            outcome.reason, outcome.report, outcome.requeue = k.reason, k.report, k.requeue
         except StagingError as e:
             outcome.reason = str(e)
         except Exception as e:  # a pilot bug must not lose the task: report it as a reset
@@ -497,6 +502,13 @@ class TaskRunner:
                                              site=s.site or None)
             # the run's end is already in the log ("succeeded after ..."): once is enough
             log.debug("task %s complete", self.task_id)
+            return
+        if outcome.requeue:
+            answer = await self.client.tasks.requeue(
+                self.task_id, self.instance_id, reason=outcome.reason[:10_000],
+                time_used=round(outcome.walltime, 3), site=s.site or None)
+            log.info("task %s given back (%s): now %s", self.task_id, outcome.reason,
+                     answer.get("status"))
             return
         answer = await self.client.tasks.reset(
             self.task_id, self.instance_id, time_used=round(outcome.walltime, 3),

@@ -775,6 +775,27 @@ async def test_reset_wrong_state_stale_and_missing(db: Database) -> None:
     assert (await db.tasks.get("t1"))["failures"] == 0
 
 
+async def test_requeue_is_an_eviction_and_complete_clears_the_reason(db: Database) -> None:
+    task = await processing_task(db, "t1", requirements={"cpu": 1, "memory": 2.0})
+    doc = await db.tasks.requeue("t1", task["instance_id"], "pilot stopped by SIGTERM",
+                                 site="SiteB")
+    assert (doc["status"], doc["failures"], doc["evictions"]) == ("waiting", 0, 1)
+    assert (doc["reason"], doc["reason_class"], doc["site"]) == (
+        "pilot stopped by SIGTERM", "evicted", "SiteB")
+    assert doc["requirements"] == {"cpu": 1, "memory": 2.0}
+    for key in ("pilot_id", "instance_id", "lease_expires"):
+        assert not doc.get(key)
+    await db.tasks.set_status("t1", "queued")
+    assert await db.tasks.claim({}, "p1", LEASE) is not None
+    with pytest.raises(Conflict, match="stale"):  # fenced like every report
+        await db.tasks.requeue("t1", task["instance_id"], "late")
+    again = await db.tasks.get("t1")
+    done = await db.tasks.complete("t1", again["instance_id"])
+    assert done["status"] == "complete" and "reason" not in done and "reason_class" not in done
+    with pytest.raises(BadTransition, match="complete -> waiting"):
+        await db.tasks.requeue("t1", again["instance_id"], "too late")
+
+
 # -- tasks: pilots and leases ----------------------------------------------------------------
 
 
@@ -1795,6 +1816,7 @@ COVERED: dict[str, tuple[str, ...]] = {
                         "test_claim_is_atomic_under_concurrent_pilots"),
     "TasksRepo.complete": ("test_complete_is_fenced_by_instance_id",
                            "test_complete_after_reissue_refuses_the_stale_pilot"),
+    "TasksRepo.requeue": ("test_requeue_is_an_eviction_and_complete_clears_the_reason",),
     "TasksRepo.reset": ("test_reset_counts_a_failure_and_grows_requirements",
                         "test_reset_fails_after_max_failures",
                         "test_reset_with_fail_fails_at_once",

@@ -128,29 +128,54 @@ def test_a_suspended_task_is_killed_on_the_pilot(pilots: Pilots, alice: httpx.Cl
     assert pilot.poll() is None  # the pilot itself goes on
 
 
-def test_sigterm_resets_running_tasks_and_exits(pilots: Pilots, alice: httpx.Client,
-                                                admin: httpx.Client, tmp_path: Path) -> None:
+def test_sigterm_gives_running_tasks_back_without_a_failure(
+        pilots: Pilots, alice: httpx.Client, admin: httpx.Client, tmp_path: Path) -> None:
+    """A planned stop (a restart, a batch job ending) is not the task's fault: past the drain
+    grace the task goes back to the queue as an eviction, its failures untouched."""
     step = {"command": "sleep", "args": ["60"]}
-    ds = submit(alice, one_task([step]), max_failures=5)
+    ds = submit(alice, one_task([step]), max_failures=1)  # one counted failure would fail it
     # registered by its grid: the pilot's token is bound to that record
     pilot_id, token = register(admin, cpu=2)
-    pilot = pilots.start(token=token)
-    wait_for(lambda: [t["status"] for t in tasks(alice, ds).values()] == ["processing"],
-             what="the task to start")
+    pilot = pilots.start("p", "--drain-grace", "0.5", token=token)
+    wait_for(lambda: step_process(pilot, "sleep", "60"), what="the step to run")
     (task,) = tasks(alice, ds).values()
-    assert task["pilot_id"] == pilot_id
-    time.sleep(0.3)
+    assert task["pilot_id"] == pilot_id and task["status"] == "processing"
     pilot.send_signal(signal.SIGTERM)
-    assert pilot.wait(timeout=15) == 0
+    assert pilot.wait(timeout=30) == 0
     task = tasks(alice, ds)[task["task_id"]]
-    assert task["status"] in ("waiting", "queued") and task["failures"] == 1
-    assert task["reason"] == "pilot stopped by SIGTERM" and task["reason_class"] == "node"
+    assert task["status"] in ("waiting", "queued")
+    assert (task["failures"], task["evictions"]) == (0, 1)
+    assert task["reason"] == ("pilot stopped by SIGTERM: given back to the queue, not a "
+                              "failure")
+    assert task["reason_class"] == "evicted"
     # a run cut short grows no requirement (a time limit of a fraction of a second would
     # kill every retry)
     assert not {"time", "disk", "memory"} & set(task["requirements"])
     assert any(log["name"] == "stdlog" and "SIGTERM" in log["data"]
                for log in logs(alice, ds, task["task_id"]))
     assert admin.get(f"/pilots/{pilot_id}").json()["status"] == "finished"
+
+
+def test_a_task_finishing_within_the_drain_grace_completes_and_keeps_no_stale_reason(
+        pilots: Pilots, alice: httpx.Client, admin: httpx.Client, tmp_path: Path) -> None:
+    script = "sleep 1.5; echo finished"
+    step = {"command": "/bin/sh", "args": ["-c", script]}
+    ds = submit(alice, one_task([step]), max_failures=1)
+    # a first pilot is stopped at once (no grace): the task is given back with a reason
+    first = pilots.start("first", "--drain-grace", "0")
+    wait_for(lambda: step_process(first, "/bin/sh", "-c", script), what="the first run")
+    first.send_signal(signal.SIGTERM)
+    assert first.wait(timeout=30) == 0
+    (task,) = tasks(alice, ds).values()
+    assert task["reason_class"] == "evicted" and task["failures"] == 0
+    # a second pilot is stopped while the task runs, but the grace lets it finish
+    second = pilots.start("second", "--drain-grace", "30")
+    wait_for(lambda: step_process(second, "/bin/sh", "-c", script), what="the second run")
+    second.send_signal(signal.SIGTERM)
+    assert second.wait(timeout=60) == 0
+    task = tasks(alice, ds)[task["task_id"]]
+    assert task["status"] == "complete" and task["failures"] == 0
+    assert "reason" not in task and "reason_class" not in task  # the last run's: none
 
 
 def test_a_pilot_without_work_exits_after_its_idle_timeout(pilots: Pilots, admin: httpx.Client,

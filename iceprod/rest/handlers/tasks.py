@@ -89,12 +89,18 @@ COMPLETE_BODY = obj(
     time_used=TIME_USED,
     site={"type": "string"},
 )
-RESET_BODY = obj(
+FAILED_BODY = obj(
     ["instance_id"], instance_id=ID,
     time_used=TIME_USED,
     resources=MEASURED, site={"type": "string"},
     reason={"type": "string", "maxLength": 100_000},
 )
+RESET_BODY = {**FAILED_BODY, "properties": {
+    **FAILED_BODY["properties"],
+    "requeue": {"type": "boolean", "description": "the run was stopped from outside (its "
+                "pilot is shutting down), it did not fail: back to waiting as an eviction, "
+                "not counted against max_failures, and no requirement grows"},
+}}
 QUEUE_BODY = obj(num_tasks={"type": "integer", "minimum": 1, "maximum": 1_000_000})
 BULK_STATUS_BODY = obj(
     tasks={"type": "array", "items": ID, "maxItems": MAX_BULK},
@@ -300,8 +306,11 @@ class ResetHandler(FencedAction):
 
     async def report(self, task_id: str) -> None:
         task = await self.held_task(task_id)
-        dataset = await self.db.datasets.get(task["dataset_id"], keys=["max_failures", "debug"])
         b = self.body
+        if b.get("requeue"):
+            await self.requeue(task_id)
+            return
+        dataset = await self.db.datasets.get(task["dataset_id"], keys=["max_failures", "debug"])
         doc = await self.db.tasks.reset(
             task_id, b["instance_id"],
             max_failures=int(dataset.get("max_failures") or self.ctx.config.max_failures),
@@ -317,10 +326,19 @@ class ResetHandler(FencedAction):
         self.write_json({"status": doc["status"], "failures": doc.get("failures", 0)})
 
 
+    async def requeue(self, task_id: str) -> None:
+        b = self.body
+        doc = await self.db.tasks.requeue(task_id, b["instance_id"],
+                                          b.get("reason") or "stopped from outside", b.get("site"))
+        self.ctx.metrics.inc("iceprod_tasks_finished_total", help="tasks finished by outcome",
+                             outcome="requeued")
+        self.write_json({"status": doc["status"], "failures": doc.get("failures", 0)})
+
+
 class FailedHandler(ResetHandler):
     fail = True
 
-    @requires("pilot", "internal", body=RESET_BODY)
+    @requires("pilot", "internal", body=FAILED_BODY)
     async def post(self, task_id: str) -> None:
         """Report a run that must not be retried: the task goes straight to failed."""
         await self.report(task_id)

@@ -182,13 +182,15 @@ def check_stage_roots(config: GridConfig, data_dir: Path) -> None:
 
 def isolation_args(config: GridConfig, sandbox: str | None = None) -> list[str]:
     """The pilot's isolation flags from the grid's options (``sandbox`` overrides the
-    configured mode)."""
+    configured mode), and how long a stopped pilot lets its tasks finish (``drain_grace``)."""
     opts = config.options
     args = ["--sandbox", str(sandbox or opts.get("sandbox") or "auto")]
     for flag, key in (("--sandbox-bind", "sandbox_binds"), ("--pass-env", "pass_env"),
                       ("--stage-root", "stage_roots")):
         for value in opts.get(key) or ():
             args += [flag, str(value)]
+    if opts.get("drain_grace") is not None:
+        args += ["--drain-grace", f"{float(opts['drain_grace']):g}"]
     return args
 
 

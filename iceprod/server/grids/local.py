@@ -61,8 +61,10 @@ log = logging.getLogger(__name__)
 
 PILOT_FLAGS = ("idle_timeout", "heartbeat_interval", "claim_interval", "monitor_interval",
                "log_level")
-KILL_AFTER = 30.0
-"""Seconds a cancelled pilot gets to report its tasks before it is killed."""
+DRAIN_GRACE = 20.0
+"""The pilot's default ``--drain-grace``."""
+KILL_AFTER = DRAIN_GRACE + 15.0
+"""Seconds a cancelled pilot gets to finish or give back its tasks before it is killed."""
 
 
 @dataclass
@@ -279,7 +281,9 @@ class LocalGrid(GridPlugin):
             return
         log.info("local grid %s: stopping %d pilot(s)", self.config.name, len(running))
         await self.cancel([str(p.proc.pid) for p in running])
-        timeout = float(self.config.options.get("shutdown_timeout") or 20.0)
+        # the pilots' drain grace, then time to report what they give back
+        timeout = float(self.config.options.get("shutdown_timeout")
+                        or drain_grace(self.config.options) + 15.0)
         waits = [asyncio.create_task(p.proc.wait()) for p in running]
         _, pending = await asyncio.wait(waits, timeout=timeout)
         for task in pending:
@@ -287,6 +291,12 @@ class LocalGrid(GridPlugin):
         for p in running:
             kill_session(p.proc.pid, signal.SIGKILL)
         await asyncio.gather(*waits, return_exceptions=True)
+
+
+def drain_grace(options: Mapping[str, Any]) -> float:
+    """Seconds a stopped pilot lets its running tasks finish (the pilot's default too)."""
+    value = options.get("drain_grace")
+    return float(value) if value is not None else DRAIN_GRACE
 
 
 def private_dir(path: Path) -> None:
