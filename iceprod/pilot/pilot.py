@@ -16,8 +16,8 @@
    A pilot whose credentials the server refuses (401/403: it was marked lost or finished,
    removed, or its token expired) stops claiming, kills its tasks without reporting them
    (they are no longer its to report) and exits with code 1.
-4. Stop: on SIGTERM/SIGINT running tasks get `drain_grace` seconds to finish; what still
-   runs then is given back to the queue without counting a failure; the pilot
+4. Stop: on SIGTERM running tasks get `drain_grace` seconds to finish (on SIGINT none); what
+   still runs then is given back to the queue without counting a failure; the pilot
    marks itself `finished` and exits; it also exits by itself after `idle_timeout` seconds
    with nothing running and nothing to claim, and when the server stays unreachable for
    `server_timeout` seconds (its tasks' leases have expired by then).
@@ -119,6 +119,7 @@ class Pilot:
         self.stopping = asyncio.Event()
         self.stop_reason = ""
         self.planned_stop = False
+        self.grace = config.drain_grace
         self.wake = asyncio.Event()
         self.last_work = time.monotonic()
         self.last_contact = time.monotonic()
@@ -139,8 +140,9 @@ class Pilot:
         log.info("steps run %s", "in a bubblewrap sandbox" if self.sandbox.mode == "bwrap"
                  else "without a sandbox (--sandbox none, or bwrap does not work here)")
         loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, self.stop, f"pilot stopped by {sig.name}", True)
+        # SIGTERM drains (running tasks get the grace); SIGINT gives them back at once
+        loop.add_signal_handler(signal.SIGTERM, self.stop, "pilot stopped by SIGTERM", True)
+        loop.add_signal_handler(signal.SIGINT, self.stop, "pilot stopped by SIGINT", True, 0.0)
         if self.capacity is None:
             self.capacity = detect(self.config.work_dir, self.config.resources,
                                    site=self.config.site, os_name=self.config.os_name)
@@ -176,7 +178,7 @@ class Pilot:
         return Sandbox(mode, tuple(self.config.sandbox_binds), tuple(self.config.pass_env),
                        bwrap)
 
-    def stop(self, reason: str, planned: bool = False) -> None:
+    def stop(self, reason: str, planned: bool = False, grace: float | None = None) -> None:
         """Stop claiming. A `planned` stop (SIGTERM: a restart, a batch system ending the
         job) lets running tasks finish within the drain grace and gives back the rest
         without counting a failure; otherwise they are killed and reported as reset."""
@@ -184,6 +186,8 @@ class Pilot:
             log.info("stopping: %s", reason)
             self.stop_reason = reason
             self.planned_stop = planned
+            if grace is not None:
+                self.grace = grace
             self.stopping.set()
             self.wake.set()
 
@@ -306,7 +310,7 @@ class Pilot:
         `drain_grace` seconds to finish; what still runs then is given back (requeued, not
         a failure). Otherwise it is killed and reported as reset."""
         reason = self.stop_reason or "pilot stopped"
-        grace = self.config.drain_grace
+        grace = self.grace
         if self.planned_stop and self.jobs and grace > 0:
             log.info("draining: %d running task(s) get %gs to finish", len(self.jobs), grace)
             await asyncio.wait(list(self.jobs.values()), timeout=grace)

@@ -246,6 +246,11 @@ class LocalGrid(GridPlugin):
         return jobs
 
     async def cancel(self, grid_queue_ids: Sequence[str]) -> None:
+        """Stop pilots at once (SIGINT: no drain grace): the manager cancels a pilot that is
+        surplus, or that iceprod no longer counts as live (its tasks were taken back)."""
+        self._stop(grid_queue_ids, signal.SIGINT)
+
+    def _stop(self, grid_queue_ids: Sequence[str], sig: int) -> None:
         for queue_id in grid_queue_ids:
             p = self.pilots.get(queue_id)
             if p is None or p.proc.returncode is not None:
@@ -253,7 +258,7 @@ class LocalGrid(GridPlugin):
             log.info("local grid %s: stopping pilot %s (pid %s)", self.config.name, p.pilot_id,
                      queue_id)
             p.cancelled_at = p.cancelled_at or time.monotonic()
-            self.signal_pilot(p, signal.SIGTERM)
+            self.signal_pilot(p, sig)
 
     def signal_pilot(self, p: LocalPilot, sig: int) -> None:
         """Signal the pilot itself: inside bwrap that is the pilot's process, not bwrap
@@ -274,13 +279,15 @@ class LocalGrid(GridPlugin):
             pass
 
     async def close(self) -> None:
-        """Stop every pilot (SIGTERM: they report their tasks as reset), then kill what is
-        left after ``shutdown_timeout`` seconds."""
+        """Stop every pilot (SIGTERM: running tasks finish within the drain grace, the rest
+        is given back uncounted), then kill what is left after ``shutdown_timeout``
+        seconds."""
         running = [p for p in self.pilots.values() if p.proc.returncode is None]
         if not running:
             return
         log.info("local grid %s: stopping %d pilot(s)", self.config.name, len(running))
-        await self.cancel([str(p.proc.pid) for p in running])
+        # SIGTERM: a planned stop, running tasks get the pilots' drain grace
+        self._stop([str(p.proc.pid) for p in running], signal.SIGTERM)
         # the pilots' drain grace, then time to report what they give back
         timeout = float(self.config.options.get("shutdown_timeout")
                         or drain_grace(self.config.options) + 15.0)
