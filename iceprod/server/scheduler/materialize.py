@@ -18,12 +18,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from iceprod.common.errors import Invalid
-from iceprod.common.params import (
-    Renderer,
-    compile_template,
-    materialize_requirements,
-    task_context,
-)
+from iceprod.common.params import Renderer, compile_template, task_context
+from iceprod.common.requirements import materialize_requirements
 from iceprod.common.timeutil import iso
 from iceprod.core.keys import foreign_task_index, job_id_for, task_id_for
 from iceprod.core.priority import within_dataset
