@@ -29,7 +29,7 @@ import psutil
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from iceprod.rest.auth.tokens import create_token
+from iceprod.core.tokens import create_token
 
 TRIVIAL = {"name": "trivial", "requirements": {"cpu": 1}, "steps": [{"command": "/bin/true"}]}
 # an offer every benchmark task fits

@@ -44,8 +44,8 @@ import httpx
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from iceprod.core.tokens import create_token
 from iceprod.pilot.process import TreeMonitor, spawn, wait_pid
-from iceprod.rest.auth.tokens import create_token
 
 SECRET = "bench-secret-" + "x" * 24
 METRIC = re.compile(r'^iceprod_http_requests_total\{method="(\w+)",route="([^"]*)",'

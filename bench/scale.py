@@ -51,9 +51,9 @@ from benchlib import (
     summary,
 )
 
+from iceprod.core.queue import dataset_scores
 from iceprod.db import Database
 from iceprod.server.scheduler.materialize import build_jobs, templates
-from iceprod.server.scheduler.queue import dataset_scores
 
 BATCH_JOBS = 10_000
 TARGET_COUNTS = 0.2

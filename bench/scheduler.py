@@ -23,10 +23,10 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from iceprod.common.ids import new_id
+from iceprod.core.queue import queue_tasks
 from iceprod.db import REPOSITORIES, Database
 from iceprod.db.sqlite import SQLiteStore
 from iceprod.server.scheduler.materialize import build_jobs, materialize_dataset, templates
-from iceprod.server.scheduler.queue import queue_tasks
 
 
 async def open_db(path: str) -> Database:

@@ -15,7 +15,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from iceprod.rest.auth.tokens import create_token
+from iceprod.core.tokens import create_token
 
 SECRET = "test-secret-" + "x" * 20
 

@@ -62,7 +62,7 @@ def page_sources() -> dict[str, Callable[[], str]]:
         return cli_reference(build_parser(), capture_parser(server_parse), pilot_parser())
 
     def rest_page() -> str:
-        from iceprod.rest.auth.roles import ROLE_SCOPES, SCOPES
+        from iceprod.core.roles import ROLE_SCOPES, SCOPES
 
         doc, section = openapi_document()
         return rest_reference(doc, section, SCOPES, ROLE_SCOPES)

@@ -16,21 +16,17 @@ from __future__ import annotations
 
 import copy
 import json
-import math
 import re
 from collections.abc import Callable, Mapping
 from typing import Any
 
 from iceprod.common.errors import Invalid
-from iceprod.common.schema import join_path, validate
+from iceprod.common.fieldpath import join_path
 
 # one of: the escape `$$(`, a complete expression, or a `$(` that opens none (an error)
 _TOKEN = re.compile(r"\$\$\(|\$\(([^()$]*)\)|\$\(")
 _EXPRESSION = re.compile(r"\$\(([^()$]*)\)")
 _PARAMETER_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z0-9_.-]+)?$")
-
-INTEGER_REQUIREMENTS = ("cpu", "gpu")
-FLOAT_REQUIREMENTS = ("memory", "disk", "time")
 
 
 def task_context(
@@ -108,48 +104,6 @@ def _as_text(value: Any) -> str:
 
 def _invalid(field: str, message: str) -> Invalid:
     return Invalid(f"{field}: {message}" if field else message, field=field or None)
-
-
-def materialize_requirements(
-    reqs: Mapping[str, Any],
-    context: Mapping[str, Any] | None = None,
-    field: str = "requirements",
-) -> dict[str, Any]:
-    """Requirements ready for a task document: parameters substituted (when `context` is
-    given), cpu/gpu as integers and memory/disk/time as floats, all within their bounds."""
-    resolved = substitute(dict(reqs), context, field) if context is not None else dict(reqs)
-    for key in INTEGER_REQUIREMENTS + FLOAT_REQUIREMENTS:
-        if key in resolved:
-            number = _to_number(resolved[key], join_path(field, key))
-            resolved[key] = _integral(number) if key in INTEGER_REQUIREMENTS else float(number)
-    validate(resolved, "dataset_config#/$defs/materialized_requirements", what=field)
-    return resolved
-
-
-def _to_number(value: Any, field: str) -> int | float:
-    number: int | float
-    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
-        raise _invalid(field, f"{value!r} is not a number")
-    if isinstance(value, str):
-        try:
-            number = int(value.strip())
-        except ValueError:
-            try:
-                number = float(value.strip())
-            except ValueError:
-                raise _invalid(field, f"{value!r} is not a number") from None
-    else:
-        number = value
-    if not math.isfinite(number):
-        raise _invalid(field, f"{value!r} is not a finite number")
-    return number
-
-
-def _integral(number: float) -> float:
-    """An integral float becomes an int; any other stays, for the schema to reject."""
-    if isinstance(number, float) and number.is_integer():
-        return int(number)
-    return number
 
 
 Renderer = Callable[[Mapping[str, Any]], Any]

@@ -23,7 +23,9 @@ from jsonschema.protocols import Validator
 from referencing import Registry
 from referencing.jsonschema import DRAFT202012
 
+from iceprod.common import params
 from iceprod.common.errors import Invalid
+from iceprod.common.fieldpath import format_path, join_path
 
 MAX_REPORTED = 5
 """How many problems one `Invalid` message lists."""
@@ -32,7 +34,6 @@ MAX_MESSAGE = 200
 """Longest single problem message; jsonschema quotes whole instances, which can be huge."""
 
 _SCHEMA_NAME = re.compile(r"^[a-z0-9_]+$")
-_PLAIN_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]*$")
 _CROSS_DATASET = re.compile(r"^[0-9a-f]{32}:")
 _REPO_SCHEMAS = Path(__file__).resolve().parents[2] / "resources" / "schemas"
 
@@ -81,23 +82,6 @@ def _validator(schema: Mapping[str, Any] | str) -> Validator:
 
 
 # -- field paths ---------------------------------------------------------------------------
-
-
-def join_path(field: str, key: str | int) -> str:
-    """Extend a field path: ("tasks", 1) -> "tasks[1]", ("tasks[1]", "name") -> "tasks[1].name"."""
-    if isinstance(key, int):
-        return f"{field}[{key}]"
-    if not _PLAIN_KEY.match(key):
-        return f"{field}[{json.dumps(key)}]"
-    return f"{field}.{key}" if field else key
-
-
-def format_path(parts: Iterable[str | int], root: str = "") -> str:
-    """Readable path of an instance location, e.g. ["tasks", 0, "name"] -> "tasks[0].name"."""
-    field = root
-    for part in parts:
-        field = join_path(field, part)
-    return field
 
 
 # -- validation ----------------------------------------------------------------------------
@@ -329,8 +313,6 @@ def _cycle_from(start: int, graph: Sequence[Sequence[int]], done: set[int]) -> l
 def _check_parameters(config: Mapping[str, Any]) -> None:
     """Substitute every task with placeholder values, so unknown parameters fail now (400)
     rather than when jobs are created."""
-    from iceprod.common import params  # params validates its results with this module
-
     steering = config.get("steering", {}).get("parameters", {})
     for index, task in enumerate(config["tasks"]):
         context = params.task_context(

@@ -20,7 +20,7 @@ from operator import sub
 from typing import Any
 
 from iceprod.common.errors import Invalid
-from iceprod.common.schema import join_path
+from iceprod.common.fieldpath import join_path
 
 MAX_DEPTH = 64
 """Deepest nesting of arrays and objects a body may use."""

@@ -6,6 +6,7 @@ Nothing above this package knows which backend runs (see ``store.py``).
 from __future__ import annotations
 
 from iceprod.db.auths import AuthsRepo
+from iceprod.db.backends import open_store
 from iceprod.db.config import ConfigRepo
 from iceprod.db.datasets import DatasetsRepo
 from iceprod.db.files import FilesRepo
@@ -17,7 +18,7 @@ from iceprod.db.pilots import PilotsRepo
 from iceprod.db.revocations import RevocationsRepo
 from iceprod.db.roles import RolesRepo
 from iceprod.db.settings import SettingsRepo
-from iceprod.db.store import CollectionSpec, Store, open_store
+from iceprod.db.store import CollectionSpec, Store
 from iceprod.db.task_stats import TaskStatsRepo
 from iceprod.db.tasks import TasksRepo
 from iceprod.db.users import UsersRepo

@@ -1,5 +1,5 @@
 """Custom roles: a name mapped to a list of scopes. The built-in roles live in code
-(``iceprod/rest/auth/roles.py``) and are never stored."""
+(``iceprod/core/roles.py``) and are never stored."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
-"""The backend-neutral store: collection specs, the primitive ``Collection`` interface, and
-``open_store``.
+"""The backend-neutral store: collection specs and the primitive ``Collection`` and ``Store``
+interfaces (``backends.open_store`` picks the implementation).
 
 Repositories (one module per collection in this package) express their domain operations
 with these primitives; each backend (``sqlite.py``, ``mongo.py``) implements the primitives
@@ -217,15 +217,3 @@ class Store(abc.ABC):
 
     @abc.abstractmethod
     async def close(self) -> None: ...
-
-
-def open_store(db_url: str | None, data_dir: str) -> Store:
-    """``mongodb://...`` selects MongoDB; anything else the embedded SQLite store under
-    ``data_dir``."""
-    if db_url and db_url.startswith(("mongodb://", "mongodb+srv://")):
-        from iceprod.db.mongo import MongoStore
-
-        return MongoStore(db_url)
-    from iceprod.db.sqlite import SQLiteStore
-
-    return SQLiteStore(data_dir)

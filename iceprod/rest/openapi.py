@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterator, Mapping
 from typing import Any, TypeVar
 
 import iceprod
-from iceprod.rest.auth.roles import SCOPES
+from iceprod.core.roles import SCOPES
 from iceprod.rest.base import MAX_LIMIT_ARG
 from iceprod.rest.handlers.schemas import MAX_INDEX, MAX_LOGS
 

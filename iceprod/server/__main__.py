@@ -25,8 +25,8 @@ from iceprod.common.config import (
     resolve_data_dir,
 )
 from iceprod.common.errors import Invalid
-from iceprod.rest.auth.roles import ROLES
-from iceprod.rest.auth.tokens import create_token
+from iceprod.core.roles import ROLES
+from iceprod.core.tokens import create_token
 
 
 def parse(argv: list[str] | None) -> argparse.Namespace:

@@ -8,7 +8,8 @@ from typing import Any
 import pytest
 
 from iceprod.common.errors import Invalid
-from iceprod.common.params import lookup, materialize_requirements, substitute, task_context
+from iceprod.common.params import lookup, substitute, task_context
+from iceprod.common.requirements import materialize_requirements
 
 DATASET_ID = "0123456789abcdef0123456789abcdef"
 

@@ -23,6 +23,7 @@ import pytest
 
 from iceprod.common.errors import DuplicateKey, Invalid, TooLarge
 from iceprod.db import storable
+from iceprod.db.backends import open_store
 from iceprod.db.mongo import MongoStore
 from iceprod.db.sqlite import DB_FILE, Compiler, Flattener, SQLiteStore
 from iceprod.db.store import (
@@ -32,7 +33,6 @@ from iceprod.db.store import (
     Index,
     Store,
     Update,
-    open_store,
 )
 
 THINGS = CollectionSpec(

@@ -17,11 +17,11 @@ from iceprod.common.config import ServerConfig
 from iceprod.common.errors import Conflict, Invalid
 from iceprod.common.ids import new_id
 from iceprod.common.timeutil import iso
+from iceprod.core.roles import ROLES
+from iceprod.core.tokens import create_token, token_expiry
 from iceprod.db import Database
 from iceprod.db.store import Doc
 from iceprod.rest.auth.resolver import TokenResolver
-from iceprod.rest.auth.roles import ROLES
-from iceprod.rest.auth.tokens import create_token, token_expiry
 
 DEFAULT_ROLES = ("user",)
 DEFAULT_GROUPS = ("users",)

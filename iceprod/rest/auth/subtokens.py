@@ -17,7 +17,7 @@ from typing import Any
 
 from iceprod.common.errors import Forbidden, Invalid
 from iceprod.common.ids import new_id
-from iceprod.rest.auth.roles import ALL, ROLE_SCOPES, ROLES, SCOPES
+from iceprod.core.roles import ALL, ROLE_SCOPES, ROLES, SCOPES
 from iceprod.rest.auth.tokens import Principal, share_scope
 
 TYPES = ("temp", "user", "share", "pilot", "system")

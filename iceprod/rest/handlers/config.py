@@ -6,10 +6,10 @@ from collections.abc import Awaitable, Callable
 
 from iceprod.common.errors import Forbidden, Invalid, NotFound
 from iceprod.common.schema import load_schema, validate_dataset_config
+from iceprod.core.keys import foreign_task_index
 from iceprod.db import Database
 from iceprod.db.store import Doc
 from iceprod.rest.base import APIHandler, requires
-from iceprod.server.scheduler.materialize import foreign_task_index
 
 
 class ConfigHandler(APIHandler):

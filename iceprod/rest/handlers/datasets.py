@@ -6,12 +6,12 @@ from iceprod.common.errors import Forbidden, Invalid
 from iceprod.common.ids import new_id
 from iceprod.common.states import statuses
 from iceprod.common.timeutil import iso
+from iceprod.core.rollup import cascade_dataset
 from iceprod.db.store import Doc
 from iceprod.rest.auth.tokens import Principal
 from iceprod.rest.base import APIHandler, requires
 from iceprod.rest.handlers.schemas import MAX_FAILURES, MAX_INDEX, obj
 from iceprod.rest.openapi import KEYS, PAGE, STATUS, TEXT, query
-from iceprod.server.scheduler.rollup import cascade_dataset
 
 MAX_TASKS = 1000
 # a group name as stored and compared: no control characters (no NUL), no padding

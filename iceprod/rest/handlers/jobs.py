@@ -7,10 +7,10 @@ from typing import Any
 from iceprod.common.ids import new_id
 from iceprod.common.states import statuses
 from iceprod.common.timeutil import iso
+from iceprod.core.rollup import cascade_job
 from iceprod.rest.base import APIHandler, requires
 from iceprod.rest.handlers.schemas import ID, MAX_INDEX, MAX_PRIORITY, obj
 from iceprod.rest.openapi import INDEX, KEYS, PAGE, STATUS, query
-from iceprod.server.scheduler.rollup import cascade_job
 
 STATUS_BODY = obj(["status"], status={"type": "string", "enum": statuses("job")})
 CREATE_BODY = obj(

@@ -13,6 +13,8 @@ from typing import Any
 
 from iceprod.common.errors import Forbidden, Invalid, NotFound, Unauthorized, Unavailable
 from iceprod.common.timeutil import iso
+from iceprod.core.roles import SCOPES
+from iceprod.core.tokens import create_token, token_expiry
 from iceprod.db.store import Doc
 from iceprod.rest.auth.accounts import issue, login_user, revoke
 from iceprod.rest.auth.external import ExternalTokenRefused, ProviderUnavailable, normalize_identity
@@ -22,9 +24,7 @@ from iceprod.rest.auth.ldap_login import (
     LdapSettings,
     authenticate,
 )
-from iceprod.rest.auth.roles import SCOPES
 from iceprod.rest.auth.subtokens import TYPES, default_exp, plan
-from iceprod.rest.auth.tokens import create_token, token_expiry
 from iceprod.rest.base import APIHandler, public, requires
 from iceprod.rest.handlers.schemas import ID, obj
 

@@ -11,9 +11,9 @@ from iceprod.common.errors import Conflict
 from iceprod.common.ids import new_id
 from iceprod.common.states import statuses
 from iceprod.common.timeutil import iso
+from iceprod.core.tokens import pilot_token, token_expiry
 from iceprod.db.store import Doc
 from iceprod.rest.auth.resolver import ACTIVE_PILOT
-from iceprod.rest.auth.tokens import pilot_token, token_expiry
 from iceprod.rest.base import APIHandler, OwnershipMixin, requires
 from iceprod.rest.handlers.schemas import ID, REQUIREMENTS, obj
 from iceprod.rest.openapi import KEYS, PAGE, STATUS, TEXT, query

@@ -5,8 +5,8 @@ when the token is used, so changing or deleting a role changes what its tokens m
 from __future__ import annotations
 
 from iceprod.common.errors import Conflict, NotFound
+from iceprod.core.roles import ROLE_SCOPES, SCOPES
 from iceprod.db.store import Doc
-from iceprod.rest.auth.roles import ROLE_SCOPES, SCOPES
 from iceprod.rest.base import APIHandler, requires
 from iceprod.rest.handlers.schemas import obj
 

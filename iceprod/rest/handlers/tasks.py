@@ -10,6 +10,8 @@ from iceprod.common.ids import new_id
 from iceprod.common.reasons import classify
 from iceprod.common.states import statuses
 from iceprod.common.timeutil import iso
+from iceprod.core.queue import queue_tasks
+from iceprod.core.rollup import rollup_job
 from iceprod.db.store import Doc
 from iceprod.rest.base import APIHandler, OwnershipMixin, requires
 from iceprod.rest.handlers.schemas import (
@@ -24,8 +26,6 @@ from iceprod.rest.handlers.schemas import (
     obj,
 )
 from iceprod.rest.openapi import KEYS, PAGE, STATUS, TEXT, path, query
-from iceprod.server.scheduler.queue import queue_tasks
-from iceprod.server.scheduler.rollup import rollup_job
 
 PRIORITY = {"type": "number", "minimum": -MAX_PRIORITY, "maximum": MAX_PRIORITY}
 TIME_USED = {"type": "number", "minimum": 0, "maximum": MAX_SECONDS, "description": "seconds"}

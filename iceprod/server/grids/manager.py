@@ -50,9 +50,9 @@ from iceprod.common.errors import BadTransition, Invalid, NotFound
 from iceprod.common.ids import new_id
 from iceprod.common.schema import load_schema, validate
 from iceprod.common.timeutil import iso, parse
+from iceprod.core.tokens import pilot_subject, pilot_token
 from iceprod.db import Database
 from iceprod.db.store import Doc
-from iceprod.rest.auth.tokens import pilot_subject, pilot_token
 from iceprod.server.grids.base import (
     GridConfig,
     GridError,

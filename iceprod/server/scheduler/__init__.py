@@ -14,10 +14,10 @@ import time
 
 from iceprod.common.config import ServerConfig
 from iceprod.common.ids import new_id
+from iceprod.core.queue import queue_tasks, refresh_priorities
+from iceprod.core.rollup import rollup_all
 from iceprod.db import Database
 from iceprod.server.scheduler.materialize import materialize_all
-from iceprod.server.scheduler.queue import queue_tasks, refresh_priorities
-from iceprod.server.scheduler.rollup import rollup_all
 
 log = logging.getLogger(__name__)
 

@@ -1,9 +1,10 @@
 """Materialization: turn a processing dataset's config into jobs and tasks, late and
 idempotently.
 
-Job and task ids are derived from ``(dataset_id, job_index[, task_index])`` (UUID5), and the
-store's unique keys refuse duplicates, so a materializer killed at any point and run again
-creates exactly the missing documents: never an extra or missing job or task. A dataset's
+Job and task ids are derived from ``(dataset_id, job_index[, task_index])`` (UUID5, see
+``iceprod.core.keys``), and the store's unique keys refuse duplicates, so a materializer
+killed at any point and run again creates exactly the missing documents: never an extra or
+missing job or task. A dataset's
 ``jobs_materialized`` is only a resume hint, advanced after a batch is fully written.
 """
 
@@ -12,35 +13,22 @@ from __future__ import annotations
 import json
 import logging
 import math
-import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from iceprod.common.errors import Invalid
-from iceprod.common.params import (
-    Renderer,
-    compile_template,
-    materialize_requirements,
-    task_context,
-)
+from iceprod.common.params import Renderer, compile_template, task_context
+from iceprod.common.requirements import materialize_requirements
 from iceprod.common.timeutil import iso
+from iceprod.core.keys import foreign_task_index, job_id_for, task_id_for
+from iceprod.core.priority import within_dataset
 from iceprod.db import Database
 from iceprod.db.store import Doc
-from iceprod.server.scheduler.priority import within_dataset
 
 log = logging.getLogger(__name__)
 
-NAMESPACE = uuid.UUID("5f1f4c8e-6c1a-4f55-9d43-3a1c8e2b7d10")
 BACKLOG = ["waiting", "queued"]
-
-
-def job_id_for(dataset_id: str, job_index: int) -> str:
-    return uuid.uuid5(NAMESPACE, f"job:{dataset_id}:{job_index}").hex
-
-
-def task_id_for(dataset_id: str, job_index: int, task_index: int) -> str:
-    return uuid.uuid5(NAMESPACE, f"task:{dataset_id}:{job_index}:{task_index}").hex
 
 
 def _has_expr(value: Any) -> bool:
@@ -114,17 +102,6 @@ async def templates(db: Database, config: Doc) -> list[TaskTemplate]:
             i, t["name"], compile_template(body, field),
             compile_template(reqs, f"{field}.requirements"), static, local, foreign))
     return out
-
-
-async def foreign_task_index(db: Database, dataset_id: str, name: str) -> int:
-    """The index of task ``name`` in another dataset's config (400 when unknown)."""
-    other = await db.config.find(dataset_id)
-    if other is None:
-        raise Invalid(f"depends: dataset {dataset_id} has no config")
-    for i, t in enumerate(other["config"]["tasks"]):
-        if t["name"] == name:
-            return i
-    raise Invalid(f"depends: dataset {dataset_id} has no task {name!r}")
 
 
 def build_jobs(ds: Doc, tmpl: Sequence[TaskTemplate], steering: Mapping[str, Any],

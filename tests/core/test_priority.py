@@ -1,10 +1,10 @@
-"""The fair-share formula of iceprod/server/scheduler/priority.py, unit by unit."""
+"""The fair-share formula of iceprod/core/priority.py, unit by unit."""
 
 from __future__ import annotations
 
 import pytest
 
-from iceprod.server.scheduler.priority import (
+from iceprod.core.priority import (
     DatasetLoad,
     quotas,
     scores,

@@ -7,8 +7,8 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping
 
+from iceprod.core.priority import load_from_docs, quotas, scores
 from iceprod.db import Database
-from iceprod.server.scheduler.priority import load_from_docs, quotas, scores
 
 log = logging.getLogger(__name__)
 
