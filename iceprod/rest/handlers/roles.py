@@ -6,16 +6,11 @@ from __future__ import annotations
 
 from iceprod.common.errors import Conflict, NotFound
 from iceprod.db.store import Doc
-from iceprod.rest.auth.roles import ROLE_SCOPES, SCOPES
+from iceprod.rest.auth.roles import ROLE_SCOPES
 from iceprod.rest.base import APIHandler, requires
-from iceprod.rest.handlers.schemas import obj
+from iceprod.rest.handlers.schemas import body
 
-PUT_BODY = obj(
-    ["scopes"],
-    scopes={"type": "array", "items": {"type": "string", "enum": sorted(SCOPES)},
-            "uniqueItems": True, "description": "scopes the role grants"},
-    description={"type": "string", "maxLength": 1000},
-)
+PUT_BODY = body("roles_put")
 
 
 def builtin(name: str) -> Doc:
