@@ -62,23 +62,61 @@ def load_schema(name: str) -> dict[str, Any]:
     return schema
 
 
+SCHEMA_BASE = "https://iceprod.icecube.aq/schemas/"
+"""Every schema file's ``$id`` is this plus its file name, so one may ``$ref`` another by its
+file name (``dataset_config.schema.json#/$defs/...``)."""
+
+
+def schema_names() -> list[str]:
+    """The names of every schema file, for `load_schema`."""
+    names = {p.name.removesuffix(".schema.json") for p in _REPO_SCHEMAS.glob("*.schema.json")}
+    packaged = importlib.resources.files("iceprod").joinpath("resources", "schemas")
+    if packaged.is_dir():
+        names.update(p.name.removesuffix(".schema.json") for p in packaged.iterdir()
+                     if p.name.endswith(".schema.json"))
+    return sorted(names)
+
+
+def schema_ref(name: str, definition: str) -> dict[str, str]:
+    """A schema that is one ``$defs`` entry of schema file ``name``, by reference: what a
+    handler passes as its body schema (``schema_ref("api", "tasks_create")``)."""
+    if definition not in load_schema(name).get("$defs", {}):
+        raise KeyError(f"schema {name!r} has no $defs/{definition}")
+    return {"$ref": f"{SCHEMA_BASE}{name}.schema.json#/$defs/{definition}"}
+
+
+@functools.cache
+def registry() -> Registry[Any]:
+    """Every schema file by its ``$id``, so ``$ref``s between files resolve."""
+    resources = []
+    for name in schema_names():
+        root = load_schema(name)
+        Draft202012Validator.check_schema(root)
+        uri = root.get("$id", f"urn:iceprod:schema:{name}")
+        resources.append((uri, DRAFT202012.create_resource(root)))
+    return Registry().with_resources(resources)
+
+
 @functools.cache
 def _named_validator(ref: str) -> Validator:
     """Validator for "name" or "name#/json/pointer" (a part of a schema, e.g. one `$defs`)."""
     name, _, pointer = ref.partition("#")
     root = load_schema(name)
-    Draft202012Validator.check_schema(root)
-    if not pointer:
-        return Draft202012Validator(root)
     uri = root.get("$id", f"urn:iceprod:schema:{name}")
-    registry: Registry[Any] = Registry().with_resource(uri, DRAFT202012.create_resource(root))
-    return Draft202012Validator({"$ref": f"{uri}#{pointer}"}, registry=registry)
+    return _ref_validator(f"{uri}#{pointer}")
+
+
+@functools.cache
+def _ref_validator(ref: str) -> Validator:
+    return Draft202012Validator({"$ref": ref}, registry=registry())
 
 
 def _validator(schema: Mapping[str, Any] | str) -> Validator:
     if isinstance(schema, str):
         return _named_validator(schema)
-    return Draft202012Validator(schema)
+    if set(schema) == {"$ref"}:
+        return _ref_validator(str(schema["$ref"]))
+    return Draft202012Validator(schema, registry=registry())
 
 
 # -- field paths ---------------------------------------------------------------------------

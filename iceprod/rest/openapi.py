@@ -18,8 +18,10 @@ import inspect
 import re
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any, TypeVar
+from urllib.parse import urljoin
 
 import iceprod
+from iceprod.common.schema import load_schema, schema_names
 from iceprod.core.roles import SCOPES
 from iceprod.rest.base import MAX_LIMIT_ARG
 from iceprod.rest.handlers.schemas import MAX_INDEX, MAX_LOGS
@@ -151,37 +153,56 @@ def _walk(node: Any) -> Iterator[dict[str, Any]]:
             yield from _walk(value)
 
 
-def component_name(schema: Mapping[str, Any]) -> str:
-    """``.../dataset_config.schema.json`` -> ``dataset_config``."""
-    return str(schema["$id"]).rstrip("/").rsplit("/", 1)[-1].removesuffix(".schema.json")
+def component_name(schema: Mapping[str, Any] | str) -> str:
+    """``.../dataset_config.schema.json`` (a schema's ``$id``, or a pointer to its
+    component) -> ``dataset_config``."""
+    ref = schema if isinstance(schema, str) else str(schema["$id"])
+    return ref.rstrip("/").rsplit("/", 1)[-1].removesuffix(".schema.json")
 
 
 def hoist(schema: Mapping[str, Any], components: dict[str, Schema]) -> Schema:
     """Put a schema document (one with an ``$id``) under ``components`` as ``NAME``, its
-    ``$defs`` as ``NAME.DEF``, and point every ``$ref`` there. Answers a ``$ref`` to it."""
+    ``$defs`` as ``NAME.DEF``, and point every ``$ref`` there; a ``$ref`` into another schema
+    file hoists that file too. Answers a ``$ref`` to it."""
     name = component_name(schema)
+    if name in components:
+        return {"$ref": COMPONENTS + name}
     doc = copy.deepcopy(dict(schema))
     base = str(doc.pop("$id"))
     doc.pop("$schema", None)
     defs = doc.pop("$defs", {})
+    components[name] = doc  # first, so that a file referring back finds it
+    for key, sub in defs.items():
+        components[f"{name}.{key}"] = sub
     for node in _walk([doc, defs]):
         if "$id" in node:
             raise ValueError(f"{name}: nested $id {node['$id']!r} is not supported")
         if "$ref" in node:
-            node["$ref"] = _local_ref(name, base, node["$ref"])
-    components[name] = doc
-    for key, sub in defs.items():
-        components[f"{name}.{key}"] = sub
+            node["$ref"] = _local_ref(name, base, node["$ref"], components)
     return {"$ref": COMPONENTS + name}
 
 
-def _local_ref(name: str, base: str, ref: str) -> str:
+def schema_file_ref(ref: str, components: dict[str, Schema]) -> Schema:
+    """A ``$ref`` to (a part of) a schema file in ``resources/schemas``, by its absolute URI,
+    as a pointer into ``#/components/schemas`` (the file hoisted there)."""
+    uri, _, pointer = ref.partition("#")
+    names = {str(load_schema(n).get("$id")): n for n in schema_names()}
+    if uri not in names:
+        raise ValueError(f"$ref {ref!r} names no schema file")
+    name = component_name(hoist(load_schema(names[uri]), components)["$ref"])
+    return {"$ref": _pointer(name, pointer)}
+
+
+def _local_ref(name: str, base: str, ref: str, components: dict[str, Schema]) -> str:
     """A ``$ref`` of schema ``name`` (whose ``$id`` is ``base``) as a pointer into
     ``#/components/schemas``."""
-    pointer = ref.removeprefix(base)
-    if not pointer.startswith("#"):
-        raise ValueError(f"{name}: $ref {ref!r} points outside the schema")
-    pointer = pointer[1:]
+    target = urljoin(base, ref)
+    if not target.startswith(base + "#") and target != base:
+        return str(schema_file_ref(target, components)["$ref"])
+    return _pointer(name, target.removeprefix(base).removeprefix("#"))
+
+
+def _pointer(name: str, pointer: str) -> str:
     if pointer in ("", "/"):
         return COMPONENTS + name
     if pointer.startswith("/$defs/"):
@@ -251,6 +272,8 @@ def build(routes: list[tuple[str, type]]) -> dict[str, Any]:
 def _body(schema: Mapping[str, Any], components: dict[str, Schema]) -> Schema:
     if "$id" in schema:
         return hoist(schema, components)
+    if set(schema) == {"$ref"}:
+        return schema_file_ref(str(schema["$ref"]), components)
     if any("$ref" in node for node in _walk(schema)):
         raise ValueError("an inline body schema may not use $ref; give it an $id")
     return with_int64_bounds(dict(schema))

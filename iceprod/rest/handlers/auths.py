@@ -7,14 +7,9 @@ from __future__ import annotations
 
 from iceprod.db.auths import RULE_FIELDS
 from iceprod.rest.base import APIHandler, requires
-from iceprod.rest.handlers.schemas import obj
+from iceprod.rest.handlers.schemas import body
 
-NAMES = {"type": "array", "items": {"type": "string", "minLength": 1, "maxLength": 128},
-         "uniqueItems": True, "maxItems": 1000}
-PUT_BODY = {
-    **obj(read_users=NAMES, read_groups=NAMES, write_users=NAMES, write_groups=NAMES),
-    "minProperties": 1,
-}
+PUT_BODY = body("auths_put")
 
 
 class AuthsHandler(APIHandler):

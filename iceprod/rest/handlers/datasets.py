@@ -4,40 +4,19 @@ from __future__ import annotations
 
 from iceprod.common.errors import Forbidden, Invalid
 from iceprod.common.ids import new_id
-from iceprod.common.states import statuses
 from iceprod.common.timeutil import iso
 from iceprod.core.rollup import cascade_dataset
 from iceprod.db.store import Doc
 from iceprod.rest.auth.tokens import Principal
 from iceprod.rest.base import APIHandler, requires
-from iceprod.rest.handlers.schemas import MAX_FAILURES, MAX_INDEX, obj
+from iceprod.rest.handlers.schemas import body
 from iceprod.rest.openapi import KEYS, PAGE, STATUS, TEXT, query
 
 MAX_TASKS = 1000
-# a group name as stored and compared: no control characters (no NUL), no padding
-GROUP_NAME = {"type": "string", "minLength": 1, "maxLength": 128,
-              "pattern": r"^[^\x00-\x1f\x7f\s]+$"}
-GROUP_LIST = {"type": "array", "items": GROUP_NAME, "uniqueItems": True, "maxItems": 100}
-CREATE_BODY = obj(
-    ["description", "jobs_submitted", "tasks_submitted", "tasks_per_job", "group"],
-    description={"type": "string", "maxLength": 10000, "description": "what this dataset is"},
-    jobs_submitted={"type": "integer", "minimum": 1, "maximum": MAX_INDEX},
-    tasks_submitted={"type": "integer", "minimum": 1, "maximum": MAX_INDEX * MAX_TASKS,
-                     "description": "jobs_submitted * tasks_per_job"},
-    tasks_per_job={"type": "integer", "minimum": 1, "maximum": MAX_TASKS},
-    group={**GROUP_NAME, "description": "the submitting group"},
-    priority={"type": "number", "minimum": 0, "maximum": 1, "description": "0..1, default 0.5"},
-    debug={"type": "boolean", "description": "suspend failing tasks instead of retrying"},
-    jobs_immutable={"type": "boolean", "description": "forbid growing jobs_submitted"},
-    max_failures={"type": "integer", "minimum": 1, "maximum": MAX_FAILURES,
-                  "description": "retries before failed"},
-    read_groups={**GROUP_LIST, "description": "more groups that may read"},
-    write_groups={**GROUP_LIST, "description": "groups that may write (the caller's own)"},
-)
-STATUS_BODY = obj(["status"], status={"type": "string", "enum": statuses("dataset")})
-DESCRIPTION_BODY = obj(["description"], description={"type": "string", "maxLength": 10000})
-JOBS_BODY = obj(["jobs_submitted"],
-                jobs_submitted={"type": "integer", "minimum": 1, "maximum": MAX_INDEX})
+CREATE_BODY = body("datasets_create")
+STATUS_BODY = body("dataset_status")
+DESCRIPTION_BODY = body("datasets_description")
+JOBS_BODY = body("datasets_jobs")
 
 
 async def visible_ids(h: APIHandler) -> list[str] | None:

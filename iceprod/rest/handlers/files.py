@@ -2,25 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from iceprod.common.errors import Invalid
 from iceprod.common.ids import new_id
 from iceprod.common.timeutil import iso
 from iceprod.rest.base import APIHandler, requires
-from iceprod.rest.handlers.schemas import ID, MAX_INDEX, obj
+from iceprod.rest.handlers.schemas import body
 from iceprod.rest.openapi import PAGE, query
 
-FILE_PROPS: dict[str, Any] = {
-    "remote": {"type": "string", "minLength": 1, "description": "URL or path of the file"},
-    "local": {"type": "string", "description": "name in the task's directory"},
-    "movement": {"type": "string", "enum": ["input", "output", "both"]},
-    "type": {"type": "string", "description": "permanent, job_temp, ..."},
-    "transfer": {"anyOf": [{"type": "boolean"}, {"type": "string", "enum": ["maybe"]}]},
-}
-DATASET_FILE_BODY = obj(["remote"], task_id=ID, job_index={"type": "integer", "minimum": 0, "maximum": MAX_INDEX},
-                        task_name={"type": "string"}, **FILE_PROPS)
-TASK_FILE_BODY = obj(["remote"], **FILE_PROPS)
+DATASET_FILE_BODY = body("files_dataset_file")
+TASK_FILE_BODY = body("files_task_file")
 
 
 class FileWriter(APIHandler):

@@ -5,17 +5,10 @@ from __future__ import annotations
 from iceprod.common.ids import new_id
 from iceprod.common.timeutil import iso
 from iceprod.rest.base import APIHandler, requires
-from iceprod.rest.handlers.schemas import obj
+from iceprod.rest.handlers.schemas import body
 from iceprod.rest.openapi import KEYS, PAGE, TEXT, query
 
-CREATE_BODY = obj(
-    ["host"],
-    host={"type": "string", "minLength": 1, "description": "submit host"},
-    queues={"type": "object", "additionalProperties": {"type": "string"},
-            "description": "queue name -> backend type"},
-    version={"type": "string"},
-    debug={"type": "boolean"},
-)
+CREATE_BODY = body("grids_create")
 
 
 class GridsHandler(APIHandler):

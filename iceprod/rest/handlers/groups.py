@@ -5,12 +5,10 @@ from __future__ import annotations
 
 from iceprod.rest.auth.accounts import revoke
 from iceprod.rest.base import APIHandler, requires
-from iceprod.rest.handlers.schemas import obj
+from iceprod.rest.handlers.schemas import body
 from iceprod.rest.openapi import KEYS, PAGE, TEXT, query
 
-GROUP_NAME = {"type": "string", "pattern": r"^[A-Za-z0-9][A-Za-z0-9._/-]{0,63}$",
-              "description": "group name"}
-CREATE_BODY = obj(["name"], name=GROUP_NAME, description={"type": "string", "maxLength": 1000})
+CREATE_BODY = body("groups_create")
 
 
 class GroupsHandler(APIHandler):

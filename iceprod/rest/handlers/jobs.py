@@ -5,25 +5,15 @@ from __future__ import annotations
 from typing import Any
 
 from iceprod.common.ids import new_id
-from iceprod.common.states import statuses
 from iceprod.common.timeutil import iso
 from iceprod.core.rollup import cascade_job
 from iceprod.rest.base import APIHandler, requires
-from iceprod.rest.handlers.schemas import ID, MAX_INDEX, MAX_PRIORITY, obj
+from iceprod.rest.handlers.schemas import MAX_INDEX, body
 from iceprod.rest.openapi import INDEX, KEYS, PAGE, STATUS, query
 
-STATUS_BODY = obj(["status"], status={"type": "string", "enum": statuses("job")})
-CREATE_BODY = obj(
-    ["dataset_id", "job_index"],
-    dataset_id=ID,
-    job_index={"type": "integer", "minimum": 0, "maximum": MAX_INDEX},
-    status={"type": "string", "enum": statuses("job")},
-)
-PATCH_BODY = {
-    **obj(status={"type": "string", "enum": statuses("job")},
-          priority={"type": "number", "minimum": -MAX_PRIORITY, "maximum": MAX_PRIORITY}),
-    "minProperties": 1,
-}
+STATUS_BODY = body("job_status")
+CREATE_BODY = body("jobs_create")
+PATCH_BODY = body("jobs_patch")
 
 
 class DatasetJobsHandler(APIHandler):

@@ -8,12 +8,9 @@ import asyncio
 import hashlib
 import hmac
 import logging
-import re
-from typing import Any
 
 from iceprod.common.errors import Forbidden, Invalid, NotFound, Unauthorized, Unavailable
 from iceprod.common.timeutil import iso
-from iceprod.core.roles import SCOPES
 from iceprod.core.tokens import create_token, token_expiry
 from iceprod.db.store import Doc
 from iceprod.rest.auth.accounts import issue, login_user, revoke
@@ -24,57 +21,23 @@ from iceprod.rest.auth.ldap_login import (
     LdapSettings,
     authenticate,
 )
-from iceprod.rest.auth.subtokens import TYPES, default_exp, plan
+from iceprod.rest.auth.subtokens import default_exp, plan
 from iceprod.rest.base import APIHandler, public, requires
-from iceprod.rest.handlers.schemas import ID, obj
+from iceprod.rest.handlers.schemas import body
 
 log = logging.getLogger(__name__)
 
 BAD_LOGIN = "invalid username or password"
 REFUSED = "external token refused"
-MAX_EXP = 365 * 86400
 
-LDAP_BODY = obj(
-    ["username", "password"],
-    username={"type": "string", "minLength": 1, "maxLength": 256},
-    password={"type": "string", "maxLength": 1024},
-)
-SUBJECT = {"type": "string", "pattern": r"^[A-Za-z0-9][A-Za-z0-9._@+-]{0,127}$",
-           "description": "subject of a system or pilot token"}
-SCOPE_NAME = "(?:" + "|".join(re.escape(s) for s in sorted(SCOPES)) + ")"
-SCOPE_LIST = {"type": "string", "pattern": f"^{SCOPE_NAME}( {SCOPE_NAME})*$",
-              "title": "a space-separated list of known scopes",
-              "description": "space-separated scopes to restrict the token to (temp, user)"}
+LDAP_BODY = body("login_ldap")
 
 
-def _for(kinds: list[str], required: list[str], **props: Any) -> dict[str, Any]:
-    """The fields a token type takes: any other is refused as unknown for that type."""
-    return {"if": {"properties": {"type": {"enum": kinds}}},
-            "then": obj(required, type={}, exp={}, **props)}
 
 
 # each type takes only the fields that mean something for it: the rule ``subtokens.plan``
 # applies, stated here so that the OpenAPI document shows it
-CREATE_TOKEN_BODY = {
-    **obj(
-        ["type"],
-        type={"type": "string", "enum": list(TYPES)},
-        role={"type": "string", "description": "one of the caller's roles (temp, user); "
-              "pilot or system for those types"},
-        exp={"type": "integer", "minimum": 1, "maximum": MAX_EXP,
-             "description": "lifetime in seconds; never past the caller's token"},
-        scope=SCOPE_LIST,
-        dataset_id={**ID, "description": "the dataset a share token reads"},
-        username=SUBJECT,
-        pilot_id={**ID, "description": "bind a pilot token to one pilot"},
-    ),
-    "allOf": [
-        _for(["temp", "user"], [], role={}, scope={}),
-        _for(["share"], ["dataset_id"], dataset_id={}),
-        _for(["pilot"], [], role={"const": "pilot"}, username={}, pilot_id={}),
-        _for(["system"], [], role={"const": "system"}, username={}),
-    ],
-}
+CREATE_TOKEN_BODY = body("login_create_token")
 
 
 def attempted(secret: str, username: str) -> str:

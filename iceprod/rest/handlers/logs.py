@@ -6,13 +6,11 @@ from iceprod.common.errors import Invalid, TooLarge
 from iceprod.common.ids import new_id
 from iceprod.common.timeutil import iso
 from iceprod.rest.base import APIHandler, OwnershipMixin, requires
-from iceprod.rest.handlers.schemas import ID, MAX_LOGS, obj
+from iceprod.rest.handlers.schemas import MAX_LOGS, body
 from iceprod.rest.openapi import FLAG, KEYS, NUM, ORDER, query
 
-NAME = {"type": "string", "pattern": "^[A-Za-z0-9_.-]{1,64}$",
-        "description": "stdout, stderr, stdlog, ..."}
-DATASET_LOG_BODY = obj(["name", "data"], task_id=ID, name=NAME, data={"type": "string"})
-LOG_BODY = obj(["name", "data"], dataset_id=ID, task_id=ID, name=NAME, data={"type": "string"})
+DATASET_LOG_BODY = body("logs_dataset_log")
+LOG_BODY = body("logs_log")
 
 
 class LogWriter(OwnershipMixin, APIHandler):

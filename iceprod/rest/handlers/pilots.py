@@ -9,28 +9,16 @@ from typing import Any
 
 from iceprod.common.errors import Conflict
 from iceprod.common.ids import new_id
-from iceprod.common.states import statuses
 from iceprod.common.timeutil import iso
 from iceprod.core.tokens import pilot_token, token_expiry
 from iceprod.db.store import Doc
 from iceprod.rest.auth.resolver import ACTIVE_PILOT
 from iceprod.rest.base import APIHandler, OwnershipMixin, requires
-from iceprod.rest.handlers.schemas import ID, REQUIREMENTS, obj
+from iceprod.rest.handlers.schemas import body
 from iceprod.rest.openapi import KEYS, PAGE, STATUS, TEXT, query
 
-COMMON: dict[str, Any] = {
-    "queue_host": {"type": "string", "description": "the grid's submit host"},
-    "queue_version": {"type": "string"},
-    "host": {"type": "string", "description": "the node the pilot runs on"},
-    "site": {"type": "string"},
-    "version": {"type": "string", "description": "pilot software version"},
-    "grid_queue_id": {"type": "string", "description": "the batch system's job id"},
-}
-CREATE_BODY = obj(resources=REQUIREMENTS, grid_id=ID, **COMMON)
-PATCH_BODY = obj(
-    resources_available=REQUIREMENTS, resources_claimed=REQUIREMENTS,
-    status={"type": "string", "enum": statuses("pilot")}, **COMMON,
-)
+CREATE_BODY = body("pilots_create")
+PATCH_BODY = body("pilots_patch")
 
 
 class PilotTokens(APIHandler):

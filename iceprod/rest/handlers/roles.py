@@ -5,17 +5,12 @@ when the token is used, so changing or deleting a role changes what its tokens m
 from __future__ import annotations
 
 from iceprod.common.errors import Conflict, NotFound
-from iceprod.core.roles import ROLE_SCOPES, SCOPES
+from iceprod.core.roles import ROLE_SCOPES
 from iceprod.db.store import Doc
 from iceprod.rest.base import APIHandler, requires
-from iceprod.rest.handlers.schemas import obj
+from iceprod.rest.handlers.schemas import body
 
-PUT_BODY = obj(
-    ["scopes"],
-    scopes={"type": "array", "items": {"type": "string", "enum": sorted(SCOPES)},
-            "uniqueItems": True, "description": "scopes the role grants"},
-    description={"type": "string", "maxLength": 1000},
-)
+PUT_BODY = body("roles_put")
 
 
 def builtin(name: str) -> Doc:

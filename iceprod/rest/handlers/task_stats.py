@@ -6,14 +6,10 @@ from iceprod.common.errors import Invalid
 from iceprod.common.ids import new_id
 from iceprod.common.timeutil import iso
 from iceprod.rest.base import APIHandler, OwnershipMixin, requires
-from iceprod.rest.handlers.schemas import ID, obj
+from iceprod.rest.handlers.schemas import body
 from iceprod.rest.openapi import FLAG, KEYS, PAGE, query
 
-CREATE_BODY = obj(
-    ["dataset_id", "stats"],
-    dataset_id=ID,
-    stats={"type": "object", "description": "walltime, cpu time, max rss, exit code, host..."},
-)
+CREATE_BODY = body("task_stats_create")
 
 
 class DatasetTaskStatsListHandler(APIHandler):

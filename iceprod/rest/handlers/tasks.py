@@ -14,99 +14,21 @@ from iceprod.core.queue import queue_tasks
 from iceprod.core.rollup import rollup_job
 from iceprod.db.store import Doc
 from iceprod.rest.base import APIHandler, OwnershipMixin, requires
-from iceprod.rest.handlers.schemas import (
-    ID,
-    MAX_CPU,
-    MAX_GB,
-    MAX_GPU,
-    MAX_HOURS,
-    MAX_INDEX,
-    MAX_PRIORITY,
-    MAX_SECONDS,
-    obj,
-)
+from iceprod.rest.handlers.schemas import body, definition
 from iceprod.rest.openapi import KEYS, PAGE, STATUS, TEXT, path, query
 
-PRIORITY = {"type": "number", "minimum": -MAX_PRIORITY, "maximum": MAX_PRIORITY}
-TIME_USED = {"type": "number", "minimum": 0, "maximum": MAX_SECONDS, "description": "seconds"}
-TASK_STATUS = {"type": "string", "enum": statuses("task")}
-SETTABLE = {"type": "string", "enum": [s for s in statuses("task") if s != "processing"],
-            "description": "any status but processing, which only a pilot's claim sets"}
-STATUS_BODY = obj(["status"], status=SETTABLE)
+STATUS_BODY = body("task_status")
 MAX_BULK = 100_000
 
-TASK_REQUIREMENTS: dict[str, Any] = obj(
-    cpu={"type": "integer", "minimum": 1, "maximum": MAX_CPU, "description": "cores"},
-    gpu={"type": "integer", "minimum": 0, "maximum": MAX_GPU, "description": "GPUs"},
-    memory={"type": "number", "exclusiveMinimum": 0, "maximum": MAX_GB, "description": "GB"},
-    disk={"type": "number", "minimum": 0, "maximum": MAX_GB, "description": "GB"},
-    time={"type": "number", "exclusiveMinimum": 0, "maximum": MAX_HOURS,
-          "description": "hours"},
-    os={"type": "array", "items": {"type": "string"}, "description": "acceptable os names"},
-    site={"type": "string", "description": "run only at this site"},
-)
-OFFER: dict[str, Any] = obj(
-    cpu={"type": "integer", "minimum": 0, "maximum": MAX_CPU, "description": "free cores"},
-    gpu={"type": "integer", "minimum": 0, "maximum": MAX_GPU, "description": "free GPUs"},
-    memory={"type": "number", "minimum": 0, "maximum": MAX_GB, "description": "free memory, GB"},
-    disk={"type": "number", "minimum": 0, "maximum": MAX_GB, "description": "free disk, GB"},
-    time={"type": "number", "minimum": 0, "maximum": MAX_HOURS,
-          "description": "remaining walltime, hours"},
-    os={"type": "string", "description": "the pilot's os"},
-    site={"type": "string", "description": "the pilot's site"},
-)
-MEASURED = obj(
-    cpu={"type": "number", "minimum": 0, "maximum": MAX_CPU},
-    gpu={"type": "number", "minimum": 0, "maximum": MAX_GPU},
-    memory={"type": "number", "minimum": 0, "maximum": MAX_GB},
-    disk={"type": "number", "minimum": 0, "maximum": MAX_GB},
-    time={"type": "number", "minimum": 0, "maximum": MAX_HOURS},
-)
-CREATE_BODY = obj(
-    ["dataset_id", "job_id", "task_index", "name"],
-    dataset_id=ID, job_id=ID,
-    task_index={"type": "integer", "minimum": 0, "maximum": MAX_INDEX},
-    job_index={"type": "integer", "minimum": 0, "maximum": MAX_INDEX},
-    name={"type": "string", "minLength": 1, "maxLength": 64},
-    depends={"type": "array", "items": ID},
-    requirements=TASK_REQUIREMENTS,
-    status={"type": "string", "enum": ["waiting", "queued", "suspended"]},
-    priority=PRIORITY,
-    steps={"type": "array", "items": {"type": "object"}},
-    data={"type": "array", "items": {"type": "object"}},
-    env={"type": "object", "additionalProperties": {"type": "string"}},
-)
-PATCH_BODY = {
-    **obj(
-        status=TASK_STATUS, priority=PRIORITY, requirements=TASK_REQUIREMENTS,
-        reason={"type": "string"}, site={"type": "string"},
-    ),
-    "minProperties": 1,
-}
-PROCESS_BODY = obj(["requirements", "pilot_id"], requirements=OFFER, pilot_id=ID)
-COMPLETE_BODY = obj(
-    ["instance_id"], instance_id=ID,
-    time_used=TIME_USED,
-    site={"type": "string"},
-)
-FAILED_BODY = obj(
-    ["instance_id"], instance_id=ID,
-    time_used=TIME_USED,
-    resources=MEASURED, site={"type": "string"},
-    reason={"type": "string", "maxLength": 100_000},
-)
-RESET_BODY = {**FAILED_BODY, "properties": {
-    **FAILED_BODY["properties"],
-    "requeue": {"type": "boolean", "description": "the run was stopped from outside (its "
-                "pilot is shutting down), it did not fail: back to waiting as an eviction, "
-                "not counted against max_failures, and no requirement grows"},
-}}
-QUEUE_BODY = obj(num_tasks={"type": "integer", "minimum": 1, "maximum": 1_000_000})
-BULK_STATUS_BODY = obj(
-    tasks={"type": "array", "items": ID, "maxItems": MAX_BULK},
-    name={"type": "string", "description": "only tasks with this name"},
-)
-BULK_REQ_BODY = {**TASK_REQUIREMENTS, "minProperties": 1}
+CREATE_BODY = body("tasks_create")
+PATCH_BODY = body("tasks_patch")
+PROCESS_BODY = body("tasks_process")
+COMPLETE_BODY = body("tasks_complete")
+FAILED_BODY = body("tasks_failed")
+RESET_BODY = body("tasks_reset")
+QUEUE_BODY = body("tasks_queue")
+BULK_STATUS_BODY = body("tasks_bulk_status")
+BULK_REQ_BODY = body("tasks_bulk_req")
 PRIVATE_FIELDS = ("instance_id",)
 
 
@@ -172,7 +94,7 @@ class TaskCountsNameHandler(APIHandler):
 
 
 class BulkStatusHandler(APIHandler):
-    @path(status=SETTABLE)
+    @path(status=definition("task_status")["properties"]["status"])
     @requires("write:datasets", dataset="write", body=BULK_STATUS_BODY)
     async def post(self, dataset_id: str, status: str) -> None:
         """Set a status on many tasks: the listed `tasks`, or all with `name`, or all of the

@@ -19,27 +19,14 @@ from iceprod.rest.auth.accounts import (
 )
 from iceprod.rest.auth.external import normalize_identity
 from iceprod.rest.base import APIHandler, requires
-from iceprod.rest.handlers.groups import GROUP_NAME
-from iceprod.rest.handlers.schemas import obj
+from iceprod.rest.handlers.schemas import body
 from iceprod.rest.openapi import PAGE, TEXT, query
 
-USERNAME = {"type": "string", "pattern": r"^[A-Za-z0-9][A-Za-z0-9._@+-]{0,127}$"}
-ROLE_LIST = {"type": "array", "items": {"type": "string"}, "uniqueItems": True,
-             "maxItems": 100, "description": "built-in or custom role names"}
-GROUP_LIST = {"type": "array", "items": GROUP_NAME, "uniqueItems": True, "maxItems": 1000}
-# spelled out rather than \s, whose meaning differs between Python and the document's ECMA
-# regexes (Python's includes \x1c-\x1f): the document states exactly what is refused
-EMAIL = {"type": ["string", "null"], "maxLength": 320,
-         "pattern": r"^[^@\x00-\x20\x7f]+@[^@\x00-\x20\x7f]+$",
-         "description": "matched by the token exchange (ICEPROD_OIDC_CLAIM=email)"}
-ORCID = {"type": ["string", "null"], "maxLength": 64,
-         "description": "ORCID iD, matched by the token exchange"}
-CREATE_BODY = obj(["username"], username=USERNAME, roles=ROLE_LIST, groups=GROUP_LIST,
-                  email=EMAIL, orcid=ORCID)
-PATCH_BODY = {**obj(email=EMAIL, orcid=ORCID), "minProperties": 1}
-ADD_GROUP_BODY = obj(["group"], group=GROUP_NAME)
-GROUPS_BODY = obj(["groups"], groups=GROUP_LIST)
-ROLES_BODY = obj(["roles"], roles=ROLE_LIST)
+CREATE_BODY = body("users_create")
+PATCH_BODY = body("users_patch")
+ADD_GROUP_BODY = body("users_add_group")
+GROUPS_BODY = body("users_groups")
+ROLES_BODY = body("users_roles")
 
 
 def identities(body: Doc) -> dict[str, Any]:
