@@ -130,7 +130,7 @@ def test_a_suspended_task_is_killed_on_the_pilot(pilots: Pilots, alice: httpx.Cl
 
 def test_sigterm_resets_running_tasks_and_exits(pilots: Pilots, alice: httpx.Client,
                                                 admin: httpx.Client, tmp_path: Path) -> None:
-    step = {"command": "sleep", "args": ["60"]}
+    step = {"command": "/bin/sh", "args": ["-c", "exec sleep 60.3"]}
     ds = submit(alice, one_task([step]), max_failures=5)
     # registered by its grid: the pilot's token is bound to that record
     pilot_id, token = register(admin, cpu=2)
@@ -139,7 +139,8 @@ def test_sigterm_resets_running_tasks_and_exits(pilots: Pilots, alice: httpx.Cli
              what="the task to start")
     (task,) = tasks(alice, ds).values()
     assert task["pilot_id"] == pilot_id
-    time.sleep(0.3)
+    # the signal must find the step running, not still being staged
+    wait_for(lambda: step_process(pilot, "sleep", "60.3"), what="the step to run")
     pilot.send_signal(signal.SIGTERM)
     assert pilot.wait(timeout=15) == 0
     task = tasks(alice, ds)[task["task_id"]]
