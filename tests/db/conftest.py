@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 from mongoeco.compat import resolve_pymongo_profile
 
+from iceprod.db import Database, all_specs
 from iceprod.db.mongo import MongoStore
 from iceprod.db.sqlite import SQLiteStore
 from iceprod.db.store import Store
@@ -90,3 +91,10 @@ async def sqlite_store(tmp_path: Path) -> AsyncIterator[SQLiteStore]:
     store = SQLiteStore(str(tmp_path / "data"))
     yield store
     await store.close()
+
+
+@pytest.fixture
+async def db(store: Store) -> Database:
+    """Every repository over a fresh store of each backend, with its indexes."""
+    await store.ensure_indexes(all_specs())
+    return Database(store)
