@@ -40,6 +40,29 @@ def wait_for(check: Callable[[], Any], timeout: float = 30.0, what: str = "",
         time.sleep(interval)
     raise AssertionError(f"timed out after {timeout}s waiting for {what or check}")
 
+
+ROUNDS = "iceprod_scheduler_rounds_total"
+
+
+def metric(url: str, name: str) -> float:
+    """The sum of a counter's samples in the server's ``/metrics`` (0 while it is absent)."""
+    total = 0.0
+    for line in httpx.get(url + "/metrics", timeout=10).text.splitlines():
+        if line.startswith(name) and line[len(name):len(name) + 1] in ("{", " "):
+            total += float(line.rsplit(" ", 1)[1])
+    return total
+
+
+def wait_scheduler_rounds(url: str, rounds: int = 2, timeout: float = 30.0) -> None:
+    """Wait until the server's scheduler has finished ``rounds`` more rounds than now.
+
+    What a test asserting that the scheduler did *not* do something waits for: two rounds,
+    because the first may have started before the state the test set up."""
+    start = metric(url, ROUNDS)
+    wait_for(lambda: metric(url, ROUNDS) >= start + rounds, timeout,
+             f"{rounds} more scheduler rounds")
+
+
 CHAIN_TASKS = ["generate", "process", "merge"]
 
 

@@ -2,7 +2,7 @@
 
 ``store`` is parametrized over the embedded SQLite store, a MongoStore against the
 ``mongoeco`` wire-protocol server (one server per test, from mongoeco's pytest kit), and a
-real MongoDB when ``ICEPROD_TEST_MONGODB_URL`` is set. Because ``store`` consumes
+real MongoDB when ``ICEPROD_TEST_MONGODB_URL`` is set (the parameter exists only then). Because ``store`` consumes
 ``mongoeco_uri``, the kit's engine parameter (``--mongoeco-backend``) appears in every test id.
 
 pytest only accepts ``pytest_plugins`` in the top-level conftest, so the kit is registered in
@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 from mongoeco.compat import resolve_pymongo_profile
 
+from iceprod.db import Database, all_specs
 from iceprod.db.mongo import MongoStore
 from iceprod.db.sqlite import SQLiteStore
 from iceprod.db.store import Store
@@ -50,7 +51,13 @@ def unique_db_name() -> str:
     return f"iceprod_test_{uuid.uuid4().hex[:12]}"
 
 
-@pytest.fixture(params=["sqlite", "mongoeco", "mongodb"])
+def store_backends() -> list[str]:
+    """The backends every store test runs on: a real MongoDB only when one is configured, so
+    a run without one reports no skips for it (instead of one per store test)."""
+    return ["sqlite", "mongoeco", *(["mongodb"] if os.environ.get(MONGODB_URL_ENV) else [])]
+
+
+@pytest.fixture(params=store_backends())
 async def store(
     request: pytest.FixtureRequest, tmp_path: Path, mongoeco_uri: str
 ) -> AsyncIterator[Store]:
@@ -65,10 +72,7 @@ async def store(
         yield mongo_store
         await mongo_store.close()
     else:
-        url = os.environ.get(MONGODB_URL_ENV)
-        if not url:
-            pytest.skip(f"{MONGODB_URL_ENV} is not set: no real MongoDB to test against")
-        mongo_store = MongoStore(url, unique_db_name())
+        mongo_store = MongoStore(os.environ[MONGODB_URL_ENV], unique_db_name())
         yield mongo_store
         await mongo_store.client.drop_database(mongo_store.db_name)
         await mongo_store.close()
@@ -87,3 +91,10 @@ async def sqlite_store(tmp_path: Path) -> AsyncIterator[SQLiteStore]:
     store = SQLiteStore(str(tmp_path / "data"))
     yield store
     await store.close()
+
+
+@pytest.fixture
+async def db(store: Store) -> Database:
+    """Every repository over a fresh store of each backend, with its indexes."""
+    await store.ensure_indexes(all_specs())
+    return Database(store)

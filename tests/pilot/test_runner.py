@@ -159,9 +159,11 @@ async def test_memory_overuse_is_killed_and_measured(
 
 async def test_abort_kills_the_step_and_ends_with_the_reason(
         client: AsyncClient, runner: Make, tmp_path: Path) -> None:
-    r = runner(client, tmp_path, task([{"command": "sleep", "args": ["30"]}]))
+    marker = f"30.{os.getpid()}7"
+    r = runner(client, tmp_path, task([{"command": "sleep", "args": [marker]}]))
     run = asyncio.create_task(r.run())
-    await asyncio.sleep(0.3)
+    # abort a running step, not one still starting
+    await asyncio.to_thread(wait_for, lambda: sleepers(marker), 10, "the step to run")
     r.abort("taken away", report=False)
     outcome = await asyncio.wait_for(run, 5)
     assert (outcome.ok, outcome.reason, outcome.report) == (False, "taken away", False)

@@ -8,7 +8,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -17,7 +16,15 @@ import httpx
 import pytest
 
 from tests.conftest import SECRET, Server, start_server
-from tests.helpers import FAST, create_dataset, minimal_config, register_pilot, submit, wait_for
+from tests.helpers import (
+    FAST,
+    create_dataset,
+    minimal_config,
+    register_pilot,
+    submit,
+    wait_for,
+    wait_scheduler_rounds,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -97,13 +104,14 @@ def test_materialization_survives_sigkill(tmp_path: Path) -> None:
             else:
                 break
         assert seen_midway, "the scheduler was never killed mid-way"
-        proc = spawn_scheduler(rest.data_dir, tmp_path / "sched.log")
+        # the survivor serves /metrics too, so the test can see it go on looking and create
+        # nothing more once all 150 exist
+        finisher = start_server(rest.data_dir, env={"ICEPROD_MATERIALIZE_BATCH": "1", **FAST})
         try:
             wait_for(lambda: total() == 150, what="150 tasks")
-            time.sleep(0.5)
+            wait_scheduler_rounds(finisher.url)
         finally:
-            proc.terminate()
-            proc.wait()
+            finisher.stop()
         tasks = alice.get(f"/datasets/{ds}/tasks",
                           params={"keys": "job_index|task_index|name|depends"}).json()
         assert len(tasks) == 150
@@ -166,7 +174,7 @@ def test_cross_dataset_dependencies(sched: Server) -> None:
     good["tasks"][0]["depends"] = [f"{upstream}:gen"]
     assert alice.put(f"/config/{ds}", json=good).status_code == 200
     wait_for(lambda: sum(counts(alice, ds).values()) == 2, what="downstream tasks")
-    time.sleep(0.4)
+    wait_scheduler_rounds(sched.url)  # rounds that could have queued them, and did not
     assert counts(alice, ds) == {"waiting": 2}
     pid = new_pilot(pilot)
     done = run_task(pilot, pid)

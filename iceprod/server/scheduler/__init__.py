@@ -11,6 +11,7 @@ import logging
 import os
 import socket
 import time
+from collections.abc import Callable
 
 from iceprod.common.config import ServerConfig
 from iceprod.common.ids import new_id
@@ -27,9 +28,13 @@ LEASE = "scheduler"
 class Scheduler:
     """One scheduler process's loop; ``tick`` does one round of every duty."""
 
-    def __init__(self, db: Database, config: ServerConfig) -> None:
+    def __init__(self, db: Database, config: ServerConfig,
+                 on_round: Callable[[], None] | None = None) -> None:
         self.db = db
         self.config = config
+        # called after each round done while holding the lease (a metrics counter), so a
+        # watcher can tell "the scheduler looked and did nothing" from "it has not looked yet"
+        self.on_round = on_round
         self.holder = f"{socket.gethostname()}:{os.getpid()}:{new_id()[:8]}"
         self.last_refresh = 0.0
         self.active = False
@@ -62,7 +67,8 @@ class Scheduler:
     async def run(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
             try:
-                await self.tick()
+                if await self.tick() and self.on_round is not None:
+                    self.on_round()
             except Exception:
                 log.exception("scheduler round failed")
             try:

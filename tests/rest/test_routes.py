@@ -1,0 +1,189 @@
+"""Route coverage checked against two independent sources: the route table the server is
+built from, and a list kept by hand from the IceProd REST API this server reimplements.
+
+``SEED_API`` is the seed API's route list, copied by hand (verb and path as it documents
+them); each maps to our route, or is listed in ``ABSENT`` with the reason it is left out.
+``OURS_ONLY`` lists, with a reason, every route we serve that the seed API does not have. A
+route added to the table, or dropped from it, without updating these lists fails here; and
+every listed route must be answered by a running server and documented in ``/openapi.json``
+(not just generated from the same table).
+"""
+
+from __future__ import annotations
+
+import re
+
+import httpx
+
+from iceprod.rest.app import all_routes
+from iceprod.rest.openapi import handler_methods, template
+from tests.conftest import Server
+
+# The seed API, section by section, as its documentation lists it.
+SEED_API = """
+GET /datasets
+POST /datasets
+GET /datasets/<dataset_id>
+PUT /datasets/<dataset_id>/status
+PUT /datasets/<dataset_id>/description
+PUT /datasets/<dataset_id>/jobs_submitted
+GET /dataset_summaries/status
+GET /config/<dataset_id>
+PUT /config/<dataset_id>
+GET /datasets/<dataset_id>/jobs
+GET /datasets/<dataset_id>/jobs/<job_id>
+PUT /datasets/<dataset_id>/jobs/<job_id>/status
+GET /datasets/<dataset_id>/job_summaries/status
+GET /datasets/<dataset_id>/job_counts/status
+POST /jobs
+GET /jobs/<job_id>
+PATCH /jobs/<job_id>
+GET /datasets/<dataset_id>/tasks
+GET /datasets/<dataset_id>/tasks/<task_id>
+PUT /datasets/<dataset_id>/tasks/<task_id>/status
+GET /datasets/<dataset_id>/task_summaries/status
+GET /datasets/<dataset_id>/task_counts/status
+GET /datasets/<dataset_id>/task_counts/name_status
+POST /datasets/<dataset_id>/task_actions/bulk_status/<status>
+PATCH /datasets/<dataset_id>/task_actions/bulk_requirements/<name>
+GET /datasets/<dataset_id>/task_stats
+GET /datasets/<dataset_id>/files
+POST /datasets/<dataset_id>/files
+GET /datasets/<dataset_id>/files/<task_id>
+POST /datasets/<dataset_id>/files/<task_id>
+DELETE /datasets/<dataset_id>/files/<task_id>
+POST /tasks
+GET /tasks/<task_id>
+PATCH /tasks/<task_id>
+POST /tasks/<task_id>/task_actions/reset
+POST /tasks/<task_id>/task_actions/complete
+POST /task_actions/queue
+POST /task_actions/process
+GET /datasets/<dataset_id>/tasks/<task_id>/task_stats
+GET /datasets/<dataset_id>/tasks/<task_id>/task_stats/<task_stat_id>
+POST /tasks/<task_id>/task_stats
+POST /datasets/<dataset_id>/logs
+GET /datasets/<dataset_id>/logs/<log_id>
+GET /datasets/<dataset_id>/tasks/<task_id>/logs
+POST /logs
+GET /logs/<log_id>
+GET /grids
+POST /grids
+GET /grids/<grid_id>
+GET /pilots
+POST /pilots
+GET /pilots/<pilot_id>
+PATCH /pilots/<pilot_id>
+DELETE /pilots/<pilot_id>
+GET /roles
+PUT /roles/<role_name>
+GET /roles/<role_name>
+DELETE /roles/<role_name>
+GET /groups
+POST /groups
+GET /groups/<group_id>
+DELETE /groups/<group_id>
+GET /users
+POST /users
+GET /users/<user_id>
+DELETE /users/<user_id>
+GET /users/<user_id>/groups
+POST /users/<user_id>/groups
+PUT /users/<user_id>/groups
+PUT /users/<user_id>/roles
+POST /ldap
+POST /create_token
+PUT /auths/<dataset_id>
+GET /auths/<dataset_id>
+GET /auths/<dataset_id>/actions/read
+GET /auths/<dataset_id>/actions/write
+"""
+
+# Seed routes we serve under another path: (verb, seed path) -> our template.
+RENAMED: dict[tuple[str, str], str] = {}
+
+# Seed routes we deliberately do not serve: (verb, seed path) -> why.
+ABSENT: dict[tuple[str, str], str] = {}
+
+# Our routes the seed API does not have: (verb, template) -> why.
+OURS_ONLY: dict[tuple[str, str], str] = {
+    ("GET", "/healthz"): "liveness and store reachability for load balancers and tests",
+    ("GET", "/openapi.json"): "the machine-readable description of every route",
+    ("GET", "/metrics"): "Prometheus metrics",
+    ("POST", "/tasks/{task_id}/task_actions/failed"):
+        "a pilot ends a task as failed at once (no retry), fenced like complete/reset",
+    ("GET", "/datasets/{dataset_id}/store"): "the built-in file store: list a dataset's files",
+    ("GET", "/datasets/{dataset_id}/store/{name}"): "the built-in file store: download",
+    ("PUT", "/datasets/{dataset_id}/store/{name}"): "the built-in file store: upload",
+    ("DELETE", "/datasets/{dataset_id}/store/{name}"): "the built-in file store: delete",
+    ("PATCH", "/users/{user_id}"): "an admin edits a user's identities (email, ORCID iD)",
+    ("POST", "/users/{user_id}/actions/revoke_tokens"): "revoke every token a user holds",
+    ("GET", "/token/{username}"): "exchange an external OpenID provider's token for ours",
+}
+
+# A value of the right shape for each path parameter, so a probe reaches its handler.
+SAMPLE = {"status": "complete", "name": "only", "role_name": "someone", "username": "someone"}
+HEX_ID = "0123456789abcdef0123456789abcdef"
+
+
+def seed_routes() -> list[tuple[str, str]]:
+    routes = [tuple(line.split()) for line in SEED_API.strip().splitlines()]
+    assert all(len(r) == 2 for r in routes)
+    assert len(set(routes)) == len(routes), "a seed route is listed twice"
+    return routes  # type: ignore[return-value]
+
+
+def ours(verb: str, seed_path: str) -> str:
+    """Our template for a seed route: renamed, else the same path with ``{param}``."""
+    return RENAMED.get((verb, seed_path), re.sub(r"<(\w+)>", r"{\1}", seed_path))
+
+
+def expected_routes() -> set[tuple[str, str]]:
+    """Every (verb, template) the hand-kept lists say we serve."""
+    from_seed = {(v, ours(v, p)) for v, p in seed_routes() if (v, p) not in ABSENT}
+    assert not from_seed & set(OURS_ONLY), "a route is both from the seed and ours only"
+    return from_seed | set(OURS_ONLY)
+
+
+def table_routes() -> set[tuple[str, str]]:
+    """Every (verb, template) in the route table the app is built from."""
+    return {(verb.upper(), template(pattern))
+            for pattern, handler in all_routes() for verb in handler_methods(handler)}
+
+
+def test_the_hand_kept_lists_are_consistent() -> None:
+    seed = set(seed_routes())
+    assert set(ABSENT) <= seed and set(RENAMED) <= seed
+    assert all(reason.strip() for reason in [*ABSENT.values(), *OURS_ONLY.values()])
+    assert not set(ABSENT) & set(RENAMED)
+
+
+def test_every_seed_route_is_served_or_deliberately_absent() -> None:
+    table = table_routes()
+    missing = sorted((v, p) for v, p in seed_routes()
+                     if (v, p) not in ABSENT and (v, ours(v, p)) not in table)
+    assert not missing, f"seed API routes we do not serve (serve them or list in ABSENT): {missing}"
+
+
+def test_every_route_in_the_table_is_listed_by_hand() -> None:
+    table = table_routes()
+    unlisted = sorted(table - expected_routes())
+    gone = sorted(expected_routes() - table)
+    assert not unlisted, f"routes served but not in SEED_API/OURS_ONLY (list them): {unlisted}"
+    assert not gone, f"routes listed here that the table no longer has: {gone}"
+
+
+def probe_path(route: str) -> str:
+    return re.sub(r"\{(\w+)\}", lambda m: SAMPLE.get(m.group(1), HEX_ID), route)
+
+
+def test_a_running_server_answers_and_documents_every_listed_route(server: Server) -> None:
+    spec = httpx.get(server.url + "/openapi.json").json()
+    with httpx.Client(base_url=server.url, timeout=30) as anonymous:
+        for verb, route in sorted(expected_routes()):
+            assert verb.lower() in spec["paths"].get(route, {}), f"{verb} {route} undocumented"
+            # without a token: refused, or answered, but never "no such route"
+            r = anonymous.request(verb, probe_path(route))
+            assert r.status_code != 405, (verb, route, r.text)
+            if r.status_code == 404:
+                assert r.json() != {"code": 404, "error": "no such route"}, (verb, route)
