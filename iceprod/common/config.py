@@ -194,14 +194,16 @@ class ServerConfig:
 
     @classmethod
     def from_env(cls, host: str | None = None, port: int | None = None,
-                 data_dir: str | None = None) -> ServerConfig:
+                 data_dir: str | None = None, with_secret: bool = True) -> ServerConfig:
+        """``with_secret=False`` (a grid manager alone, ``--only grid``): the secret is
+        neither read nor created, and the database settings are left out."""
         data_dir = resolve_data_dir(data_dir)
         return cls(
             host=host or os.environ.get("ICEPROD_HOST") or "127.0.0.1",
             port=port if port is not None else _env_int("ICEPROD_PORT", 8080),
             data_dir=data_dir,
-            db_url=os.environ.get("ICEPROD_DB_URL") or None,
-            secret=load_secret(data_dir),
+            db_url=(os.environ.get("ICEPROD_DB_URL") or None) if with_secret else None,
+            secret=load_secret(data_dir) if with_secret else "",
             lease_seconds=_env_float("ICEPROD_LEASE_SECONDS", 600.0),
             max_log_bytes=_env_int("ICEPROD_MAX_LOG_BYTES", 16 * 1024 * 1024),
             max_file_bytes=_env_int("ICEPROD_MAX_FILE_BYTES", 256 * 1024 * 1024),

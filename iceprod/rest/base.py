@@ -359,9 +359,11 @@ class OwnershipMixin:
     db: Database
 
     def check_pilot_id(self, pilot_id: str) -> None:
-        """Privileged callers act on any pilot; a pilot token only on the one it names."""
+        """Privileged callers act on any pilot, a grid manager (scope ``grid``) on pilots
+        registered for a grid (checked in ``check_pilot``); a pilot token only on the one it
+        names."""
         p = self.principal
-        if p.privileged or p.pilot_id == pilot_id:
+        if p.privileged or p.pilot_id == pilot_id or p.has("grid"):
             return
         if p.registration_only:
             raise Forbidden(UNBOUND_PILOT)
@@ -369,7 +371,11 @@ class OwnershipMixin:
 
     async def check_pilot(self, pilot_id: str) -> Doc:
         self.check_pilot_id(pilot_id)
-        return await self.db.pilots.get(pilot_id)
+        doc = await self.db.pilots.get(pilot_id)
+        p = self.principal
+        if not (p.privileged or p.pilot_id == pilot_id) and not doc.get("grid_id"):
+            raise Forbidden("pilot_id: not a pilot of a grid")
+        return doc
 
     async def check_task_holder(self, task: Doc) -> None:
         """A non-privileged caller must hold the task through the pilot its token names."""

@@ -1049,6 +1049,11 @@ async def test_queued_groups_count_queued_tasks_by_requirements(db: Database) ->
     assert rows[0]["requirements.cpu"] == 1 and rows[0]["requirements.memory"] == 2.0
     assert rows[0]["requirements.gpu"] is None
     assert rows[1]["requirements.gpu"] == 1 and rows[1]["requirements.site"] == "X"
+    # the same, shaped as GET /task_demand answers it: fields set only, largest group first
+    assert await db.tasks.demand() == [
+        {"requirements": small, "count": 2},
+        {"requirements": {"gpu": 1, "site": "X"}, "count": 1},
+    ]
 
 
 async def test_task_counts_and_ids_by_status(db: Database) -> None:
@@ -1715,6 +1720,7 @@ COVERED: dict[str, tuple[str, ...]] = {
     "Repository.ids_grouped_by_status": ("test_ids_grouped_by_status",),
     "JobsRepo.any_with_status": ("test_jobs_any_with_status",),
     "TasksRepo.queued_groups": ("test_queued_groups_count_queued_tasks_by_requirements",),
+    "TasksRepo.demand": ("test_queued_groups_count_queued_tasks_by_requirements",),
     "Repository.find": ("test_get_find_and_projection", "test_pilots_create_heartbeat_delete"),
     "Repository.page": ("test_page_visits_every_doc_exactly_once",
                         "test_page_bad_cursor_is_invalid"),
