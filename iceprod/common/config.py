@@ -166,6 +166,9 @@ class ServerConfig:
     # grids (README "Running work"): the grid config file ("none": no grids; unset: one
     # local grid), seconds between grid manager rounds, and the URL pilots reach us at
     grid_config: str | None = None
+    # where the REST API keeps uploaded files (iceprod.rest.filestore): unset is
+    # <data_dir>/store; a path (a shared mount for several REST replicas)
+    file_store: str | None = None
     grid_interval: float = 10.0
     public_url: str | None = None
     # the operator account: a local grid without isolation runs only its datasets
@@ -215,6 +218,7 @@ class ServerConfig:
             priority_refresh=_env_float("ICEPROD_PRIORITY_REFRESH", 30.0),
             group_weights=_group_weights(os.environ.get("ICEPROD_GROUP_WEIGHTS", "")),
             grid_config=_env_str("ICEPROD_GRID_CONFIG"),
+            file_store=_env_str("ICEPROD_FILE_STORE"),
             grid_interval=_env_float("ICEPROD_GRID_INTERVAL", 10.0),
             public_url=_env_str("ICEPROD_URL"),
             operator=_env_str("ICEPROD_OPERATOR") or _os_user(),

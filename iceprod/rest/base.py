@@ -31,6 +31,7 @@ from iceprod.rest.auth.external import ExternalVerifier
 from iceprod.rest.auth.ratelimit import LoginLimiter
 from iceprod.rest.auth.resolver import TokenResolver
 from iceprod.rest.auth.tokens import ANONYMOUS, UNBOUND_PILOT, Principal
+from iceprod.rest.filestore import FileStore, make_file_store
 from iceprod.rest.metrics import Metrics
 
 log = logging.getLogger(__name__)
@@ -55,9 +56,11 @@ class AppContext:
     resolver: TokenResolver = field(init=False)
     login_limiter: LoginLimiter = field(init=False)
     external: ExternalVerifier | None = field(init=False)
+    files: FileStore = field(init=False)
 
     def __post_init__(self) -> None:
         c = self.config
+        self.files = make_file_store(c)
         self.resolver = TokenResolver(self.db, c.secret, c.auth_cache_seconds)
         self.login_limiter = LoginLimiter(c.login_max_failures, c.login_window_seconds)
         self.external = ExternalVerifier(c) if c.oidc_enabled else None
