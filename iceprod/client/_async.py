@@ -712,6 +712,23 @@ class AsyncGrids(AsyncGroup):
         result: Doc = await self.client.request("GET", f"/grids/{grid_id}", params={"keys": keys})
         return result
 
+    async def put(self, grid_id: str, host: str, *, queues: dict[str, str] | None = None,
+                  version: str | None = None, debug: bool | None = None,
+                  isolation: str | None = None, single_user: str | None = None) -> Doc:
+        """Register or update the grid `grid_id` (an id its manager keeps across restarts);
+        `single_user` is always sent (None clears it). Answers the grid."""
+        body = drop_none({"host": host, "queues": queues, "version": version, "debug": debug,
+                          "isolation": isolation})
+        result: Doc = await self.client.request("PUT", f"/grids/{grid_id}",
+                                                {**body, "single_user": single_user})
+        return result
+
+    async def demand(self) -> list[Doc]:
+        """Queued tasks grouped by requirements, largest groups first:
+        `[{requirements: {...}, count}]` (needs scope `grid`)."""
+        result: Doc = await self.client.request("GET", "/task_demand")
+        return list(result["groups"])
+
 
 class AsyncPilots(AsyncGroup):
     """Pilot records: register, heartbeat (renews its tasks' leases), delete."""

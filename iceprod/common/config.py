@@ -166,6 +166,9 @@ class ServerConfig:
     # grids (README "Running work"): the grid config file ("none": no grids; unset: one
     # local grid), seconds between grid manager rounds, and the URL pilots reach us at
     grid_config: str | None = None
+    # where the REST API keeps uploaded files (iceprod.rest.filestore): unset is
+    # <data_dir>/store; a path (a shared mount for several REST replicas)
+    file_store: str | None = None
     grid_interval: float = 10.0
     public_url: str | None = None
     # the operator account: a local grid without isolation runs only its datasets
@@ -194,14 +197,16 @@ class ServerConfig:
 
     @classmethod
     def from_env(cls, host: str | None = None, port: int | None = None,
-                 data_dir: str | None = None) -> ServerConfig:
+                 data_dir: str | None = None, with_secret: bool = True) -> ServerConfig:
+        """``with_secret=False`` (a grid manager alone, ``--only grid``): the secret is
+        neither read nor created, and the database settings are left out."""
         data_dir = resolve_data_dir(data_dir)
         return cls(
             host=host or os.environ.get("ICEPROD_HOST") or "127.0.0.1",
             port=port if port is not None else _env_int("ICEPROD_PORT", 8080),
             data_dir=data_dir,
-            db_url=os.environ.get("ICEPROD_DB_URL") or None,
-            secret=load_secret(data_dir),
+            db_url=(os.environ.get("ICEPROD_DB_URL") or None) if with_secret else None,
+            secret=load_secret(data_dir) if with_secret else "",
             lease_seconds=_env_float("ICEPROD_LEASE_SECONDS", 600.0),
             max_log_bytes=_env_int("ICEPROD_MAX_LOG_BYTES", 16 * 1024 * 1024),
             max_file_bytes=_env_int("ICEPROD_MAX_FILE_BYTES", 256 * 1024 * 1024),
@@ -213,6 +218,7 @@ class ServerConfig:
             priority_refresh=_env_float("ICEPROD_PRIORITY_REFRESH", 30.0),
             group_weights=_group_weights(os.environ.get("ICEPROD_GROUP_WEIGHTS", "")),
             grid_config=_env_str("ICEPROD_GRID_CONFIG"),
+            file_store=_env_str("ICEPROD_FILE_STORE"),
             grid_interval=_env_float("ICEPROD_GRID_INTERVAL", 10.0),
             public_url=_env_str("ICEPROD_URL"),
             operator=_env_str("ICEPROD_OPERATOR") or _os_user(),

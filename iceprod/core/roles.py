@@ -22,6 +22,8 @@ SCOPES = {
     "write:grids": "register grids",
     "read:pilots": "list pilots",
     "write:pilots": "register and heartbeat pilots (a pilot only its own)",
+    "grid": "run a grid: read queued demand (GET /task_demand), register pilots for a grid "
+            "(each answered with its bound token), mark them lost or finished, remove them",
     "account": "read one's own user record and groups, and the roles",
     "token": "mint sub-tokens within one's own rights (POST /create_token)",
     "read:accounts": "read users, groups and roles",
@@ -38,6 +40,9 @@ ROLE_SCOPES: dict[str, frozenset[str]] = {
          "account", "token"}
     ),
     "pilot": frozenset({"pilot", "read:pilots", "write:pilots"}),
+    # a grid manager on a submit host: its grids, and the pilots registered for a grid;
+    # never tasks, datasets or accounts
+    "grid": frozenset({"grid", "read:grids", "write:grids", "read:pilots", "write:pilots"}),
     "anonymous": frozenset(),
 }
 

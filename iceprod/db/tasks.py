@@ -349,6 +349,17 @@ class TasksRepo(Repository):
             {"status": "queued"},
             [f"requirements.{k}" for k in (*NUMERIC_REQUIREMENTS, "site")])
 
+    async def demand(self) -> list[Doc]:
+        """Queued tasks grouped by requirements, largest groups first:
+        ``[{"requirements": {cpu, gpu, memory, disk, time, site (those set)}, "count": n}]``
+        (``GET /task_demand``, what a grid manager sizes its pilots from)."""
+        out = []
+        for row in await self.queued_groups():
+            need = {k: row[f"requirements.{k}"] for k in (*NUMERIC_REQUIREMENTS, "site")
+                    if row.get(f"requirements.{k}") not in (None, "")}
+            out.append({"requirements": need, "count": int(row["count"])})
+        return sorted(out, key=lambda g: -g["count"])
+
     async def counts_by_status(self, dataset_id: str) -> dict[str, int]:
         return await self.status_counts({"dataset_id": dataset_id})
 

@@ -31,6 +31,7 @@ from iceprod.rest.auth.external import ExternalVerifier
 from iceprod.rest.auth.ratelimit import LoginLimiter
 from iceprod.rest.auth.resolver import TokenResolver
 from iceprod.rest.auth.tokens import ANONYMOUS, UNBOUND_PILOT, Principal
+from iceprod.rest.filestore import FileStore, make_file_store
 from iceprod.rest.metrics import Metrics
 
 log = logging.getLogger(__name__)
@@ -55,9 +56,11 @@ class AppContext:
     resolver: TokenResolver = field(init=False)
     login_limiter: LoginLimiter = field(init=False)
     external: ExternalVerifier | None = field(init=False)
+    files: FileStore = field(init=False)
 
     def __post_init__(self) -> None:
         c = self.config
+        self.files = make_file_store(c)
         self.resolver = TokenResolver(self.db, c.secret, c.auth_cache_seconds)
         self.login_limiter = LoginLimiter(c.login_max_failures, c.login_window_seconds)
         self.external = ExternalVerifier(c) if c.oidc_enabled else None
@@ -359,9 +362,11 @@ class OwnershipMixin:
     db: Database
 
     def check_pilot_id(self, pilot_id: str) -> None:
-        """Privileged callers act on any pilot; a pilot token only on the one it names."""
+        """Privileged callers act on any pilot, a grid manager (scope ``grid``) on pilots
+        registered for a grid (checked in ``check_pilot``); a pilot token only on the one it
+        names."""
         p = self.principal
-        if p.privileged or p.pilot_id == pilot_id:
+        if p.privileged or p.pilot_id == pilot_id or p.has("grid"):
             return
         if p.registration_only:
             raise Forbidden(UNBOUND_PILOT)
@@ -369,7 +374,11 @@ class OwnershipMixin:
 
     async def check_pilot(self, pilot_id: str) -> Doc:
         self.check_pilot_id(pilot_id)
-        return await self.db.pilots.get(pilot_id)
+        doc = await self.db.pilots.get(pilot_id)
+        p = self.principal
+        if not (p.privileged or p.pilot_id == pilot_id) and not doc.get("grid_id"):
+            raise Forbidden("pilot_id: not a pilot of a grid")
+        return doc
 
     async def check_task_holder(self, task: Doc) -> None:
         """A non-privileged caller must hold the task through the pilot its token names."""

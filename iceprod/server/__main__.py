@@ -1,9 +1,13 @@
 """The ``iceprod-server`` command: run the server, or mint a bootstrap token.
 
     iceprod-server [--host H] [--port P] [--data-dir D] [--only rest|scheduler|grid]
-                   [--grid NAME]
+                   [--grid NAME] [--token-file F]
     iceprod-server token [--data-dir D] --user NAME --role ROLE [--group G] [--exp SECONDS]
                          [--pilot-id ID]
+
+``--only grid`` runs a grid manager alone, as a client of the REST API at ``ICEPROD_URL``
+with the token in ``--token-file`` (``ICEPROD_TOKEN_FILE``; role ``grid``): it opens no
+database and reads no secret; its data dir holds only its pilots' work dirs.
 
 A pilot token minted here without ``--pilot-id`` is a registration token: the pilot registers
 with it (``POST /pilots``) and works with the bound token that answers.
@@ -43,6 +47,9 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
                         help="run only one part (default: all)")
     parser.add_argument("--grid", default=None,
                         help="manage only this grid of ICEPROD_GRID_CONFIG (with --only grid)")
+    parser.add_argument("--token-file", default=None,
+                        help="with --only grid: the file holding the grid manager's token "
+                             "(ICEPROD_TOKEN_FILE)")
     parser.add_argument("--log-level", default=None, help="DEBUG, INFO, WARNING ...")
     sub = parser.add_subparsers(dest="command")
     tok = sub.add_parser("token", help="print a token signed with the server's secret")
@@ -90,9 +97,15 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         return 0
     iplogging.setup(args.log_level)
-    config = ServerConfig.from_env(args.host, args.port, args.data_dir)
+    grid_only = args.only == "grid"
+    config = ServerConfig.from_env(args.host, args.port, args.data_dir,
+                                   with_secret=not grid_only)
+    token_file = args.token_file or os.environ.get("ICEPROD_TOKEN_FILE") or None
     try:
-        asyncio.run(_serve(config, args.only, args.grid))
+        if grid_only:
+            asyncio.run(_grid_only(config, args.grid, token_file))
+        else:
+            asyncio.run(_serve(config, args.only, args.grid))
     except Invalid as e:
         print(f"iceprod-server: {e.message}", file=sys.stderr)
         return 2
@@ -103,6 +116,12 @@ async def _serve(config: ServerConfig, only: str | None, grid: str | None = None
     from iceprod.server.daemon import serve
 
     await serve(config, only, grid)
+
+
+async def _grid_only(config: ServerConfig, grid: str | None, token_file: str | None) -> None:
+    from iceprod.server.daemon import serve_grid
+
+    await serve_grid(config, grid, token_file)
 
 
 if __name__ == "__main__":

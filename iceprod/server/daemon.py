@@ -1,4 +1,5 @@
-"""Runs the REST API and the server's background loops in one asyncio process."""
+"""Runs the REST API and the server's background loops in one asyncio process, or a grid
+manager alone (``serve_grid``: a REST client holding a URL and a token, nothing else)."""
 
 from __future__ import annotations
 
@@ -8,15 +9,27 @@ import logging
 import os
 import signal
 import socket
+import time
+from pathlib import Path
 
 import tornado.httpserver
 
+from iceprod.client import errors as api_errors
+from iceprod.client._async import AsyncClient
 from iceprod.common.config import ServerConfig
 from iceprod.common.errors import Invalid
 from iceprod.db import Database
 from iceprod.rest.app import make_app
+from iceprod.core.tokens import create_token
 from iceprod.rest.base import AppContext
-from iceprod.server.grids.manager import GridManager, GridsFile, load_grids, require_pilot_url
+from iceprod.server.grids.manager import (
+    GridManager,
+    GridsFile,
+    TokenSource,
+    chosen_grids,
+    load_grids,
+    require_pilot_url,
+)
 from iceprod.server.scheduler import Scheduler
 
 log = logging.getLogger(__name__)
@@ -60,8 +73,11 @@ async def serve(config: ServerConfig, only: str | None = None, grid: str | None 
             help="scheduler rounds done while holding the lease")
         tasks.append(asyncio.create_task(Scheduler(db, config, on_round).run(stop)))
     grid_task = None
-    if grids.grids:
-        manager = GridManager(db, config, grids, require_pilot_url(config, grids, port), grid)
+    if grids.grids and port is not None:
+        # the embedded grid manager is a client of this process's own API, like any other
+        api = AsyncClient(local_url(config.host, port))
+        manager = GridManager(api, config, grids, require_pilot_url(config, grids, port), grid,
+                              token=SelfToken(config.secret))
         grid_task = asyncio.create_task(manager.run(stop))
     await stop.wait()
     log.info("shutting down")
@@ -76,3 +92,84 @@ async def serve(config: ServerConfig, only: str | None = None, grid: str | None 
     await asyncio.gather(*tasks, return_exceptions=True)
     await db.close()
     log.info("stopped")
+
+
+GRID_SUBJECT = "iceprod-grid-manager"
+SELF_TOKEN_SECONDS = 86400
+
+
+class SelfToken:
+    """The embedded grid manager's token (role ``grid``), minted in memory from the secret
+    this process holds, and minted again when half its life is gone."""
+
+    def __init__(self, secret: str) -> None:
+        self.secret = secret
+        self.token = ""
+        self.renew_at = 0.0
+
+    def __call__(self) -> str:
+        now = time.time()
+        if now >= self.renew_at:
+            self.token = create_token(self.secret, GRID_SUBJECT, ["grid"],
+                                      exp=SELF_TOKEN_SECONDS)
+            self.renew_at = now + SELF_TOKEN_SECONDS / 2
+        return self.token
+
+
+def local_url(host: str, port: int) -> str:
+    """This process's own API on the address it listens on (a wildcard is loopback)."""
+    if host in ("0.0.0.0", ""):
+        host = "127.0.0.1"
+    elif host == "::":
+        host = "::1"
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+
+
+def file_token(path: str) -> TokenSource:
+    """Reads the token file on every call, so an operator may replace the token in place."""
+
+    def read() -> str:
+        token = Path(path).read_text().strip()
+        if not token:
+            raise OSError(f"{path} is empty")
+        return token
+
+    return read
+
+
+async def serve_grid(config: ServerConfig, only: str | None, token_file: str | None) -> None:
+    """``--only grid``: run the grid manager as a REST client of ``ICEPROD_URL`` with the
+    token in ``token_file``; no database is opened and no secret is read."""
+    grids = load_grids(config.grid_config)
+    if not chosen_grids(grids, only):
+        raise Invalid("ICEPROD_GRID_CONFIG: no grids to manage")
+    if not token_file:
+        raise Invalid("--token-file: --only grid needs a token of role grid (--token-file or "
+                      "ICEPROD_TOKEN_FILE)")
+    token = file_token(token_file)
+    try:
+        first = token()
+    except OSError as e:
+        raise Invalid(f"--token-file: cannot read the token: {e}") from None
+    url = require_pilot_url(config, grids, None)
+    api = AsyncClient(url, first)
+    await check_access(api)
+    manager = GridManager(api, config, grids, url, only, token=token)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await manager.run(stop)
+    log.info("stopped")
+
+
+async def check_access(api: AsyncClient) -> None:
+    """Refuse to start with a token the server refuses; an unreachable server is only
+    logged (the rounds retry until it answers)."""
+    try:
+        await api.grids.demand()
+    except (api_errors.Unauthorized, api_errors.Forbidden) as e:
+        await api.aclose()
+        raise Invalid(f"--token-file: the server at {api.url} refuses the token: {e}") from None
+    except api_errors.APIError as e:
+        log.warning("grids: the server at %s does not answer yet: %s", api.url, e)

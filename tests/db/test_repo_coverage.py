@@ -25,6 +25,7 @@ COVERED: dict[str, tuple[str, ...]] = {
     "Repository.ids_grouped_by_status": ("test_ids_grouped_by_status",),
     "JobsRepo.any_with_status": ("test_jobs_any_with_status",),
     "TasksRepo.queued_groups": ("test_queued_groups_count_queued_tasks_by_requirements",),
+    "TasksRepo.demand": ("test_queued_groups_count_queued_tasks_by_requirements",),
     "Repository.find": ("test_get_find_and_projection", "test_pilots_create_heartbeat_delete"),
     "Repository.page": ("test_page_visits_every_doc_exactly_once",
                         "test_page_bad_cursor_is_invalid"),

@@ -267,6 +267,11 @@ async def test_queued_groups_count_queued_tasks_by_requirements(db: Database) ->
     assert rows[0]["requirements.cpu"] == 1 and rows[0]["requirements.memory"] == 2.0
     assert rows[0]["requirements.gpu"] is None
     assert rows[1]["requirements.gpu"] == 1 and rows[1]["requirements.site"] == "X"
+    # the same, shaped as GET /task_demand answers it: fields set only, largest group first
+    assert await db.tasks.demand() == [
+        {"requirements": small, "count": 2},
+        {"requirements": {"gpu": 1, "site": "X"}, "count": 1},
+    ]
 
 
 async def test_task_counts_and_ids_by_status(db: Database) -> None:

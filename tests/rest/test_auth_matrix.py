@@ -14,6 +14,7 @@ Callers (columns, in ``ROLES`` order):
 - ``otherpilot``: a live pilot that does not hold the task.
 - ``lostpilot`` / ``deadpilot``: the tokens of a pilot marked lost / a deleted pilot.
 - ``registrar``: a pilot token naming no pilot (it may only register one).
+- ``grid``: a grid manager's token (role ``grid``): its grids, demand, and the pilots of grids.
 - ``system``, ``admin``.
 
 Each cell a caller is expected to pass runs against a fresh world (a dataset owned by alice
@@ -45,29 +46,36 @@ from tests.helpers import create_dataset, create_job, create_task, minimal_confi
 from tests.oidc_provider import AUDIENCE, ISSUER, Provider
 
 ROLES = ("anon", "owner", "member", "reader", "other", "share", "pilot", "otherpilot",
-         "lostpilot", "deadpilot", "registrar", "system", "admin")
+         "lostpilot", "deadpilot", "registrar", "grid", "system", "admin")
 # expected status per caller, in ROLES order:
-#              anon owner memb  read  other share pilot opilot lost  dead  reg   sys   admin
-READ = (       401, 200,  200,  200,  403,  200,  403,  403,   401,  401,  403,  200,  200)
-WRITE = (      401, 200,  403,  403,  403,  403,  403,  403,   401,  401,  403,  200,  200)
-WRITE_NEW = (  401, 201,  403,  403,  403,  403,  403,  403,   401,  401,  403,  201,  201)
-SUBMIT = (     401, 201,  201,  403,  403,  403,  403,  403,   401,  401,  403,  201,  201)
-LIST_READABLE = (401, 200, 200, 200,  200,  200,  403,  403,   401,  401,  403,  200,  200)
-USERS = (      401, 200,  200,  200,  200,  403,  403,  403,   401,  401,  403,  200,  200)
-INTERNAL = (   401, 403,  403,  403,  403,  403,  403,  403,   401,  401,  403,  200,  200)
-INTERNAL_NEW = (401, 403, 403,  403,  403,  403,  403,  403,   401,  401,  403,  201,  201)
-PILOT_ACT = (  401, 403,  403,  403,  403,  403,  200,  403,   401,  401,  403,  200,  200)
-PILOT_NEW = (  401, 403,  403,  403,  403,  403,  201,  403,   401,  401,  403,  201,  201)
-HOLDER = (     401, 200,  200,  200,  403,  200,  200,  403,   401,  401,  403,  200,  200)
-HOLDER_NEW = ( 401, 201,  403,  403,  403,  403,  201,  403,   401,  401,  403,  201,  201)
-REGISTER = (   401, 403,  403,  403,  403,  403,  409,  409,   401,  401,  201,  201,  201)
-PILOT_LIST = ( 401, 200,  200,  200,  200,  403,  200,  200,   401,  401,  403,  200,  200)
-PILOT_DOC = (  401, 200,  200,  200,  200,  403,  200,  403,   401,  401,  403,  200,  200)
-EVERYONE = (   200, 200,  200,  200,  200,  200,  200,  200,   401,  401,  200,  200,  200)
-ADMIN_ONLY = ( 401, 403,  403,  403,  403,  403,  403,  403,   401,  401,  403,  403,  200)
-ADMIN_NEW = (  401, 403,  403,  403,  403,  403,  403,  403,   401,  401,  403,  403,  201)
-LDAP_DOWN = (  503, 503,  503,  503,  503,  503,  503,  503,   401,  401,  503,  503,  503)
-EXTERNAL_TOKEN_ONLY = (401, 403, 403, 403, 403, 403, 403, 403, 403, 403, 403, 403, 403)
+#                      anon own  memb read oth  shr  plt  opl  lost dead reg  grid sys  admin
+READ = (               401, 200, 200, 200, 403, 200, 403, 403, 401, 401, 403, 403, 200, 200)
+WRITE = (              401, 200, 403, 403, 403, 403, 403, 403, 401, 401, 403, 403, 200, 200)
+WRITE_NEW = (          401, 201, 403, 403, 403, 403, 403, 403, 401, 401, 403, 403, 201, 201)
+SUBMIT = (             401, 201, 201, 403, 403, 403, 403, 403, 401, 401, 403, 403, 201, 201)
+LIST_READABLE = (      401, 200, 200, 200, 200, 200, 403, 403, 401, 401, 403, 403, 200, 200)
+USERS = (              401, 200, 200, 200, 200, 403, 403, 403, 401, 401, 403, 403, 200, 200)
+INTERNAL = (           401, 403, 403, 403, 403, 403, 403, 403, 401, 401, 403, 403, 200, 200)
+INTERNAL_NEW = (       401, 403, 403, 403, 403, 403, 403, 403, 401, 401, 403, 403, 201, 201)
+PILOT_ACT = (          401, 403, 403, 403, 403, 403, 200, 403, 401, 401, 403, 403, 200, 200)
+PILOT_NEW = (          401, 403, 403, 403, 403, 403, 201, 403, 401, 401, 403, 403, 201, 201)
+HOLDER = (             401, 200, 200, 200, 403, 200, 200, 403, 401, 401, 403, 403, 200, 200)
+HOLDER_NEW = (         401, 201, 403, 403, 403, 403, 201, 403, 401, 401, 403, 403, 201, 201)
+REGISTER = (           401, 403, 403, 403, 403, 403, 409, 409, 401, 401, 201, 201, 201, 201)
+PILOT_LIST = (         401, 200, 200, 200, 200, 403, 200, 200, 401, 401, 403, 200, 200, 200)
+PILOT_DOC = (          401, 200, 200, 200, 200, 403, 200, 403, 401, 401, 403, 200, 200, 200)
+EVERYONE = (           200, 200, 200, 200, 200, 200, 200, 200, 401, 401, 200, 200, 200, 200)
+ADMIN_ONLY = (         401, 403, 403, 403, 403, 403, 403, 403, 401, 401, 403, 403, 403, 200)
+ADMIN_NEW = (          401, 403, 403, 403, 403, 403, 403, 403, 401, 401, 403, 403, 403, 201)
+LDAP_DOWN = (          503, 503, 503, 503, 503, 503, 503, 503, 401, 401, 503, 503, 503, 503)
+GRIDS_READ = (         401, 200, 200, 200, 200, 403, 403, 403, 401, 401, 403, 200, 200, 200)
+GRIDS_WRITE = (        401, 403, 403, 403, 403, 403, 403, 403, 401, 401, 403, 200, 200, 200)
+GRIDS_NEW = (          401, 403, 403, 403, 403, 403, 403, 403, 401, 401, 403, 201, 201, 201)
+GRID_MANAGER = (       401, 403, 403, 403, 403, 403, 403, 403, 401, 401, 403, 200, 200, 200)
+# a pilot registered by a grid manager: a bound pilot token may not register another (409),
+# a registration token may not set the grid's fields (403)
+GRID_REGISTER = (      401, 403, 403, 403, 403, 403, 409, 409, 401, 401, 403, 201, 201, 201)
+EXTERNAL_TOKEN_ONLY = (401, 403, 403, 403, 403, 403, 403, 403, 403, 403, 403, 403, 403, 403)
 
 MATRIX: list[tuple[str, str, Any, tuple[int, ...]]] = [
     ("GET", "/healthz", None, EVERYONE),
@@ -133,14 +141,20 @@ MATRIX: list[tuple[str, str, Any, tuple[int, ...]]] = [
     ("GET", "/datasets/{dataset_id}/tasks/{task_id}/logs", None, READ),
     ("POST", "/logs", {"task_id": "{task_id}", "name": "stdlog", "data": "x"}, PILOT_NEW),
     ("GET", "/logs/{log_id}", None, INTERNAL),
-    ("GET", "/grids", None, USERS),
-    ("POST", "/grids", {"host": "submit.example.org"}, INTERNAL_NEW),
-    ("GET", "/grids/{grid_id}", None, USERS),
+    ("GET", "/grids", None, GRIDS_READ),
+    ("POST", "/grids", {"host": "submit.example.org"}, GRIDS_NEW),
+    ("GET", "/grids/{grid_id}", None, GRIDS_READ),
+    ("PUT", "/grids/{grid_id}", {"host": "h2", "isolation": "batch"}, GRIDS_WRITE),
+    ("GET", "/task_demand", None, GRID_MANAGER),
     ("GET", "/pilots", None, PILOT_LIST),
     ("POST", "/pilots", {"queue_host": "h", "resources": {"cpu": 1}}, REGISTER),
     ("GET", "/pilots/{pilot_id}", None, PILOT_DOC),
     ("PATCH", "/pilots/{pilot_id}", {"resources_available": {"cpu": 1}}, PILOT_ACT),
     ("DELETE", "/pilots/{pilot_id}", None, PILOT_ACT),
+    ("POST", "/pilots", {"status": "submitted", "grid_id": "{grid_id}", "grid_name": "g",
+                         "resources": {"cpu": 1}, "token_seconds": 600}, GRID_REGISTER),
+    ("PATCH", "/pilots/{grid_pilot_id}", {"status": "lost", "reason": "gone"}, GRID_MANAGER),
+    ("DELETE", "/pilots/{grid_pilot_id}", None, GRID_MANAGER),
     ("GET", "/roles", None, USERS),
     ("GET", "/roles/{role_name}", None, USERS),
     ("PUT", "/roles/{role_name}", {"scopes": ["read:datasets"]}, ADMIN_ONLY),
@@ -221,6 +235,7 @@ def tokens(server: Server, http: httpx.Client) -> dict[str, str]:
         "reader": server.token("rita", ["user"], ["readers"]),
         "other": server.token("bob", ["user"], ["astro"]),
         "registrar": server.token("pilot-registrar", ["pilot"]),
+        "grid": server.token("grid-manager", ["grid"]),
         "system": server.token("iceprod-system", ["system"]),
         "admin": server.token("root", ["admin"]),
     }
@@ -258,6 +273,10 @@ def build_world(server: Server, http: httpx.Client, setup: dict[str, httpx.Clien
            "instance_id": r.json()["instance_id"]}
     r = sys_c.post("/grids", json={"host": "grid.example.org"})
     ids["grid_id"] = r.json()["result"]
+    r = sys_c.post("/pilots", json={"status": "submitted", "grid_id": ids["grid_id"],
+                                    "resources": {"cpu": 1}})
+    assert r.status_code == 201, r.text
+    ids["grid_pilot_id"] = r.json()["result"]
     r = sys_c.post("/logs", json={"task_id": held, "name": "stdout", "data": "out"})
     ids["log_id"] = r.json()["result"]
     r = http.post(f"/tasks/{held}/task_stats", json={"dataset_id": ds, "stats": {"t": 1}},
@@ -342,7 +361,7 @@ def test_every_row_has_a_status_per_caller() -> None:
 
 
 SAMPLE = {"dataset_id": "d" * 32, "job_id": "b" * 32, "task_id": "c" * 32,
-          "pilot_id": "e" * 32, "instance_id": "f" * 32, "grid_id": "a" * 32,
+          "pilot_id": "e" * 32, "grid_pilot_id": "5" * 32, "instance_id": "f" * 32, "grid_id": "a" * 32,
           "log_id": "1" * 32, "task_stat_id": "2" * 32, "user_id": "3" * 32,
           "group_id": "4" * 32, "role_name": "role", "group_name": "group", "new_name": "n"}
 

@@ -193,3 +193,44 @@ async def test_async_client_store_methods(srv: Server, ds: str, tmp_path: Path) 
         assert (await c.files.store_put(ds, "x", src))["size"] == 10000
         assert await c.files.store_get(ds, "x", tmp_path / "x") == 10000
         assert (tmp_path / "x").read_bytes() == src.read_bytes()
+
+
+def test_two_rest_processes_share_a_store_on_one_mount(tmp_path: Path) -> None:
+    """ICEPROD_FILE_STORE names a directory (a shared mount): what one REST process stores,
+    another pointed at the same directory serves, and the data dir does not hold it. (Both
+    replicas use the one SQLite file of the data dir for their records, enough for a few
+    requests; a real deployment shares MongoDB.)"""
+    shared = tmp_path / "mount"
+    env = {"ICEPROD_FILE_STORE": str(shared)}
+    one = start_server(tmp_path / "data", env=env, args=["--only", "rest"])
+    two = start_server(tmp_path / "data", env={"ICEPROD_FILE_STORE": f"file://{shared}"},
+                       args=["--only", "rest"])
+    try:
+        admin = one.client(one.token("root", ["admin"]))
+        ds = create_dataset(admin, "physics")
+        r = admin.put(f"/datasets/{ds}/store/in/x.txt", content=b"shared bytes")
+        assert r.status_code == 201, r.text
+        other = two.client(two.token("root", ["admin"]))
+        assert other.get(f"/datasets/{ds}/store/in/x.txt").content == b"shared bytes"
+        assert set(other.get(f"/datasets/{ds}/store").json()) == {"in/x.txt"}
+        assert (shared / ds / "in" / "x.txt").read_bytes() == b"shared bytes"
+        assert not (tmp_path / "data" / "store").exists()
+        assert other.delete(f"/datasets/{ds}/store/in/x.txt").status_code == 200
+        assert admin.get(f"/datasets/{ds}/store/in/x.txt").status_code == 404
+    finally:
+        one.stop()
+        two.stop()
+
+
+def test_a_relative_file_store_is_refused_in_one_line(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    run = subprocess.run(
+        [sys.executable, "-m", "iceprod.server", "--only", "rest", "--port", "0",
+         "--data-dir", str(tmp_path)],
+        env={**os.environ, "ICEPROD_FILE_STORE": "relative/dir", "ICEPROD_SECRET": "s" * 32},
+        capture_output=True, text=True, timeout=30, check=False)
+    assert run.returncode == 2 and "Traceback" not in run.stderr
+    assert run.stderr.strip().splitlines()[-1].startswith(
+        "iceprod-server: ICEPROD_FILE_STORE: expected an absolute path")

@@ -61,6 +61,7 @@ RELATIONAL = (
     "jobs_submitted: may only grow",
     "malformed parameter expression", "unknown parameter", "unknown task", "dependency cycle",
     "duplicate task name", "cannot depend on itself",
+    "grid_id: no such grid", "a grid registers its pilots with status submitted and its grid_id",
 )
 
 

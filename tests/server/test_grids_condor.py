@@ -21,11 +21,12 @@ import classad2
 import htcondor2
 import pytest
 
+from iceprod.client._async import AsyncClient
 from iceprod.common.config import ServerConfig
-from iceprod.db import Database
 from iceprod.server.grids.base import GridConfig, GridError, GridJob, GridJobState, PilotSpec
 from iceprod.server.grids.condor import CondorGrid, submit_description
 from iceprod.server.grids.manager import GridManager, GridsFile, Group
+from tests.conftest import start_server
 
 TOKEN = "secret-token-" + "c" * 40
 GRID = "osg"
@@ -365,10 +366,13 @@ async def test_the_manager_throttles_and_reconciles_condor_pilots(
     grid = GridConfig(name=GRID, backend="condor", max_pilots=4, max_idle=3, max_per_cycle=2,
                       pilot_resources={"cpu": 1, "memory": 2, "time": 2},
                       options={"retry_delay": 0.01})
-    db = await Database.open(None, str(tmp_path / "data"))
+    # the manager is a REST client: a real API server, the manager holding a grid token
+    server = start_server(tmp_path / "data", args=["--only", "rest"])
+    admin = AsyncClient(server.url, server.token("root", ["admin"]))
     try:
-        config = ServerConfig(data_dir=str(tmp_path / "data"), secret="s" * 32)
-        manager = GridManager(db, config, GridsFile((grid,)), "http://127.0.0.1:1")
+        config = ServerConfig(data_dir=str(tmp_path / "grid"))
+        api = AsyncClient(server.url, server.token("grid-manager", ["grid"]))
+        manager = GridManager(api, config, GridsFile((grid,)), "http://127.0.0.1:1")
         state = manager.grids[0]
         state.plugin = CondorGrid(grid, tmp_path / "work", schedd_factory=lambda: schedd)
         state.grid_id = await manager.register_grid(grid)
@@ -395,11 +399,11 @@ async def test_the_manager_throttles_and_reconciles_condor_pilots(
         monkeypatch.setattr("iceprod.server.grids.manager.SUBMIT_GRACE", 0)
         stray = schedd.add(7, JobStatus=2, IceProdGrid=GRID, IceProdPilotId=pilot_id(7))
         assert await manager.reconcile(state)
-        assert (await db.pilots.get(lost["pilot_id"]))["status"] == "lost"
+        assert (await admin.pilots.get(lost["pilot_id"]))["status"] == "lost"
         assert schedd.actions[-1][:2] == (htcondor2.JobAction.Remove, [stray])
         # a pilot starts running: two may wait again, up to four alive in all
         schedd.queue[pilots[1]["grid_queue_id"]]["JobStatus"] = 2
-        await db.pilots.heartbeat(pilots[1]["pilot_id"], {"status": "running"})
+        await admin.pilots.heartbeat(pilots[1]["pilot_id"], status="running")
         assert await manager.submit(state, work) == 2
         assert await manager.submit(state, work) == 0
         assert len(await manager.live_pilots(state.grid_id)) == 4
@@ -409,4 +413,6 @@ async def test_the_manager_throttles_and_reconciles_condor_pilots(
         assert not await manager.reconcile(state)
         assert len(await manager.live_pilots(state.grid_id)) == 4
     finally:
-        await db.close()
+        await manager.api.aclose()
+        await admin.aclose()
+        server.stop()

@@ -344,14 +344,18 @@ def test_a_deleted_pilot_has_its_job_cancelled(grid_server: Server, tmp_path: Pa
 
 
 def test_a_grid_process_of_its_own_serves_a_separate_api(tmp_path: Path) -> None:
-    """`--only grid --grid NAME` beside a server running the API and the scheduler."""
+    """`--only grid --grid NAME` beside a server running the API and the scheduler: a REST
+    client with the URL and a token of role grid (no secret, its own data dir)."""
     env = local_grid(tmp_path)
     api = start_server(tmp_path / "data", env=FAST)  # no grid in this one
+    token_file = tmp_path / "grid-token"
+    token_file.write_text(api.token("grid-manager", ["grid"]))
     log = open(tmp_path / "grid.log", "wb")  # noqa: SIM115 - the process owns it
+    plain = {k: v for k, v in os.environ.items() if k not in ("ICEPROD_SECRET", "ICEPROD_DB_URL")}
     grid = subprocess.Popen(
         [sys.executable, "-m", "iceprod.server", "--only", "grid", "--grid", "local",
-         "--data-dir", str(api.data_dir)],
-        env={**os.environ, **env, "ICEPROD_SECRET": SECRET, "ICEPROD_URL": api.url},
+         "--data-dir", str(tmp_path / "grid-data"), "--token-file", str(token_file)],
+        env={**plain, **env, "ICEPROD_URL": api.url},
         stdout=log, stderr=subprocess.STDOUT)
     log.close()
     try:
@@ -359,6 +363,8 @@ def test_a_grid_process_of_its_own_serves_a_separate_api(tmp_path: Path) -> None
         ds = submit(alice, chain(), jobs=3)
         assert wait_for(lambda: finished(alice, ds), what="the dataset") == "complete"
         assert all(p["grid_id"] for p in admin.get("/pilots").json().values())
+        # it neither read nor made a secret, nor opened a store of its own
+        assert sorted(p.name for p in (tmp_path / "grid-data").iterdir()) == ["grids"]
     finally:
         grid.terminate()
         assert grid.wait(timeout=30) == 0

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 import signal
 import stat
 import subprocess
@@ -402,3 +403,90 @@ def test_sacct_and_scontrol_output() -> None:
     fields = parse_scontrol("JobId=5 JobName=x JobState=TIMEOUT Reason=TimeLimit Comment=a=b")
     assert (fields["JobId"], fields["JobState"], fields["Reason"]) == ("5", "TIMEOUT",
                                                                        "TimeLimit")
+
+
+# --- a grid manager of its own: a submit host holding only a URL and a token
+
+
+def open_paths(pid: int) -> set[str]:
+    """The files a process holds open now."""
+    try:
+        return {f.path for f in psutil.Process(pid).open_files()}
+    except psutil.NoSuchProcess:
+        return set()
+
+
+def test_a_separate_grid_process_runs_slurm_pilots_with_a_url_and_a_token(
+        slurm_cluster: SlurmCluster, tmp_path: Path) -> None:
+    """`--only rest` plus a scheduler in one data dir; `--only grid --grid cluster` from
+    another directory with ICEPROD_URL and a token file of role grid: no secret, no database
+    settings, not the API's data dir. A dataset completes on its Slurm pilots."""
+    data = tmp_path / "data"
+    api = start_server(data, env=FAST, args=["--only", "rest"])
+    scheduler = start_scheduler(data)
+    submit_host = tmp_path / "submit-host"
+    submit_host.mkdir()
+    pilot = [sys.executable, "-m", "iceprod.pilot", *PILOT_FLAGS, "--server-timeout", "30"]
+    (submit_host / "grids.json").write_text(json.dumps({"grids": [{
+        "name": "cluster", "backend": "slurm", "queue": slurm_cluster.partition,
+        "max_pilots": 2, "max_idle": 2, "max_per_cycle": 2,
+        "pilot_resources": {"cpu": 1, "memory": 0.5, "time": 1},
+        "options": {"slurm_conf": str(slurm_cluster.conf), "pilot_command": pilot,
+                    "retry_delay": 0.1},
+    }]}))
+    (submit_host / "token").write_text(api.token("submit-host", ["grid"]))
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith("ICEPROD_") or k in FAST}
+    env.update(FAST, ICEPROD_URL=api.url, ICEPROD_GRID_CONFIG=str(submit_host / "grids.json"))
+    assert "ICEPROD_SECRET" not in env and "ICEPROD_DB_URL" not in env
+    log = open(submit_host / "grid.log", "wb")  # noqa: SIM115 - the process owns it
+    grid = subprocess.Popen(
+        [sys.executable, "-m", "iceprod.server", "--only", "grid", "--grid", "cluster",
+         "--token-file", "token", "--data-dir", "state"],
+        cwd=submit_host, env=env, stdout=log, stderr=subprocess.STDOUT)
+    log.close()
+    seen: set[str] = set()
+    try:
+        assert str(data) not in " ".join(psutil.Process(grid.pid).cmdline())
+        alice = api.client(api.token("alice", ["user"], ["physics"]))
+        admin = api.client(api.token("root", ["admin"]))
+        ds = submit(alice, chain(), jobs=3)
+
+        def done() -> str | None:
+            seen.update(open_paths(grid.pid))
+            return finished(alice, ds)
+
+        assert wait_for(done, timeout=120, what="the dataset to finish") == "complete"
+        pilots = admin.get("/pilots").json()
+        assert pilots and all(p["queue_version"] == "slurm" and p["grid_name"] == "cluster"
+                              for p in pilots.values())
+        (registered,) = admin.get("/grids").json().values()
+        assert registered["queues"] == {"cluster": "slurm"}
+        assert registered["isolation"] in ("bwrap", "batch")
+    finally:
+        grid.terminate()
+        code = grid.wait(timeout=30)
+        drain(slurm_cluster)
+        scheduler.terminate()
+        scheduler.wait(timeout=30)
+        api.stop()
+    assert code == 0, (submit_host / "grid.log").read_text()
+    # it never held a file of the API's data dir (the database, the secret) open, and made
+    # neither a secret nor a database of its own
+    assert not {p for p in seen if p.startswith(str(data))}
+    assert sorted(p.name for p in (submit_host / "state").iterdir()) == ["grids"]
+    assert not list((submit_host / "state").rglob("secret"))
+    assert not list((submit_host / "state").rglob("*.sqlite3*"))
+
+
+def start_scheduler(data: Path) -> subprocess.Popen[bytes]:
+    """The scheduler beside an `--only rest` server, in the same data dir."""
+    from tests.conftest import SECRET
+
+    env = {**os.environ, **FAST, "ICEPROD_SECRET": SECRET, "ICEPROD_GRID_CONFIG": "none"}
+    log = open(data / "scheduler.log", "wb")  # noqa: SIM115 - the process owns it
+    proc = subprocess.Popen([sys.executable, "-m", "iceprod.server", "--only", "scheduler",
+                             "--data-dir", str(data)], env=env, stdout=log,
+                            stderr=subprocess.STDOUT)
+    log.close()
+    return proc

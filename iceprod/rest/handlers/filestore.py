@@ -1,5 +1,6 @@
-"""The file store: bytes uploaded to the server for a dataset, kept under
-``<data_dir>/store/<dataset_id>/<name>``.
+"""The file store's routes: bytes uploaded to the server for a dataset, kept by the process's
+``FileStore`` (``iceprod.rest.filestore``; by default on local disk under
+``<data_dir>/store/<dataset_id>/<name>``). These handlers use only that interface.
 
 Users put a dataset's inputs here and pilots stage them with ``iceprod:NAME`` remotes; a pilot
 holding a processing task of the dataset may also write outputs here. Bodies are streamed to a
@@ -12,16 +13,14 @@ one larger than ``max_file_bytes`` is refused with 413 and leaves nothing behind
 from __future__ import annotations
 
 import asyncio
-import os
-import uuid
-from pathlib import Path
-from typing import IO, Any
+from collections.abc import Coroutine
+from typing import Any
 
 import tornado.web
 
-from iceprod.common.errors import Forbidden, IceProdError, Invalid, NotFound, TooLarge
-from iceprod.common.timeutil import iso
+from iceprod.common.errors import Forbidden, IceProdError, Invalid, TooLarge
 from iceprod.rest.base import APIHandler, AuthSpec, requires
+from iceprod.rest.filestore import Upload
 
 CHUNK = 1 << 20
 PILOT_VERBS = ("get", "put")  # a pilot holding a task of the dataset may read and write
@@ -48,56 +47,17 @@ def check_name(name: str) -> str:
     return "/".join(parts)
 
 
-def _list(root: Path) -> dict[str, dict[str, Any]]:
-    out: dict[str, dict[str, Any]] = {}
-    if not root.is_dir():
-        return out
-    for path in sorted(root.rglob("*")):
-        if path.is_file():
-            st = path.stat()
-            name = path.relative_to(root).as_posix()
-            out[name] = {"name": name, "size": st.st_size, "modified": iso(st.st_mtime)}
-    return out
-
-
-def _remove(path: Path, root: Path) -> None:
-    """Remove a file and the directories it leaves empty (up to the dataset's root)."""
-    path.unlink()
-    parent = path.parent
-    while parent != root and parent.is_relative_to(root):
-        try:
-            parent.rmdir()
-        except OSError:
-            break
-        parent = parent.parent
-
-
-def _commit(tmp: Path, dest: Path) -> None:
-    try:
-        dest.parent.mkdir(parents=True, exist_ok=True)
-    except (FileExistsError, NotADirectoryError):
-        raise Invalid("name: a file is stored where a directory would go", field="name") from None
-    if dest.is_dir():
-        raise Invalid("name: a directory of that name exists", field="name")
-    os.replace(tmp, dest)
-
-
 @tornado.web.stream_request_body
 class StoreHandler(APIHandler):
     """One handler for the store's routes; `name` is absent for the listing."""
 
     _authorized = False
-    _tmp: Path | None = None
-    _file: IO[bytes] | None = None
+    _upload: Upload | None = None
     _received = 0
     _overflow = False
     _refused_early = False
 
     # -- authorization before the body ------------------------------------------------------
-
-    @property
-    def root(self) -> Path:
-        return Path(self.ctx.config.data_dir) / "store"
 
     async def prepare(self) -> None:
         try:
@@ -174,43 +134,33 @@ class StoreHandler(APIHandler):
             raise TooLarge(f"body: larger than the limit of {limit} bytes")
         # only this route accepts bodies this large; the rest keep the server's default
         self.request.connection.set_max_body_size(limit + CHUNK)  # type: ignore[union-attr]
-        tmp_dir = self.root / ".partial"
-        await asyncio.to_thread(tmp_dir.mkdir, parents=True, exist_ok=True)
-        self._tmp = tmp_dir / f"{dataset_id}-{uuid.uuid4().hex}"
-        self._file = await asyncio.to_thread(open, self._tmp, "wb")
+        self._upload = await self.ctx.files.open_upload(dataset_id)
 
     async def data_received(self, chunk: bytes) -> None:
-        if self._file is None:  # refused in prepare, or not an upload: discard
+        if self._upload is None:  # refused in prepare, or not an upload: discard
             return
         self._received += len(chunk)
         if self._received > self.ctx.config.max_file_bytes:
             self._overflow = True
-            await asyncio.to_thread(self._discard)
+            await self._discard()
             return
-        await asyncio.to_thread(self._file.write, chunk)
+        await self._upload.write(chunk)
 
-    def _discard(self) -> None:
-        if self._file is not None:
-            self._file.close()
-            self._file = None
-        if self._tmp is not None:
-            self._tmp.unlink(missing_ok=True)
-            self._tmp = None
+    async def _discard(self) -> None:
+        upload, self._upload = self._upload, None
+        if upload is not None:
+            await upload.discard()
 
     def on_finish(self) -> None:
-        if self._file is not None or self._tmp is not None:
-            self._discard()  # a failed or abandoned upload leaves nothing behind
+        if self._upload is not None:
+            # a failed or abandoned upload leaves nothing behind
+            _background(self._discard())
         super().on_finish()
 
     def on_connection_close(self) -> None:
-        if self._file is not None or self._tmp is not None:
-            self._discard()
+        if self._upload is not None:
+            _background(self._discard())
         super().on_connection_close()
-
-    # -- helpers ------------------------------------------------------------------------------
-
-    def path_of(self, dataset_id: str, name: str) -> Path:
-        return self.root / dataset_id / check_name(name)
 
 
 class StoreFileHandler(StoreHandler):
@@ -218,20 +168,15 @@ class StoreFileHandler(StoreHandler):
     async def get(self, dataset_id: str, name: str) -> None:
         """A stored file's bytes (`application/octet-stream`). Pilots may read the files of
         a dataset one of whose tasks they are processing."""
-        path = self.path_of(dataset_id, name)
+        f = await self.ctx.files.open_read(dataset_id, check_name(name))
         try:
-            f = await asyncio.to_thread(open, path, "rb")
-        except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
-            raise NotFound(f"name: {name} is not in the dataset's store") from None
-        try:
-            size = (await asyncio.to_thread(os.fstat, f.fileno())).st_size
             self.set_header("Content-Type", "application/octet-stream")
-            self.set_header("Content-Length", str(size))
-            while chunk := await asyncio.to_thread(f.read, CHUNK):
+            self.set_header("Content-Length", str(f.size))
+            async for chunk in f.chunks():
                 self.write(chunk)
                 await self.flush()
         finally:
-            await asyncio.to_thread(f.close)
+            await f.close()
         self.finish()
 
     @requires("write:datasets", "pilot", dataset="write", created=True)
@@ -242,23 +187,18 @@ class StoreFileHandler(StoreHandler):
         if self._overflow:
             limit = self.ctx.config.max_file_bytes
             raise TooLarge(f"body: larger than the limit of {limit} bytes")
-        if self._file is None or self._tmp is None:
+        if self._upload is None:
             raise IceProdError("upload was not opened")
-        await asyncio.to_thread(self._file.close)
-        self._file = None
-        dest = self.path_of(dataset_id, name)
-        await asyncio.to_thread(_commit, self._tmp, dest)
-        self._tmp = None
+        try:
+            await self._upload.commit(check_name(name))
+        finally:
+            await self._discard()
         self.write_json({"name": check_name(name), "size": self._received}, 201)
 
     @requires("write:datasets", dataset="write")
     async def delete(self, dataset_id: str, name: str) -> None:
         """Remove a stored file."""
-        path = self.path_of(dataset_id, name)
-        try:
-            await asyncio.to_thread(_remove, path, self.root / dataset_id)
-        except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
-            raise NotFound(f"name: {name} is not in the dataset's store") from None
+        await self.ctx.files.delete(dataset_id, check_name(name))
         self.write_json({"deleted": 1})
 
 
@@ -266,7 +206,18 @@ class StoreListHandler(StoreHandler):
     @requires("read:datasets", "pilot", dataset="read")
     async def get(self, dataset_id: str) -> None:
         """The dataset's stored files as `{name: {name, size, modified}}`."""
-        self.write_json(await asyncio.to_thread(_list, self.root / dataset_id))
+        self.write_json(await self.ctx.files.list(dataset_id))
+
+
+_pending: set[asyncio.Task[None]] = set()
+
+
+def _background(work: Coroutine[Any, Any, None]) -> None:
+    """Run clean-up the synchronous tornado callbacks cannot await (a reference is kept so
+    the task is not collected before it ends)."""
+    task = asyncio.get_running_loop().create_task(work)
+    _pending.add(task)
+    task.add_done_callback(_pending.discard)
 
 
 D = r"(?P<dataset_id>[0-9a-f]{32})"

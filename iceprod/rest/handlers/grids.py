@@ -1,7 +1,9 @@
-"""Grids: the submit hosts and queues that start pilots."""
+"""Grids: the submit hosts and queues that start pilots, and the queued demand their grid
+managers size pilots from."""
 
 from __future__ import annotations
 
+from iceprod.common.errors import Conflict
 from iceprod.common.ids import new_id
 from iceprod.common.timeutil import iso
 from iceprod.rest.base import APIHandler, requires
@@ -9,6 +11,7 @@ from iceprod.rest.handlers.schemas import body
 from iceprod.rest.openapi import KEYS, PAGE, TEXT, query
 
 CREATE_BODY = body("grids_create")
+PUT_BODY = body("grids_put")
 
 
 class GridsHandler(APIHandler):
@@ -39,8 +42,36 @@ class GridHandler(APIHandler):
         """One grid."""
         self.write_json(await self.db.grids.get(grid_id, self.keys_arg()))
 
+    @requires("write:grids", body=PUT_BODY)
+    async def put(self, grid_id: str) -> None:
+        """Register or update a grid under an id its manager chose (stable across restarts):
+        answers the grid."""
+        now = iso()
+        fields = {"queues": {}, "version": "", "debug": False, "single_user": None,
+                  **self.body, "last_update": now}
+        if await self.db.grids.find(grid_id) is None:
+            try:
+                await self.db.grids.create({"grid_id": grid_id, "start_date": now, **fields})
+            except Conflict:
+                pass  # registered meanwhile by another request: update it below
+            else:
+                self.write_json(await self.db.grids.get(grid_id))
+                return
+        await self.db.grids.set_fields(grid_id, fields)
+        self.write_json(await self.db.grids.get(grid_id))
+
+
+class DemandHandler(APIHandler):
+    @requires("grid")
+    async def get(self) -> None:
+        """Queued tasks grouped by requirements, largest groups first:
+        `{groups: [{requirements: {cpu, gpu, memory, disk, time, site}, count}]}`; what a
+        grid manager sizes its pilots from."""
+        self.write_json({"groups": await self.db.tasks.demand()})
+
 
 routes = [
     (r"/grids", GridsHandler),
     (r"/grids/(?P<grid_id>[0-9a-f]{32})", GridHandler),
+    (r"/task_demand", DemandHandler),
 ]

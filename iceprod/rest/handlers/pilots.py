@@ -7,10 +7,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from iceprod.common.errors import Conflict
+from iceprod.common.errors import Conflict, Forbidden, Invalid
 from iceprod.common.ids import new_id
 from iceprod.common.timeutil import iso
-from iceprod.core.tokens import pilot_token, token_expiry
+from iceprod.core.tokens import pilot_subject, pilot_token, token_expiry
 from iceprod.db.store import Doc
 from iceprod.rest.auth.resolver import ACTIVE_PILOT
 from iceprod.rest.base import APIHandler, OwnershipMixin, requires
@@ -19,13 +19,15 @@ from iceprod.rest.openapi import KEYS, PAGE, STATUS, TEXT, query
 
 CREATE_BODY = body("pilots_create")
 PATCH_BODY = body("pilots_patch")
+GRID_ONLY = ("status", "grid_name", "only_user", "token_seconds")
+"""The fields of a pilot's registration only a grid manager sets."""
 
 
 class PilotTokens(APIHandler):
-    def bound_token(self, pilot_id: str) -> Doc:
+    def bound_token(self, pilot_id: str, seconds: int | None = None) -> Doc:
         """A fresh token bound to ``pilot_id`` and its expiry: `{token, expires}`."""
         token = pilot_token(self.ctx.config.secret, pilot_id,
-                            self.ctx.config.pilot_token_seconds)
+                            seconds or self.ctx.config.pilot_token_seconds)
         return {"token": token, "expires": iso(token_expiry(token))}
 
 
@@ -48,25 +50,48 @@ class PilotsHandler(OwnershipMixin, PilotTokens):
     @requires("write:pilots", body=CREATE_BODY, created=True)
     async def post(self) -> None:
         """Register a pilot: answers `{result: pilot_id, token, expires}`, the token being
-        bound to the new pilot (a registration token may do nothing else). A pilot its grid
-        registered already holds a bound token and starts with a heartbeat instead."""
+        bound to the new pilot (a registration token may do nothing else). A grid manager
+        (scope `grid`) registers a pilot for its grid before submitting its batch job
+        (`status: submitted`, with `grid_id`), and hands the answered token to the job; that
+        pilot starts with a heartbeat instead."""
         p = self.principal
         if p.pilot_id and not p.privileged:
             raise Conflict(f"pilot_id: pilot {p.pilot_id} is registered already; start it "
                            f"with a heartbeat (PATCH /pilots/{p.pilot_id})")
+        body = dict(self.body)
+        seconds = body.pop("token_seconds", None)
+        submitted = await self.check_grid_fields(body, seconds)
         pilot_id = new_id()
         now = iso()
         doc: Doc = {
             "queue_host": "", "queue_version": "", "resources": {}, "host": "", "site": "",
             "version": "", "grid_id": None, "grid_queue_id": "",
-            **self.body,
-            "pilot_id": pilot_id, "owner": p.username, "status": "running",
-            "resources_available": self.body.get("resources", {}),
+            **body,
+            "pilot_id": pilot_id, "status": "running",
+            "owner": pilot_subject(pilot_id) if submitted else p.username,
+            "resources_available": body.get("resources", {}),
             "resources_claimed": {},
             "submit_date": now, "start_date": now, "last_update": now,
         }
+        if submitted:
+            # not started yet: it offers nothing until its first heartbeat
+            doc.update(status="submitted", resources_available={}, start_date="")
         await self.db.pilots.create(doc)
-        self.write_json({"result": pilot_id, **self.bound_token(pilot_id)}, 201)
+        self.write_json({"result": pilot_id, **self.bound_token(pilot_id, seconds)}, 201)
+
+    async def check_grid_fields(self, body: Doc, seconds: int | None) -> bool:
+        """The fields only a grid manager sets; true when it registers a submitted pilot."""
+        grid_fields = [k for k in GRID_ONLY if k in body or (k == "token_seconds" and seconds)]
+        if not grid_fields:
+            return False
+        if not self.principal.has("grid"):
+            raise Forbidden(f"{grid_fields[0]}: only a grid manager (scope grid) sets it")
+        if body.get("status") != "submitted" or not body.get("grid_id"):
+            raise Invalid(f"{grid_fields[0]}: a grid registers its pilots with status "
+                          "submitted and its grid_id", field=grid_fields[0])
+        if await self.db.grids.find(body["grid_id"]) is None:
+            raise Invalid("grid_id: no such grid", field="grid_id")
+        return True
 
 
 class PilotHandler(OwnershipMixin, PilotTokens):
@@ -90,7 +115,9 @@ class PilotHandler(OwnershipMixin, PilotTokens):
         fields = dict(self.body)
         status = fields.pop("status", None)
         if status:
-            await self.db.pilots.transition({"pilot_id": pilot_id}, status)
+            reason = fields.pop("reason", None)
+            extra = {"$set": {"reason": reason}} if reason else None
+            await self.db.pilots.transition({"pilot_id": pilot_id}, status, extra)
         doc = await self.db.pilots.heartbeat(pilot_id, fields)
         if doc.get("status") in ACTIVE_PILOT:
             await self.db.tasks.renew_leases(pilot_id, self.ctx.config.lease_seconds)

@@ -5,6 +5,14 @@ Configuration (``load_grids``): the JSON file named by ``ICEPROD_GRID_CONFIG``, 
 against ``resources/schemas/grid_config.schema.json``; unset means one ``local`` grid (the
 embedded default), ``none`` means no grids.
 
+The manager is a REST client (``iceprod.client``): it reads queued demand
+(``GET /task_demand``), registers its grids (``PUT /grids/{id}``) and its pilots
+(``POST /pilots``, answered with each pilot's bound token), marks pilots lost
+(``PATCH /pilots/{id}``) and removes them (``DELETE``), all with one token of role ``grid``
+(or ``system``/``admin``). So a submit host running ``iceprod-server --only grid`` holds a URL
+and that token, never the database's credentials or the signing secret; the embedded server
+runs the same code against its own port with a token it mints for itself.
+
 Each round, for each grid:
 
 1. ``poll()`` the backend and reconcile: a pilot record (submitted or running) whose job the
@@ -20,10 +28,10 @@ Each round, for each grid:
    needs new pilots.
 3. Submit within the limits: ``max_per_cycle`` per round, ``max_pilots`` alive,
    ``max_idle`` waiting in the queue, and the backend's ``capacity()``. Each pilot is
-   registered first (status ``submitted``, ``grid_id``), then given a narrow token (role
-   ``pilot``, bound to its ``pilot_id``, expiring after ``ICEPROD_PILOT_TOKEN_SECONDS``, or
-   ``options.token_exp`` seconds, which must also cover the time the job waits in the
-   batch queue) that the backend hands over as a file; the running pilot renews it through
+   registered first (status ``submitted``, ``grid_id``); the server answers a narrow token
+   (role ``pilot``, bound to its ``pilot_id``, expiring after the server's
+   ``ICEPROD_PILOT_TOKEN_SECONDS``, or ``options.token_exp`` seconds, which must also cover
+   the time the job waits in the batch queue) that the backend hands over as a file; the running pilot renews it through
    its heartbeat, and it is refused once the pilot is lost, finished or removed. The batch
    job id is recorded as ``grid_queue_id``. Records of pilots the backend failed to start
    are removed.
@@ -39,20 +47,18 @@ import math
 import socket
 import time
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import iceprod
+from iceprod.client import errors as api_errors
+from iceprod.client._async import AsyncClient
 from iceprod.common.config import ServerConfig
-from iceprod.common.errors import BadTransition, Invalid, NotFound
-from iceprod.common.ids import new_id
+from iceprod.common.errors import Invalid
 from iceprod.common.schema import load_schema, validate
-from iceprod.common.timeutil import iso, parse
-from iceprod.core.tokens import pilot_subject, pilot_token
-from iceprod.db import Database
-from iceprod.db.store import Doc
+from iceprod.common.timeutil import parse
 from iceprod.server.grids.base import (
     GridConfig,
     GridError,
@@ -65,6 +71,11 @@ from iceprod.server.grids.local import defaults as local_defaults
 
 log = logging.getLogger(__name__)
 
+Doc = dict[str, Any]
+TokenSource = Callable[[], str]
+"""Answers the token for the next round (a token file is read again, so it can be replaced
+without a restart; the embedded server mints a fresh one when the old is half through)."""
+
 # the backends, written out in one place; imported when a grid uses them (condor needs the
 # htcondor2 bindings, which a server without condor grids does not have)
 BACKENDS: dict[str, str] = {
@@ -73,7 +84,6 @@ BACKENDS: dict[str, str] = {
     "condor": "iceprod.server.grids.condor:CondorGrid",
 }
 NUMERIC = ("cpu", "gpu", "memory", "disk", "time")
-GROUP_KEYS = tuple(f"requirements.{k}" for k in (*NUMERIC, "site"))
 LIVE = ["submitted", "running"]
 FINAL = (GridJobState.COMPLETED, GridJobState.REMOVED)
 SUBMIT_GRACE = 60.0
@@ -124,6 +134,14 @@ def load_grids(path: str | None) -> GridsFile:
     except (OSError, ValueError) as e:
         raise Invalid(f"ICEPROD_GRID_CONFIG: cannot read {path}: {e}") from None
     return parse_grids(doc)
+
+
+def chosen_grids(grids: GridsFile, only: str | None) -> list[GridConfig]:
+    """The grids to manage: all, or the one ``--grid`` names."""
+    chosen = [g for g in grids.grids if only is None or g.name == only]
+    if only is not None and not chosen:
+        raise Invalid(f"--grid: no grid named {only!r} in the grid configuration")
+    return chosen
 
 
 def make_plugin(grid: GridConfig, work_dir: Path) -> GridPlugin:
@@ -198,13 +216,9 @@ class Group:
     count: int
 
 
-async def queued_groups(db: Database) -> list[Group]:
-    """Queued tasks grouped by requirements, largest groups first."""
-    rows = await db.tasks.queued_groups()
-    groups = []
-    for row in rows:
-        need = {k.split(".", 1)[1]: row[k] for k in GROUP_KEYS if row.get(k) not in (None, "")}
-        groups.append(Group(need, int(row["count"])))
+async def queued_groups(api: AsyncClient) -> list[Group]:
+    """Queued tasks grouped by requirements, largest groups first (``GET /task_demand``)."""
+    groups = [Group(dict(g["requirements"]), int(g["count"])) for g in await api.grids.demand()]
     return sorted(groups, key=lambda g: -g.count)
 
 
@@ -224,24 +238,23 @@ class GridState:
 class GridManager:
     """Runs the rounds of every configured grid (or only the one named)."""
 
-    def __init__(self, db: Database, config: ServerConfig, grids: GridsFile, url: str,
-                 only: str | None = None) -> None:
-        self.db = db
+    def __init__(self, api: AsyncClient, config: ServerConfig, grids: GridsFile, url: str,
+                 only: str | None = None, token: TokenSource | None = None) -> None:
+        self.api = api
+        self.token = token
         self.config = config
         self.url = url
         self.interval = grids.interval or config.grid_interval
         self.host = socket.gethostname()
-        chosen = [g for g in grids.grids if only is None or g.name == only]
-        if only is not None and not chosen:
-            raise Invalid(f"--grid: no grid named {only!r} in the grid configuration")
+        chosen = chosen_grids(grids, only)
         base = Path(config.data_dir).resolve() / "grids"  # pilots run elsewhere: absolute
         self.grids = [GridState(g, make_plugin(g, base / g.name)) for g in chosen]
 
     async def run(self, stop: asyncio.Event) -> None:
         """Rounds until ``stop``; then each backend is closed (local pilots stop)."""
         for g in self.grids:
-            log.info("grid %s (%s) managing pilots for %s", g.config.name, g.config.backend,
-                     self.url)
+            log.info("grid %s (%s) managing pilots for %s through %s", g.config.name,
+                     g.config.backend, self.url, self.api.url)
             if not g.plugin.isolated:
                 log.warning("grid %s: no isolation for payloads (bubblewrap unavailable or "
                             "sandbox none): single-user mode, running only datasets of %s",
@@ -255,6 +268,7 @@ class GridManager:
                     pass
         finally:
             await self.close()
+            await self.api.aclose()
 
     async def close(self) -> None:
         """Let each backend release what it holds (local pilots are stopped)."""
@@ -265,6 +279,12 @@ class GridManager:
                 log.exception("grid %s: close failed", g.config.name)
 
     async def round(self) -> None:
+        if self.token is not None:
+            try:
+                self.api.token = self.token()
+            except OSError as e:
+                log.error("grids: cannot read the token: %s", e)
+                return
         groups: list[Group] | None = None
         for g in self.grids:
             try:
@@ -273,23 +293,18 @@ class GridManager:
                 if not await self.reconcile(g):
                     continue
                 if groups is None:
-                    groups = await queued_groups(self.db)
+                    groups = await queued_groups(self.api)
                 await self.submit(g, groups)
+            except api_errors.APIError as e:
+                log.warning("grid %s: round failed: %s", g.config.name, e)
             except Exception:
                 log.exception("grid %s: round failed", g.config.name)
 
     async def register_grid(self, grid: GridConfig) -> str:
         grid_id = uuid.uuid5(NAMESPACE, f"{self.host}:{grid.name}").hex
         isolation = self.isolation(next(g for g in self.grids if g.config is grid))
-        if await self.db.grids.find(grid_id) is None:
-            now = iso()
-            await self.db.grids.create({
-                "grid_id": grid_id, "host": self.host, "queues": {grid.name: grid.backend},
-                "version": iceprod.__version__, "debug": False, "start_date": now,
-                "last_update": now, **isolation,
-            })
-        else:
-            await self.db.grids.set_fields(grid_id, {"single_user": None, **isolation})
+        await self.api.grids.put(grid_id, self.host, queues={grid.name: grid.backend},
+                                 version=iceprod.__version__, **isolation)
         return grid_id
 
     def isolation(self, g: GridState) -> dict[str, Any]:
@@ -301,15 +316,7 @@ class GridManager:
         return {"isolation": "none", "single_user": self.config.operator}
 
     async def live_pilots(self, grid_id: str) -> list[Doc]:
-        out: list[Doc] = []
-        after = None
-        while True:
-            page = await self.db.pilots.page({"grid_id": grid_id, "status": {"$in": LIVE}},
-                                             None, 1000, after)
-            out += page.docs
-            if not page.next_after:
-                return out
-            after = page.next_after
+        return list((await self.api.pilots.list(grid_id=grid_id, status=LIVE)).values())
 
     # -- reconcile -----------------------------------------------------------------------
 
@@ -363,12 +370,11 @@ class GridManager:
     async def lose(self, pilot: Doc, why: str) -> None:
         pilot_id = pilot["pilot_id"]
         try:
-            await self.db.pilots.transition({"pilot_id": pilot_id}, "lost", {"$set": {
-                "reason": why, "last_update": iso()}})
-        except (BadTransition, NotFound):
+            # the server releases the tasks of a pilot no longer active
+            await self.api.pilots.heartbeat(pilot_id, status="lost", reason=why)
+        except (api_errors.Conflict, api_errors.NotFound):
             return  # it finished (or was removed) meanwhile
-        released = await self.db.tasks.release_pilot(pilot_id)
-        log.warning("pilot %s lost (%s); %d task(s) back to waiting", pilot_id, why, released)
+        log.warning("pilot %s lost (%s); its tasks go back to waiting", pilot_id, why)
 
     # -- submit --------------------------------------------------------------------------
 
@@ -392,11 +398,11 @@ class GridManager:
             started = {}
         for spec in specs:
             if spec.pilot_id in started:
-                await self.db.pilots.heartbeat(spec.pilot_id,
-                                               {"grid_queue_id": started[spec.pilot_id]})
+                await self.api.pilots.heartbeat(spec.pilot_id,
+                                                grid_queue_id=started[spec.pilot_id])
                 g.submitted_at[spec.pilot_id] = time.time()
             else:
-                await self.db.pilots.delete(spec.pilot_id)
+                await self.api.pilots.delete(spec.pilot_id)
         if started:
             log.info("grid %s: submitted %d pilot(s)", grid.name, len(started))
         return len(started)
@@ -433,23 +439,23 @@ class GridManager:
 
     async def register_pilot(self, g: GridState, size: Mapping[str, float]) -> PilotSpec:
         grid = g.config
-        pilot_id = new_id()
-        now = iso()
-        username = pilot_subject(pilot_id)
-        await self.db.pilots.create({
-            "pilot_id": pilot_id, "owner": username, "status": "submitted",
-            "grid_id": g.grid_id, "grid_name": grid.name, "grid_queue_id": "",
-            "queue_host": self.host, "queue_version": grid.backend, "resources": dict(size),
-            "resources_available": {}, "resources_claimed": {}, "host": "", "site": grid.site,
-            "version": "", "submit_date": now, "start_date": "", "last_update": now,
-            # single-user mode: the claim hands this pilot only the operator's datasets
-            **({} if g.plugin.isolated else {"only_user": self.config.operator}),
-        })
         # hours, not the pilot's walltime: the running pilot renews it through its heartbeat
-        exp = grid.options.get("token_exp") or self.config.pilot_token_seconds
-        token = pilot_token(self.config.secret, pilot_id, int(exp))
-        return PilotSpec(pilot_id=pilot_id, resources=dict(size), url=self.url, token=token,
-                         site=grid.site)
+        # (unset: the server's ICEPROD_PILOT_TOKEN_SECONDS)
+        exp = grid.options.get("token_exp")
+        answer = await self.api.pilots.register(
+            resources=_numbers(size), status="submitted", grid_id=g.grid_id,
+            grid_name=grid.name, queue_host=self.host, queue_version=grid.backend,
+            site=grid.site, token_seconds=int(exp) if exp else None,
+            # single-user mode: the claim hands this pilot only the operator's datasets
+            only_user=None if g.plugin.isolated else self.config.operator,
+        )
+        return PilotSpec(pilot_id=answer["result"], resources=dict(size), url=self.url,
+                         token=answer["token"], site=grid.site)
+
+
+def _numbers(size: Mapping[str, float]) -> dict[str, float | int]:
+    """Whole numbers as integers (the requirements schema takes integer cpu and gpu)."""
+    return {k: int(v) if float(v).is_integer() else v for k, v in size.items()}
 
 
 def _total(resources: Any) -> dict[str, float]:
