@@ -18,9 +18,9 @@ from iceprod.client import errors as api_errors
 from iceprod.client._async import AsyncClient
 from iceprod.common.config import ServerConfig
 from iceprod.common.errors import Invalid
+from iceprod.core.tokens import create_token
 from iceprod.db import Database
 from iceprod.rest.app import make_app
-from iceprod.core.tokens import create_token
 from iceprod.rest.base import AppContext
 from iceprod.server.grids.manager import (
     GridManager,

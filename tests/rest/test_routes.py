@@ -119,6 +119,8 @@ OURS_ONLY: dict[tuple[str, str], str] = {
     ("PATCH", "/users/{user_id}"): "an admin edits a user's identities (email, ORCID iD)",
     ("POST", "/users/{user_id}/actions/revoke_tokens"): "revoke every token a user holds",
     ("GET", "/token/{username}"): "exchange an external OpenID provider's token for ours",
+    ("GET", "/task_demand"): "a grid manager reads queued tasks grouped by requirements",
+    ("PUT", "/grids/{grid_id}"): "a grid manager registers its grid under a stable id",
 }
 
 # A value of the right shape for each path parameter, so a probe reaches its handler.
