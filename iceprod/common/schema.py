@@ -133,9 +133,14 @@ def validate(instance: Any, schema: Mapping[str, Any] | str, what: str = "") -> 
     "requirements.memory") and names problems of the instance as a whole. The message lists
     up to `MAX_REPORTED` problems, most relevant first; `Invalid.field` is the first one's path.
     """
+    raise_problems(schema_problems(instance, schema, what))
+
+
+def schema_problems(instance: Any, schema: Mapping[str, Any] | str,
+                    what: str = "") -> list[Problem]:
+    """What `validate` would report, as a list (empty when `instance` is valid)."""
     errors = list(_validator(schema).iter_errors(instance))
-    if errors:
-        raise_problems(_problems(errors, what))
+    return _problems(errors, what) if errors else []
 
 
 def raise_problems(problems: Sequence[Problem]) -> None:
@@ -238,17 +243,44 @@ def _short_repr(value: Any) -> str:
 
 
 def validate_dataset_config(config: Any) -> None:
-    """Raise `Invalid` (400, naming the field) unless `config` is a usable dataset config."""
-    validate(config, "dataset_config")
-    tasks: list[dict[str, Any]] = config["tasks"]
-    _integer_indexes(tasks)
-    edges, problems = _dependency_edges(tasks)
-    raise_problems([*_duplicate_names(tasks), *problems])
+    """Raise `Invalid` (400, naming the field) unless `config` is a usable dataset config.
+    Schema problems and dependency problems are reported together, so a config is fixed in
+    one round, not two."""
+    problems = schema_problems(config, "dataset_config")
+    tasks = config.get("tasks") if isinstance(config, dict) else None
+    edges: list[list[int]] = []
+    # names or dependencies the schema refused would only echo its problems here
+    echoes = any(_NAME_OR_DEPENDS.match(field) for field, _ in problems)
+    if not echoes and _dependencies_readable(tasks):
+        assert isinstance(tasks, list)
+        _integer_indexes(tasks)
+        edges, dependency_problems = _dependency_edges(tasks)
+        problems += [p for p in [*_duplicate_names(tasks), *dependency_problems]
+                     if p not in problems]
+    raise_problems(problems)
+    tasks = config["tasks"]
     _check_parameters(config)
     cycle = _find_cycle(edges)
     if cycle:
         names = " -> ".join(tasks[i]["name"] for i in cycle)
         raise Invalid(f"tasks: dependency cycle {names}", field="tasks")
+
+
+_NAME_OR_DEPENDS = re.compile(r"^tasks(\[\d+\](\.(name|depends)\b.*)?)?$")
+
+
+def _dependencies_readable(tasks: Any) -> bool:
+    """Whether the tasks' names and dependencies can be checked, whatever else is wrong."""
+    if not isinstance(tasks, list):
+        return False
+    for task in tasks:
+        if not isinstance(task, dict) or not isinstance(task.get("name"), str):
+            return False
+        depends = task.get("depends", [])
+        if not isinstance(depends, list) or not all(
+                isinstance(d, str | int | float) and not isinstance(d, bool) for d in depends):
+            return False
+    return True
 
 
 def _integer_indexes(tasks: list[dict[str, Any]]) -> None:

@@ -254,6 +254,15 @@ def test_dependency_on_itself(dep: str | int) -> None:
     assert error.message == "tasks[1].depends[0]: task 'b' cannot depend on itself"
 
 
+def test_schema_and_dependency_problems_are_reported_together() -> None:
+    """One round of fixes, not two: the unknown dependency is named beside the bad field."""
+    bad = task("process", depends=["foo"])
+    bad["requirements"] = {"cpu": 0}
+    error = rejection(config(task("generate"), bad))
+    assert "tasks[1].requirements.cpu" in error.message
+    assert "tasks[1].depends[0]: unknown task 'foo'" in error.message
+
+
 def test_cross_dataset_dependency_is_accepted() -> None:
     validate_dataset_config(config(task("a", depends=[f"{OTHER_DATASET}:generate"])))
 
