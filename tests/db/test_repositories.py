@@ -30,7 +30,7 @@ from iceprod.db.auths import allows
 from iceprod.db.base import MAX_PAGE, Repository, encode_cursor
 from iceprod.db.logs import CHUNK_CHARS
 from iceprod.db.store import Doc, Store
-from iceprod.db.tasks import grown_requirements
+from iceprod.db.tasks import TaskSelection, grown_requirements
 
 LEASE = 600.0
 NOW = 1_700_000_000.0
@@ -974,6 +974,40 @@ async def test_bulk_status_by_ids_name_and_all(db: Database) -> None:
     assert await db.tasks.bulk_status("d1", "waiting", None) == 0
 
 
+async def test_bulk_status_selected_and_task_names(db: Database) -> None:
+    await db.tasks.insert_missing(
+        [task_doc(f"{n[0]}{j}", job_index=j, task_index=i, name=n, status="waiting")
+         for j in range(4) for i, n in enumerate(("gen", "sim"))]
+        + [task_doc("o0", dataset_id="d2", name="sim", status="waiting")]
+    )
+    assert await db.tasks.names("d1") == {"gen", "sim"}
+    assert await db.tasks.names("nope") == set()
+    # an empty selection selects nothing
+    assert TaskSelection().empty
+    assert await db.tasks.bulk_status_selected("d1", "suspended", TaskSelection()) == 0
+    # every given filter narrows: sims of jobs 1..2
+    sims = TaskSelection(names=("sim",), job_index_min=1, job_index_max=2)
+    assert await db.tasks.bulk_status_selected("d1", "suspended", sims) == 2
+    assert (await db.tasks.ids_by_status("d1"))["suspended"] == ["s1", "s2"]
+    # statuses narrow the state machine's sources
+    back = TaskSelection(statuses=("suspended",), job_index_min=2)
+    assert await db.tasks.bulk_status_selected("d1", "waiting", back) == 1
+    # listed ids, never another dataset's
+    ids = TaskSelection(task_ids=("g0", "s1", "o0"))
+    assert await db.tasks.bulk_status_selected("d1", "suspended", ids) == 1
+    assert await db.tasks.counts_by_status("d1") == {"waiting": 6, "suspended": 2}
+    assert await db.tasks.counts_by_status("d2") == {"waiting": 1}
+
+
+async def test_config_task_names_and_dataset_number(db: Database) -> None:
+    assert await db.config.task_names("d1") == set()
+    await db.config.put("d1", {"tasks": [{"name": "gen"}, {"name": "sim"}]})
+    assert await db.config.task_names("d1") == {"gen", "sim"}
+    await db.datasets.create(dataset_doc("d1", 7))
+    assert await db.datasets.id_of_number(7) == "d1"
+    assert await db.datasets.id_of_number(8) is None
+
+
 async def test_bulk_status_suspending_processing_releases_it(db: Database) -> None:
     await db.tasks.insert_missing(queued({"t0": {}, "t1": {}}))
     claimed = await db.tasks.claim({}, "p1", LEASE)
@@ -1725,6 +1759,10 @@ COVERED: dict[str, tuple[str, ...]] = {
     "AuthsRepo.readable": ("test_auths_set_rules_and_readable",),
     "ConfigRepo.get_config": ("test_config_put_and_get",),
     "ConfigRepo.put": ("test_config_put_and_get",),
+    "ConfigRepo.task_names": ("test_config_task_names_and_dataset_number",),
+    "DatasetsRepo.id_of_number": ("test_config_task_names_and_dataset_number",),
+    "TasksRepo.bulk_status_selected": ("test_bulk_status_selected_and_task_names",),
+    "TasksRepo.names": ("test_bulk_status_selected_and_task_names",),
     "DatasetsRepo.create": ("test_datasets_create_and_set_fields",),
     "DatasetsRepo.set_status": ("test_datasets_set_status",),
     "DatasetsRepo.set_fields": ("test_datasets_create_and_set_fields",),
