@@ -156,8 +156,8 @@ def test_operations_that_were_looser_document_what_is_enforced(
     bulk = "/datasets/{dataset_id}/task_actions/bulk_status/{status}"
     assert "processing" not in schema_of(spec, bulk, "post", "status")["enum"]
     assert "suspended" in schema_of(spec, bulk, "post", "status")["enum"]
-    refused(admin.post(f"/datasets/{ds}/task_actions/bulk_status/processing", json={}),
-            "status")
+    refused(admin.post(f"/datasets/{ds}/task_actions/bulk_status/processing",
+                       json={"filter": {"status": ["waiting"]}}), "status")
 
     # a task's logs: order, num and group are declared with their rules
     logs = "/datasets/{dataset_id}/tasks/{task_id}/logs"
