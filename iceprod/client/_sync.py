@@ -251,11 +251,9 @@ class Datasets(Group):
         return self.client.collect("/datasets", self._filters(status, username, keys))
 
     def by_number(self, number: int) -> Doc:
-        """The dataset with this human number (`dataset`); raises `NotFound`."""
-        for doc in self.iter(keys=["dataset_id", "dataset"], page_size=1000):
-            if doc.get("dataset") == number:
-                return self.get(doc["dataset_id"])
-        raise NotFound(404, f"no dataset number {number}")
+        """The dataset with this human number (`dataset`); raises `NotFound`. Any route
+        taking a `dataset_id` also takes the number, so `get(str(number))` is the same."""
+        return self.get(str(number))
 
     def set_status(self, dataset_id: str, status: str) -> Doc:
         """processing | suspended | errors | complete (state machine; illegal -> Conflict).
@@ -421,10 +419,21 @@ class Tasks(Group):
         return result
 
     def bulk_status(self, dataset_id: str, status: str, *, tasks: Names | None = None,
-                    name: str | None = None) -> int:
-        """Set `status` on the listed tasks, or those named `name`, or all of the dataset;
-        tasks the state machine does not allow are skipped. Answers how many changed."""
-        body = drop_none({"tasks": tasks, "name": name})
+                    statuses: Names | None = None, names: Names | None = None,
+                    job_index_min: int | None = None,
+                    job_index_max: int | None = None) -> int:
+        """Set `status` on the selected tasks: the listed `tasks`, or those matching every
+        given filter (`statuses`, `names`, a job-index range). Nothing selected is refused
+        (`Invalid`), an unknown name is `NotFound`; tasks the state machine does not allow
+        are skipped. Sending tasks back to waiting reopens a dataset in errors. Answers how
+        many changed."""
+        index = drop_none({"min": job_index_min, "max": job_index_max})
+        selection = drop_none({"status": list(statuses) if statuses else None,
+                               "name": list(names) if names else None,
+                               "job_index": index or None})
+        body: Doc = {"tasks": list(tasks)} if tasks is not None else {}
+        if selection:
+            body["filter"] = selection
         result = self.client.request(
             "POST", f"/datasets/{dataset_id}/task_actions/bulk_status/{status}", body,
             idempotent=True)
@@ -451,7 +460,8 @@ class Tasks(Group):
         return created_id(self.client.request("POST", "/tasks", body))
 
     def get_by_id(self, task_id: str, keys: Names | None = None) -> Doc:
-        """One task by id alone (internal; a pilot only the tasks it holds)."""
+        """One task by id alone (with its `dataset_id`): for whoever may read its dataset,
+        the system role, and a pilot holding it."""
         result: Doc = self.client.request("GET", f"/tasks/{task_id}", params={"keys": keys})
         return result
 

@@ -27,3 +27,9 @@ class ConfigRepo(Repository):
             await self.coll.update_one(
                 {"dataset_id": dataset_id}, {"$set": {"config": config, "updated": iso()}}
             )
+
+    async def task_names(self, dataset_id: str) -> set[str]:
+        """The task names a dataset's config declares (none without a config)."""
+        doc = await self.find(dataset_id)
+        tasks = (doc or {}).get("config", {}).get("tasks", [])
+        return {t["name"] for t in tasks if isinstance(t, dict) and "name" in t}

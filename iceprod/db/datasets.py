@@ -65,6 +65,10 @@ class DatasetsRepo(Repository):
             query["dataset_id"] = {"$in": list(dataset_ids)}
         return await self.ids_grouped_by_status(query, [("dataset_id", 1)])
 
+    async def id_of_number(self, number: int) -> str | None:
+        """The id of the dataset with this human number, if any."""
+        docs = await self.coll.find({"dataset": number}, keys=["dataset_id"], limit=1)
+        return str(docs[0]["dataset_id"]) if docs else None
 
     async def ids_of_user(self, username: str) -> list[str]:
         """The ids of the datasets ``username`` submitted (single-user pilots' claims)."""

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from iceprod.common.errors import BadTransition, Conflict, NotFound
@@ -21,6 +22,41 @@ LEAVING_PROCESSING = {"pilot_id": "", "instance_id": "", "lease_expires": ""}
 BATCH = 1000
 # claims take the best-scored dataset's queued tasks first, then by priority inside it
 CLAIM_ORDER = [("dataset_priority", -1), ("priority", -1), ("task_id", 1)]
+
+
+@dataclass(frozen=True)
+class TaskSelection:
+    """Which of a dataset's tasks an operator's bulk action touches: the listed ids, or the
+    tasks matching every given filter (statuses, names, a job-index range). An empty
+    selection selects nothing: "all" has to be said (e.g. every status)."""
+
+    task_ids: tuple[str, ...] = ()
+    statuses: tuple[str, ...] = ()
+    names: tuple[str, ...] = ()
+    job_index_min: int | None = None
+    job_index_max: int | None = None
+
+    @property
+    def empty(self) -> bool:
+        return not (self.task_ids or self.statuses or self.names
+                    or self.job_index_min is not None or self.job_index_max is not None)
+
+
+def selection_filter(dataset_id: str, selection: TaskSelection) -> dict[str, Any]:
+    """The store filter of a selection (the state machine's sources are added by the caller)."""
+    query: dict[str, Any] = {"dataset_id": dataset_id}
+    if selection.task_ids:
+        query["task_id"] = {"$in": list(selection.task_ids)}
+    if selection.names:
+        query["name"] = {"$in": list(selection.names)}
+    index: dict[str, int] = {}
+    if selection.job_index_min is not None:
+        index["$gte"] = selection.job_index_min
+    if selection.job_index_max is not None:
+        index["$lte"] = selection.job_index_max
+    if index:
+        query["job_index"] = index
+    return query
 
 
 class TasksRepo(Repository):
@@ -296,11 +332,6 @@ class TasksRepo(Repository):
         ``name``, ``job_id`` and ``from_status``) that the state machine allows; returns how
         many changed. Works in batches so a 100k-task change never holds the store for
         long. Resetting to waiting clears the failure count."""
-        update: dict[str, Any] = {"$set": {"status": status, "status_changed": iso()}}
-        if status != "processing":
-            update["$unset"] = dict(LEAVING_PROCESSING)
-        if status == "waiting":
-            update["$set"]["failures"] = 0
         allowed = allowed_from("task", status)
         if from_status is not None:
             allowed = [s for s in allowed if s in from_status]
@@ -309,6 +340,30 @@ class TasksRepo(Repository):
             base["name"] = name
         if job_id:
             base["job_id"] = job_id
+        return await self._bulk_update(base, status, task_ids)
+
+    async def bulk_status_selected(self, dataset_id: str, status: str,
+                                   selection: TaskSelection) -> int:
+        """Set ``status`` on the selected tasks the state machine allows (an operator's bulk
+        action); returns how many changed. An empty selection changes nothing."""
+        if selection.empty:
+            return 0
+        allowed = allowed_from("task", status)
+        if selection.statuses:
+            allowed = [s for s in allowed if s in selection.statuses]
+        base = {**selection_filter(dataset_id, selection), "status": {"$in": allowed}}
+        ids = list(selection.task_ids) or None
+        if ids is not None:
+            del base["task_id"]  # batched by ``_bulk_update`` instead
+        return await self._bulk_update(base, status, ids)
+
+    async def _bulk_update(self, base: dict[str, Any], status: str,
+                           task_ids: Sequence[str] | None) -> int:
+        update: dict[str, Any] = {"$set": {"status": status, "status_changed": iso()}}
+        if status != "processing":
+            update["$unset"] = dict(LEAVING_PROCESSING)
+        if status == "waiting":
+            update["$set"]["failures"] = 0
         if task_ids is None:
             task_ids = await self._ids(base)
         changed = 0
@@ -316,6 +371,11 @@ class TasksRepo(Repository):
             changed += await self.coll.update_many({**base, "task_id": {"$in": chunk}}, update)
             await asyncio.sleep(0)
         return changed
+
+    async def names(self, dataset_id: str) -> set[str]:
+        """The names of a dataset's existing tasks."""
+        rows = await self.coll.group_count({"dataset_id": dataset_id}, ["name"])
+        return {r["name"] for r in rows}
 
     async def _ids(self, query: Filter) -> list[str]:
         """Every matching task id, read in pages."""

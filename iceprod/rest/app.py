@@ -6,11 +6,12 @@ Deny by default: building fails if any handler method carries neither ``@require
 
 from __future__ import annotations
 
+import re
 from types import ModuleType
 
 import tornado.web
 
-from iceprod.rest.base import AppContext, NotFoundHandler, log_request
+from iceprod.rest.base import DATASET_REF, AppContext, NotFoundHandler, log_request
 from iceprod.rest.handlers import (
     auths,
     config,
@@ -38,8 +39,23 @@ HANDLER_MODULES: tuple[ModuleType, ...] = (
 )
 
 
+_DATASET_GROUP = re.compile(r"\(\?P<dataset_id>\[0-9a-f\]\{32\}\)")
+DATASET_GROUP = f"(?P<dataset_id>{DATASET_REF})"
+"""What a ``dataset_id`` path segment documents: the 32-hex id or the dataset's number."""
+LOOSE_DATASET_GROUP = "(?P<dataset_id>[^/]+)"
+"""What it matches: any segment, so ``APIHandler.prepare`` can resolve a number and answer
+a malformed one with what is expected (instead of "no such route")."""
+
+
 def all_routes() -> list[tuple[str, type]]:
-    return [route for module in HANDLER_MODULES for route in module.routes]
+    """Every route, with ``dataset_id`` documented as an id or a dataset number."""
+    return [(_DATASET_GROUP.sub(lambda _: DATASET_GROUP, pattern), handler)
+            for module in HANDLER_MODULES for pattern, handler in module.routes]
+
+
+def matching_pattern(pattern: str) -> str:
+    """The regex tornado matches a route with (a loose ``dataset_id`` segment)."""
+    return pattern.replace(DATASET_GROUP, LOOSE_DATASET_GROUP)
 
 
 def check_auth(routes: list[tuple[str, type]]) -> None:
@@ -55,7 +71,8 @@ def make_app(ctx: AppContext) -> tornado.web.Application:
     routes = all_routes()
     check_auth(routes)
     rules = [
-        tornado.web.url(pattern + "$", handler, {"ctx": ctx, "route": template(pattern)})
+        tornado.web.url(matching_pattern(pattern) + "$", handler,
+                        {"ctx": ctx, "route": template(pattern)})
         for pattern, handler in routes
     ]
     return tornado.web.Application(

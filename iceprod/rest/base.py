@@ -42,6 +42,11 @@ MAX_INT_ARG = 1_000_000_000
 """Largest integer query parameter unless a handler says otherwise (far below 64 bits)."""
 MAX_LIMIT_ARG = 100_000
 _INTEGER = re.compile(r"-?[0-9]{1,19}")
+DATASET_REF = r"(?:[0-9a-f]{32}|[0-9]{1,18})"
+"""A ``dataset_id`` in a URL: the dataset's 32-hex id, or its number (``iceprod datasets``'s
+``#``), resolved to the id before anything else looks at it."""
+_DATASET_ID = re.compile(r"[0-9a-f]{32}")
+_DATASET_NUMBER = re.compile(r"[0-9]{1,18}")
 F = TypeVar("F", bound=Callable[..., Awaitable[None]])
 
 
@@ -137,6 +142,24 @@ class APIHandler(tornado.web.RequestHandler):
         self.check_request()
         if token := self.bearer_token():
             self.principal = await self.ctx.resolver.principal(token)
+        if "dataset_id" in self.path_kwargs:
+            self.path_kwargs["dataset_id"] = await self.dataset_ref(
+                self.path_kwargs["dataset_id"])
+
+    async def dataset_ref(self, ref: str) -> str:
+        """The dataset id a URL's ``dataset_id`` segment names: the id itself, or the id of
+        the dataset with that number. Resolved before authorization, which then sees only
+        ids; an anonymous caller learns nothing about which numbers exist (401 first)."""
+        if _DATASET_ID.fullmatch(ref):
+            return ref
+        if not _DATASET_NUMBER.fullmatch(ref):
+            raise NotFound("dataset_id: expected a 32-hex id or a dataset number")
+        dataset_id = await self.db.datasets.id_of_number(int(ref))
+        if dataset_id is None:
+            if not self.principal.authenticated:
+                raise Unauthorized("authentication required")
+            raise NotFound(f"dataset {int(ref)} not found")
+        return dataset_id
 
     def check_request(self) -> None:
         """Settle the client's address (for logs and limits), then refuse query parameters

@@ -262,6 +262,25 @@ def test_suspend_and_resume_by_task_name(alice_cli: CLI, alice: httpx.Client,
     assert bad.returncode == cli.EXIT_USAGE and "cannot reset" in bad.stderr
 
 
+
+def test_bulk_commands_take_dataset_numbers_and_refuse_unknown_names(
+        alice_cli: CLI, alice: httpx.Client, system: httpx.Client) -> None:
+    ds = create_dataset(alice, "physics", jobs=2, tasks_per_job=1)
+    for j in range(2):
+        create_task(system, ds, create_job(system, ds, j), 0, "a")
+    number = str(alice.get(f"/datasets/{ds}").json()["dataset"])
+    # a name no task has is the server's 404, naming it, and nothing changes
+    typo = alice_cli("suspend", number, "--task-name", "aa", "--yes")
+    assert typo.returncode == cli.EXIT_NOT_FOUND and "'aa'" in typo.stderr, typo.stderr
+    assert alice.get(f"/datasets/{ds}/task_counts/status").json() == {"waiting": 2}
+    out = alice_cli.json("suspend", number, "--task-name", "a", "--yes")
+    assert out["dataset_id"] == ds and out["matched"] == 2 and out["changed"] == 2
+    assert alice.get(f"/datasets/{ds}/task_counts/status").json() == {"suspended": 2}
+    missing = alice_cli("status", "99999999999")
+    assert missing.returncode == cli.EXIT_NOT_FOUND
+    assert "dataset 99999999999 not found" in missing.stderr
+
+
 def test_requirements_and_stats(alice_cli: CLI, alice_main: InProcess, alice: httpx.Client,
                                 system: httpx.Client) -> None:
     ds = create_dataset(alice, "physics", jobs=2, tasks_per_job=1)

@@ -13,9 +13,11 @@ import pytest
 from iceprod.common.errors import BadTransition, DuplicateKey, NotFound
 from iceprod.db import Database
 from iceprod.db import tasks as tasks_module
+from iceprod.db.tasks import TaskSelection
 from tests.db.builders import (
     LEASE,
     claim_all,
+    dataset_doc,
     processing_task,
     queued,
     task_doc,
@@ -436,3 +438,37 @@ async def test_of_job(db: Database) -> None:
     }
     assert tasks[0]["depends"] == [] and tasks[1]["status"] == "queued"
     assert await db.tasks.of_job("nope") == []
+
+
+async def test_bulk_status_selected_and_task_names(db: Database) -> None:
+    await db.tasks.insert_missing(
+        [task_doc(f"{n[0]}{j}", job_index=j, task_index=i, name=n, status="waiting")
+         for j in range(4) for i, n in enumerate(("gen", "sim"))]
+        + [task_doc("o0", dataset_id="d2", name="sim", status="waiting")]
+    )
+    assert await db.tasks.names("d1") == {"gen", "sim"}
+    assert await db.tasks.names("nope") == set()
+    # an empty selection selects nothing
+    assert TaskSelection().empty
+    assert await db.tasks.bulk_status_selected("d1", "suspended", TaskSelection()) == 0
+    # every given filter narrows: sims of jobs 1..2
+    sims = TaskSelection(names=("sim",), job_index_min=1, job_index_max=2)
+    assert await db.tasks.bulk_status_selected("d1", "suspended", sims) == 2
+    assert (await db.tasks.ids_by_status("d1"))["suspended"] == ["s1", "s2"]
+    # statuses narrow the state machine's sources
+    back = TaskSelection(statuses=("suspended",), job_index_min=2)
+    assert await db.tasks.bulk_status_selected("d1", "waiting", back) == 1
+    # listed ids, never another dataset's
+    ids = TaskSelection(task_ids=("g0", "s1", "o0"))
+    assert await db.tasks.bulk_status_selected("d1", "suspended", ids) == 1
+    assert await db.tasks.counts_by_status("d1") == {"waiting": 6, "suspended": 2}
+    assert await db.tasks.counts_by_status("d2") == {"waiting": 1}
+
+
+async def test_config_task_names_and_dataset_number(db: Database) -> None:
+    assert await db.config.task_names("d1") == set()
+    await db.config.put("d1", {"tasks": [{"name": "gen"}, {"name": "sim"}]})
+    assert await db.config.task_names("d1") == {"gen", "sim"}
+    await db.datasets.create(dataset_doc("d1", 7))
+    assert await db.datasets.id_of_number(7) == "d1"
+    assert await db.datasets.id_of_number(8) is None

@@ -90,7 +90,9 @@ def test_integers_have_64_bit_bounds(spec: dict[str, Any]) -> None:
 def test_path_parameters_carry_the_route_pattern(spec: dict[str, Any]) -> None:
     params = spec["paths"]["/datasets/{dataset_id}/jobs/{job_id}"]["get"]["parameters"]
     patterns = {p["name"]: p["schema"]["pattern"] for p in params if p["in"] == "path"}
-    assert patterns == {"dataset_id": "^[0-9a-f]{32}$", "job_id": "^[0-9a-f]{32}$"}
+    # a dataset is named by its id or its number (issue 12 §9)
+    assert patterns == {"dataset_id": "^(?:[0-9a-f]{32}|[0-9]{1,18})$",
+                        "job_id": "^[0-9a-f]{32}$"}
 
 
 READS = re.compile(r"self\.(?:get_argument|int_arg)\(\s*\"(\w+)\"")
@@ -154,8 +156,8 @@ def test_operations_that_were_looser_document_what_is_enforced(
     bulk = "/datasets/{dataset_id}/task_actions/bulk_status/{status}"
     assert "processing" not in schema_of(spec, bulk, "post", "status")["enum"]
     assert "suspended" in schema_of(spec, bulk, "post", "status")["enum"]
-    refused(admin.post(f"/datasets/{ds}/task_actions/bulk_status/processing", json={}),
-            "status")
+    refused(admin.post(f"/datasets/{ds}/task_actions/bulk_status/processing",
+                       json={"filter": {"status": ["waiting"]}}), "status")
 
     # a task's logs: order, num and group are declared with their rules
     logs = "/datasets/{dataset_id}/tasks/{task_id}/logs"

@@ -226,9 +226,11 @@ def test_status_changes_counts_and_summaries(alice, system) -> None:
     # bulk: reset the suspended one, suspend all sims
     r = alice.post(f"/datasets/{ds}/task_actions/bulk_status/waiting", json={"tasks": [gen0]})
     assert r.json() == {"changed": 1}
-    r = alice.post(f"/datasets/{ds}/task_actions/bulk_status/suspended", json={"name": "sim"})
+    r = alice.post(f"/datasets/{ds}/task_actions/bulk_status/suspended",
+                   json={"filter": {"name": ["sim"]}})
     assert r.json() == {"changed": 3}
-    r = alice.post(f"/datasets/{ds}/task_actions/bulk_status/complete", json={})
+    r = alice.post(f"/datasets/{ds}/task_actions/bulk_status/complete",
+                   json={"filter": {"status": ["waiting", "suspended"]}})
     assert r.json() == {"changed": 0}
     r = alice.post(f"/datasets/{ds}/task_actions/bulk_status/bogus", json={})
     assert r.status_code == 400 and "status" in r.json()["error"]

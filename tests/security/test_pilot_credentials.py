@@ -367,7 +367,8 @@ def test_a_group_member_reads_but_does_not_write_until_granted(srv: Server,
     writes: list[tuple[str, str, dict[str, Any] | None]] = [
         ("PUT", f"/datasets/{ds}/description", {"description": "carol's now"}),
         ("PUT", f"/datasets/{ds}/status", {"status": "suspended"}),
-        ("POST", f"/datasets/{ds}/task_actions/bulk_status/suspended", {}),
+        ("POST", f"/datasets/{ds}/task_actions/bulk_status/suspended",
+         {"filter": {"status": ["waiting", "queued"]}}),
         ("PUT", f"/auths/{ds}", {"write_users": ["carol"]}),
         ("GET", f"/auths/{ds}/actions/write", None),
     ]

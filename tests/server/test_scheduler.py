@@ -216,8 +216,11 @@ def test_failures_past_the_limit_roll_up_to_errors(sched: Server) -> None:
              what="dataset errors")
     assert alice.get(f"/datasets/{ds}/job_counts/status").json() == {"errors": 1}
     # an operator resets the failed task and resumes: it runs again and completes
-    r = alice.post(f"/datasets/{ds}/task_actions/bulk_status/waiting", json={})
+    r = alice.post(f"/datasets/{ds}/task_actions/bulk_status/waiting",
+                   json={"filter": {"status": ["failed"]}})
     assert r.json() == {"changed": 1}
+    # retried work reopens the dataset (server-side); resuming it again is a no-op
+    assert alice.get(f"/datasets/{ds}").json()["status"] == "processing"
     assert alice.put(f"/datasets/{ds}/status", json={"status": "processing"}).status_code == 200
     run_task(pilot, pid)
     wait_for(lambda: alice.get(f"/datasets/{ds}").json()["status"] == "complete",

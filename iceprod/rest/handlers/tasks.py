@@ -11,8 +11,9 @@ from iceprod.common.reasons import classify
 from iceprod.common.states import statuses
 from iceprod.common.timeutil import iso
 from iceprod.core.queue import queue_tasks
-from iceprod.core.rollup import rollup_job
+from iceprod.core.rollup import cascade_dataset, rollup_job
 from iceprod.db.store import Doc
+from iceprod.db.tasks import TaskSelection
 from iceprod.rest.base import APIHandler, OwnershipMixin, requires
 from iceprod.rest.handlers.schemas import body, definition
 from iceprod.rest.openapi import KEYS, PAGE, STATUS, TEXT, path, query
@@ -93,24 +94,72 @@ class TaskCountsNameHandler(APIHandler):
         self.write_json(await self.db.tasks.counts_by_name_status(dataset_id))
 
 
+def check_selection_given(body: Any) -> None:
+    """Say clearly what a bulk body lacks (the schema's `oneOf` would only say it matches
+    neither or both): nothing selected is refused, so a forgotten body never changes a
+    whole dataset."""
+    if not isinstance(body, dict):
+        return  # the schema names the type
+    if "tasks" in body and "filter" in body:
+        raise Invalid("tasks: give tasks or filter, not both", field="tasks")
+    if "tasks" not in body and "filter" not in body:
+        raise Invalid("selection: give tasks (a list of task ids) or filter "
+                      "(status, name, job_index)", field="selection")
+
+
+def task_selection(body: Doc) -> TaskSelection:
+    """The explicit selection of a (validated) bulk body: `tasks` (ids) or `filter`."""
+    if "tasks" in body:
+        return TaskSelection(task_ids=tuple(body["tasks"]))
+    f = body["filter"]
+    index = f.get("job_index", {})
+    return TaskSelection(statuses=tuple(f.get("status", ())), names=tuple(f.get("name", ())),
+                         job_index_min=index.get("min"), job_index_max=index.get("max"))
+
+
+async def check_task_names(h: APIHandler, dataset_id: str, names: tuple[str, ...]) -> None:
+    """404 naming the task names neither the dataset's config nor its tasks know (a typo
+    must not answer "changed 0" as if there were nothing to do)."""
+    if not names:
+        return
+    known = await h.db.config.task_names(dataset_id) | await h.db.tasks.names(dataset_id)
+    unknown = sorted(set(names) - known)
+    if unknown:
+        raise NotFound(f"name: no task named {', '.join(map(repr, unknown))} in this dataset")
+
+
 class BulkStatusHandler(APIHandler):
     @path(status=definition("task_status")["properties"]["status"])
     @requires("write:datasets", dataset="write", body=BULK_STATUS_BODY)
     async def post(self, dataset_id: str, status: str) -> None:
-        """Set a status on many tasks: the listed `tasks`, or all with `name`, or all of the
-        dataset; tasks the state machine does not allow are left alone."""
+        """Set a status on the selected tasks (`{"tasks": [ids]}` or `{"filter": {"status",
+        "name", "job_index": {"min", "max"}}}`; an empty selection is a 400, unknown names a
+        404); tasks the state machine does not allow are left alone. Sending tasks back to
+        waiting reopens a dataset in errors (it becomes processing again)."""
         if status not in statuses("task") or status == "processing":
             raise Invalid(f"status: cannot bulk-set {status!r}")
-        changed = await self.db.tasks.bulk_status(
-            dataset_id, status, self.body.get("tasks"), name=self.body.get("name")
-        )
+        selection = task_selection(self.body)
+        await check_task_names(self, dataset_id, selection.names)
+        changed = await self.db.tasks.bulk_status_selected(dataset_id, status, selection)
+        if changed and status == "waiting":
+            await reopen_dataset(self, dataset_id)
         self.write_json({"changed": changed})
+
+
+async def reopen_dataset(h: APIHandler, dataset_id: str) -> None:
+    """Retried work makes a dataset in errors live again: it goes back to processing, with
+    the same cascade as `PUT /datasets/{id}/status`."""
+    dataset = await h.db.datasets.get(dataset_id, keys=["status"])
+    if dataset.get("status") == "errors":
+        await h.db.datasets.set_status(dataset_id, "processing")
+        await cascade_dataset(h.db, dataset_id, "processing")
 
 
 class BulkRequirementsHandler(APIHandler):
     @requires("write:datasets", dataset="write", body=BULK_REQ_BODY)
     async def patch(self, dataset_id: str, name: str) -> None:
-        """Set requirements on every unfinished task with this name."""
+        """Set requirements on every unfinished task with this name (unknown name -> 404)."""
+        await check_task_names(self, dataset_id, (name,))
         changed = await self.db.tasks.bulk_requirements(dataset_id, name, self.body)
         self.write_json({"changed": changed})
 
@@ -157,13 +206,21 @@ class TasksHandler(APIHandler):
 
 class TaskHandler(OwnershipMixin, APIHandler):
     @query(keys=KEYS)
-    @requires("internal", "pilot")
+    @requires("read:datasets", "internal", "pilot")
     async def get(self, task_id: str) -> None:
-        """One task (internal; a pilot only the tasks it holds)."""
+        """One task by id alone (so a client finds a task's dataset in one request): for
+        whoever may read its dataset, the server's own roles, and a pilot holding it."""
+        p = self.principal
+        holder = False
+        if not p.has("internal"):
+            found = await self.db.tasks.get(task_id, ["task_id", "dataset_id", "pilot_id"])
+            holder = bool(p.pilot_id) and found.get("pilot_id") == p.pilot_id
+            if p.has("read:datasets") and not holder:
+                await self.authorize_dataset(found["dataset_id"], "read")
+            else:
+                await self.check_task_holder(found)
         task = await self.db.tasks.get(task_id, self.keys_arg())
-        if not self.principal.has("internal"):
-            await self.check_task_holder(await self.db.tasks.get(task_id))
-        self.write_json(task)
+        self.write_json(visible_task(task, p.privileged or p.has("internal") or holder))
 
     @requires("internal", body=PATCH_BODY)
     async def patch(self, task_id: str) -> None:

@@ -7,13 +7,12 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from iceprod.client.api import Doc
+from iceprod.client.cli.context import EXIT_CODES, Context
+from iceprod.client.cli.parsing import Command, common_options
 from iceprod.client.errors import UsageError
-
-if TYPE_CHECKING:
-    from iceprod.client.cli import Context
 
 RULE_FIELDS = ("read_users", "read_groups", "write_users", "write_groups")
 ID_CHARS = frozenset("0123456789abcdef")
@@ -220,9 +219,6 @@ def rules_usage(ctx: Context) -> int:
 
 # -- parser ------------------------------------------------------------------------------------
 
-Command = Callable[["Context"], int]
-
-
 class _Parsers:
     """Adds `iceprod admin KIND ACTION` parsers, each with the common options."""
 
@@ -253,10 +249,9 @@ class _Parsers:
         return p
 
 
-def add_admin_commands(sub: Any, common: Callable[[bool], argparse.ArgumentParser],
-                       epilog: str = "") -> None:
+def add_admin_commands(sub: Any) -> None:
     """`iceprod admin users|groups|roles|rules ...`."""
-    parsers = _Parsers(sub, common, epilog)
+    parsers = _Parsers(sub, common_options, EXIT_CODES)
     _users_parsers(parsers)
     _groups_parsers(parsers)
     _roles_parsers(parsers)

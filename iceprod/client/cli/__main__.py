@@ -1,0 +1,7 @@
+"""`python -m iceprod.client.cli`: the `iceprod` command."""
+
+import sys
+
+from iceprod.client.cli import main
+
+sys.exit(main())
