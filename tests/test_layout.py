@@ -190,8 +190,7 @@ def test_layers_import_one_way() -> None:
 
 
 # Cycles being dissolved on another branch; each entry goes once that branch is merged.
-# client/cli.py <-> client/admin.py: the CLI becomes a package (issue 12, part 6).
-TOLERATED_CYCLES = {frozenset({"iceprod.client.admin", "iceprod.client.cli"})}
+TOLERATED_CYCLES: set[frozenset[str]] = set()
 
 
 def test_no_import_cycles() -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from iceprod.common import strict_json
 from iceprod.common.errors import Invalid, NotFound
 from iceprod.common.ids import new_id
 from iceprod.common.reasons import classify
@@ -129,6 +130,11 @@ async def check_task_names(h: APIHandler, dataset_id: str, names: tuple[str, ...
 
 
 class BulkStatusHandler(APIHandler):
+    def parse_body(self, schema: Doc) -> Doc:
+        raw = self.request.body
+        check_selection_given(strict_json.loads(raw) if raw else {})
+        return super().parse_body(schema)
+
     @path(status=definition("task_status")["properties"]["status"])
     @requires("write:datasets", dataset="write", body=BULK_STATUS_BODY)
     async def post(self, dataset_id: str, status: str) -> None:
