@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import httpx
@@ -131,3 +131,14 @@ def register_pilot(client: httpx.Client, **resources: Any) -> str:
 def claim(client: httpx.Client, pilot_id: str, **resources: Any) -> httpx.Response:
     return client.post("/task_actions/process",
                        json={"requirements": resources, "pilot_id": pilot_id})
+
+
+def walk(node: Any, where: str = "#") -> Iterator[tuple[str, dict[str, Any]]]:
+    """Every JSON object inside ``node`` with its JSON-pointer-like path (``where/key/0``)."""
+    if isinstance(node, dict):
+        yield where, node
+        for key, value in node.items():
+            yield from walk(value, f"{where}/{key}")
+    elif isinstance(node, list):
+        for i, value in enumerate(node):
+            yield from walk(value, f"{where}/{i}")

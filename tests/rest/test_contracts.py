@@ -21,19 +21,10 @@ from iceprod.rest.app import HANDLER_MODULES, all_routes
 from iceprod.rest.auth.subtokens import TYPES
 from iceprod.rest.openapi import handler_methods
 from tests.conftest import Server
+from tests.helpers import walk
 
 API = load_schema("api")["$defs"]
 REQUIREMENT_FIELDS = {"cpu", "gpu", "memory", "disk", "time"}
-
-
-def walk(node: Any, where: str) -> Iterator[tuple[str, dict[str, Any]]]:
-    if isinstance(node, dict):
-        yield where, node
-        for key, value in node.items():
-            yield from walk(value, f"{where}/{key}")
-    elif isinstance(node, list):
-        for i, value in enumerate(node):
-            yield from walk(value, f"{where}/{i}")
 
 
 def body_specs() -> Iterator[tuple[str, dict[str, Any]]]:

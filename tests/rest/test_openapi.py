@@ -13,7 +13,7 @@ import pytest
 from iceprod.rest.app import all_routes
 from iceprod.rest.openapi import INT64_MAX, handler_methods, template
 from tests.conftest import Server
-from tests.helpers import create_dataset, create_job, create_task
+from tests.helpers import create_dataset, create_job, create_task, walk
 
 
 @pytest.fixture(scope="module")
@@ -23,14 +23,6 @@ def spec(server: Server) -> dict[str, Any]:
     return r.json()
 
 
-def walk(node: Any, where: str = "#") -> Iterator[tuple[str, dict[str, Any]]]:
-    if isinstance(node, dict):
-        yield where, node
-        for key, value in node.items():
-            yield from walk(value, f"{where}/{key}")
-    elif isinstance(node, list):
-        for i, value in enumerate(node):
-            yield from walk(value, f"{where}/{i}")
 
 
 def resolve(doc: dict[str, Any], ref: str) -> Any:
