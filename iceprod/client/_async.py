@@ -11,7 +11,7 @@ import asyncio
 import logging
 import os
 import uuid
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Self
 from urllib.parse import quote
@@ -733,11 +733,12 @@ class AsyncGrids(AsyncGroup):
                                                 {**body, "single_user": single_user})
         return result
 
-    async def demand(self) -> list[Doc]:
+    async def demand(self) -> Sequence[Doc]:
         """Queued tasks grouped by requirements, largest groups first:
         `[{requirements: {...}, count}]` (needs scope `grid`)."""
         result: Doc = await self.client.request("GET", "/task_demand")
-        return list(result["groups"])
+        groups: Sequence[Doc] = result["groups"]
+        return groups
 
 
 class AsyncPilots(AsyncGroup):

@@ -12,7 +12,7 @@ import time
 import logging
 import os
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Self
 from urllib.parse import quote
@@ -734,11 +734,12 @@ class Grids(Group):
                                           {**body, "single_user": single_user})
         return result
 
-    def demand(self) -> list[Doc]:
+    def demand(self) -> Sequence[Doc]:
         """Queued tasks grouped by requirements, largest groups first:
         `[{requirements: {...}, count}]` (needs scope `grid`)."""
         result: Doc = self.client.request("GET", "/task_demand")
-        return list(result["groups"])
+        groups: Sequence[Doc] = result["groups"]
+        return groups
 
 
 class Pilots(Group):

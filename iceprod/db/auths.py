@@ -29,6 +29,10 @@ class AuthsRepo(Repository):
             return doc
         return updated
 
+    async def remove(self, dataset_id: str) -> int:
+        """Delete a dataset's rules (undoing a dataset creation that failed half-way)."""
+        return await self.coll.delete_many({"dataset_id": dataset_id})
+
     async def readable(self, username: str, groups: Sequence[str]) -> list[str]:
         """Ids of the datasets a user may read, in one query."""
         docs = await self.coll.find(

@@ -37,6 +37,11 @@ async def test_auths_set_rules_and_readable(db: Database) -> None:
     assert await db.auths.readable("eve", []) == ["d1"]
     assert await db.auths.coll.count({}) == 4
 
+    assert await db.auths.remove("d1") == 1
+    assert await db.auths.remove("d1") == 0
+    assert await db.auths.find("d1") is None and await db.auths.readable("eve", []) == []
+    assert await db.auths.coll.count({}) == 3
+
 
 def test_allows_write_implies_read() -> None:
     rules = {"read_users": ["r"], "read_groups": ["rg"], "write_users": ["w"],

@@ -38,6 +38,7 @@ COVERED: dict[str, tuple[str, ...]] = {
     "Repository.count": ("test_count",),
     "AuthsRepo.set_rules": ("test_auths_set_rules_and_readable",),
     "AuthsRepo.readable": ("test_auths_set_rules_and_readable",),
+    "AuthsRepo.remove": ("test_auths_set_rules_and_readable",),
     "ConfigRepo.get_config": ("test_config_put_and_get",),
     "ConfigRepo.put": ("test_config_put_and_get",),
     "DatasetsRepo.create": ("test_datasets_create_and_set_fields",),

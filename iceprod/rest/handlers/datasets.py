@@ -84,7 +84,7 @@ class DatasetsHandler(APIHandler):
         try:
             await self.db.datasets.create(doc)
         except BaseException:
-            await self.db.auths.delete_many({"dataset_id": dataset_id})
+            await self.db.auths.remove(dataset_id)
             raise
         self.set_header("Location", f"/datasets/{dataset_id}")
         self.write_json({"result": f"/datasets/{dataset_id}", "dataset_id": dataset_id}, 201)

@@ -50,11 +50,12 @@ import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import iceprod
 from iceprod.client import errors as api_errors
 from iceprod.client._async import AsyncClient
+from iceprod.client.models import Resources
 from iceprod.common.config import ServerConfig
 from iceprod.common.errors import Invalid
 from iceprod.common.schema import load_schema, validate
@@ -443,7 +444,7 @@ class GridManager:
         # (unset: the server's ICEPROD_PILOT_TOKEN_SECONDS)
         exp = grid.options.get("token_exp")
         answer = await self.api.pilots.register(
-            resources=_numbers(size), status="submitted", grid_id=g.grid_id,
+            resources=cast(Resources, _numbers(size)), status="submitted", grid_id=g.grid_id,
             grid_name=grid.name, queue_host=self.host, queue_version=grid.backend,
             site=grid.site, token_seconds=int(exp) if exp else None,
             # single-user mode: the claim hands this pilot only the operator's datasets
