@@ -143,6 +143,12 @@ def test_operations_that_were_looser_document_what_is_enforced(
     assert "processing" not in status["properties"]["status"]["enum"]
     refused(admin.put(f"/datasets/{ds}/tasks/{task}/status", json={"status": "processing"}),
             "status")
+    # nor may the internal PATCH: a task processing with no pilot, fencing token or lease
+    # would never be requeued
+    patch = body_of(spec, "/tasks/{task_id}", "patch")
+    assert "processing" not in patch["properties"]["status"]["enum"]
+    refused(system.patch(f"/tasks/{task}", json={"status": "processing"}), "status")
+    assert system.get(f"/tasks/{task}").json()["status"] == "waiting"  # as created
 
     # bulk status: the path names a settable status
     bulk = "/datasets/{dataset_id}/task_actions/bulk_status/{status}"
