@@ -5,6 +5,7 @@ stand-in pilot completing tasks so that `status --watch` sees the dataset finish
 from __future__ import annotations
 
 import io
+import json
 import re
 import subprocess
 import sys
@@ -67,12 +68,13 @@ def full_server(tmp_path: Path) -> Iterator[Server]:
     srv.stop()
 
 
-def quick_start_commands() -> list[str]:
-    """The shell lines of the README's quick start, but `make serve` (the fixture's server)."""
+def quick_start_commands(title: str = "Quick start", blocks: int | None = None) -> list[str]:
+    """The shell lines of a README section (the quick start by default; its first `blocks`
+    code blocks when given), but `make serve` (the fixture's server)."""
     text = README.read_text()
-    section = text.split("## Quick start", 1)[1].split("\n## ", 1)[0]
+    section = text.split(f"## {title}", 1)[1].split("\n## ", 1)[0]
     lines = []
-    for block in re.findall(r"```sh\n(.*?)```", section, flags=re.DOTALL):
+    for block in re.findall(r"```sh\n(.*?)```", section, flags=re.DOTALL)[:blocks]:
         lines += [line for line in block.splitlines()
                   if line.strip() and not line.startswith("make serve")]
     return lines
@@ -97,6 +99,41 @@ def test_readme_quick_start_runs(full_server: Server, tmp_path: Path) -> None:
     assert "no failed task(s) to reset" in result.stdout
     assert pilot.completed == 30
     assert (tmp_path / "config" / "iceprod" / "token").exists()
+
+
+def test_readme_running_work_runs_on_the_local_grid(tmp_path: Path) -> None:
+    """The quick start, then "Running work" line for line, on a server whose local grid runs
+    the chain for real (pilots, sandboxed steps, the file store)."""
+    grids = tmp_path / "grids.json"
+    grids.write_text(json.dumps({"grids": [{
+        "name": "local", "backend": "local", "max_pilots": 2, "max_idle": 2,
+        "max_per_cycle": 2, "options": {"cores": 2, "idle_timeout": 30,
+                                        "claim_interval": 0.2, "heartbeat_interval": 1}}]}))
+    srv = start_server(tmp_path / "iceprod-data", env={
+        "ICEPROD_SECRET": "", "ICEPROD_SCHEDULER_INTERVAL": "0.1", "ICEPROD_GRID_INTERVAL": "0.2",
+        "ICEPROD_GRID_CONFIG": str(grids)})
+    try:
+        # the section's first block; its next one starts a pilot on another node by hand
+        lines = quick_start_commands() + quick_start_commands("Running work", blocks=1)
+        assert any(line.startswith("DS=") for line in lines)
+        assert any("/store/example/0/final.txt" in line for line in lines)
+        script = "set -euo pipefail\n" + "\n".join(lines).replace(
+            "./iceprod-data", str(srv.data_dir)).replace(
+            ".venv/bin/", f"{VENV_BIN}/").replace("http://127.0.0.1:8080", srv.url).replace(
+            "iceprod-server token --user root", f"iceprod-server token --data-dir "
+                                                f"{srv.data_dir} --user root")
+        run = CLI(tmp_path / "config", srv.url)
+        env = {**run.env, "ICEPROD_URL": srv.url}
+        result = subprocess.run(["bash", "-c", script], cwd=ROOT, env=env, capture_output=True,
+                                text=True, timeout=240, check=False)
+    finally:
+        srv.stop()
+    assert result.returncode == 0, result.stdout + result.stderr
+    out = result.stdout
+    assert "30/30 tasks complete" in out and '{"complete": 30}' in out
+    assert "job 0 of dataset 1, processed by task process\nfinal: 1 line(s)" in out
+    assert '"name": "stdlog"' in out and '"walltime"' in out  # logs and stats of a task
+    assert '"grid_name": "local"' in out  # the local pilots
 
 
 def test_watch_until_complete_then_unfinished(full_server: Server, tmp_path: Path) -> None:
