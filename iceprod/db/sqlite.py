@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import re
 import sqlite3
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -52,6 +53,8 @@ from iceprod.db.store import (
     Store,
     Update,
 )
+
+log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
@@ -801,7 +804,12 @@ class SQLiteStore(Store):
 
     def _disconnect(self) -> None:
         if self._conn is not None:
-            self._conn.execute("PRAGMA optimize")
+            try:
+                # statistics for the planner, best effort: another process writing the same
+                # file may hold the lock, and that must not fail the close
+                self._conn.execute("PRAGMA optimize")
+            except sqlite3.OperationalError as e:
+                log.debug("sqlite: PRAGMA optimize skipped at close: %s", e)
             self._conn.close()
             self._conn = None
 
