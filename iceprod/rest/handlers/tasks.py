@@ -310,7 +310,6 @@ class ResetHandler(FencedAction):
                              reason_class=doc.get("reason_class", "unknown"))
         self.write_json({"status": doc["status"], "failures": doc.get("failures", 0)})
 
-
     async def requeue(self, task_id: str) -> None:
         b = self.body
         doc = await self.db.tasks.requeue(task_id, b["instance_id"],
