@@ -20,6 +20,7 @@ class DatasetsRepo(Repository):
             Index((("status", 1),)),
             Index((("username", 1),)),
         ),
+        scalar_fields=frozenset({"jobs_submitted"}),
     )
     kind = "dataset"
     machine = "dataset"

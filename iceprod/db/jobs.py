@@ -19,6 +19,7 @@ class JobsRepo(Repository):
             Index((("dataset_id", 1), ("job_index", 1)), unique=True),
             Index((("dataset_id", 1), ("status", 1))),
         ),
+        counts=(("dataset_id", "status"),),
     )
     kind = "job"
     machine = "job"

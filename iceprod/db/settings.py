@@ -10,7 +10,8 @@ from iceprod.db.store import CollectionSpec
 
 
 class SettingsRepo(Repository):
-    spec = CollectionSpec(name="settings", id_field="key")
+    spec = CollectionSpec(name="settings", id_field="key",
+                          scalar_fields=frozenset({"holder", "expires"}))
     kind = "setting"
 
     async def next_counter(self, name: str) -> int:

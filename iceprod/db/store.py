@@ -42,6 +42,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from iceprod.common.errors import Invalid
 from iceprod.db.storable import (
     check_document,
     check_filter,
@@ -73,8 +74,19 @@ class CollectionSpec:
     """What a backend needs to know about one collection.
 
     ``columns`` maps a (dotted) field to a SQL type; the SQLite backend keeps those fields as
-    real generated columns (so they can be indexed and compared natively). Every field used
-    by an index must be a column. ``array_fields`` are fields holding arrays of scalars.
+    real columns beside the document, written with it (so they can be indexed and compared
+    natively). Every field used by an index must be a column; a column never holds an array.
+
+    The shape of every field a filter compares is declared: a column, the id, one of
+    ``scalar_fields`` (a single value, a scalar or an embedded document, never an array) or
+    one of ``array_fields`` (arrays of scalars, where equality means "contains"). A filter
+    comparing any other field is ``Invalid`` on every backend: MongoDB looks inside arrays
+    and SQLite does not, so an undeclared field holding an array would answer differently.
+
+    ``counts`` are groupings (tuples of scalar columns) whose document counts the SQLite
+    backend keeps up to date in the same transaction as every write, so a ``group_count``
+    over them (equality or ``$in`` filters on those fields only) reads a few rows instead
+    of the collection. MongoDB answers the same query by aggregation.
     """
 
     name: str
@@ -82,6 +94,32 @@ class CollectionSpec:
     columns: Mapping[str, str] = field(default_factory=dict)
     indexes: tuple[Index, ...] = ()
     array_fields: frozenset[str] = frozenset()
+    scalar_fields: frozenset[str] = frozenset()
+    counts: tuple[tuple[str, ...], ...] = ()
+
+    def shape_known(self, name: str) -> bool:
+        """Whether filters may compare ``name`` (see the class docstring)."""
+        return (name == self.id_field or name in self.columns or name in self.scalar_fields
+                or name in self.array_fields)
+
+
+def check_shapes(filter: Filter, spec: CollectionSpec) -> None:
+    """Refuse a filter comparing a field whose shape ``spec`` does not declare (only
+    ``$exists`` may name any field): see ``CollectionSpec``."""
+    for key, value in filter.items():
+        if key in ("$or", "$and"):
+            if isinstance(value, list | tuple):
+                for sub in value:
+                    if isinstance(sub, Mapping):
+                        check_shapes(sub, spec)
+            continue
+        if spec.shape_known(key) or key.startswith("$"):
+            continue  # an unknown operator is refused by the backend
+        if isinstance(value, Mapping) and value and all(op == "$exists" for op in value):
+            continue
+        raise Invalid(
+            f"{key}: {spec.name} does not declare this field's shape (a column, "
+            "scalar_fields or array_fields), so a filter may not compare it", field=key)
 
 
 class Collection(abc.ABC):
@@ -120,6 +158,7 @@ class Collection(abc.ABC):
         limit: int | None = None,
     ) -> list[Doc]:
         check_filter(filter)
+        check_shapes(filter, self.spec)
         if limit is not None and limit <= 0:
             return []  # SQLite's LIMIT -1 would mean "no limit", Mongo's 0 too
         if keys is None:
@@ -132,6 +171,7 @@ class Collection(abc.ABC):
 
     async def count(self, filter: Filter) -> int:
         check_filter(filter)
+        check_shapes(filter, self.spec)
         return await self._count(filter)
 
     async def group_count(self, filter: Filter, keys: Sequence[str]) -> list[Doc]:
@@ -146,6 +186,7 @@ class Collection(abc.ABC):
         ``(op, path)`` with op in sum|min|max; each result is
         ``{key: value, ..., out_name: number | None, ..., "count": n}``."""
         check_filter(filter)
+        check_shapes(filter, self.spec)
         return await self._group_stats(filter, keys, fields)
 
     async def update_one(
@@ -155,17 +196,20 @@ class Collection(abc.ABC):
         is after the update, or ``None`` when nothing matched. This is the conditional
         update every status change uses, and the claim."""
         check_filter(filter)
+        check_shapes(filter, self.spec)
         check_update(update)
         return await self._update_one(filter, update, sort)
 
     async def update_many(self, filter: Filter, update: Update) -> int:
         """Update all matching docs; returns how many matched."""
         check_filter(filter)
+        check_shapes(filter, self.spec)
         check_update(update)
         return await self._update_many(filter, update)
 
     async def delete_many(self, filter: Filter) -> int:
         check_filter(filter)
+        check_shapes(filter, self.spec)
         return await self._delete_many(filter)
 
     # -- what each backend implements; arguments are already checked --------------------

@@ -90,6 +90,8 @@ class TasksRepo(Repository):
             Index((("status", 1), ("lease_expires", 1))),
         ),
         array_fields=frozenset({"depends", "requirements.os"}),
+        scalar_fields=frozenset({"instance_id"}),
+        counts=(("dataset_id", "status"),),
     )
     kind = "task"
     machine = "task"

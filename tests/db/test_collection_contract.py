@@ -51,6 +51,8 @@ THINGS = CollectionSpec(
         Index((("dataset_id", 1), ("job_index", 1)), unique=True),
     ),
     array_fields=frozenset({"tags"}),
+    scalar_fields=frozenset(
+        {"site", "score", "name", "urgent", "req", "req.os", "new.deep.field"}),
 )
 
 DOCS: list[Doc] = [
@@ -324,6 +326,49 @@ async def test_find_filter(
     expect_mongoeco_deviation(request, case, mongoeco_engine)
     assert sorted(ids(await seeded.find(filter))) == list(expected)
     assert await seeded.count(filter) == len(expected)
+
+
+UNDECLARED_FILTERS: list[tuple[dict[str, Any], str]] = [
+    ({"tags": "y"}, "tags"),  # an array on disk: MongoDB looks inside it, SQLite would not
+    ({"tags": {"$in": ["x"]}}, "tags"),
+    ({"tags": {"$ne": "y"}}, "tags"),
+    ({"tags": {"$nin": ["y"]}}, "tags"),
+    ({"tags": {"$gt": "a"}}, "tags"),
+    ({"tags": ["x", "y"]}, "tags"),
+    ({"site": "A"}, "site"),
+    ({"req.os": "el9", "req.cpu": 1, "score": 2}, "score"),
+    ({"$or": [{"status": "queued"}, {"tags": "y"}]}, "tags"),
+    ({"$and": [{"status": "queued"}, {"site": {"$eq": "A"}}]}, "site"),
+]
+
+
+@pytest.mark.parametrize(("filter", "field"), UNDECLARED_FILTERS, ids=str)
+async def test_filters_on_fields_of_unknown_shape_are_invalid_on_every_backend(
+    store: Store, filter: dict[str, Any], field: str
+) -> None:
+    """A field neither a column nor declared scalar or array: no backend guesses its shape
+    (before, ``{"tags": "y"}`` on an undeclared array found 0 on SQLite and 1 on MongoDB)."""
+    spec = dataclasses.replace(THINGS, name="shapeless", array_fields=frozenset(),
+                               scalar_fields=frozenset({"req.os"}))
+    coll = store.collection(spec)
+    await coll.insert_many(DOCS)
+    calls = {
+        "find": lambda: coll.find(filter),
+        "count": lambda: coll.count(filter),
+        "group_count": lambda: coll.group_count(filter, ["status"]),
+        "update_one": lambda: coll.update_one(filter, {"$set": {"x": 1}}),
+        "update_many": lambda: coll.update_many(filter, {"$set": {"x": 1}}),
+        "delete_many": lambda: coll.delete_many(filter),
+    }
+    for name, call in calls.items():
+        with pytest.raises(Invalid) as refused:
+            await call()
+        assert refused.value.field == field, name
+        assert "does not declare this field's shape" in refused.value.message, name
+    # nothing was changed, and $exists needs no shape
+    assert await coll.count({"x": {"$exists": True}}) == 0
+    assert sorted(ids(await coll.find({"tags": {"$exists": False}}))) == ["e"]
+    assert await coll.count({}) == len(DOCS)
 
 
 async def test_filters_in_sequence_share_no_values(
