@@ -2,9 +2,22 @@
 
 One database file (``iceprod.sqlite3``, WAL mode, ``synchronous=NORMAL``: a killed process
 loses no committed write) under the data directory. Each collection is a table
-``(id TEXT PRIMARY KEY, doc TEXT)`` whose JSON ``doc`` is the single source of truth; every
-field listed in ``CollectionSpec.columns`` is also a virtual generated column (named after the
-path, dots replaced by ``__``) so it can be indexed and compared natively.
+``(id TEXT PRIMARY KEY, doc TEXT, <columns>)`` whose JSON ``doc`` is the single source of
+truth; every field listed in ``CollectionSpec.columns`` is also a real column (named after
+the path, dots replaced by ``__``) so it can be indexed and compared natively. The store
+writes those columns with the document, in the same statement: an insert binds the values
+it reads from the document in Python, and an update sets only the columns its fields touch
+(a top-level ``$set`` of a scalar binds the value, an ``$unset`` binds NULL, anything else
+reads the column back from the new document). So a write parses no JSON to maintain its
+columns, and only the indexes over touched columns are rewritten; the virtual generated
+columns of earlier versions made SQLite parse the document again for each indexed column
+on every write (a data dir from such a version is rebuilt once when opened, see
+``SQLiteStore._ensure``).
+
+``CollectionSpec.counts`` groupings are kept in small tables (``<table>__count__<fields>``:
+one row per distinct value tuple, with its number of documents) maintained by triggers in
+the same transaction as every insert, delete and update of those columns; ``group_count``
+and ``count`` filters that only compare those fields for equality (or ``$in``) read them.
 
 Filters and updates are first split into a *shape* (fields, operators and the kind of each
 value) and the list of their values. Statements are compiled from the shape alone, with named
@@ -14,12 +27,19 @@ sqlite3's prepared-statement cache reuses the prepared statement. Updates are on
 is atomic.
 
 All database work runs on one dedicated worker thread that owns the only connection; the event
-loop only awaits it.
+loop only awaits it. The exception is the short statements of a request (``update_one``, the
+claim and every status change, and ``find`` with a small limit): when the worker is idle,
+they run at once on the event loop's thread, under a budget of ``INLINE_BUDGET_S`` (a
+progress handler interrupts a statement that runs longer, and a zero busy timeout refuses
+to wait for another process's lock); an interrupted or refused statement has had no effect
+and runs again on the worker. Handing a 50 µs statement to a thread and back costs more
+than the statement on a busy machine (two thread switches, each a wait for the GIL).
 
 Differences from MongoDB, inherent to JSON in SQLite: booleans compare equal to 1/0 in filters
-on non-array fields; an array is only traversed by the filter language when its field is
-declared in ``array_fields``; a unique index accepts several documents missing its fields
-(NULLs are distinct in SQLite); values of a generated column take its declared SQL type.
+on non-array fields; a unique index accepts several documents missing its fields (NULLs
+are distinct in SQLite); values of a column take its declared SQL type. (A field of
+undeclared shape, which could hold an array SQLite would not look into, is refused by
+``Collection`` before it gets here.)
 
 What MongoDB could not hold (integers past 64 bits, NaN, NUL or ``$`` in keys, deep nesting,
 16 MiB) is refused by ``Collection`` (store.py) before it reaches this module, so both
@@ -34,6 +54,8 @@ import json
 import logging
 import re
 import sqlite3
+import threading
+import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -62,10 +84,19 @@ DB_FILE = "iceprod.sqlite3"
 MIN_SQLITE_VERSION = (3, 35, 0)
 BUSY_TIMEOUT_MS = 10_000
 CACHED_STATEMENTS = 512
+# the page cache: a bounded 64 MiB (SQLite's default is 2 MiB) keeps the upper levels of the
+# indexes of a million-task table in memory; memory stays flat as the store grows
+CACHE_KIB = 64 * 1024
+INLINE_BUDGET_S = 0.002
+INLINE_LIMIT = 100  # a find with at most this many results may run inline
+_PROGRESS_STEPS = 1000  # virtual machine steps between checks of the inline budget
 
 _SQL_TYPE = re.compile(r"^[A-Za-z][A-Za-z0-9_ ]*$")
 _RANGE_OPS = {"$gt": ">", "$gte": ">=", "$lt": "<", "$lte": "<="}
 _UPDATE_OPS = frozenset({"$set", "$unset", "$inc", "$max", "$min", "$push", "$addToSet", "$pull"})
+# an inline statement interrupted by its budget, or refused another process's lock
+_RETRY_ON_WORKER = frozenset({"SQLITE_INTERRUPT", "SQLITE_BUSY", "SQLITE_BUSY_SNAPSHOT",
+                              "SQLITE_LOCKED"})
 _UNIQUE_ERRORS = frozenset({"SQLITE_CONSTRAINT_UNIQUE", "SQLITE_CONSTRAINT_PRIMARYKEY"})
 _RESERVED_COLUMNS = frozenset({"id", "doc", "rowid"})
 _BOOL_TYPES = frozenset({"BOOL", "BOOLEAN"})
@@ -122,7 +153,7 @@ def bind(value: Any) -> Any:
 
 
 def _is_operator_map(value: Any) -> bool:
-    if not isinstance(value, Mapping) or not value:
+    if type(value) is not dict and not isinstance(value, Mapping) or not value:
         return False
     for key in value:
         if not key.startswith("$"):
@@ -248,6 +279,12 @@ class Compiler:
         self.update_one = lru_cache(maxsize=CACHED_STATEMENTS)(self._update_one)
         self.update_many = lru_cache(maxsize=CACHED_STATEMENTS)(self._update_many)
         self.delete = lru_cache(maxsize=CACHED_STATEMENTS)(self._delete)
+        self.columns = [(f, quote_ident(column_name(f)), tuple(f.split(".")))
+                        for f in spec.columns if f != spec.id_field]
+        names = ", ".join(["id", "doc", *(col for _, col, _ in self.columns)])
+        marks = ", ".join("?" * (2 + len(self.columns)))
+        self.insert_sql = f"INSERT INTO {self.table} ({names}) VALUES ({marks})"
+        self.insert_ignore_sql = f"INSERT OR IGNORE INTO {self.table} ({names}) VALUES ({marks})"
 
     def field(self, name: str) -> str:
         """The SQL expression of a field: the id column, a generated column or json_extract."""
@@ -291,6 +328,11 @@ class Compiler:
 
     def _count(self, shape: Shape) -> Statement:
         recipe = Recipe()
+        counter = self.counter_for(shape, ())
+        if counter is not None:
+            where = self.counter_where(shape, recipe)
+            return recipe.statement(
+                f"SELECT COALESCE(SUM(n), 0) FROM {self.counter_table(counter)} WHERE {where}")
         return recipe.statement(
             f"SELECT COUNT(*) FROM {self.source(shape)} WHERE {self.where(shape, recipe)}"
         )
@@ -300,27 +342,93 @@ class Compiler:
     ) -> Statement:
         recipe = Recipe()
         group = [expr for key in keys for expr in self.group_key(key)]
-        columns = [*group, *(self.aggregate(op, path) for op, path in stats), "COUNT(*)"]
-        sql = f"SELECT {', '.join(columns)} FROM {self.table} WHERE {self.where(shape, recipe)}"
+        counter = None if stats else self.counter_for(shape, keys)
+        if counter is not None:
+            columns = [*group, "SUM(n)"]
+            table, where = self.counter_table(counter), self.counter_where(shape, recipe)
+        else:
+            columns = [*group, *(self.aggregate(op, path) for op, path in stats), "COUNT(*)"]
+            table, where = self.table, self.where(shape, recipe)
+        sql = f"SELECT {', '.join(columns)} FROM {table} WHERE {where}"
         if group:
             sql += " GROUP BY " + ", ".join(str(i + 1) for i in range(len(group)))
         return recipe.statement(sql)
 
+    # -- maintained counts -------------------------------------------------------------------
+
+    def counter_for(self, shape: Shape, keys: tuple[str, ...]) -> tuple[str, ...] | None:
+        """A ``counts`` grouping that answers a count of ``shape`` grouped by ``keys``: the
+        filter only compares its fields for equality with (or ``$in``) non-null scalars."""
+        named = set(keys)
+        for key, value in shape:
+            if isinstance(value, Leaf):
+                if value.kind not in _SCALAR_KINDS - {"null"}:
+                    return None
+            elif (key.startswith("$") or len(value[1]) != 1 or value[1][0][0] != "$in"
+                  or any(leaf.kind not in _SCALAR_KINDS - {"null"} for leaf in value[1][0][1])):
+                return None
+            named.add(key)
+        for counter in self.spec.counts:
+            if named <= set(counter):
+                return counter
+        return None
+
+    def counter_table(self, counter: tuple[str, ...]) -> str:
+        return quote_ident(f"{self.spec.name}__count__{'__'.join(map(column_name, counter))}")
+
+    def counter_where(self, shape: Shape, recipe: Recipe) -> str:
+        clauses = []
+        for key, value in shape:
+            col = self.field(key)
+            if isinstance(value, Leaf):
+                clauses.append(f"{col} = {recipe.add(value)}")
+            else:
+                leaves = value[1][0][1]
+                marks = ", ".join(recipe.add(leaf) for leaf in leaves)
+                clauses.append(f"{col} IN ({marks})" if leaves else "0")
+        return " AND ".join(clauses) or "1"
+
     def _update_one(self, update: Shape, shape: Shape, sort: SortKey) -> Statement:
         recipe = Recipe()
-        new_doc = self.update(update, recipe)
+        sets = self.assignments(update, recipe)
         first = f"SELECT id FROM {self.source(shape)} WHERE {self.where(shape, recipe)}"
         first += self.order_by(sort) + " LIMIT 1"
         return recipe.statement(
-            f"UPDATE {self.table} SET doc = {new_doc} WHERE id = ({first}) RETURNING doc"
+            f"UPDATE {self.table} SET {sets} WHERE id = ({first}) RETURNING doc"
         )
 
     def _update_many(self, update: Shape, shape: Shape) -> Statement:
         recipe = Recipe()
-        new_doc = self.update(update, recipe)
+        sets = self.assignments(update, recipe)
         where = self.where(shape, recipe)
         return recipe.statement(
-            f"UPDATE {self.source(shape)} SET doc = {new_doc} WHERE {where}")
+            f"UPDATE {self.source(shape)} SET {sets} WHERE {where}")
+
+    def assignments(self, update: Shape, recipe: Recipe) -> str:
+        """``doc = <new doc>`` and the columns the update touches: a top-level ``$set`` of a
+        scalar binds it, an ``$unset`` of the field or a parent is NULL, anything else reads
+        the value back from the new document (every right-hand side sees the old row)."""
+        new_doc = self.update(update, recipe)
+        sets = [f"doc = {new_doc}"]
+        entries = [(op, field, leaf) for op, fields in update for field, leaf in fields]
+        for name, col, parts in self.columns:
+            touching = [(op, field, leaf) for op, field, leaf in entries
+                        if field == name or name.startswith(field + ".")
+                        or field.startswith(name + ".")]
+            if not touching:
+                continue
+            op, field, leaf = touching[0]  # fields never overlap (_check_update_fields)
+            if op == "$unset" and field != name and not name.startswith(field + "."):
+                value = f"json_extract({new_doc}, {json_path(name)})"
+            elif op == "$unset":
+                value = "NULL"
+            elif op == "$set" and field == name and len(parts) == 1 and \
+                    leaf.kind in _SCALAR_KINDS:
+                value = recipe.add(leaf)
+            else:
+                value = f"json_extract({new_doc}, {json_path(name)})"
+            sets.append(f"{col} = {value}")
+        return ", ".join(sets)
 
     def _delete(self, shape: Shape) -> Statement:
         recipe = Recipe()
@@ -538,6 +646,11 @@ class Compiler:
                 raise Invalid(f"{self.spec.name}: column name {field!r} is reserved")
             if not _SQL_TYPE.match(sql_type):
                 raise Invalid(f"{self.spec.name}: bad SQL type {sql_type!r} for {field!r}")
+        for counter in self.spec.counts:
+            if not counter or any(f not in self.spec.columns or column_name(f) in ("key", "n")
+                                  for f in counter):
+                raise Invalid(f"{self.spec.name}: counted fields {counter!r} must be columns "
+                              "(other than key and n)")
         for index in self.spec.indexes:
             for field, direction in index.keys:
                 if not self.is_column(field):
@@ -545,15 +658,61 @@ class Compiler:
                 if direction not in (1, -1):
                     raise Invalid(f"{self.spec.name}: bad direction in index {index.name}")
 
-    def create_table(self) -> str:
-        columns = "id TEXT PRIMARY KEY NOT NULL, doc TEXT NOT NULL"
-        return f"CREATE TABLE IF NOT EXISTS {self.table} ({columns})"
+    def create_table(self, table: str | None = None) -> str:
+        columns = ", ".join(["id TEXT PRIMARY KEY NOT NULL", "doc TEXT NOT NULL", *(
+            f"{col} {self.spec.columns[name]}" for name, col, _ in self.columns)])
+        return f"CREATE TABLE IF NOT EXISTS {table or self.table} ({columns})"
 
     def add_column(self, field: str) -> str:
-        return (
-            f"ALTER TABLE {self.table} ADD COLUMN {quote_ident(column_name(field))} "
-            f"{self.spec.columns[field]} GENERATED ALWAYS AS ({self.extract(field)}) VIRTUAL"
-        )
+        return (f"ALTER TABLE {self.table} ADD COLUMN {quote_ident(column_name(field))} "
+                f"{self.spec.columns[field]}")
+
+    def fill_column(self, field: str) -> str:
+        return (f"UPDATE {self.table} SET {quote_ident(column_name(field))} = "
+                f"{self.extract(field)}")
+
+    def copy_into(self, table: str) -> str:
+        """Copy every row (keeping rowids, hence tie order) into ``table``, reading the
+        columns from the documents."""
+        cols = [col for _, col, _ in self.columns]
+        values = [self.extract(name) for name, _, _ in self.columns]
+        names = ", ".join(["rowid", "id", "doc", *cols])
+        return (f"INSERT INTO {table} ({names}) SELECT {', '.join(['rowid', 'id', 'doc', *values])}"
+                f" FROM {self.table} ORDER BY rowid")
+
+    def create_counter(self, counter: tuple[str, ...]) -> list[str]:
+        """The table of one ``counts`` grouping and the triggers keeping it."""
+        table = self.counter_table(counter)
+        cols = [self.field(f) for f in counter]
+        decl = ", ".join(f"{c} {self.spec.columns[f]}" for f, c in zip(counter, cols, strict=True))
+        names = ", ".join(cols)
+
+        def add(row: str) -> str:
+            values = ", ".join(f"{row}.{c}" for c in cols)
+            return (f"INSERT INTO {table} (key, {names}, n) VALUES (json_array({values}), "
+                    f"{values}, 1) ON CONFLICT (key) DO UPDATE SET n = n + 1;")
+
+        def remove(row: str) -> str:
+            values = ", ".join(f"{row}.{c}" for c in cols)
+            return f"UPDATE {table} SET n = n - 1 WHERE key = json_array({values});"
+
+        base = f"{self.spec.name}__count__{'__'.join(map(column_name, counter))}"
+        changed = " OR ".join(f"OLD.{c} IS NOT NEW.{c}" for c in cols)
+        on = {"insert": ("AFTER INSERT", add("NEW")), "delete": ("AFTER DELETE", remove("OLD")),
+              "update": (f"AFTER UPDATE OF {names}", f"{remove('OLD')} {add('NEW')}")}
+        table_sql = (f"CREATE TABLE IF NOT EXISTS {table} (key TEXT PRIMARY KEY NOT NULL, "
+                     f"{decl}, n INTEGER NOT NULL)")
+        triggers = [
+            f"CREATE TRIGGER IF NOT EXISTS {quote_ident(f'{base}__{name}')} {when} ON "
+            f"{self.table}{f' WHEN {changed}' if name == 'update' else ''} BEGIN {body} END"
+            for name, (when, body) in on.items()
+        ]
+        return [table_sql, *triggers]
+
+    def fill_counter(self, counter: tuple[str, ...]) -> str:
+        cols = ", ".join(self.field(f) for f in counter)
+        return (f"INSERT INTO {self.counter_table(counter)} (key, {cols}, n) SELECT "
+                f"json_array({cols}), {cols}, COUNT(*) FROM {self.table} GROUP BY {cols}")
 
     def index_name(self, index: Index) -> str:
         return f"{self.spec.name}__{index.name}"
@@ -608,9 +767,8 @@ class SQLiteCollection(Collection):
         self.spec = spec
         self._store = store
         self._sql = compiler
-        table = compiler.table
-        self._insert = f"INSERT INTO {table} (id, doc) VALUES (?, ?)"
-        self._insert_ignore = f"INSERT OR IGNORE INTO {table} (id, doc) VALUES (?, ?)"
+        self._insert = compiler.insert_sql
+        self._insert_ignore = compiler.insert_ignore_sql
 
     async def _run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         def prepared(conn: sqlite3.Connection) -> T:
@@ -619,15 +777,41 @@ class SQLiteCollection(Collection):
 
         return await self._store.run(prepared)
 
+    async def _run_short(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """``_run`` for one statement expected to be short (see the module docstring)."""
+        if self._store._ensured.get(self.spec.name) is not self.spec:
+            return await self._run(fn)
+        return await self._store.run_short(fn)
+
     async def _fetch(self, statement: Statement, values: Sequence[Any]) -> list[Any]:
         params = statement.params(values)
         return await self._run(lambda conn: conn.execute(statement.sql, params).fetchall())
 
-    def _row(self, doc: Doc, text: str) -> tuple[Any, str]:
+    def _row(self, doc: Doc, text: str) -> tuple[Any, ...]:
+        """The row of a document: its id, its JSON and its column values as ``json_extract``
+        reads them from the JSON (``Collection`` has made sure each is a scalar)."""
         doc_id = doc.get(self.spec.id_field)
         if doc_id is None:
             raise Invalid(f"{self.spec.name}: missing {self.spec.id_field}")
-        return doc_id, text
+        row: list[Any] = [doc_id, text]
+        for _, _, parts in self._sql.columns:
+            value: Any = doc
+            for part in parts:
+                value = value.get(part) if isinstance(value, dict) else None
+            kind = type(value)
+            if value is None or kind is str or kind is int or kind is float:
+                row.append(value)
+            elif isinstance(value, bool):
+                row.append(int(value))
+            elif isinstance(value, str):
+                row.append(str(value))
+            elif isinstance(value, int):
+                row.append(int(value))
+            elif isinstance(value, float):
+                row.append(float(value))
+            else:
+                raise Invalid(f"{self.spec.name}: a column holds a scalar, not {value!r}")
+        return tuple(row)
 
     def _find_statement(
         self, filter: Filter, sort: Sort | None, limit: int | None
@@ -638,9 +822,11 @@ class SQLiteCollection(Collection):
         return self._sql.select(shape, sort_key(sort), limit_leaf), flat.values
 
     async def _insert_one(self, doc: Doc, text: str) -> None:
+        row = self._row(doc, text)
+
         def op(conn: sqlite3.Connection) -> None:
             with duplicate_key_errors():
-                conn.execute(self._insert, self._row(doc, text))
+                conn.execute(self._insert, row)
 
         await self._run(op)
 
@@ -650,8 +836,9 @@ class SQLiteCollection(Collection):
             return 0
         sql = self._insert_ignore if skip_duplicates else self._insert
 
+        rows = [self._row(doc, text) for doc, text in zip(docs, texts, strict=True)]
+
         def op(conn: sqlite3.Connection) -> int:
-            rows = [self._row(doc, text) for doc, text in zip(docs, texts, strict=True)]
             with duplicate_key_errors(), transaction(conn):
                 return conn.executemany(sql, rows).rowcount
 
@@ -668,6 +855,8 @@ class SQLiteCollection(Collection):
             rows = conn.execute(statement.sql, params).fetchall()
             return [project(json.loads(row[0]), keys, id_field) for row in rows]
 
+        if limit is not None and limit <= INLINE_LIMIT:
+            return await self._run_short(op)
         return await self._run(op)
 
     async def _count(self, filter: Filter) -> int:
@@ -703,7 +892,7 @@ class SQLiteCollection(Collection):
                 rows = conn.execute(statement.sql, params).fetchall()
             return json.loads(rows[0][0]) if rows else None
 
-        return await self._run(op)
+        return await self._run_short(op)
 
     async def _update_many(self, filter: Filter, update: Update) -> int:
         flat = Flattener()
@@ -749,6 +938,9 @@ class SQLiteStore(Store):
         self._compilers: dict[str, Compiler] = {}
         self._ensured: dict[str, CollectionSpec] = {}
         self._closed = False
+        # held by whichever thread uses the connection: the worker, or the loop inline
+        self._lock = threading.Lock()
+        self._inline_deadline = 0.0
 
     def collection(self, spec: CollectionSpec) -> SQLiteCollection:
         return SQLiteCollection(self, spec, self._compiler(spec))
@@ -777,6 +969,33 @@ class SQLiteStore(Store):
             raise RuntimeError("the SQLite store is closed")
         return await asyncio.get_running_loop().run_in_executor(self._executor, self._call, fn)
 
+    async def run_short(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """Run ``fn(connection)``, one statement, on this thread when the worker is idle and
+        it finishes within the budget; else on the worker thread."""
+        if self._closed:
+            raise RuntimeError("the SQLite store is closed")
+        conn = self._conn
+        if conn is None or not self._lock.acquire(blocking=False):
+            return await self.run(fn)
+        try:
+            self._inline_deadline = time.perf_counter() + INLINE_BUDGET_S
+            conn.set_progress_handler(self._over_budget, _PROGRESS_STEPS)
+            conn.execute("PRAGMA busy_timeout=0")
+            try:
+                return fn(conn)
+            except sqlite3.OperationalError as error:
+                if getattr(error, "sqlite_errorname", "") not in _RETRY_ON_WORKER:
+                    raise
+            finally:
+                conn.set_progress_handler(None, 0)
+                conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+        finally:
+            self._lock.release()
+        return await self.run(fn)
+
+    def _over_budget(self) -> int:
+        return int(time.perf_counter() > self._inline_deadline)
+
     def ensure_in_thread(self, conn: sqlite3.Connection, spec: CollectionSpec) -> None:
         """Create ``spec``'s table on first use (worker thread only)."""
         known = self._ensured.get(spec.name)
@@ -791,18 +1010,25 @@ class SQLiteStore(Store):
         return compiler
 
     def _call(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        if self._conn is None:
-            self._conn = self._connect()
-        return fn(self._conn)
+        with self._lock:
+            if self._conn is None:
+                self._conn = self._connect()
+            return fn(self._conn)
 
     def _connect(self) -> sqlite3.Connection:
-        conn = sqlite3.connect(self.path, isolation_level=None, cached_statements=CACHED_STATEMENTS)
+        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False,
+                               cached_statements=CACHED_STATEMENTS)
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute("PRAGMA synchronous=NORMAL")
         conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+        conn.execute(f"PRAGMA cache_size=-{CACHE_KIB}")
         return conn
 
     def _disconnect(self) -> None:
+        with self._lock:
+            self._close_connection()
+
+    def _close_connection(self) -> None:
         if self._conn is not None:
             try:
                 # statistics for the planner, best effort: another process writing the same
@@ -814,14 +1040,51 @@ class SQLiteStore(Store):
             self._conn = None
 
     def _ensure(self, conn: sqlite3.Connection, spec: CollectionSpec) -> None:
+        """Create the table, its columns, indexes and maintained counts (idempotent, and
+        safe against another process doing the same: all in one write transaction).
+
+        A table from an earlier version, whose columns were virtual generated columns, is
+        rebuilt once with real columns (a copy in one transaction, logged: about a minute
+        per million tasks). A column new to the spec is added and filled from the
+        documents; a counts table new to the spec is filled from the collection."""
         sql = Compiler(spec)
         sql.validate_schema()
         with duplicate_key_errors(), transaction(conn):
             conn.execute(sql.create_table())
-            existing = {row[1] for row in conn.execute(f"PRAGMA table_xinfo({sql.table})")}
-            for field in spec.columns:
-                if field != spec.id_field and column_name(field) not in existing:
-                    conn.execute(sql.add_column(field))
+            info = list(conn.execute(f"PRAGMA table_xinfo({sql.table})"))
+            if any(row[6] in (2, 3) for row in info):  # hidden: 2 virtual, 3 stored generated
+                self._rebuild(conn, sql)
+            else:
+                existing = {row[1] for row in info}
+                for field, col, _ in sql.columns:
+                    if column_name(field) not in existing:
+                        conn.execute(sql.add_column(field))
+                        conn.execute(sql.fill_column(field))
             for index in spec.indexes:
                 conn.execute(sql.create_index(index))
+            for counter in spec.counts:
+                table = sql.counter_table(counter)
+                new = conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND "
+                                   f"name = {sql_string(table[1:-1])}").fetchone() is None
+                for statement in sql.create_counter(counter):
+                    conn.execute(statement)
+                if new:
+                    conn.execute(sql.fill_counter(counter))
         self._ensured[spec.name] = spec
+
+    @staticmethod
+    def _rebuild(conn: sqlite3.Connection, sql: Compiler) -> None:
+        """Copy a table with generated columns into one with real columns (in the caller's
+        transaction); its indexes and counts are created again by the caller."""
+        started = time.monotonic()
+        n = conn.execute(f"SELECT COUNT(*) FROM {sql.table}").fetchone()[0]
+        log.warning("sqlite: rebuilding table %s (%d documents) with stored columns, once, "
+                    "for this version's faster writes", sql.spec.name, n)
+        tmp = quote_ident(f"{sql.spec.name}__rebuild")
+        conn.execute(f"DROP TABLE IF EXISTS {tmp}")
+        conn.execute(sql.create_table(tmp))
+        conn.execute(sql.copy_into(tmp))
+        conn.execute(f"DROP TABLE {sql.table}")
+        conn.execute(f"ALTER TABLE {tmp} RENAME TO {sql.table}")
+        log.warning("sqlite: table %s rebuilt in %.1f s", sql.spec.name,
+                    time.monotonic() - started)

@@ -272,10 +272,13 @@ def _filter_value(value: Any, depth: int) -> None:
     elif kind is int:
         if not INT64_MIN <= value <= INT64_MAX:
             raise _Refused("integer outside the signed 64-bit range")
-    elif isinstance(value, Mapping | list | tuple):
+    elif kind is float or kind is bool or value is None:
+        return
+    elif kind is dict or kind is list or kind is tuple or isinstance(value, Mapping):
         if depth > MAX_DEPTH:
             raise _Refused(f"nested deeper than {MAX_DEPTH} levels")
-        items = value.items() if isinstance(value, Mapping) else enumerate(value)
+        items = value.items() if kind is dict or isinstance(value, Mapping) \
+            else enumerate(value)
         for key, item in items:
             try:
                 _filter_value(item, depth + 1)

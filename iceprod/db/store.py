@@ -99,21 +99,95 @@ class CollectionSpec:
 
     def shape_known(self, name: str) -> bool:
         """Whether filters may compare ``name`` (see the class docstring)."""
-        return (name == self.id_field or name in self.columns or name in self.scalar_fields
-                or name in self.array_fields)
+        return name in self.known_fields
+
+    @property
+    def column_roots(self) -> frozenset[str]:
+        """The top-level fields holding columns (computed once)."""
+        roots = self.__dict__.get("_roots")
+        if roots is None:
+            roots = frozenset(name.split(".", 1)[0] for name in self.columns)
+            object.__setattr__(self, "_roots", roots)
+        return roots
+
+    @property
+    def known_fields(self) -> frozenset[str]:
+        """The fields whose shape is declared (computed once)."""
+        known = self.__dict__.get("_known")
+        if known is None:
+            known = frozenset({self.id_field, *self.columns, *self.scalar_fields,
+                               *self.array_fields})
+            object.__setattr__(self, "_known", known)
+        return known
+
+
+_COMPOSITE = (Mapping, list, tuple)
+
+
+def _column_value(value: Any, parts: Sequence[str]) -> Any:
+    for part in parts:
+        if not isinstance(value, Mapping):
+            return None
+        value = value.get(part)
+    return value
+
+
+def _not_scalar(path: str) -> Invalid:
+    return Invalid(f"{path}: a column of this collection, it holds one scalar value, never "
+                   "an object or an array", field=path)
+
+
+def check_columns(doc: Doc, spec: CollectionSpec) -> None:
+    """Refuse a document holding an object or array where ``spec`` declares a column: a
+    column is a scalar (indexed, compared and counted as one) on every backend."""
+    for name in spec.columns:
+        if isinstance(_column_value(doc, name.split(".")), _COMPOSITE):
+            raise _not_scalar(name)
+
+
+def check_column_update(update: Update, spec: CollectionSpec) -> None:
+    """Refuse an update that would leave an object or array at a column (a ``$set`` of one
+    at the column or inside a parent set whole, an array operator on a column or a
+    parent)."""
+    columns = spec.columns
+    roots = spec.column_roots
+    for op, fields in update.items():
+        if op == "$unset" or not isinstance(fields, Mapping):
+            continue
+        for path, value in fields.items():
+            if not isinstance(path, str) or (path.split(".", 1)[0] not in roots):
+                continue
+            if path in columns and op in ("$set", "$inc", "$max", "$min") and \
+                    type(value) in (str, int, float, bool, type(None)):
+                continue  # the common case: a scalar at a column
+            for name in columns:
+                if name == path:
+                    found = value
+                elif name.startswith(path + "."):
+                    if op in ("$push", "$addToSet", "$pull"):
+                        raise _not_scalar(name)
+                    found = _column_value(value, name[len(path) + 1:].split("."))
+                else:
+                    continue
+                if isinstance(found, _COMPOSITE) or (op in ("$push", "$addToSet", "$pull")
+                                                     and name == path):
+                    raise _not_scalar(name)
 
 
 def check_shapes(filter: Filter, spec: CollectionSpec) -> None:
     """Refuse a filter comparing a field whose shape ``spec`` does not declare (only
     ``$exists`` may name any field): see ``CollectionSpec``."""
+    known = spec.known_fields
     for key, value in filter.items():
-        if key in ("$or", "$and"):
+        if key in known:
+            continue
+        if key == "$or" or key == "$and":
             if isinstance(value, list | tuple):
                 for sub in value:
                     if isinstance(sub, Mapping):
                         check_shapes(sub, spec)
             continue
-        if spec.shape_known(key) or key.startswith("$"):
+        if key.startswith("$"):
             continue  # an unknown operator is refused by the backend
         if isinstance(value, Mapping) and value and all(op == "$exists" for op in value):
             continue
@@ -135,13 +209,17 @@ class Collection(abc.ABC):
 
     async def insert_one(self, doc: Doc) -> None:
         """Insert; raises ``DuplicateKey`` when a unique index (or the id) refuses it."""
-        await self._insert_one(doc, check_document(doc))
+        text = check_document(doc)
+        check_columns(doc, self.spec)
+        await self._insert_one(doc, text)
 
     async def insert_many(self, docs: Sequence[Doc], skip_duplicates: bool = False) -> int:
         """Insert all docs in one batch and return how many were inserted. With
         ``skip_duplicates`` documents refused by a unique index are skipped silently;
         otherwise the first duplicate raises ``DuplicateKey`` and nothing is inserted."""
         texts = [check_document(doc) for doc in docs]
+        for doc in docs:
+            check_columns(doc, self.spec)
         return await self._insert_many(docs, texts, skip_duplicates)
 
     async def find_one(
@@ -198,6 +276,7 @@ class Collection(abc.ABC):
         check_filter(filter)
         check_shapes(filter, self.spec)
         check_update(update)
+        check_column_update(update, self.spec)
         return await self._update_one(filter, update, sort)
 
     async def update_many(self, filter: Filter, update: Update) -> int:
@@ -205,6 +284,7 @@ class Collection(abc.ABC):
         check_filter(filter)
         check_shapes(filter, self.spec)
         check_update(update)
+        check_column_update(update, self.spec)
         return await self._update_many(filter, update)
 
     async def delete_many(self, filter: Filter) -> int:

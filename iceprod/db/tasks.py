@@ -302,9 +302,10 @@ class TasksRepo(Repository):
         return back
 
     async def set_dataset_priority(self, dataset_id: str, score: float) -> int:
-        """Refresh the score carried by a dataset's queued tasks."""
+        """Refresh the score carried by a dataset's queued tasks; returns how many changed
+        (those already carrying it are not rewritten)."""
         return await self.coll.update_many(
-            {"dataset_id": dataset_id, "status": "queued"},
+            {"dataset_id": dataset_id, "status": "queued", "dataset_priority": {"$ne": score}},
             {"$set": {"dataset_priority": score}},
         )
 
