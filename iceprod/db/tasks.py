@@ -20,6 +20,8 @@ from iceprod.db.store import CollectionSpec, Doc, Filter, Index
 NUMERIC_REQUIREMENTS = ("cpu", "gpu", "memory", "disk", "time")
 LEAVING_PROCESSING = {"pilot_id": "", "instance_id": "", "lease_expires": ""}
 BATCH = 1000
+SAMPLE = 20
+"""How many ids a dry run lists."""
 # claims take the best-scored dataset's queued tasks first, then by priority inside it
 CLAIM_ORDER = [("dataset_priority", -1), ("priority", -1), ("task_id", 1)]
 
@@ -57,6 +59,43 @@ def selection_filter(dataset_id: str, selection: TaskSelection) -> dict[str, Any
     if index:
         query["job_index"] = index
     return query
+
+
+def selected_filters(dataset_id: str, status: str, selection: TaskSelection
+                     ) -> tuple[dict[str, Any], dict[str, Any], list[str] | None]:
+    """For a bulk status change of ``selection``: the filter of the tasks it selects, the
+    filter of those the state machine lets change (without the ids when ids are given:
+    those are batched separately), and the ids."""
+    allowed = allowed_from("task", status)
+    matched = selection_filter(dataset_id, selection)
+    if selection.statuses:
+        allowed = [s for s in allowed if s in selection.statuses]
+        matched["status"] = {"$in": list(selection.statuses)}
+    changing = {**selection_filter(dataset_id, selection), "status": {"$in": allowed}}
+    ids = list(selection.task_ids) or None
+    if ids is not None:
+        del changing["task_id"], matched["task_id"]
+    return matched, changing, ids
+
+
+def bulk_status_filter(dataset_id: str, status: str, name: str | None, job_id: str | None,
+                       from_status: Sequence[str] | None) -> dict[str, Any]:
+    """The tasks of a dataset (narrowed by name, job and ``from_status``) that the state
+    machine lets go to ``status``."""
+    allowed = allowed_from("task", status)
+    if from_status is not None:
+        allowed = [s for s in allowed if s in from_status]
+    base: dict[str, Any] = {"dataset_id": dataset_id, "status": {"$in": allowed}}
+    if name:
+        base["name"] = name
+    if job_id:
+        base["job_id"] = job_id
+    return base
+
+
+def requirements_filter(dataset_id: str, name: str) -> dict[str, Any]:
+    """The tasks a requirements edit changes: every unfinished one with that name."""
+    return {"dataset_id": dataset_id, "name": name, "status": {"$ne": "complete"}}
 
 
 class TasksRepo(Repository):
@@ -332,14 +371,7 @@ class TasksRepo(Repository):
         ``name``, ``job_id`` and ``from_status``) that the state machine allows; returns how
         many changed. Works in batches so a 100k-task change never holds the store for
         long. Resetting to waiting clears the failure count."""
-        allowed = allowed_from("task", status)
-        if from_status is not None:
-            allowed = [s for s in allowed if s in from_status]
-        base: dict[str, Any] = {"dataset_id": dataset_id, "status": {"$in": allowed}}
-        if name:
-            base["name"] = name
-        if job_id:
-            base["job_id"] = job_id
+        base = bulk_status_filter(dataset_id, status, name, job_id, from_status)
         return await self._bulk_update(base, status, task_ids)
 
     async def bulk_status_selected(self, dataset_id: str, status: str,
@@ -348,14 +380,54 @@ class TasksRepo(Repository):
         action); returns how many changed. An empty selection changes nothing."""
         if selection.empty:
             return 0
-        allowed = allowed_from("task", status)
-        if selection.statuses:
-            allowed = [s for s in allowed if s in selection.statuses]
-        base = {**selection_filter(dataset_id, selection), "status": {"$in": allowed}}
-        ids = list(selection.task_ids) or None
-        if ids is not None:
-            del base["task_id"]  # batched by ``_bulk_update`` instead
+        _, base, ids = selected_filters(dataset_id, status, selection)
         return await self._bulk_update(base, status, ids)
+
+    async def preview_selected(self, dataset_id: str, status: str,
+                               selection: TaskSelection) -> Doc:
+        """What ``bulk_status_selected`` would change, changing nothing (a dry run)."""
+        if selection.empty:
+            return {"matched": 0, "changed": 0, "by_status": {}, "sample": []}
+        matched, changing, ids = selected_filters(dataset_id, status, selection)
+        return await self.preview(matched, changing, ids)
+
+    async def preview_status(
+        self, dataset_id: str, status: str, name: str | None = None,
+        job_id: str | None = None, from_status: Sequence[str] | None = None,
+    ) -> Doc:
+        """What ``bulk_status`` (with no ids: a cascade) would change, changing nothing; the
+        matched tasks are all of the dataset's (narrowed by ``name`` and ``job_id``)."""
+        changing = bulk_status_filter(dataset_id, status, name, job_id, from_status)
+        matched = {k: v for k, v in changing.items() if k != "status"}
+        return await self.preview(matched, changing)
+
+    async def preview_requirements(self, dataset_id: str, name: str) -> Doc:
+        """What ``bulk_requirements`` would change, changing nothing."""
+        matched = {"dataset_id": dataset_id, "name": name}
+        return await self.preview(matched, requirements_filter(dataset_id, name))
+
+    async def preview(self, matched: Filter, changing: Filter,
+                      task_ids: Sequence[str] | None = None) -> Doc:
+        """A dry run's answer: how many tasks ``matched`` selects, how many of them
+        ``changing`` (the update's own filter) would change, those by current status, and
+        the first ``SAMPLE`` of their ids in id order. With ``task_ids`` both filters are
+        narrowed to those ids (read in batches)."""
+        chunks: Iterable[list[str] | None] = (
+            _chunks(sorted(set(task_ids)), BATCH) if task_ids is not None else [None])
+        total = 0
+        by_status: dict[str, int] = {}
+        sample: list[str] = []
+        for chunk in chunks:
+            narrow: dict[str, Any] = {"task_id": {"$in": chunk}} if chunk is not None else {}
+            total += await self.coll.count({**matched, **narrow})
+            for row in await self.coll.group_count({**changing, **narrow}, ["status"]):
+                by_status[row["status"]] = by_status.get(row["status"], 0) + row["count"]
+            if len(sample) < SAMPLE:
+                rows = await self.coll.find({**changing, **narrow}, keys=["task_id"],
+                                            sort=[("task_id", 1)], limit=SAMPLE - len(sample))
+                sample += [r["task_id"] for r in rows]
+        return {"matched": total, "changed": sum(by_status.values()),
+                "by_status": dict(sorted(by_status.items())), "sample": sample}
 
     async def _bulk_update(self, base: dict[str, Any], status: str,
                            task_ids: Sequence[str] | None) -> int:
@@ -396,7 +468,7 @@ class TasksRepo(Repository):
 
     async def bulk_requirements(self, dataset_id: str, name: str, reqs: Doc) -> int:
         return await self.coll.update_many(
-            {"dataset_id": dataset_id, "name": name, "status": {"$ne": "complete"}},
+            requirements_filter(dataset_id, name),
             {"$set": {f"requirements.{k}": v for k, v in reqs.items()}},
         )
 
