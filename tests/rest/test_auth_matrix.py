@@ -86,6 +86,7 @@ MATRIX: list[tuple[str, str, Any, tuple[int, ...]]] = [
                            "tasks_per_job": 1, "group": "physics"}, SUBMIT),
     ("GET", "/datasets/{dataset_id}", None, READ),
     ("PUT", "/datasets/{dataset_id}/status", {"status": "suspended"}, WRITE),
+    ("PUT", "/datasets/{dataset_id}/priority", {"priority": 0.7}, WRITE),
     ("PUT", "/datasets/{dataset_id}/description", {"description": "new"}, WRITE),
     ("PUT", "/datasets/{dataset_id}/jobs_submitted", {"jobs_submitted": 3}, WRITE),
     ("GET", "/dataset_summaries/status", None, LIST_READABLE),
@@ -94,6 +95,8 @@ MATRIX: list[tuple[str, str, Any, tuple[int, ...]]] = [
     ("GET", "/datasets/{dataset_id}/jobs", None, READ),
     ("GET", "/datasets/{dataset_id}/jobs/{job_id}", None, READ),
     ("PUT", "/datasets/{dataset_id}/jobs/{job_id}/status", {"status": "suspended"}, WRITE),
+    ("POST", "/datasets/{dataset_id}/job_actions/bulk_status/suspended",
+     {"jobs": ["{job_id}"]}, WRITE),
     ("GET", "/datasets/{dataset_id}/job_summaries/status", None, READ),
     ("GET", "/datasets/{dataset_id}/job_counts/status", None, READ),
     ("POST", "/jobs", {"dataset_id": "{dataset_id}", "job_index": 7}, INTERNAL_NEW),
@@ -181,6 +184,8 @@ MATRIX: list[tuple[str, str, Any, tuple[int, ...]]] = [
     ("PUT", "/auths/{dataset_id}", {"read_groups": ["astro"]}, WRITE),
     ("GET", "/auths/{dataset_id}/actions/read", None, READ),
     ("GET", "/auths/{dataset_id}/actions/write", None, WRITE),
+    ("GET", "/audit", None, ADMIN_ONLY),
+    ("GET", "/datasets/{dataset_id}/audit", None, READ),
 ]
 
 

@@ -5,17 +5,20 @@ from __future__ import annotations
 
 from typing import Any
 
-from iceprod.common import strict_json
 from iceprod.common.errors import Invalid, NotFound
 from iceprod.common.ids import new_id
 from iceprod.common.reasons import classify
 from iceprod.common.states import statuses
+from iceprod.common.schema import validate
 from iceprod.common.timeutil import iso
+from iceprod.core.preview import preview_task_status
 from iceprod.core.queue import queue_tasks
 from iceprod.core.rollup import cascade_dataset, rollup_job
 from iceprod.db.store import Doc
 from iceprod.db.tasks import TaskSelection
+from iceprod.rest.audit import audit, selection_record
 from iceprod.rest.base import APIHandler, OwnershipMixin, requires
+from iceprod.rest.dryrun import DryRunHandler
 from iceprod.rest.handlers.schemas import body, definition
 from iceprod.rest.openapi import KEYS, PAGE, STATUS, TEXT, path, query
 
@@ -66,12 +69,20 @@ class DatasetTaskHandler(APIHandler):
         self.write_json(visible_task(task, self.principal.privileged))
 
 
-class DatasetTaskStatusHandler(APIHandler):
+class DatasetTaskStatusHandler(DryRunHandler):
     @requires("write:datasets", dataset="write", body=STATUS_BODY)
     async def put(self, dataset_id: str, task_id: str) -> None:
-        """Set a task's status (state machine; illegal -> 409)."""
-        await self.db.tasks.set_status(task_id, self.body["status"], dataset_id=dataset_id)
-        self.write_json({})
+        """Set a task's status (state machine; illegal -> 409); `"dry_run": true` answers
+        what would change. Answers `{"changed": 0|1}`."""
+        status = self.body["status"]
+        plan = await preview_task_status(self.db, dataset_id, task_id, status)
+        if self.dry_run:
+            self.write_preview(plan)
+            return
+        await self.db.tasks.set_status(task_id, status, dataset_id=dataset_id)
+        await audit(self, "task.status", dataset_id, {"tasks": [task_id]},
+                    {"changed": plan["changed"]}, {"status": status})
+        self.write_json({"changed": plan["changed"]})
 
 
 class TaskSummariesHandler(APIHandler):
@@ -129,11 +140,12 @@ async def check_task_names(h: APIHandler, dataset_id: str, names: tuple[str, ...
         raise NotFound(f"name: no task named {', '.join(map(repr, unknown))} in this dataset")
 
 
-class BulkStatusHandler(APIHandler):
+class BulkStatusHandler(DryRunHandler):
     def parse_body(self, schema: Doc) -> Doc:
-        raw = self.request.body
-        check_selection_given(strict_json.loads(raw) if raw else {})
-        return super().parse_body(schema)
+        data = self.raw_body()
+        check_selection_given(data)
+        validate(data, schema)
+        return data  # type: ignore[no-any-return]
 
     @path(status=definition("task_status")["properties"]["status"])
     @requires("write:datasets", dataset="write", body=BULK_STATUS_BODY)
@@ -141,14 +153,21 @@ class BulkStatusHandler(APIHandler):
         """Set a status on the selected tasks (`{"tasks": [ids]}` or `{"filter": {"status",
         "name", "job_index": {"min", "max"}}}`; an empty selection is a 400, unknown names a
         404); tasks the state machine does not allow are left alone. Sending tasks back to
-        waiting reopens a dataset in errors (it becomes processing again)."""
+        waiting reopens a dataset in errors (it becomes processing again). With
+        `"dry_run": true` answers what would change, changing nothing."""
         if status not in statuses("task") or status == "processing":
             raise Invalid(f"status: cannot bulk-set {status!r}")
         selection = task_selection(self.body)
         await check_task_names(self, dataset_id, selection.names)
+        if self.dry_run:
+            self.write_preview(
+                await self.db.tasks.preview_selected(dataset_id, status, selection))
+            return
         changed = await self.db.tasks.bulk_status_selected(dataset_id, status, selection)
         if changed and status == "waiting":
             await reopen_dataset(self, dataset_id)
+        await audit(self, "tasks.bulk_status", dataset_id, selection_record(self.body),
+                    {"changed": changed}, {"status": status})
         self.write_json({"changed": changed})
 
 
@@ -161,12 +180,18 @@ async def reopen_dataset(h: APIHandler, dataset_id: str) -> None:
         await cascade_dataset(h.db, dataset_id, "processing")
 
 
-class BulkRequirementsHandler(APIHandler):
+class BulkRequirementsHandler(DryRunHandler):
     @requires("write:datasets", dataset="write", body=BULK_REQ_BODY)
     async def patch(self, dataset_id: str, name: str) -> None:
-        """Set requirements on every unfinished task with this name (unknown name -> 404)."""
+        """Set requirements on every unfinished task with this name (unknown name -> 404);
+        `"dry_run": true` answers what would change, changing nothing."""
         await check_task_names(self, dataset_id, (name,))
+        if self.dry_run:
+            self.write_preview(await self.db.tasks.preview_requirements(dataset_id, name))
+            return
         changed = await self.db.tasks.bulk_requirements(dataset_id, name, self.body)
+        await audit(self, "tasks.bulk_requirements", dataset_id, {"filter": {"name": [name]}},
+                    {"changed": changed}, {"requirements": self.body})
         self.write_json({"changed": changed})
 
 
