@@ -25,7 +25,7 @@ from iceprod.rest.openapi import handler_methods, template
 ROOT = Path(__file__).resolve().parents[1]
 HOOKS = ROOT / "docs" / "hooks"
 SEED_ROUTES = 76  # routes listed by the IceProd v2.7 REST API document (shared/seeds/004_*)
-V27_ROUTES = 2  # IceProd v2.7 routes its route list leaves out (priority, jobs in bulk), so far
+V27_ROUTES = 6  # IceProd v2.7 routes its route list (the seed) leaves out
 
 
 def build(config: Path, out: Path) -> subprocess.CompletedProcess[str]:

@@ -487,7 +487,8 @@ class AsyncTasks(AsyncGroup):
         return int(result["changed"])
 
     async def stats(self, dataset_id: str) -> dict[str, Doc]:
-        """Per task name: count, total/mean/min/max hours, error hours, efficiency."""
+        """Per task name with completed tasks (IceProd's summary): count, total_hrs,
+        avg_hrs, stddev_hrs, min_hrs, max_hrs, total_err_hrs, efficiency."""
         result: dict[str, Doc] = await self.client.request(
             "GET", f"/datasets/{dataset_id}/task_stats")
         return result
@@ -506,8 +507,18 @@ class AsyncTasks(AsyncGroup):
         return result
 
     async def update(self, task_id: str, **fields: Any) -> Doc:
-        """Patch status, priority, requirements, reason, site (internal)."""
+        """Patch priority, requirements, reason, site, failures (internal); never the
+        status (`set_status_by_id`)."""
         result: Doc = await self.client.request("PATCH", f"/tasks/{task_id}", fields,
+                                                idempotent=True)
+        return result
+
+    async def set_status_by_id(self, task_id: str, status: str, *,
+                               dry_run: bool = False) -> Doc:
+        """Set a task's status by id alone (admin, system), through the state machine;
+        answers `{"changed": 0|1}` (or the preview)."""
+        body: Doc = {"status": status, **({"dry_run": True} if dry_run else {})}
+        result: Doc = await self.client.request("PUT", f"/tasks/{task_id}/status", body,
                                                 idempotent=True)
         return result
 
@@ -640,24 +651,37 @@ class AsyncLogs(AsyncGroup):
 class AsyncFiles(AsyncGroup):
     """Input and output files registered for a dataset or a task."""
 
+    async def _all(self, path: str, keys: Names | None) -> dict[str, Doc]:
+        """Every page of a files list (`{"files": [...]}`) as `{file_id: file}`."""
+        out: dict[str, Doc] = {}
+        after: str | None = None
+        while True:
+            response = await self.client.send("GET", path, params={"keys": keys,
+                                                                   "after": after})
+            out.update({f["file_id"]: f for f in response.json()["files"]})
+            after = response.headers.get("X-Next-After") or None
+            if not after:
+                return out
+
     async def list(self, dataset_id: str, keys: Names | None = None) -> dict[str, Doc]:
-        return await self.client.collect(f"/datasets/{dataset_id}/files", {"keys": keys})
+        """A dataset's files as `{file_id: file}` (every page)."""
+        return await self._all(f"/datasets/{dataset_id}/files", keys)
 
     async def add(self, dataset_id: str, remote: str, *, task_id: str | None = None,
                   **fields: Any) -> str:
-        """Register a file (`fields`: local, movement, type, transfer, job_index, task_name)."""
-        body = drop_none({"remote": remote, "task_id": task_id, **fields})
+        """Register a file by URL (`fields`: local, movement, type, transfer, and job_index
+        with task_name to name a task by its job and name)."""
+        body = drop_none({"filename": remote, "task_id": task_id, **fields})
         return created_id(await self.client.request("POST", f"/datasets/{dataset_id}/files",
                                                     body))
 
     async def for_task(self, dataset_id: str, task_id: str,
                        keys: Names | None = None) -> dict[str, Doc]:
-        return await self.client.collect(f"/datasets/{dataset_id}/files/{task_id}",
-                                         {"keys": keys})
+        return await self._all(f"/datasets/{dataset_id}/files/{task_id}", keys)
 
     async def add_for_task(self, dataset_id: str, task_id: str, remote: str,
                            **fields: Any) -> str:
-        body = drop_none({"remote": remote, **fields})
+        body = drop_none({"filename": remote, **fields})
         return created_id(await self.client.request(
             "POST", f"/datasets/{dataset_id}/files/{task_id}", body))
 

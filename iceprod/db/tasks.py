@@ -4,6 +4,7 @@ counts, summaries and stats are grouped natively by the backend."""
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -510,34 +511,55 @@ class TasksRepo(Repository):
         return out
 
     async def stats_by_name(self, dataset_id: str) -> dict[str, Doc]:
-        """Per task name: completed count, total/mean/min/max hours, error hours, efficiency."""
+        """Per task name, in task-index order, IceProd's summary: ``count`` (completed
+        tasks), ``total_hrs``, ``avg_hrs``, ``stddev_hrs`` (population), ``min_hrs`` and
+        ``max_hrs`` of their walltime, ``total_err_hrs`` (walltime of failed runs, every
+        task of the name) and ``efficiency`` (good / (good + error) hours). Names with
+        nothing completed are left out."""
         good = await self.coll.group_stats(
             {"dataset_id": dataset_id, "status": "complete"},
             ["task_index", "name"],
             {"total": ("sum", "walltime"), "min": ("min", "walltime"), "max": ("max", "walltime")},
         )
+        if not good:
+            return {}
         bad = await self.coll.group_stats(
-            {"dataset_id": dataset_id}, ["task_index", "name"],
-            {"err": ("sum", "walltime_err"), "err_n": ("sum", "walltime_err_n")},
-        )
+            {"dataset_id": dataset_id}, ["name"], {"err": ("sum", "walltime_err")})
+        errors = {r["name"]: float(r["err"] or 0.0) for r in bad}
+        good.sort(key=lambda r: r["task_index"] if r["task_index"] is not None else -1)
         out: dict[str, Doc] = {}
-        for r in sorted(bad, key=lambda r: r["task_index"] if r["task_index"] is not None else -1):
-            out[r["name"]] = {
-                "count": 0, "total_hrs": 0.0, "mean_hrs": None, "min_hrs": None,
-                "max_hrs": None, "error_hrs": float(r["err"] or 0.0),
-                "error_count": int(r["err_n"] or 0), "efficiency": None,
-            }
         for r in good:
-            s = out.setdefault(r["name"], {"error_hrs": 0.0, "error_count": 0})
-            total = float(r["total"] or 0.0)
-            s.update(
-                count=r["count"], total_hrs=total, mean_hrs=total / r["count"],
-                min_hrs=r["min"], max_hrs=r["max"],
-            )
-        for s in out.values():
-            denom = s["total_hrs"] + s["error_hrs"]
-            s["efficiency"] = s["total_hrs"] / denom if denom > 0 else None
+            count, total = int(r["count"]), float(r["total"] or 0.0)
+            err = errors.get(r["name"], 0.0)
+            out[r["name"]] = {
+                "count": count, "total_hrs": total, "total_err_hrs": err,
+                "avg_hrs": total / count, "stddev_hrs": 0.0,
+                "min_hrs": r["min"], "max_hrs": r["max"],
+                "efficiency": total / (total + err) if total + err > 0 else None,
+            }
+        squares = await self._squared_deviations(dataset_id, {n: s["avg_hrs"]
+                                                              for n, s in out.items()})
+        for name, s in out.items():
+            s["stddev_hrs"] = math.sqrt(squares.get(name, 0.0) / s["count"])
         return out
+
+    async def _squared_deviations(self, dataset_id: str, means: dict[str, float]
+                                  ) -> dict[str, float]:
+        """Per name, the sum of squared deviations of completed tasks' walltime from
+        ``means`` (read in pages; the stores aggregate only sums, minima and maxima)."""
+        out: dict[str, float] = {}
+        after = ""
+        while True:
+            page = await self.coll.find(
+                {"dataset_id": dataset_id, "status": "complete", "task_id": {"$gt": after}},
+                keys=["name", "walltime"], sort=[("task_id", 1)], limit=BATCH * 5)
+            for d in page:
+                dev = float(d.get("walltime") or 0.0) - means.get(d.get("name", ""), 0.0)
+                out[d.get("name", "")] = out.get(d.get("name", ""), 0.0) + dev * dev
+            if len(page) < BATCH * 5:
+                return out
+            after = page[-1]["task_id"]
+            await asyncio.sleep(0)
 
 
 def claim_filter(resources: Doc) -> Filter:

@@ -323,7 +323,7 @@ def test_requirements_and_stats(alice_cli: CLI, alice_main: InProcess, alice: ht
     assert "changed=2" in table.stdout
     assert alice_cli("audit").returncode == cli.EXIT_AUTH  # everyone's trail: admins only
     stats = alice_cli.json("stats", ds)
-    assert stats["sim"]["count"] == 0
+    assert stats == {}  # nothing completed: IceProd leaves the name out
 
 
 def test_logs_of_a_task(alice_cli: CLI, server: Server, alice: httpx.Client,
@@ -353,7 +353,7 @@ def test_logs_of_a_task(alice_cli: CLI, server: Server, alice: httpx.Client,
         assert follow.stdout is not None
         assert "hello" in follow.stdout.readline() + follow.stdout.readline()
         add_log("stdout", "later\n")
-        assert system.patch(f"/tasks/{task}", json={"status": "suspended"}).status_code == 200
+        assert system.put(f"/tasks/{task}/status", json={"status": "suspended"}).status_code == 200
         out, err = follow.communicate(timeout=30)
     finally:
         follow.kill()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from iceprod.common import strict_json
 from iceprod.common.errors import Invalid, NotFound
 from iceprod.common.ids import new_id
 from iceprod.common.reasons import classify
@@ -198,11 +199,25 @@ class BulkRequirementsHandler(DryRunHandler):
 class DatasetTaskStatsHandler(APIHandler):
     @requires("read:datasets", dataset="read")
     async def get(self, dataset_id: str) -> None:
-        """Per task name: count, total/mean/min/max hours, error hours, efficiency."""
+        """Per task name with completed tasks (IceProd's summary): `count`, `total_hrs`,
+        `avg_hrs`, `stddev_hrs`, `min_hrs`, `max_hrs`, `total_err_hrs`, `efficiency`."""
         self.write_json(await self.db.tasks.stats_by_name(dataset_id))
 
 
 class TasksHandler(APIHandler):
+    @query(**PAGE, dataset_id=TEXT, status=STATUS, job_id=TEXT, name=TEXT, pilot_id=TEXT)
+    @requires("internal")
+    async def get(self) -> None:
+        """Every dataset's tasks as `{task_id: task}` (admin, system): `dataset_id=`,
+        `status=a|b`, `job_id=`, `name=`, `pilot_id=`, `keys=`, paged."""
+        query: dict[str, Any] = {}
+        if status := self.status_arg():
+            query["status"] = {"$in": status}
+        for arg in ("dataset_id", "job_id", "name", "pilot_id"):
+            if value := self.get_argument(arg, ""):
+                query[arg] = value
+        await self.list_page(self.db.tasks, query)
+
     @requires("internal", body=CREATE_BODY, created=True)
     async def post(self) -> None:
         """Create a task (internal)."""
@@ -253,10 +268,42 @@ class TaskHandler(OwnershipMixin, APIHandler):
         task = await self.db.tasks.get(task_id, self.keys_arg())
         self.write_json(visible_task(task, p.privileged or p.has("internal") or holder))
 
+    def parse_body(self, schema: Doc) -> Doc:
+        raw = self.request.body
+        data = strict_json.loads(raw) if raw else {}
+        if self.request.method == "PATCH" and isinstance(data, dict) and "status" in data:
+            raise Invalid("status: PATCH does not change a task's status; use "
+                          "PUT /tasks/{task_id}/status (the state machine)", field="status")
+        validate(data, schema)
+        return data  # type: ignore[no-any-return]
+
     @requires("internal", body=PATCH_BODY)
     async def patch(self, task_id: str) -> None:
-        """Update a task (internal); a status change follows the state machine."""
-        self.write_json(await self.db.tasks.patch(task_id, self.body))
+        """Update a task's fields (internal): priority, requirements, reason, site,
+        failures. Never its status (400): that changes through `PUT /tasks/{id}/status`."""
+        doc = await self.db.tasks.patch(task_id, self.body)
+        await audit(self, "task.patch", doc.get("dataset_id"), {"tasks": [task_id]},
+                    {"changed": 1}, self.body)
+        self.write_json(doc)
+
+
+class TaskStatusHandler(DryRunHandler):
+    @requires("internal", body=STATUS_BODY)
+    async def put(self, task_id: str) -> None:
+        """Set a task's status by id alone (admin, system; IceProd v2.7): through the state
+        machine (illegal -> 409), never processing (only a claim sets that). Answers
+        `{"changed": 0|1}`; `"dry_run": true` answers what would change."""
+        status = self.body["status"]
+        task = await self.db.tasks.get(task_id, keys=["dataset_id"])
+        dataset_id = task["dataset_id"]
+        plan = await preview_task_status(self.db, dataset_id, task_id, status)
+        if self.dry_run:
+            self.write_preview(plan)
+            return
+        await self.db.tasks.set_status(task_id, status, dataset_id=dataset_id)
+        await audit(self, "task.status", dataset_id, {"tasks": [task_id]},
+                    {"changed": plan["changed"]}, {"status": status})
+        self.write_json({"changed": plan["changed"]})
 
 
 class ProcessHandler(OwnershipMixin, APIHandler):
@@ -378,6 +425,7 @@ routes = [
     (rf"/datasets/{D}/task_stats", DatasetTaskStatsHandler),
     (r"/tasks", TasksHandler),
     (rf"/tasks/{T}", TaskHandler),
+    (rf"/tasks/{T}/status", TaskStatusHandler),
     (rf"/tasks/{T}/task_actions/complete", CompleteHandler),
     (rf"/tasks/{T}/task_actions/reset", ResetHandler),
     (rf"/tasks/{T}/task_actions/failed", FailedHandler),
