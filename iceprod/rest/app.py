@@ -81,7 +81,6 @@ def make_app(ctx: AppContext) -> tornado.web.Application:
         default_handler_class=NotFoundHandler,
         default_handler_args={"ctx": ctx, "route": "unmatched"},
         openapi=build_openapi(routes),
-        gauge_cache={},
         compress_response=True,
         log_function=log_request,
     )

@@ -84,6 +84,8 @@ COVERED: dict[str, tuple[str, ...]] = {
     "SettingsRepo.acquire_lease": ("test_settings_leases",
                                    "test_settings_lease_has_one_holder_under_concurrency"),
     "SettingsRepo.release_lease": ("test_settings_leases",),
+    "SettingsRepo.put_value": ("test_settings_values",),
+    "SettingsRepo.get_value": ("test_settings_values",),
     "TaskStatsRepo.create": ("test_task_stats_latest",),
     "TaskStatsRepo.latest": ("test_task_stats_latest",),
     "GroupsRepo.create": ("test_groups_create_ensure_missing_delete",),

@@ -13,7 +13,7 @@ from iceprod.common.states import statuses
 from iceprod.common.schema import validate
 from iceprod.common.timeutil import iso
 from iceprod.core.preview import preview_task_status
-from iceprod.core.queue import queue_tasks
+from iceprod.core.queue import queue_exclusively
 from iceprod.core.rollup import cascade_dataset, rollup_job
 from iceprod.db.store import Doc
 from iceprod.db.tasks import TaskSelection
@@ -403,10 +403,12 @@ class FailedHandler(ResetHandler):
 class QueueHandler(APIHandler):
     @requires("internal", body=QUEUE_BODY)
     async def post(self) -> None:
-        """Queue up to `num_tasks` waiting tasks whose dependencies are complete."""
+        """Queue up to `num_tasks` waiting tasks whose dependencies are complete, under the
+        queue lease the scheduler queues under too, so concurrent queuers never exceed
+        `queue_max` (503 when another queuer holds it for more than a few seconds)."""
         cfg = self.ctx.config
-        queued = await queue_tasks(self.db, cfg.queue_max, cfg.group_weights,
-                                   self.body.get("num_tasks", 100))
+        queued = await queue_exclusively(self.db, f"rest:{new_id()}", cfg.queue_max,
+                                         cfg.group_weights, self.body.get("num_tasks", 100))
         self.write_json({"queued": queued})
 
 
