@@ -25,6 +25,7 @@ from iceprod.rest.openapi import handler_methods, template
 ROOT = Path(__file__).resolve().parents[1]
 HOOKS = ROOT / "docs" / "hooks"
 SEED_ROUTES = 76  # routes listed by the IceProd v2.7 REST API document (shared/seeds/004_*)
+V27_ROUTES = 6  # IceProd v2.7 routes its route list (the seed) leaves out
 
 
 def build(config: Path, out: Path) -> subprocess.CompletedProcess[str]:
@@ -227,7 +228,7 @@ def test_every_route_the_compatibility_table_claims_exists() -> None:
     routes = route_table()
     rows = compatibility_rows()
     iceprod = [theirs.strip("`") for theirs, _ in rows if theirs != "none"]
-    assert len(iceprod) == len(set(iceprod)) == SEED_ROUTES
+    assert len(iceprod) == len(set(iceprod)) == SEED_ROUTES + V27_ROUTES
     for theirs, ours in rows:
         verb, path = ours.split(" ", 1)
         assert (verb, path) in routes, ours

@@ -82,6 +82,7 @@ class AsyncClient:
         self.groups = AsyncGroups(self)
         self.roles = AsyncRoles(self)
         self.auths = AsyncAuths(self)
+        self.audit = AsyncAudit(self)
 
     async def __aenter__(self) -> Self:
         return self
@@ -262,6 +263,21 @@ class AsyncDatasets(AsyncGroup):
                                            {"status": status})
         return dict(result or {})
 
+    async def preview_status(self, dataset_id: str, status: str) -> Doc:
+        """What `set_status` would change, changing nothing: `{"matched", "changed",
+        "by_status", "sample"}` over the dataset's tasks (illegal -> Conflict)."""
+        result: Doc = await self.client.request(
+            "PUT", f"/datasets/{dataset_id}/status", {"status": status, "dry_run": True})
+        return result
+
+    async def set_priority(self, dataset_id: str, priority: float, *,
+                           dry_run: bool = False) -> Doc:
+        """Set the dataset's priority (0..1); answers `{"changed": 0|1}` (or the preview)."""
+        body: Doc = {"priority": priority, **({"dry_run": True} if dry_run else {})}
+        result: Doc = await self.client.request(
+            "PUT", f"/datasets/{dataset_id}/priority", body, idempotent=True)
+        return result
+
     async def set_description(self, dataset_id: str, description: str) -> None:
         await self.client.request("PUT", f"/datasets/{dataset_id}/description",
                                   {"description": description})
@@ -328,6 +344,16 @@ class AsyncJobs(AsyncGroup):
     async def ids_by_status(self, dataset_id: str) -> dict[str, Names]:
         result: dict[str, Names] = await self.client.request(
             "GET", f"/datasets/{dataset_id}/job_summaries/status")
+        return result
+
+    async def bulk_status(self, dataset_id: str, status: str, jobs: Names, *,
+                          dry_run: bool = False) -> Doc:
+        """Set `status` on the listed jobs the state machine allows (suspending or resuming
+        carries to their tasks); answers `{"changed", "tasks_changed"}` (or the preview)."""
+        body: Doc = {"jobs": list(jobs), **({"dry_run": True} if dry_run else {})}
+        result: Doc = await self.client.request(
+            "POST", f"/datasets/{dataset_id}/job_actions/bulk_status/{status}", body,
+            idempotent=True)
         return result
 
     async def counts(self, dataset_id: str) -> dict[str, int]:
@@ -426,17 +452,32 @@ class AsyncTasks(AsyncGroup):
         (`Invalid`), an unknown name is `NotFound`; tasks the state machine does not allow
         are skipped. Sending tasks back to waiting reopens a dataset in errors. Answers how
         many changed."""
-        index = drop_none({"min": job_index_min, "max": job_index_max})
-        selection = drop_none({"status": list(statuses) if statuses else None,
-                               "name": list(names) if names else None,
-                               "job_index": index or None})
-        body: Doc = {"tasks": list(tasks)} if tasks is not None else {}
-        if selection:
-            body["filter"] = selection
+        body = selection_body(tasks, statuses, names, job_index_min, job_index_max)
         result = await self.client.request(
             "POST", f"/datasets/{dataset_id}/task_actions/bulk_status/{status}", body,
             idempotent=True)
         return int(result["changed"])
+
+    async def preview_bulk_status(self, dataset_id: str, status: str, *,
+                                  tasks: Names | None = None, statuses: Names | None = None,
+                                  names: Names | None = None,
+                                  job_index_min: int | None = None,
+                                  job_index_max: int | None = None) -> Doc:
+        """What `bulk_status` would change, changing nothing: `{"matched", "changed",
+        "by_status", "sample"}`."""
+        body = selection_body(tasks, statuses, names, job_index_min, job_index_max)
+        result: Doc = await self.client.request(
+            "POST", f"/datasets/{dataset_id}/task_actions/bulk_status/{status}",
+            {**body, "dry_run": True}, idempotent=True)
+        return result
+
+    async def preview_bulk_requirements(self, dataset_id: str, name: str,
+                                        requirements: Resources) -> Doc:
+        """What `bulk_requirements` would change, changing nothing."""
+        result: Doc = await self.client.request(
+            "PATCH", f"/datasets/{dataset_id}/task_actions/bulk_requirements/{name}",
+            {**requirements, "dry_run": True}, idempotent=True)
+        return result
 
     async def bulk_requirements(self, dataset_id: str, name: str, requirements: Resources) -> int:
         """Set requirements on every unfinished task named `name`; answers how many changed."""
@@ -446,7 +487,8 @@ class AsyncTasks(AsyncGroup):
         return int(result["changed"])
 
     async def stats(self, dataset_id: str) -> dict[str, Doc]:
-        """Per task name: count, total/mean/min/max hours, error hours, efficiency."""
+        """Per task name with completed tasks (IceProd's summary): count, total_hrs,
+        avg_hrs, stddev_hrs, min_hrs, max_hrs, total_err_hrs, efficiency."""
         result: dict[str, Doc] = await self.client.request(
             "GET", f"/datasets/{dataset_id}/task_stats")
         return result
@@ -465,8 +507,18 @@ class AsyncTasks(AsyncGroup):
         return result
 
     async def update(self, task_id: str, **fields: Any) -> Doc:
-        """Patch status, priority, requirements, reason, site (internal)."""
+        """Patch priority, requirements, reason, site, failures (internal); never the
+        status (`set_status_by_id`)."""
         result: Doc = await self.client.request("PATCH", f"/tasks/{task_id}", fields,
+                                                idempotent=True)
+        return result
+
+    async def set_status_by_id(self, task_id: str, status: str, *,
+                               dry_run: bool = False) -> Doc:
+        """Set a task's status by id alone (admin, system), through the state machine;
+        answers `{"changed": 0|1}` (or the preview)."""
+        body: Doc = {"status": status, **({"dry_run": True} if dry_run else {})}
+        result: Doc = await self.client.request("PUT", f"/tasks/{task_id}/status", body,
                                                 idempotent=True)
         return result
 
@@ -599,24 +651,37 @@ class AsyncLogs(AsyncGroup):
 class AsyncFiles(AsyncGroup):
     """Input and output files registered for a dataset or a task."""
 
+    async def _all(self, path: str, keys: Names | None) -> dict[str, Doc]:
+        """Every page of a files list (`{"files": [...]}`) as `{file_id: file}`."""
+        out: dict[str, Doc] = {}
+        after: str | None = None
+        while True:
+            response = await self.client.send("GET", path, params={"keys": keys,
+                                                                   "after": after})
+            out.update({f["file_id"]: f for f in response.json()["files"]})
+            after = response.headers.get("X-Next-After") or None
+            if not after:
+                return out
+
     async def list(self, dataset_id: str, keys: Names | None = None) -> dict[str, Doc]:
-        return await self.client.collect(f"/datasets/{dataset_id}/files", {"keys": keys})
+        """A dataset's files as `{file_id: file}` (every page)."""
+        return await self._all(f"/datasets/{dataset_id}/files", keys)
 
     async def add(self, dataset_id: str, remote: str, *, task_id: str | None = None,
                   **fields: Any) -> str:
-        """Register a file (`fields`: local, movement, type, transfer, job_index, task_name)."""
-        body = drop_none({"remote": remote, "task_id": task_id, **fields})
+        """Register a file by URL (`fields`: local, movement, type, transfer, and job_index
+        with task_name to name a task by its job and name)."""
+        body = drop_none({"filename": remote, "task_id": task_id, **fields})
         return created_id(await self.client.request("POST", f"/datasets/{dataset_id}/files",
                                                     body))
 
     async def for_task(self, dataset_id: str, task_id: str,
                        keys: Names | None = None) -> dict[str, Doc]:
-        return await self.client.collect(f"/datasets/{dataset_id}/files/{task_id}",
-                                         {"keys": keys})
+        return await self._all(f"/datasets/{dataset_id}/files/{task_id}", keys)
 
     async def add_for_task(self, dataset_id: str, task_id: str, remote: str,
                            **fields: Any) -> str:
-        body = drop_none({"remote": remote, **fields})
+        body = drop_none({"filename": remote, **fields})
         return created_id(await self.client.request(
             "POST", f"/datasets/{dataset_id}/files/{task_id}", body))
 
@@ -960,3 +1025,32 @@ class AsyncAuths(AsyncGroup):
         except Forbidden:
             return False
         return True
+
+
+class AsyncAudit(AsyncGroup):
+    """The audit trail: who changed what, oldest first, a page at a time."""
+
+    async def list(self, dataset_id: str | None = None, *, username: str | None = None,
+                   action: str | None = None, since: str | None = None,
+                   until: str | None = None, limit: int | None = None,
+                   after: str | None = None) -> Doc:
+        """One page of records (`{"records": [...], "next_after": cursor | None}`): a
+        dataset's (for its readers), or everyone's (admin) when `dataset_id` is None."""
+        params = drop_none({"username": username, "action": action, "since": since,
+                            "until": until, "limit": limit, "after": after})
+        path = f"/datasets/{dataset_id}/audit" if dataset_id else "/audit"
+        result: Doc = await self.client.request("GET", path, params=params)
+        return result
+
+
+def selection_body(tasks: Names | None, statuses: Names | None, names: Names | None,
+                   job_index_min: int | None, job_index_max: int | None) -> Doc:
+    """A bulk body: the listed `tasks`, else a filter of the given fields."""
+    index = drop_none({"min": job_index_min, "max": job_index_max})
+    selection = drop_none({"status": list(statuses) if statuses else None,
+                           "name": list(names) if names else None,
+                           "job_index": index or None})
+    body: Doc = {"tasks": list(tasks)} if tasks is not None else {}
+    if selection:
+        body["filter"] = selection
+    return body

@@ -39,6 +39,7 @@ This package imports nothing from the server (`iceprod.rest`, `iceprod.server`,
 from __future__ import annotations
 
 from iceprod.client._async import (
+    AsyncAudit,
     AsyncAuth,
     AsyncAuths,
     AsyncClient,
@@ -56,6 +57,7 @@ from iceprod.client._async import (
     AsyncUsers,
 )
 from iceprod.client._sync import (
+    Audit,
     Auth,
     Auths,
     Client,
@@ -92,6 +94,7 @@ __all__ = [
     "DEFAULT_TIMEOUT",
     "NO_RETRY",
     "APIError",
+    "AsyncAudit",
     "AsyncAuth",
     "AsyncAuths",
     "AsyncClient",
@@ -107,6 +110,7 @@ __all__ = [
     "AsyncTaskStats",
     "AsyncTasks",
     "AsyncUsers",
+    "Audit",
     "Auth",
     "Auths",
     "Client",

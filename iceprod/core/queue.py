@@ -1,16 +1,26 @@
 """Queueing with fair share: waiting -> queued for tasks whose dependencies are complete,
 at most ``queue_max`` queued in all, each processing dataset getting its share of the slots
-(see ``priority.py``); slots a dataset cannot use go to the others."""
+(see ``priority.py``); slots a dataset cannot use go to the others.
+
+Every queuer (the scheduler's round, ``POST /task_actions/queue`` on any replica) queues
+under one lease, ``QUEUE_LEASE``, so two never count the same free slots: ``queue_max``
+holds however many queue at once."""
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
 
+from iceprod.common.errors import Unavailable
+from iceprod.core.lease import LeaseLost, acquire_waiting, under_lease
 from iceprod.core.priority import load_from_docs, quotas, scores
 from iceprod.db import Database
 
 log = logging.getLogger(__name__)
+
+QUEUE_LEASE = "queue"
+QUEUE_LEASE_TTL = 30.0
+"""Renewed while queueing runs, so a long round keeps it; a crashed queuer's ends soon."""
 
 
 async def dataset_scores(db: Database, group_weights: Mapping[str, float]) -> dict[str, float]:
@@ -86,3 +96,22 @@ async def _trim(db: Database, queued: dict[str, int], target: Mapping[str, int],
         back = await db.tasks.unqueue_dataset(dataset_id, min(over, excess))
         queued[dataset_id] = n - back
         excess -= back
+
+
+async def queue_exclusively(db: Database, holder: str, queue_max: int,
+                            group_weights: Mapping[str, float], num: int | None = None,
+                            score: Mapping[str, float] | None = None,
+                            wait: float = 10.0) -> int:
+    """``queue_tasks`` under the queue lease: waits up to ``wait`` seconds for another
+    queuer to finish (then ``Unavailable``), renews the lease while queueing and releases
+    it after."""
+    if not await acquire_waiting(db, QUEUE_LEASE, holder, QUEUE_LEASE_TTL, wait):
+        raise Unavailable("another queuer is busy: try again shortly")
+    try:
+        return await under_lease(
+            db, QUEUE_LEASE, holder, QUEUE_LEASE_TTL,
+            lambda: queue_tasks(db, queue_max, group_weights, num, score))
+    except LeaseLost:
+        raise Unavailable("queueing stopped: the queue lease went to another queuer") from None
+    finally:
+        await db.settings.release_lease(QUEUE_LEASE, holder)

@@ -28,9 +28,11 @@ SCOPES = {
     "token": "mint sub-tokens within one's own rights (POST /create_token)",
     "read:accounts": "read users, groups and roles",
     "write:accounts": "manage users, groups and custom roles; revoke tokens",
+    "read:audit": "read the whole audit trail (every dataset's and the accounts' records)",
 }
-# only admin manages accounts: a system token must not be able to grant itself admin
-ADMIN_ONLY = frozenset({"write:accounts"})
+# only admin manages accounts (a system token must not be able to grant itself admin) and
+# reads the whole audit trail
+ADMIN_ONLY = frozenset({"write:accounts", "read:audit"})
 
 ROLE_SCOPES: dict[str, frozenset[str]] = {
     "admin": frozenset({ALL}),

@@ -5,6 +5,7 @@ Nothing above this package knows which backend runs (see ``store.py``).
 
 from __future__ import annotations
 
+from iceprod.db.audit import AuditRepo
 from iceprod.db.auths import AuthsRepo
 from iceprod.db.backends import open_store
 from iceprod.db.config import ConfigRepo
@@ -24,7 +25,7 @@ from iceprod.db.tasks import TasksRepo
 from iceprod.db.users import UsersRepo
 
 REPOSITORIES = (
-    AuthsRepo, ConfigRepo, DatasetsRepo, FilesRepo, GridsRepo, JobsRepo, LogsRepo,
+    AuditRepo, AuthsRepo, ConfigRepo, DatasetsRepo, FilesRepo, GridsRepo, JobsRepo, LogsRepo,
     PilotsRepo, SettingsRepo, TaskStatsRepo, TasksRepo,
     GroupsRepo, RevocationsRepo, RolesRepo, UsersRepo,
 )
@@ -40,6 +41,7 @@ class Database:
 
     def __init__(self, store: Store) -> None:
         self.store = store
+        self.audit = AuditRepo(store)
         self.auths = AuthsRepo(store)
         self.config = ConfigRepo(store)
         self.datasets = DatasetsRepo(store)

@@ -6,7 +6,11 @@ import time
 
 from iceprod.common.timeutil import iso
 from iceprod.db.base import Repository
-from iceprod.db.store import CollectionSpec
+from iceprod.db.store import CollectionSpec, Doc
+
+
+METRICS_SNAPSHOT = "metrics"
+"""The value the scheduler leaves its counts for ``/metrics`` under."""
 
 
 class SettingsRepo(Repository):
@@ -36,3 +40,19 @@ class SettingsRepo(Repository):
     async def release_lease(self, name: str, holder: str) -> None:
         await self.coll.update_one({"key": name, "holder": holder},
                                    {"$set": {"holder": "", "expires": iso(0)}})
+
+    async def put_value(self, key: str, value: Doc) -> None:
+        """Store a small named document (e.g. the scheduler's metrics snapshot), replacing
+        the previous one; ``updated`` records when."""
+        update = {"$set": {"value": value, "updated": iso()}}
+        if await self.coll.update_one({"key": key}, update) is None:
+            await self.coll.insert_many([{"key": key, "value": value, "updated": iso()}],
+                                        skip_duplicates=True)
+            await self.coll.update_one({"key": key}, update)
+
+    async def get_value(self, key: str) -> Doc | None:
+        """The named document and when it was stored: ``{"value": ..., "updated": ...}``."""
+        doc = await self.coll.find_one({"key": key}, keys=["value", "updated"])
+        if doc is None or "value" not in doc:
+            return None
+        return {"value": doc["value"], "updated": doc["updated"]}

@@ -4,6 +4,7 @@ counts, summaries and stats are grouped natively by the backend."""
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -20,6 +21,8 @@ from iceprod.db.store import CollectionSpec, Doc, Filter, Index
 NUMERIC_REQUIREMENTS = ("cpu", "gpu", "memory", "disk", "time")
 LEAVING_PROCESSING = {"pilot_id": "", "instance_id": "", "lease_expires": ""}
 BATCH = 1000
+SAMPLE = 20
+"""How many ids a dry run lists."""
 # claims take the best-scored dataset's queued tasks first, then by priority inside it
 CLAIM_ORDER = [("dataset_priority", -1), ("priority", -1), ("task_id", 1)]
 
@@ -57,6 +60,43 @@ def selection_filter(dataset_id: str, selection: TaskSelection) -> dict[str, Any
     if index:
         query["job_index"] = index
     return query
+
+
+def selected_filters(dataset_id: str, status: str, selection: TaskSelection
+                     ) -> tuple[dict[str, Any], dict[str, Any], list[str] | None]:
+    """For a bulk status change of ``selection``: the filter of the tasks it selects, the
+    filter of those the state machine lets change (without the ids when ids are given:
+    those are batched separately), and the ids."""
+    allowed = allowed_from("task", status)
+    matched = selection_filter(dataset_id, selection)
+    if selection.statuses:
+        allowed = [s for s in allowed if s in selection.statuses]
+        matched["status"] = {"$in": list(selection.statuses)}
+    changing = {**selection_filter(dataset_id, selection), "status": {"$in": allowed}}
+    ids = list(selection.task_ids) or None
+    if ids is not None:
+        del changing["task_id"], matched["task_id"]
+    return matched, changing, ids
+
+
+def bulk_status_filter(dataset_id: str, status: str, name: str | None, job_id: str | None,
+                       from_status: Sequence[str] | None) -> dict[str, Any]:
+    """The tasks of a dataset (narrowed by name, job and ``from_status``) that the state
+    machine lets go to ``status``."""
+    allowed = allowed_from("task", status)
+    if from_status is not None:
+        allowed = [s for s in allowed if s in from_status]
+    base: dict[str, Any] = {"dataset_id": dataset_id, "status": {"$in": allowed}}
+    if name:
+        base["name"] = name
+    if job_id:
+        base["job_id"] = job_id
+    return base
+
+
+def requirements_filter(dataset_id: str, name: str) -> dict[str, Any]:
+    """The tasks a requirements edit changes: every unfinished one with that name."""
+    return {"dataset_id": dataset_id, "name": name, "status": {"$ne": "complete"}}
 
 
 class TasksRepo(Repository):
@@ -335,14 +375,7 @@ class TasksRepo(Repository):
         ``name``, ``job_id`` and ``from_status``) that the state machine allows; returns how
         many changed. Works in batches so a 100k-task change never holds the store for
         long. Resetting to waiting clears the failure count."""
-        allowed = allowed_from("task", status)
-        if from_status is not None:
-            allowed = [s for s in allowed if s in from_status]
-        base: dict[str, Any] = {"dataset_id": dataset_id, "status": {"$in": allowed}}
-        if name:
-            base["name"] = name
-        if job_id:
-            base["job_id"] = job_id
+        base = bulk_status_filter(dataset_id, status, name, job_id, from_status)
         return await self._bulk_update(base, status, task_ids)
 
     async def bulk_status_selected(self, dataset_id: str, status: str,
@@ -351,14 +384,54 @@ class TasksRepo(Repository):
         action); returns how many changed. An empty selection changes nothing."""
         if selection.empty:
             return 0
-        allowed = allowed_from("task", status)
-        if selection.statuses:
-            allowed = [s for s in allowed if s in selection.statuses]
-        base = {**selection_filter(dataset_id, selection), "status": {"$in": allowed}}
-        ids = list(selection.task_ids) or None
-        if ids is not None:
-            del base["task_id"]  # batched by ``_bulk_update`` instead
+        _, base, ids = selected_filters(dataset_id, status, selection)
         return await self._bulk_update(base, status, ids)
+
+    async def preview_selected(self, dataset_id: str, status: str,
+                               selection: TaskSelection) -> Doc:
+        """What ``bulk_status_selected`` would change, changing nothing (a dry run)."""
+        if selection.empty:
+            return {"matched": 0, "changed": 0, "by_status": {}, "sample": []}
+        matched, changing, ids = selected_filters(dataset_id, status, selection)
+        return await self.preview(matched, changing, ids)
+
+    async def preview_status(
+        self, dataset_id: str, status: str, name: str | None = None,
+        job_id: str | None = None, from_status: Sequence[str] | None = None,
+    ) -> Doc:
+        """What ``bulk_status`` (with no ids: a cascade) would change, changing nothing; the
+        matched tasks are all of the dataset's (narrowed by ``name`` and ``job_id``)."""
+        changing = bulk_status_filter(dataset_id, status, name, job_id, from_status)
+        matched = {k: v for k, v in changing.items() if k != "status"}
+        return await self.preview(matched, changing)
+
+    async def preview_requirements(self, dataset_id: str, name: str) -> Doc:
+        """What ``bulk_requirements`` would change, changing nothing."""
+        matched = {"dataset_id": dataset_id, "name": name}
+        return await self.preview(matched, requirements_filter(dataset_id, name))
+
+    async def preview(self, matched: Filter, changing: Filter,
+                      task_ids: Sequence[str] | None = None) -> Doc:
+        """A dry run's answer: how many tasks ``matched`` selects, how many of them
+        ``changing`` (the update's own filter) would change, those by current status, and
+        the first ``SAMPLE`` of their ids in id order. With ``task_ids`` both filters are
+        narrowed to those ids (read in batches)."""
+        chunks: Iterable[list[str] | None] = (
+            _chunks(sorted(set(task_ids)), BATCH) if task_ids is not None else [None])
+        total = 0
+        by_status: dict[str, int] = {}
+        sample: list[str] = []
+        for chunk in chunks:
+            narrow: dict[str, Any] = {"task_id": {"$in": chunk}} if chunk is not None else {}
+            total += await self.coll.count({**matched, **narrow})
+            for row in await self.coll.group_count({**changing, **narrow}, ["status"]):
+                by_status[row["status"]] = by_status.get(row["status"], 0) + row["count"]
+            if len(sample) < SAMPLE:
+                rows = await self.coll.find({**changing, **narrow}, keys=["task_id"],
+                                            sort=[("task_id", 1)], limit=SAMPLE - len(sample))
+                sample += [r["task_id"] for r in rows]
+        return {"matched": total, "changed": sum(by_status.values()),
+                "by_status": dict(sorted(by_status.items())), "sample": sample}
 
     async def _bulk_update(self, base: dict[str, Any], status: str,
                            task_ids: Sequence[str] | None) -> int:
@@ -399,7 +472,7 @@ class TasksRepo(Repository):
 
     async def bulk_requirements(self, dataset_id: str, name: str, reqs: Doc) -> int:
         return await self.coll.update_many(
-            {"dataset_id": dataset_id, "name": name, "status": {"$ne": "complete"}},
+            requirements_filter(dataset_id, name),
             {"$set": {f"requirements.{k}": v for k, v in reqs.items()}},
         )
 
@@ -441,34 +514,55 @@ class TasksRepo(Repository):
         return out
 
     async def stats_by_name(self, dataset_id: str) -> dict[str, Doc]:
-        """Per task name: completed count, total/mean/min/max hours, error hours, efficiency."""
+        """Per task name, in task-index order, IceProd's summary: ``count`` (completed
+        tasks), ``total_hrs``, ``avg_hrs``, ``stddev_hrs`` (population), ``min_hrs`` and
+        ``max_hrs`` of their walltime, ``total_err_hrs`` (walltime of failed runs, every
+        task of the name) and ``efficiency`` (good / (good + error) hours). Names with
+        nothing completed are left out."""
         good = await self.coll.group_stats(
             {"dataset_id": dataset_id, "status": "complete"},
             ["task_index", "name"],
             {"total": ("sum", "walltime"), "min": ("min", "walltime"), "max": ("max", "walltime")},
         )
+        if not good:
+            return {}
         bad = await self.coll.group_stats(
-            {"dataset_id": dataset_id}, ["task_index", "name"],
-            {"err": ("sum", "walltime_err"), "err_n": ("sum", "walltime_err_n")},
-        )
+            {"dataset_id": dataset_id}, ["name"], {"err": ("sum", "walltime_err")})
+        errors = {r["name"]: float(r["err"] or 0.0) for r in bad}
+        good.sort(key=lambda r: r["task_index"] if r["task_index"] is not None else -1)
         out: dict[str, Doc] = {}
-        for r in sorted(bad, key=lambda r: r["task_index"] if r["task_index"] is not None else -1):
-            out[r["name"]] = {
-                "count": 0, "total_hrs": 0.0, "mean_hrs": None, "min_hrs": None,
-                "max_hrs": None, "error_hrs": float(r["err"] or 0.0),
-                "error_count": int(r["err_n"] or 0), "efficiency": None,
-            }
         for r in good:
-            s = out.setdefault(r["name"], {"error_hrs": 0.0, "error_count": 0})
-            total = float(r["total"] or 0.0)
-            s.update(
-                count=r["count"], total_hrs=total, mean_hrs=total / r["count"],
-                min_hrs=r["min"], max_hrs=r["max"],
-            )
-        for s in out.values():
-            denom = s["total_hrs"] + s["error_hrs"]
-            s["efficiency"] = s["total_hrs"] / denom if denom > 0 else None
+            count, total = int(r["count"]), float(r["total"] or 0.0)
+            err = errors.get(r["name"], 0.0)
+            out[r["name"]] = {
+                "count": count, "total_hrs": total, "total_err_hrs": err,
+                "avg_hrs": total / count, "stddev_hrs": 0.0,
+                "min_hrs": r["min"], "max_hrs": r["max"],
+                "efficiency": total / (total + err) if total + err > 0 else None,
+            }
+        squares = await self._squared_deviations(dataset_id, {n: s["avg_hrs"]
+                                                              for n, s in out.items()})
+        for name, s in out.items():
+            s["stddev_hrs"] = math.sqrt(squares.get(name, 0.0) / s["count"])
         return out
+
+    async def _squared_deviations(self, dataset_id: str, means: dict[str, float]
+                                  ) -> dict[str, float]:
+        """Per name, the sum of squared deviations of completed tasks' walltime from
+        ``means`` (read in pages; the stores aggregate only sums, minima and maxima)."""
+        out: dict[str, float] = {}
+        after = ""
+        while True:
+            page = await self.coll.find(
+                {"dataset_id": dataset_id, "status": "complete", "task_id": {"$gt": after}},
+                keys=["name", "walltime"], sort=[("task_id", 1)], limit=BATCH * 5)
+            for d in page:
+                dev = float(d.get("walltime") or 0.0) - means.get(d.get("name", ""), 0.0)
+                out[d.get("name", "")] = out.get(d.get("name", ""), 0.0) + dev * dev
+            if len(page) < BATCH * 5:
+                return out
+            after = page[-1]["task_id"]
+            await asyncio.sleep(0)
 
 
 def claim_filter(resources: Doc) -> Filter:

@@ -13,6 +13,7 @@ import tornado.web
 
 from iceprod.rest.base import DATASET_REF, AppContext, NotFoundHandler, log_request
 from iceprod.rest.handlers import (
+    audit,
     auths,
     config,
     datasets,
@@ -35,7 +36,7 @@ from iceprod.rest.openapi import handler_methods, template
 
 HANDLER_MODULES: tuple[ModuleType, ...] = (
     system, datasets, config, jobs, tasks, task_stats, logs, files, filestore, grids, pilots,
-    roles, groups, users, login, auths,
+    roles, groups, users, login, auths, audit,
 )
 
 
@@ -80,7 +81,6 @@ def make_app(ctx: AppContext) -> tornado.web.Application:
         default_handler_class=NotFoundHandler,
         default_handler_args={"ctx": ctx, "route": "unmatched"},
         openapi=build_openapi(routes),
-        gauge_cache={},
         compress_response=True,
         log_function=log_request,
     )

@@ -87,13 +87,18 @@ async def serve(config: ServerConfig, only: str | None = None, grid: str | None 
     if server is not None:
         server.stop()
         await server.close_all_connections()
-    for t in tasks:
-        t.cancel()
-    await asyncio.gather(*tasks, return_exceptions=True)
+    # the scheduler ends its round and releases its lease (a standby takes over at once);
+    # one stuck longer than that is cancelled, and releases it on the way out
+    if tasks:
+        _, stuck = await asyncio.wait(tasks, timeout=SCHEDULER_STOP_SECONDS)
+        for t in stuck:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
     await db.close()
     log.info("stopped")
 
 
+SCHEDULER_STOP_SECONDS = 10.0
 GRID_SUBJECT = "iceprod-grid-manager"
 SELF_TOKEN_SECONDS = 86400
 

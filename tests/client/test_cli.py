@@ -232,6 +232,18 @@ def test_bulk_reset_of_failed_tasks(alice_cli: CLI, server: Server, alice: httpx
     assert alice_cli.json("tasks", ds, "--status", "failed").keys() == set(ids)
     refused = alice_cli("reset", ds)
     assert refused.returncode == cli.EXIT_USAGE and "--yes" in refused.stderr
+    # the preview comes first, then one line refusing (no terminal to ask on)
+    assert "would change 3 of 3 selected (3 failed)" in refused.stderr
+    assert refused.stderr.strip().splitlines()[-1].endswith(
+        "refusing without a terminal; pass --yes")
+    assert alice.get(f"/datasets/{ds}/task_counts/status").json()["failed"] == 3
+    dry = alice_cli("reset", ds, "--dry-run")
+    assert dry.returncode == 0, dry.stderr
+    assert dry.stdout.startswith("reset failed task(s) of dataset ")
+    assert "would change 3 of 3 selected (3 failed); first: " in dry.stdout
+    preview = alice_cli.json("reset", ds, "--dry-run")
+    assert preview["dry_run"] is True and preview["changed"] == 3
+    assert preview["sample"] == sorted(ids) and preview["by_status"] == {"failed": 3}
     assert alice.get(f"/datasets/{ds}/task_counts/status").json()["failed"] == 3
     result = alice_cli("reset", ds, "--status", "failed", "--yes")
     assert result.returncode == 0, result.stderr
@@ -286,16 +298,32 @@ def test_requirements_and_stats(alice_cli: CLI, alice_main: InProcess, alice: ht
     ds = create_dataset(alice, "physics", jobs=2, tasks_per_job=1)
     for j in range(2):
         create_task(system, ds, create_job(system, ds, j), 0, "sim")
-    result = alice_cli("requirements", ds, "sim", "memory=4", "cpu=2", "os=el8,el9")
+    refused = alice_cli("requirements", ds, "sim", "memory=4")
+    assert refused.returncode == cli.EXIT_USAGE and "pass --yes" in refused.stderr
+    dry = alice_cli.json("requirements", ds, "sim", "memory=4", "--dry-run")
+    assert dry["matched"] == 2 and dry["changed"] == 2
+    assert all("memory" not in t.get("requirements", {})
+               for t in alice.get(f"/datasets/{ds}/tasks").json().values())
+    result = alice_cli("requirements", ds, "sim", "memory=4", "cpu=2", "os=el8,el9", "--yes")
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith("requirements of 2 sim task(s) set")
     tasks = alice.get(f"/datasets/{ds}/tasks").json()
     assert all(t["requirements"] == {"memory": 4.0, "cpu": 2, "os": ["el8", "el9"]}
                for t in tasks.values())
-    assert alice_main("requirements", ds, "sim", "memory=lots").returncode == cli.EXIT_USAGE
-    assert alice_main("requirements", ds, "sim", "colour=red").returncode == cli.EXIT_USAGE
+    assert alice_main("requirements", ds, "sim", "memory=lots", "--yes").returncode \
+        == cli.EXIT_USAGE
+    assert alice_main("requirements", ds, "sim", "colour=red", "--yes").returncode \
+        == cli.EXIT_USAGE
+    # each change above is in the dataset's audit trail, with its actor
+    trail = alice_cli.json("audit", ds)
+    assert [r["action"] for r in trail] == ["dataset.create", "tasks.bulk_requirements"]
+    assert trail[1]["username"] == "alice" and trail[1]["counts"] == {"changed": 2}
+    table = alice_cli("audit", ds, "--action", "tasks.bulk_requirements")
+    assert table.returncode == 0 and "tasks.bulk_requirements" in table.stdout
+    assert "changed=2" in table.stdout
+    assert alice_cli("audit").returncode == cli.EXIT_AUTH  # everyone's trail: admins only
     stats = alice_cli.json("stats", ds)
-    assert stats["sim"]["count"] == 0
+    assert stats == {}  # nothing completed: IceProd leaves the name out
 
 
 def test_logs_of_a_task(alice_cli: CLI, server: Server, alice: httpx.Client,
@@ -325,7 +353,7 @@ def test_logs_of_a_task(alice_cli: CLI, server: Server, alice: httpx.Client,
         assert follow.stdout is not None
         assert "hello" in follow.stdout.readline() + follow.stdout.readline()
         add_log("stdout", "later\n")
-        assert system.patch(f"/tasks/{task}", json={"status": "suspended"}).status_code == 200
+        assert system.put(f"/tasks/{task}/status", json={"status": "suspended"}).status_code == 200
         out, err = follow.communicate(timeout=30)
     finally:
         follow.kill()

@@ -171,3 +171,29 @@ async def test_files_delete_for_task(db: Database) -> None:
     assert await db.files.delete_for_task("d1", "t1") == 0
     remaining = await db.files.page({})
     assert remaining.docs == files[2:]
+
+
+async def test_files_for_task_by_id_or_by_job_and_name(db: Database) -> None:
+    files = [
+        {"file_id": "f1", "dataset_id": "d1", "task_id": "t1", "filename": "a"},
+        # registered by job index and name before the task existed
+        {"file_id": "f2", "dataset_id": "d1", "task_id": None, "job_index": 3,
+         "task_name": "sim", "filename": "b"},
+        {"file_id": "f3", "dataset_id": "d1", "task_id": None, "job_index": 4,
+         "task_name": "sim", "filename": "c"},
+        {"file_id": "f4", "dataset_id": "d2", "task_id": None, "job_index": 3,
+         "task_name": "sim", "filename": "d"},
+        {"file_id": "f5", "dataset_id": "d1", "task_id": "t9", "job_index": 3,
+         "task_name": "sim", "filename": "e"},
+    ]
+    for f in files:
+        await db.files.create(f)
+    page = await db.files.for_task("d1", "t1", 3, "sim")
+    assert [f["file_id"] for f in page.docs] == ["f1", "f2"]
+    assert [f["file_id"] for f in (await db.files.for_task("d1", "t1")).docs] == ["f1"]
+    first = await db.files.for_task("d1", "t1", 3, "sim", keys=["filename"], limit=1)
+    assert first.docs == [{"file_id": "f1", "filename": "a"}] and first.next_after
+    rest = await db.files.for_task("d1", "t1", 3, "sim", after=first.next_after)
+    assert [f["file_id"] for f in rest.docs] == ["f2"] and rest.next_after is None
+    assert await db.files.delete_for_task("d1", "t1", 3, "sim") == 2
+    assert [f["file_id"] for f in (await db.files.page({})).docs] == ["f3", "f4", "f5"]

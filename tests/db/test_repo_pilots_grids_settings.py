@@ -96,3 +96,18 @@ async def test_settings_lease_has_one_holder_under_concurrency(db: Database) -> 
     assert got.count(True) == 1
     winner = f"h{got.index(True)}"
     assert await db.settings.acquire_lease("scheduler", winner, 60)
+
+
+async def test_settings_values(db: Database) -> None:
+    assert await db.settings.get_value("metrics") is None
+    await db.settings.put_value("metrics", {"tasks": {"queued": 3}})
+    got = await db.settings.get_value("metrics")
+    assert got is not None and got["value"] == {"tasks": {"queued": 3}}
+    await db.settings.put_value("metrics", {"tasks": {"queued": 1}})
+    again = await db.settings.get_value("metrics")
+    assert again is not None and again["value"] == {"tasks": {"queued": 1}}
+    assert again["updated"] >= got["updated"]
+    # values and leases live side by side
+    assert await db.settings.acquire_lease("scheduler", "a", 60)
+    assert (await db.settings.get_value("metrics") or {})["value"] == {"tasks": {"queued": 1}}
+    assert await db.settings.get_value("scheduler") is None

@@ -13,7 +13,7 @@ import pytest
 from iceprod.common.errors import BadTransition, DuplicateKey, NotFound
 from iceprod.db import Database
 from iceprod.db import tasks as tasks_module
-from iceprod.db.tasks import TaskSelection
+from iceprod.db.tasks import SAMPLE, TaskSelection
 from tests.db.builders import (
     LEASE,
     claim_all,
@@ -340,18 +340,12 @@ async def test_stats_by_name_and_efficiency(db: Database) -> None:
         ]
     )
     stats = await db.tasks.stats_by_name("d1")
-    assert list(stats) == ["gen", "sim", "fin"]
+    # IceProd's fields; names with nothing completed (gen, fin) are left out
+    assert list(stats) == ["sim"]
     assert stats["sim"] == {
-        "count": 2, "total_hrs": 4.0, "mean_hrs": 2.0, "min_hrs": 1.0, "max_hrs": 3.0,
-        "error_hrs": 1.0, "error_count": 3, "efficiency": pytest.approx(0.8),
-    }
-    assert stats["gen"] == {
-        "count": 0, "total_hrs": 0.0, "mean_hrs": None, "min_hrs": None, "max_hrs": None,
-        "error_hrs": 2.0, "error_count": 3, "efficiency": 0.0,
-    }
-    assert stats["fin"] == {
-        "count": 0, "total_hrs": 0.0, "mean_hrs": None, "min_hrs": None, "max_hrs": None,
-        "error_hrs": 0.0, "error_count": 0, "efficiency": None,
+        "count": 2, "total_hrs": 4.0, "total_err_hrs": 1.0, "avg_hrs": 2.0,
+        "stddev_hrs": pytest.approx(1.0), "min_hrs": 1.0, "max_hrs": 3.0,
+        "efficiency": pytest.approx(0.8),
     }
     assert await db.tasks.stats_by_name("none") == {}
 
@@ -366,8 +360,9 @@ async def test_stats_by_name_through_complete_and_reset(db: Database) -> None:
     stats = await db.tasks.stats_by_name("d1")
     assert stats == {
         "gen": {
-            "count": 1, "total_hrs": 1.5, "mean_hrs": 1.5, "min_hrs": 1.5, "max_hrs": 1.5,
-            "error_hrs": 0.5, "error_count": 1, "efficiency": pytest.approx(0.75),
+            "count": 1, "total_hrs": 1.5, "total_err_hrs": 0.5, "avg_hrs": 1.5,
+            "stddev_hrs": 0.0, "min_hrs": 1.5, "max_hrs": 1.5,
+            "efficiency": pytest.approx(0.75),
         }
     }
 
@@ -472,3 +467,57 @@ async def test_config_task_names_and_dataset_number(db: Database) -> None:
     await db.datasets.create(dataset_doc("d1", 7))
     assert await db.datasets.id_of_number(7) == "d1"
     assert await db.datasets.id_of_number(8) is None
+
+
+async def test_previews_predict_the_bulk_changes_exactly(db: Database) -> None:
+    await db.tasks.insert_missing(
+        [task_doc(f"{n[0]}{j}", job_index=j, task_index=i, name=n,
+                  status="failed" if (n, j) == ("sim", 3) else "waiting")
+         for j in range(4) for i, n in enumerate(("gen", "sim"))]
+        + [task_doc("o0", dataset_id="d2", name="sim", status="waiting")]
+    )
+    before = await db.tasks.counts_by_status("d1")
+    # a selection by filter: what is selected, what would change, by status, the first ids
+    sims = TaskSelection(names=("sim",), job_index_min=1)
+    plan = await db.tasks.preview_selected("d1", "suspended", sims)
+    assert plan == {"matched": 3, "changed": 2, "by_status": {"waiting": 2},
+                    "sample": ["s1", "s2"]}
+    assert await db.tasks.preview_selected("d1", "suspended", TaskSelection()) == {
+        "matched": 0, "changed": 0, "by_status": {}, "sample": []}
+    # listed ids (another dataset's never count), batched like the real run
+    ids = TaskSelection(task_ids=("s3", "g0", "o0", "g1"))
+    plan_ids = await db.tasks.preview_selected("d1", "waiting", ids)
+    assert plan_ids == {"matched": 3, "changed": 1, "by_status": {"failed": 1},
+                        "sample": ["s3"]}
+    # a status filter narrows what is matched as well as what changes
+    failed = TaskSelection(statuses=("failed", "suspended"))
+    assert (await db.tasks.preview_selected("d1", "waiting", failed))["matched"] == 1
+    # a cascade: every task of the dataset (or job) is matched
+    cascade = await db.tasks.preview_status("d1", "suspended", job_id="d1-j3",
+                                            from_status=["waiting", "queued"])
+    assert cascade == {"matched": 2, "changed": 1, "by_status": {"waiting": 1},
+                       "sample": ["g3"]}
+    assert (await db.tasks.preview_status("d1", "waiting", from_status=[]))["changed"] == 0
+    # the general form: any matched / changing filters
+    direct = await db.tasks.preview({"dataset_id": "d1", "name": "gen"},
+                                    {"dataset_id": "d1", "name": "gen", "job_index": 0})
+    assert direct == {"matched": 4, "changed": 1, "by_status": {"waiting": 1},
+                      "sample": ["g0"]}
+    reqs = await db.tasks.preview_requirements("d1", "sim")
+    assert reqs["matched"] == 4 and reqs["changed"] == 4
+    # nothing changed by any preview
+    assert await db.tasks.counts_by_status("d1") == before
+    # and the real runs change exactly what they predicted
+    assert await db.tasks.bulk_status("d1", "suspended", None, job_id="d1-j3",
+                                      from_status=["waiting", "queued"]) == cascade["changed"]
+    assert await db.tasks.bulk_status_selected("d1", "suspended", sims) == plan["changed"]
+    assert await db.tasks.bulk_status_selected("d1", "waiting", ids) == plan_ids["changed"]
+    assert await db.tasks.bulk_requirements("d1", "sim", {"memory": 2.0}) == 4
+    # a preview samples at most SAMPLE ids, in id order
+    many = [task_doc(f"m{i:03d}", dataset_id="d3", job_index=i, task_index=0, status="waiting")
+            for i in range(SAMPLE + 5)]
+    await db.tasks.insert_missing(many)
+    big = await db.tasks.preview_selected(
+        "d3", "suspended", TaskSelection(task_ids=tuple(d["task_id"] for d in many)))
+    assert big["changed"] == SAMPLE + 5
+    assert big["sample"] == [f"m{i:03d}" for i in range(SAMPLE)]

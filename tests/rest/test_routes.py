@@ -121,6 +121,16 @@ OURS_ONLY: dict[tuple[str, str], str] = {
     ("GET", "/token/{username}"): "exchange an external OpenID provider's token for ours",
     ("GET", "/task_demand"): "a grid manager reads queued tasks grouped by requirements",
     ("PUT", "/grids/{grid_id}"): "a grid manager registers its grid under a stable id",
+    ("PUT", "/datasets/{dataset_id}/priority"): "IceProd v2.7: set a dataset's priority",
+    ("POST", "/datasets/{dataset_id}/job_actions/bulk_status/{status}"):
+        "IceProd v2.7: set the status of listed jobs (with the task cascade)",
+    ("GET", "/audit"): "the audit trail (admin)",
+    ("GET", "/tasks"): "IceProd v2.7: every dataset's tasks (admin, system; filtered, paged)",
+    ("PUT", "/tasks/{task_id}/status"): "IceProd v2.7: a task's status by id (admin, system)",
+    ("PATCH", "/grids/{grid_id}"): "IceProd v2.7: update some of a grid's fields",
+    ("GET", "/datasets/{dataset_id}/bulk/task_stats"):
+        "IceProd v2.7: every stats record of a dataset as NDJSON",
+    ("GET", "/datasets/{dataset_id}/audit"): "a dataset's audit trail, for its readers",
 }
 
 # A value of the right shape for each path parameter, so a probe reaches its handler.

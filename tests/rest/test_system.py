@@ -67,7 +67,8 @@ def test_metrics_use_route_templates(server: Server, alice: httpx.Client) -> Non
     assert ds not in text
     assert re.search(r'^iceprod_http_requests_total\{method="GET",route="/datasets/'
                      r'\{dataset_id\}",code="200"\} \d+$', text, re.MULTILINE)
-    assert re.search(r'^iceprod_tasks\{status="queued"\} \d+$', text, re.MULTILINE)
+    # no scheduler runs beside this server: no counts, and the scrape did not count
+    assert "iceprod_tasks{" not in text
     assert "# TYPE iceprod_http_request_seconds histogram" in text
 
 

@@ -161,7 +161,7 @@ def fencing_and_retries(alice, system, pilot) -> None:
                     json={"instance_id": second["instance_id"]})
     assert r.status_code == 409 and "complete" in r.json()["error"]
     stats = alice.get(f"/datasets/{ds}/task_stats").json()
-    assert stats["t"]["count"] == 1 and stats["t"]["error_hrs"] == 1.0
+    assert stats["t"]["count"] == 1 and stats["t"]["total_err_hrs"] == 1.0
     assert stats["t"]["efficiency"] == pytest.approx(2 / 3)
 
 
@@ -312,13 +312,13 @@ def test_logs_stats_and_files(server: Server, alice, bob, system, pilot) -> None
     assert r.status_code == 400 and "dataset_id" in r.json()["error"]
     r = alice.post(f"/datasets/{ds}/files/{tid}", json={"remote": "gsiftp://x/y/out.i3"})
     assert r.status_code == 201
-    files = alice.get(f"/datasets/{ds}/files/{tid}").json()
-    (f,) = files.values()
+    (f,) = alice.get(f"/datasets/{ds}/files/{tid}").json()["files"]
     assert f["local"] == "out.i3" and f["movement"] == "input"
+    assert f["filename"] == f["remote"] == "gsiftp://x/y/out.i3"
     assert alice.post(f"/datasets/{ds}/files", json={"remote": "/data/in"}).status_code == 201
-    assert len(alice.get(f"/datasets/{ds}/files").json()) == 2
+    assert len(alice.get(f"/datasets/{ds}/files").json()["files"]) == 2
     assert alice.delete(f"/datasets/{ds}/files/{tid}").json() == {"deleted": 1}
-    assert alice.get(f"/datasets/{ds}/files/{tid}").json() == {}
+    assert alice.get(f"/datasets/{ds}/files/{tid}").json() == {"files": []}
     r = alice.post(f"/datasets/{ds}/files", json={"remote": "/x", "movement": "sideways"})
     assert r.status_code == 400 and "movement" in r.json()["error"]
 

@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -241,16 +243,16 @@ def test_suspend_and_resume_carry_down(sched: Server) -> None:
     ds = submit(alice, chain(), 3)
     wait_for(lambda: sum(counts(alice, ds).values()) == 9, what="9 tasks")
     r = alice.put(f"/datasets/{ds}/status", json={"status": "suspended"})
-    assert r.json() == {"tasks_changed": 9}
+    assert r.json() == {"changed": 9, "tasks_changed": 9}
     assert counts(alice, ds) == {"suspended": 9}
     assert alice.get(f"/datasets/{ds}/job_counts/status").json() == {"suspended": 3}
     r = alice.put(f"/datasets/{ds}/status", json={"status": "processing"})
-    assert r.json() == {"tasks_changed": 9}
+    assert r.json() == {"changed": 9, "tasks_changed": 9}
     wait_for(lambda: counts(alice, ds) == {"queued": 3, "waiting": 6}, what="requeued")
     jobs = alice.get(f"/datasets/{ds}/jobs").json()
     job_id = next(iter(jobs))
     r = alice.put(f"/datasets/{ds}/jobs/{job_id}/status", json={"status": "suspended"})
-    assert r.json() == {"tasks_changed": 3}
+    assert r.json() == {"changed": 3, "tasks_changed": 3}
 
 
 @pytest.mark.parametrize("sched", [{"ICEPROD_QUEUE_MAX": "100",
@@ -278,3 +280,68 @@ def test_fair_share_of_queued_slots(sched: Server) -> None:
     assert qa == pytest.approx(37.5, abs=2) and qc == pytest.approx(37.5, abs=2)
     carol.close()
     dave.close()
+
+
+def lease_holder(data_dir: Path) -> str:
+    """Who holds the scheduler lease now, read from the store ("" when released)."""
+    import asyncio
+
+    from iceprod.common.timeutil import parse
+    from iceprod.db import Database
+
+    async def read() -> str:
+        db = await Database.open(None, str(data_dir))
+        try:
+            doc = await db.settings.find("scheduler")
+        finally:
+            await db.close()
+        if not doc or parse(doc["expires"]) < time.time():
+            return ""
+        return str(doc["holder"])
+
+    return asyncio.run(read())
+
+
+def test_a_stopped_scheduler_releases_its_lease_to_a_standby(tmp_path: Path) -> None:
+    # rounds every 2 s: the lease lives 6 s, so a standby that took over within 2 s after
+    # the first one stopped got it released, not expired
+    env = {**os.environ, "ICEPROD_SECRET": SECRET, "ICEPROD_SCHEDULER_INTERVAL": "2"}
+    data = tmp_path / "data"
+    rest = start_server(data, args=["--only", "rest"])
+    procs: list[subprocess.Popen] = []
+    try:
+        for name in ("first", "standby"):
+            with open(tmp_path / f"{name}.log", "w") as log:
+                procs.append(subprocess.Popen(
+                    [sys.executable, "-m", "iceprod.server", "--only", "scheduler",
+                     "--data-dir", str(data)], env=env, stdout=log, stderr=log))
+            if name == "first":
+                first = wait_for(lambda: lease_holder(data), what="a scheduler to hold it")
+        assert f":{procs[0].pid}:" in first
+        procs[0].send_signal(signal.SIGTERM)
+        assert procs[0].wait(timeout=30) == 0
+        stopped = time.monotonic()
+        assert "released its lease" in (tmp_path / "first.log").read_text()
+        standby = wait_for(lambda: lease_holder(data), timeout=30, what="the standby")
+        assert f":{procs[1].pid}:" in standby
+        assert time.monotonic() - stopped < 4.0, "the standby waited for the lease to expire"
+        # the active scheduler's counts are what /metrics shows (the scrape counts nothing)
+        alice, system, _ = clients(rest)
+        ds = create_dataset(alice, "physics", jobs=1, tasks_per_job=1)
+
+        def tasks_gauge() -> str | None:
+            text = httpx.get(rest.url + "/metrics").text
+            found = re.search(r'^iceprod_datasets\{status="processing"\} [1-9]', text,
+                              re.MULTILINE)
+            return text if found else None
+
+        text = wait_for(tasks_gauge, timeout=30, what="the scheduler's counts in /metrics")
+        assert re.search(r'^iceprod_tasks\{status="queued"\} \d+$', text, re.MULTILINE)
+        assert re.search(r"^iceprod_status_counts_age_seconds \d", text, re.MULTILINE)
+        assert ds not in text
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+        rest.stop()

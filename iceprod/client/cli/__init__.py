@@ -16,7 +16,7 @@ from collections.abc import Sequence
 
 from iceprod.client import settings
 from iceprod.client.api import APIError, Forbidden, Invalid, NotFound, Unauthorized
-from iceprod.client.cli import admin, auth, datasets, grids, logs, tasks
+from iceprod.client.cli import admin, audit, auth, datasets, grids, logs, tasks
 from iceprod.client.cli.context import (
     EXIT_API,
     EXIT_AUTH,
@@ -51,7 +51,9 @@ examples:
   iceprod login --token "$TOKEN"
   iceprod submit examples/chain.json --jobs 10 --group physics
   iceprod status 1 --watch
+  iceprod reset 1 --status failed --dry-run
   iceprod reset 1 --status failed --yes
+  iceprod audit 1
 """
 
 
@@ -77,6 +79,7 @@ def build_parser() -> argparse.ArgumentParser:
     tasks.add_operator_commands(sub)
     auth.add_token_commands(sub)
     admin.add_admin_commands(sub)
+    audit.add_audit_command(sub)
     return parser
 
 

@@ -256,13 +256,13 @@ def _watch_progress(ctx: Context, poll: Poll) -> tuple[Doc, dict[str, int]]:
 
 
 def cmd_stats(ctx: Context) -> int:
-    """Per task name: completed count, hours, errors, efficiency."""
+    """Per task name with completed tasks: count, hours, errors, efficiency."""
     dataset = ctx.dataset(ctx.args.dataset)
     stats = ctx.client().tasks.stats(dataset["dataset_id"])
     if ctx.args.json:
         ctx.out.json(stats)
         return EXIT_OK
-    keys = ["count", "total_hrs", "mean_hrs", "min_hrs", "max_hrs", "error_count", "error_hrs",
+    keys = ["count", "total_hrs", "avg_hrs", "stddev_hrs", "min_hrs", "max_hrs", "total_err_hrs",
             "efficiency"]
     ctx.out.table(["task", *keys], [[name, *(s.get(k) for k in keys)]
                                     for name, s in stats.items()])

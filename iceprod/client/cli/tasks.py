@@ -91,43 +91,70 @@ def bulk_sources(action: BulkAction, status_arg: str | None) -> list[str]:
     return wanted
 
 
-def matching(by_name: dict[str, dict[str, int]], sources: Sequence[str],
-             name: str | None) -> int:
-    """How many tasks the selection holds now, from the server's counts by name and status
-    (for the confirmation question; the server applies the selection itself)."""
-    return sum(n for task_name, counts in by_name.items() if not name or task_name == name
-               for status, n in counts.items() if status in sources)
+def describe_preview(preview: Doc) -> str:
+    """A dry run's answer in one line: how many would change, by current status, and the
+    first ids."""
+    by_status = ", ".join(f"{n} {status}" for status, n in preview.get("by_status", {}).items())
+    text = f"would change {preview['changed']} of {preview['matched']} selected"
+    if by_status:
+        text += f" ({by_status})"
+    sample = preview.get("sample") or []
+    if sample:
+        more = " ..." if preview["changed"] > len(sample) else ""
+        text += f"; first: {' '.join(sample[:5])}{' ...' if len(sample) > 5 else more}"
+    return text
+
+
+def show_preview(ctx: Context, preview: Doc, what: str, extra: Doc | None = None) -> bool:
+    """With --dry-run: print the preview (as JSON with --json) and answer True (done).
+    Otherwise tell it on stderr, before asking, and answer False."""
+    if ctx.args.dry_run:
+        if ctx.args.json:
+            ctx.out.json({**(extra or {}), **preview})
+        else:
+            ctx.out.line(f"{what}: {describe_preview(preview)}")
+        return True
+    ctx.out.info(f"{what}: {describe_preview(preview)}")
+    return False
 
 
 def cmd_bulk(ctx: Context) -> int:
-    """suspend | resume | reset the matching tasks of a dataset, after counting them and
-    asking for confirmation."""
+    """suspend | resume | reset the matching tasks of a dataset: the server's dry run says
+    what would change; then ask for confirmation (unless --yes) and change it."""
     a = ctx.args
     action = BULK_ACTIONS[a.command]
     dataset = ctx.dataset(a.dataset)
     ds = dataset["dataset_id"]
     client = ctx.client()
     sources = bulk_sources(action, a.status)
-    by_name = client.tasks.counts_by_name(ds)
-    matched = matching(by_name, sources, a.task_name)
+    names = [a.task_name] if a.task_name else None
     label = f"{'|'.join(sources)} task(s)" + (f" named {a.task_name}" if a.task_name else "")
     whole = bool(action.dataset_status) and not a.task_name and not a.status
     change_dataset = whole and dataset.get("status") != action.dataset_status
-    # a name no task has yet goes to the server, which knows the config's names (or 404s)
-    if not matched and not change_dataset and (not a.task_name or a.task_name in by_name):
-        return _bulk_result(ctx, dataset, action, 0, 0, f"no {label} to {action.verb}")
-    what = f"{matched} {label}" + (" and the dataset" if change_dataset else "")
-    if not ctx.confirm(f"{action.verb} {what} of dataset {dataset.get('dataset')}?"):
+    if change_dataset:
+        # the dataset's status carries the change to its tasks, server-side
+        label = "task(s) and the dataset"
+        preview = client.datasets.preview_status(ds, str(action.dataset_status))
+    else:
+        preview = client.tasks.preview_bulk_status(ds, action.task_status, statuses=sources,
+                                                   names=names)
+    what = f"{action.verb} {label} of dataset {dataset.get('dataset')}"
+    extra = {"dataset_id": ds, "action": action.verb, "status": action.task_status}
+    if show_preview(ctx, preview, what, extra):
+        return EXIT_OK
+    matched = int(preview["matched"])
+    if not preview["changed"] and not change_dataset:
+        return _bulk_result(ctx, dataset, action, matched, 0, f"no {label} to {action.verb}")
+    if not ctx.confirm(f"{action.verb} {preview['changed']} {label} of dataset "
+                       f"{dataset.get('dataset')}?"):
         ctx.out.info("nothing changed")
         return EXIT_OK
     if change_dataset:
-        # the dataset's status carries the change to its tasks, server-side
         reply = client.datasets.set_status(ds, str(action.dataset_status))
-        changed = int(reply.get("tasks_changed", 0))
+        changed = int(reply.get("changed") or reply.get("tasks_changed") or 0)
     else:
-        changed = client.tasks.bulk_status(
-            ds, action.task_status, statuses=sources,
-            names=[a.task_name] if a.task_name else None)
+        changed = client.tasks.bulk_status(ds, action.task_status, statuses=sources,
+                                           names=names)
     return _bulk_result(ctx, dataset, action, matched, changed,
                         f"{action.verb}: changed {changed} of {matched} {label}")
 
@@ -160,15 +187,25 @@ def parse_requirements(items: Sequence[str]) -> Resources:
 
 
 def cmd_requirements(ctx: Context) -> int:
-    """Set requirements on every unfinished task with a name."""
+    """Set requirements on every unfinished task with a name: the server's dry run says how
+    many would change; then ask (unless --yes) and change them."""
     reqs = parse_requirements(ctx.args.requirements)
     dataset = ctx.dataset(ctx.args.dataset)
-    changed = ctx.client().tasks.bulk_requirements(dataset["dataset_id"], ctx.args.task_name,
-                                                   reqs)
+    ds, name = dataset["dataset_id"], ctx.args.task_name
+    client = ctx.client()
+    preview = client.tasks.preview_bulk_requirements(ds, name, reqs)
+    what = f"requirements of {name} task(s) of dataset {dataset.get('dataset')}"
+    if show_preview(ctx, preview, what, {"dataset_id": ds, "requirements": dict(reqs)}):
+        return EXIT_OK
+    if not ctx.confirm(f"set {' '.join(f'{k}={v}' for k, v in reqs.items())} on "
+                       f"{preview['changed']} {name} task(s)?"):
+        ctx.out.info("nothing changed")
+        return EXIT_OK
+    changed = client.tasks.bulk_requirements(ds, name, reqs)
     if ctx.args.json:
         ctx.out.json({"changed": changed, "requirements": reqs})
     else:
-        ctx.out.line(f"requirements of {changed} {ctx.args.task_name} task(s) set: "
+        ctx.out.line(f"requirements of {changed} {name} task(s) set: "
                      + " ".join(f"{k}={v}" for k, v in reqs.items()))
     return EXIT_OK
 
@@ -188,18 +225,27 @@ def add_operator_commands(sub: Sub) -> None:
     }
     for verb, text in helps.items():
         p = command(sub, verb, cmd_bulk, text, description=(
-            f"{text[0].upper()}{text[1:]}. Counts the tasks that would change and asks for "
-            "confirmation unless --yes; prints how many changed. With --task-name or --status "
-            "only those tasks change (the dataset's own status is left alone)."))
+            f"{text[0].upper()}{text[1:]}. Shows what would change (the server's dry run: "
+            "counts by current status and the first task ids) and asks for confirmation "
+            "unless --yes; prints how many changed. --dry-run only shows. With --task-name or "
+            "--status only those tasks change (the dataset's own status is left alone)."))
         dataset_arg(p)
         p.add_argument("--task-name", help="only tasks with this name")
         p.add_argument("--status", help="only tasks in these statuses (a,b)"
                        + (" (default failed)" if verb == "reset" else ""))
-        p.add_argument("--yes", "-y", action="store_true", help="do not ask for confirmation")
+        confirm_options(p)
     p = command(sub, "requirements", cmd_requirements,
                 "set requirements on a dataset's tasks with a name",
                 description="Set requirements on every unfinished task named TASK_NAME: "
-                            "cpu=N gpu=N memory=GB disk=GB time=HOURS os=el8,el9 site=NAME.")
+                            "cpu=N gpu=N memory=GB disk=GB time=HOURS os=el8,el9 site=NAME. "
+                            "Shows how many would change and asks unless --yes.")
     dataset_arg(p)
     p.add_argument("task_name", metavar="TASK_NAME", help="task name")
     p.add_argument("requirements", metavar="NAME=VALUE", nargs="+", help="requirements")
+    confirm_options(p)
+
+
+def confirm_options(p: Any) -> None:
+    p.add_argument("--dry-run", action="store_true",
+                   help="only show what would change (nothing is changed)")
+    p.add_argument("--yes", "-y", action="store_true", help="do not ask for confirmation")

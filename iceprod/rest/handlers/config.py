@@ -9,6 +9,7 @@ from iceprod.common.schema import load_schema, validate_dataset_config
 from iceprod.core.keys import foreign_task_index
 from iceprod.db import Database
 from iceprod.db.store import Doc
+from iceprod.rest.audit import audit
 from iceprod.rest.base import APIHandler, requires
 
 
@@ -36,6 +37,8 @@ class ConfigHandler(APIHandler):
         settings = {k: options[k] for k in ("max_failures", "debug") if k in options}
         if settings:
             await self.db.datasets.set_fields(dataset_id, settings)
+        await audit(self, "dataset.config", dataset_id,
+                    detail={"tasks": [t.get("name") for t in self.body["tasks"]], **settings})
         self.write_json({})
 
     async def may_read(self, dataset_id: str) -> bool:

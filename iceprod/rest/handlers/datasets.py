@@ -5,10 +5,13 @@ from __future__ import annotations
 from iceprod.common.errors import Forbidden, Invalid
 from iceprod.common.ids import new_id
 from iceprod.common.timeutil import iso
+from iceprod.core.preview import preview_dataset_status
 from iceprod.core.rollup import cascade_dataset
 from iceprod.db.store import Doc
 from iceprod.rest.auth.tokens import Principal
+from iceprod.rest.audit import audit
 from iceprod.rest.base import APIHandler, requires
+from iceprod.rest.dryrun import DryRunHandler
 from iceprod.rest.handlers.schemas import body
 from iceprod.rest.openapi import KEYS, PAGE, STATUS, TEXT, query
 
@@ -17,6 +20,7 @@ CREATE_BODY = body("datasets_create")
 STATUS_BODY = body("dataset_status")
 DESCRIPTION_BODY = body("datasets_description")
 JOBS_BODY = body("datasets_jobs")
+PRIORITY_BODY = body("datasets_priority")
 
 
 async def visible_ids(h: APIHandler) -> list[str] | None:
@@ -86,6 +90,9 @@ class DatasetsHandler(APIHandler):
         except BaseException:
             await self.db.auths.remove(dataset_id)
             raise
+        await audit(self, "dataset.create", dataset_id,
+                    detail={"description": b["description"], "group": b["group"],
+                            "jobs_submitted": b["jobs_submitted"], "rules": rules})
         self.set_header("Location", f"/datasets/{dataset_id}")
         self.write_json({"result": f"/datasets/{dataset_id}", "dataset_id": dataset_id}, 201)
 
@@ -117,18 +124,45 @@ class DatasetHandler(APIHandler):
         self.write_json(await self.db.datasets.get(dataset_id, self.keys_arg()))
 
 
-class DatasetStatusHandler(APIHandler):
+class DatasetStatusHandler(DryRunHandler):
     @requires("write:datasets", dataset="write", body=STATUS_BODY)
     async def put(self, dataset_id: str) -> None:
         """Change a dataset's status (state machine; illegal -> 409). Suspending suspends its
-        unfinished jobs and tasks; resuming sends suspended tasks back to waiting."""
-        old = await self.db.datasets.get(dataset_id, keys=["status"])
+        unfinished jobs and tasks; resuming sends suspended tasks back to waiting. Answers
+        how many tasks changed (`changed`, also as `tasks_changed`); `"dry_run": true`
+        answers what would change, changing nothing."""
         status = self.body["status"]
+        if self.dry_run:
+            self.write_preview(await preview_dataset_status(self.db, dataset_id, status))
+            return
+        old = await self.db.datasets.get(dataset_id, keys=["status"])
         await self.db.datasets.set_status(dataset_id, status)
         changed = 0
         if status != old["status"]:
             changed = await cascade_dataset(self.db, dataset_id, status)
-        self.write_json({"tasks_changed": changed})
+        await audit(self, "dataset.status", dataset_id, None, {"changed": changed},
+                    {"status": status, "previous": old["status"]})
+        self.write_json({"changed": changed, "tasks_changed": changed})
+
+
+class DatasetPriorityHandler(DryRunHandler):
+    @requires("write:datasets", dataset="write", body=PRIORITY_BODY)
+    async def put(self, dataset_id: str) -> None:
+        """Set a dataset's priority (0..1; the scheduler weighs datasets by it). Answers
+        `{"changed": 0|1}`; `"dry_run": true` answers what would change."""
+        priority = self.body["priority"]
+        old = await self.db.datasets.get(dataset_id, keys=["priority"])
+        changed = int(old.get("priority") != priority)
+        if self.dry_run:
+            self.write_preview({"matched": 1, "changed": changed, "by_status": {},
+                                "sample": [dataset_id] if changed else [],
+                                "before": {"priority": old.get("priority")},
+                                "after": {"priority": priority}})
+            return
+        await self.db.datasets.set_fields(dataset_id, {"priority": priority})
+        await audit(self, "dataset.priority", dataset_id, None, {"changed": changed},
+                    {"priority": priority, "previous": old.get("priority")})
+        self.write_json({"changed": changed})
 
 
 class DatasetDescriptionHandler(APIHandler):
@@ -136,6 +170,8 @@ class DatasetDescriptionHandler(APIHandler):
     async def put(self, dataset_id: str) -> None:
         """Change a dataset's description."""
         await self.db.datasets.set_fields(dataset_id, {"description": self.body["description"]})
+        await audit(self, "dataset.description", dataset_id, None, {"changed": 1},
+                    {"description": self.body["description"]})
         self.write_json({})
 
 
@@ -144,6 +180,8 @@ class DatasetJobsSubmittedHandler(APIHandler):
     async def put(self, dataset_id: str) -> None:
         """Raise jobs_submitted (it may only grow; refused when jobs_immutable)."""
         await self.db.datasets.grow_jobs(dataset_id, self.body["jobs_submitted"])
+        await audit(self, "dataset.jobs_submitted", dataset_id, None, {"changed": 1},
+                    {"jobs_submitted": self.body["jobs_submitted"]})
         self.write_json({})
 
 
@@ -159,6 +197,7 @@ routes = [
     (r"/datasets", DatasetsHandler),
     (rf"/datasets/{D}", DatasetHandler),
     (rf"/datasets/{D}/status", DatasetStatusHandler),
+    (rf"/datasets/{D}/priority", DatasetPriorityHandler),
     (rf"/datasets/{D}/description", DatasetDescriptionHandler),
     (rf"/datasets/{D}/jobs_submitted", DatasetJobsSubmittedHandler),
     (r"/dataset_summaries/status", DatasetSummariesStatusHandler),

@@ -3,15 +3,17 @@ managers size pilots from."""
 
 from __future__ import annotations
 
-from iceprod.common.errors import Conflict
+from iceprod.common.errors import Conflict, NotFound
 from iceprod.common.ids import new_id
 from iceprod.common.timeutil import iso
+from iceprod.rest.audit import audit
 from iceprod.rest.base import APIHandler, requires
 from iceprod.rest.handlers.schemas import body
 from iceprod.rest.openapi import KEYS, PAGE, TEXT, query
 
 CREATE_BODY = body("grids_create")
 PUT_BODY = body("grids_put")
+PATCH_BODY = body("grids_patch")
 
 
 class GridsHandler(APIHandler):
@@ -59,6 +61,16 @@ class GridHandler(APIHandler):
                 return
         await self.db.grids.set_fields(grid_id, fields)
         self.write_json(await self.db.grids.get(grid_id))
+
+    @requires("write:grids", body=PATCH_BODY)
+    async def patch(self, grid_id: str) -> None:
+        """Update some of a grid's fields (IceProd v2.7); 404 for an unknown grid. Answers
+        the grid."""
+        doc = await self.db.grids.set_fields(grid_id, {**self.body, "last_update": iso()})
+        if doc is None:
+            raise NotFound("grid not found")
+        await audit(self, "grid.patch", detail={"grid_id": grid_id, **self.body})
+        self.write_json(doc)
 
 
 class DemandHandler(APIHandler):

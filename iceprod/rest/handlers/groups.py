@@ -4,6 +4,7 @@ managed through ``/users/{user_id}/groups``."""
 from __future__ import annotations
 
 from iceprod.rest.auth.accounts import revoke
+from iceprod.rest.audit import audit
 from iceprod.rest.base import APIHandler, requires
 from iceprod.rest.handlers.schemas import body
 from iceprod.rest.openapi import KEYS, PAGE, TEXT, query
@@ -23,6 +24,8 @@ class GroupsHandler(APIHandler):
     async def post(self) -> None:
         """Add a group (409 when the name is taken)."""
         doc = await self.db.groups.create(self.body["name"], self.body.get("description", ""))
+        await audit(self, "group.create", detail={"group_id": doc["group_id"],
+                                                  "name": doc["name"]})
         self.write_json({"result": doc["group_id"]}, 201)
 
 
@@ -40,6 +43,8 @@ class GroupHandler(APIHandler):
         members = await self.db.users.with_value("groups", doc["name"])
         await self.db.users.pull_everywhere("groups", doc["name"])
         await revoke(self.db, self.ctx.resolver, members)
+        await audit(self, "group.delete", counts={"members": len(members)},
+                    detail={"group_id": group_id, "name": doc["name"]})
         self.write_json({})
 
 

@@ -6,14 +6,22 @@ from typing import Any
 
 from iceprod.common.ids import new_id
 from iceprod.common.timeutil import iso
+from iceprod.common.errors import Invalid
+from iceprod.common.schema import validate
+from iceprod.core.job_actions import preview_jobs_status, set_jobs_status
+from iceprod.core.preview import preview_job_status
 from iceprod.core.rollup import cascade_job
+from iceprod.db.store import Doc
+from iceprod.rest.audit import audit, selection_record
 from iceprod.rest.base import APIHandler, requires
+from iceprod.rest.dryrun import DryRunHandler
 from iceprod.rest.handlers.schemas import MAX_INDEX, body
 from iceprod.rest.openapi import INDEX, KEYS, PAGE, STATUS, query
 
 STATUS_BODY = body("job_status")
 CREATE_BODY = body("jobs_create")
 PATCH_BODY = body("jobs_patch")
+BULK_STATUS_BODY = body("jobs_bulk_status")
 
 
 class DatasetJobsHandler(APIHandler):
@@ -38,17 +46,51 @@ class DatasetJobHandler(APIHandler):
         self.write_json(job)
 
 
-class DatasetJobStatusHandler(APIHandler):
+class DatasetJobStatusHandler(DryRunHandler):
     @requires("write:datasets", dataset="write", body=STATUS_BODY)
     async def put(self, dataset_id: str, job_id: str) -> None:
-        """Set a job's status (state machine; illegal -> 409)."""
+        """Set a job's status (state machine; illegal -> 409); suspending or resuming
+        carries to its tasks. Answers how many tasks changed (`changed`, also as
+        `tasks_changed`); `"dry_run": true` answers what would change, changing nothing."""
         status = self.body["status"]
-        old = await self.db.jobs.get(job_id, keys=["status", "dataset_id"])
+        if self.dry_run:
+            self.write_preview(await preview_job_status(self.db, dataset_id, job_id, status))
+            return
+        old = await self.db.jobs.get_in(job_id, {"dataset_id": dataset_id},
+                                        keys=["status", "dataset_id"])
         job = await self.db.jobs.set_status(job_id, status, dataset_id=dataset_id)
         changed = 0
         if status != old["status"]:
             changed = await cascade_job(self.db, job, status)
-        self.write_json({"tasks_changed": changed})
+        await audit(self, "job.status", dataset_id, {"jobs": [job_id]}, {"changed": changed},
+                    {"status": status, "previous": old["status"]})
+        self.write_json({"changed": changed, "tasks_changed": changed})
+
+
+class JobBulkStatusHandler(DryRunHandler):
+    def parse_body(self, schema: Doc) -> Doc:
+        data = self.raw_body()
+        if isinstance(data, dict) and "jobs" not in data:
+            raise Invalid("jobs: give the ids of the jobs to change", field="jobs")
+        validate(data, schema)
+        return data  # type: ignore[no-any-return]
+
+    @requires("write:datasets", dataset="write", body=BULK_STATUS_BODY)
+    async def post(self, dataset_id: str, status: str) -> None:
+        """Set a status on the listed jobs (`{"jobs": [ids]}`; an empty list is a 400):
+        those the state machine does not allow are left alone; suspending or resuming
+        carries to their tasks. Answers `{"changed": jobs, "tasks_changed": n}`;
+        `"dry_run": true` answers what would change (over the jobs), changing nothing."""
+        if status not in ("processing", "suspended", "errors", "complete"):
+            raise Invalid(f"status: not a job status: {status!r}", field="status")
+        jobs = self.body["jobs"]
+        if self.dry_run:
+            self.write_preview(await preview_jobs_status(self.db, dataset_id, status, jobs))
+            return
+        result = await set_jobs_status(self.db, dataset_id, status, jobs)
+        await audit(self, "jobs.bulk_status", dataset_id, selection_record(self.body),
+                    result, {"status": status})
+        self.write_json(result)
 
 
 class JobSummariesHandler(APIHandler):
@@ -100,6 +142,7 @@ routes = [
     (rf"/datasets/{D}/jobs", DatasetJobsHandler),
     (rf"/datasets/{D}/jobs/{J}", DatasetJobHandler),
     (rf"/datasets/{D}/jobs/{J}/status", DatasetJobStatusHandler),
+    (rf"/datasets/{D}/job_actions/bulk_status/(?P<status>\w+)", JobBulkStatusHandler),
     (rf"/datasets/{D}/job_summaries/status", JobSummariesHandler),
     (rf"/datasets/{D}/job_counts/status", JobCountsHandler),
     (r"/jobs", JobsHandler),

@@ -7,6 +7,7 @@ from __future__ import annotations
 from iceprod.common.errors import Conflict, NotFound
 from iceprod.core.roles import ROLE_SCOPES
 from iceprod.db.store import Doc
+from iceprod.rest.audit import audit
 from iceprod.rest.base import APIHandler, requires
 from iceprod.rest.handlers.schemas import body
 
@@ -57,6 +58,8 @@ class RoleHandler(APIHandler):
             role_name, self.body["scopes"], self.body.get("description", "")
         )
         self.ctx.resolver.forget_role(role_name)
+        await audit(self, "role.put", detail={"role": role_name,
+                                              "scopes": self.body["scopes"]})
         self.write_json(custom(doc))
 
     @requires("write:accounts")
@@ -67,6 +70,7 @@ class RoleHandler(APIHandler):
         await self.db.roles.delete(role_name)
         await self.db.users.pull_everywhere("roles", role_name)
         self.ctx.resolver.forget_role(role_name)
+        await audit(self, "role.delete", detail={"role": role_name})
         self.write_json({})
 
 

@@ -6,9 +6,10 @@ import time
 from typing import Any
 
 from iceprod.common.states import statuses
+from iceprod.common.timeutil import parse
+from iceprod.db.settings import METRICS_SNAPSHOT
 from iceprod.rest.base import APIHandler, public
 
-GAUGE_TTL = 10.0
 
 
 class HealthHandler(APIHandler):
@@ -36,20 +37,22 @@ class MetricsHandler(APIHandler):
         self.finish(self.ctx.metrics.render(gauges))
 
     async def _gauges(self) -> dict[str, Any]:
-        cache = self.application.settings["gauge_cache"]
-        now = time.monotonic()
-        if cache.get("at", -GAUGE_TTL) + GAUGE_TTL > now:
-            return cache["gauges"]
-        by_status = {s: 0 for s in statuses("task")}
-        by_status.update(await self.db.tasks.status_counts())
-        ds = {s: 0 for s in statuses("dataset")}
-        ds.update(await self.db.datasets.status_counts())
-        gauges = {
-            "iceprod_tasks": ("tasks by status", {(("status", k),): v for k, v in by_status.items()}),
-            "iceprod_datasets": ("datasets by status", {(("status", k),): v for k, v in ds.items()}),
+        """Tasks and datasets by status as the scheduler last counted them (one document
+        read: a scrape never counts), with the snapshot's age; uptime."""
+        gauges: dict[str, Any] = {
             "iceprod_uptime_seconds": ("seconds since start", {(): time.time() - self.ctx.started}),
         }
-        cache.update(at=now, gauges=gauges)
+        snap = await self.db.settings.get_value(METRICS_SNAPSHOT)
+        if snap is None:
+            return gauges  # no scheduler has counted yet
+        for name, kind in (("iceprod_tasks", "task"), ("iceprod_datasets", "dataset")):
+            counts = {s: 0 for s in statuses(kind)}
+            counts.update(snap["value"].get(name.removeprefix("iceprod_"), {}))
+            gauges[name] = (f"{kind}s by status (counted by the scheduler)",
+                            {(("status", k),): v for k, v in counts.items()})
+        gauges["iceprod_status_counts_age_seconds"] = (
+            "seconds since the scheduler counted tasks and datasets",
+            {(): max(0.0, time.time() - parse(snap["updated"]))})
         return gauges
 
 

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import json
+
+from iceprod.common import strict_json
 from iceprod.common.errors import Invalid
+from iceprod.common.schema import validate
+from iceprod.db.store import Doc
 from iceprod.common.ids import new_id
 from iceprod.common.timeutil import iso
 from iceprod.rest.base import APIHandler, OwnershipMixin, requires
@@ -37,11 +42,26 @@ class DatasetTaskStatHandler(APIHandler):
 
 
 class TaskStatsCreateHandler(OwnershipMixin, APIHandler):
+    def parse_body(self, schema: Doc) -> Doc:
+        raw = self.request.body
+        data = strict_json.loads(raw) if raw else {}
+        if isinstance(data, dict) and "stats" in data and "dataset_id" not in data:
+            raise Invalid("dataset_id: required with stats (or post the stats dict itself, "
+                          "as IceProd's pilots do)", field="dataset_id")
+        validate(data, schema)
+        return data  # type: ignore[no-any-return]
+
     @requires("pilot", "internal", body=CREATE_BODY, created=True)
     async def post(self, task_id: str) -> None:
-        """Store a stats record for a task (a pilot only for tasks it holds)."""
+        """Store a stats record for a task (a pilot only for tasks it holds). The body is
+        ours, `{"dataset_id", "stats": {...}}`, or IceProd's flat one, the stats dict
+        itself (a `dataset_id` in it must be the task's)."""
         task = await self.db.tasks.get(task_id, keys=["dataset_id", "pilot_id", "name"])
-        if task["dataset_id"] != self.body["dataset_id"]:
+        if "stats" in self.body:
+            stats = self.body["stats"]
+        else:
+            stats = {k: v for k, v in self.body.items() if k != "dataset_id"}
+        if task["dataset_id"] != self.body.get("dataset_id", task["dataset_id"]):
             raise Invalid("dataset_id: the task belongs to another dataset")
         if not self.principal.has("internal"):
             await self.check_task_holder(task)
@@ -52,9 +72,30 @@ class TaskStatsCreateHandler(OwnershipMixin, APIHandler):
             "dataset_id": task["dataset_id"],
             "name": task.get("name"),
             "create_date": iso(),
-            "stats": self.body["stats"],
+            "stats": stats,
         })
         self.write_json({"result": stat_id}, 201)
+
+
+class DatasetTaskStatsExportHandler(APIHandler):
+    PAGE = 1000
+
+    @requires("read:datasets", dataset="read")
+    async def get(self, dataset_id: str) -> None:
+        """Every stats record of the dataset as NDJSON (one JSON document per line), in id
+        order, streamed a page at a time (IceProd v2.7's bulk export)."""
+        self.set_header("Content-Type", "application/x-ndjson")
+        after: str | None = None
+        while True:
+            page = await self.db.task_stats.page({"dataset_id": dataset_id}, None,
+                                                 self.PAGE, after)
+            if page.docs:
+                self.write("".join(json.dumps(d) + "\n" for d in page.docs))
+                await self.flush()
+            if page.next_after is None:
+                break
+            after = page.next_after
+        self.finish()
 
 
 D = r"(?P<dataset_id>[0-9a-f]{32})"
@@ -64,4 +105,5 @@ routes = [
     (rf"/datasets/{D}/tasks/{T}/task_stats/(?P<task_stat_id>[0-9a-f]{{32}})",
      DatasetTaskStatHandler),
     (rf"/tasks/{T}/task_stats", TaskStatsCreateHandler),
+    (rf"/datasets/{D}/bulk/task_stats", DatasetTaskStatsExportHandler),
 ]

@@ -10,12 +10,16 @@ from iceprod.common.errors import Invalid, NotFound
 from iceprod.common.ids import new_id
 from iceprod.common.reasons import classify
 from iceprod.common.states import statuses
+from iceprod.common.schema import validate
 from iceprod.common.timeutil import iso
-from iceprod.core.queue import queue_tasks
+from iceprod.core.preview import preview_task_status
+from iceprod.core.queue import queue_exclusively
 from iceprod.core.rollup import cascade_dataset, rollup_job
 from iceprod.db.store import Doc
 from iceprod.db.tasks import TaskSelection
+from iceprod.rest.audit import audit, selection_record
 from iceprod.rest.base import APIHandler, OwnershipMixin, requires
+from iceprod.rest.dryrun import DryRunHandler
 from iceprod.rest.handlers.schemas import body, definition
 from iceprod.rest.openapi import KEYS, PAGE, STATUS, TEXT, path, query
 
@@ -66,12 +70,20 @@ class DatasetTaskHandler(APIHandler):
         self.write_json(visible_task(task, self.principal.privileged))
 
 
-class DatasetTaskStatusHandler(APIHandler):
+class DatasetTaskStatusHandler(DryRunHandler):
     @requires("write:datasets", dataset="write", body=STATUS_BODY)
     async def put(self, dataset_id: str, task_id: str) -> None:
-        """Set a task's status (state machine; illegal -> 409)."""
-        await self.db.tasks.set_status(task_id, self.body["status"], dataset_id=dataset_id)
-        self.write_json({})
+        """Set a task's status (state machine; illegal -> 409); `"dry_run": true` answers
+        what would change. Answers `{"changed": 0|1}`."""
+        status = self.body["status"]
+        plan = await preview_task_status(self.db, dataset_id, task_id, status)
+        if self.dry_run:
+            self.write_preview(plan)
+            return
+        await self.db.tasks.set_status(task_id, status, dataset_id=dataset_id)
+        await audit(self, "task.status", dataset_id, {"tasks": [task_id]},
+                    {"changed": plan["changed"]}, {"status": status})
+        self.write_json({"changed": plan["changed"]})
 
 
 class TaskSummariesHandler(APIHandler):
@@ -129,11 +141,12 @@ async def check_task_names(h: APIHandler, dataset_id: str, names: tuple[str, ...
         raise NotFound(f"name: no task named {', '.join(map(repr, unknown))} in this dataset")
 
 
-class BulkStatusHandler(APIHandler):
+class BulkStatusHandler(DryRunHandler):
     def parse_body(self, schema: Doc) -> Doc:
-        raw = self.request.body
-        check_selection_given(strict_json.loads(raw) if raw else {})
-        return super().parse_body(schema)
+        data = self.raw_body()
+        check_selection_given(data)
+        validate(data, schema)
+        return data  # type: ignore[no-any-return]
 
     @path(status=definition("task_status")["properties"]["status"])
     @requires("write:datasets", dataset="write", body=BULK_STATUS_BODY)
@@ -141,14 +154,21 @@ class BulkStatusHandler(APIHandler):
         """Set a status on the selected tasks (`{"tasks": [ids]}` or `{"filter": {"status",
         "name", "job_index": {"min", "max"}}}`; an empty selection is a 400, unknown names a
         404); tasks the state machine does not allow are left alone. Sending tasks back to
-        waiting reopens a dataset in errors (it becomes processing again)."""
+        waiting reopens a dataset in errors (it becomes processing again). With
+        `"dry_run": true` answers what would change, changing nothing."""
         if status not in statuses("task") or status == "processing":
             raise Invalid(f"status: cannot bulk-set {status!r}")
         selection = task_selection(self.body)
         await check_task_names(self, dataset_id, selection.names)
+        if self.dry_run:
+            self.write_preview(
+                await self.db.tasks.preview_selected(dataset_id, status, selection))
+            return
         changed = await self.db.tasks.bulk_status_selected(dataset_id, status, selection)
         if changed and status == "waiting":
             await reopen_dataset(self, dataset_id)
+        await audit(self, "tasks.bulk_status", dataset_id, selection_record(self.body),
+                    {"changed": changed}, {"status": status})
         self.write_json({"changed": changed})
 
 
@@ -161,23 +181,43 @@ async def reopen_dataset(h: APIHandler, dataset_id: str) -> None:
         await cascade_dataset(h.db, dataset_id, "processing")
 
 
-class BulkRequirementsHandler(APIHandler):
+class BulkRequirementsHandler(DryRunHandler):
     @requires("write:datasets", dataset="write", body=BULK_REQ_BODY)
     async def patch(self, dataset_id: str, name: str) -> None:
-        """Set requirements on every unfinished task with this name (unknown name -> 404)."""
+        """Set requirements on every unfinished task with this name (unknown name -> 404);
+        `"dry_run": true` answers what would change, changing nothing."""
         await check_task_names(self, dataset_id, (name,))
+        if self.dry_run:
+            self.write_preview(await self.db.tasks.preview_requirements(dataset_id, name))
+            return
         changed = await self.db.tasks.bulk_requirements(dataset_id, name, self.body)
+        await audit(self, "tasks.bulk_requirements", dataset_id, {"filter": {"name": [name]}},
+                    {"changed": changed}, {"requirements": self.body})
         self.write_json({"changed": changed})
 
 
 class DatasetTaskStatsHandler(APIHandler):
     @requires("read:datasets", dataset="read")
     async def get(self, dataset_id: str) -> None:
-        """Per task name: count, total/mean/min/max hours, error hours, efficiency."""
+        """Per task name with completed tasks (IceProd's summary): `count`, `total_hrs`,
+        `avg_hrs`, `stddev_hrs`, `min_hrs`, `max_hrs`, `total_err_hrs`, `efficiency`."""
         self.write_json(await self.db.tasks.stats_by_name(dataset_id))
 
 
 class TasksHandler(APIHandler):
+    @query(**PAGE, dataset_id=TEXT, status=STATUS, job_id=TEXT, name=TEXT, pilot_id=TEXT)
+    @requires("internal")
+    async def get(self) -> None:
+        """Every dataset's tasks as `{task_id: task}` (admin, system): `dataset_id=`,
+        `status=a|b`, `job_id=`, `name=`, `pilot_id=`, `keys=`, paged."""
+        query: dict[str, Any] = {}
+        if status := self.status_arg():
+            query["status"] = {"$in": status}
+        for arg in ("dataset_id", "job_id", "name", "pilot_id"):
+            if value := self.get_argument(arg, ""):
+                query[arg] = value
+        await self.list_page(self.db.tasks, query)
+
     @requires("internal", body=CREATE_BODY, created=True)
     async def post(self) -> None:
         """Create a task (internal)."""
@@ -228,10 +268,42 @@ class TaskHandler(OwnershipMixin, APIHandler):
         task = await self.db.tasks.get(task_id, self.keys_arg())
         self.write_json(visible_task(task, p.privileged or p.has("internal") or holder))
 
+    def parse_body(self, schema: Doc) -> Doc:
+        raw = self.request.body
+        data = strict_json.loads(raw) if raw else {}
+        if self.request.method == "PATCH" and isinstance(data, dict) and "status" in data:
+            raise Invalid("status: PATCH does not change a task's status; use "
+                          "PUT /tasks/{task_id}/status (the state machine)", field="status")
+        validate(data, schema)
+        return data  # type: ignore[no-any-return]
+
     @requires("internal", body=PATCH_BODY)
     async def patch(self, task_id: str) -> None:
-        """Update a task (internal); a status change follows the state machine."""
-        self.write_json(await self.db.tasks.patch(task_id, self.body))
+        """Update a task's fields (internal): priority, requirements, reason, site,
+        failures. Never its status (400): that changes through `PUT /tasks/{id}/status`."""
+        doc = await self.db.tasks.patch(task_id, self.body)
+        await audit(self, "task.patch", doc.get("dataset_id"), {"tasks": [task_id]},
+                    {"changed": 1}, self.body)
+        self.write_json(doc)
+
+
+class TaskStatusHandler(DryRunHandler):
+    @requires("internal", body=STATUS_BODY)
+    async def put(self, task_id: str) -> None:
+        """Set a task's status by id alone (admin, system; IceProd v2.7): through the state
+        machine (illegal -> 409), never processing (only a claim sets that). Answers
+        `{"changed": 0|1}`; `"dry_run": true` answers what would change."""
+        status = self.body["status"]
+        task = await self.db.tasks.get(task_id, keys=["dataset_id"])
+        dataset_id = task["dataset_id"]
+        plan = await preview_task_status(self.db, dataset_id, task_id, status)
+        if self.dry_run:
+            self.write_preview(plan)
+            return
+        await self.db.tasks.set_status(task_id, status, dataset_id=dataset_id)
+        await audit(self, "task.status", dataset_id, {"tasks": [task_id]},
+                    {"changed": plan["changed"]}, {"status": status})
+        self.write_json({"changed": plan["changed"]})
 
 
 class ProcessHandler(OwnershipMixin, APIHandler):
@@ -331,10 +403,12 @@ class FailedHandler(ResetHandler):
 class QueueHandler(APIHandler):
     @requires("internal", body=QUEUE_BODY)
     async def post(self) -> None:
-        """Queue up to `num_tasks` waiting tasks whose dependencies are complete."""
+        """Queue up to `num_tasks` waiting tasks whose dependencies are complete, under the
+        queue lease the scheduler queues under too, so concurrent queuers never exceed
+        `queue_max` (503 when another queuer holds it for more than a few seconds)."""
         cfg = self.ctx.config
-        queued = await queue_tasks(self.db, cfg.queue_max, cfg.group_weights,
-                                   self.body.get("num_tasks", 100))
+        queued = await queue_exclusively(self.db, f"rest:{new_id()}", cfg.queue_max,
+                                         cfg.group_weights, self.body.get("num_tasks", 100))
         self.write_json({"queued": queued})
 
 
@@ -353,6 +427,7 @@ routes = [
     (rf"/datasets/{D}/task_stats", DatasetTaskStatsHandler),
     (r"/tasks", TasksHandler),
     (rf"/tasks/{T}", TaskHandler),
+    (rf"/tasks/{T}/status", TaskStatusHandler),
     (rf"/tasks/{T}/task_actions/complete", CompleteHandler),
     (rf"/tasks/{T}/task_actions/reset", ResetHandler),
     (rf"/tasks/{T}/task_actions/failed", FailedHandler),

@@ -18,6 +18,7 @@ from iceprod.rest.auth.accounts import (
     revoke,
 )
 from iceprod.rest.auth.external import normalize_identity
+from iceprod.rest.audit import audit
 from iceprod.rest.base import APIHandler, requires
 from iceprod.rest.handlers.schemas import body
 from iceprod.rest.openapi import PAGE, TEXT, query
@@ -88,6 +89,9 @@ class UsersHandler(UserBase):
         await self.check_unique(ids, None)
         doc = new_user(b["username"], roles, groups, source="api", **ids)
         await self.db.users.create(doc)
+        await audit(self, "user.create", detail={"user_id": doc["user_id"],
+                                                 "username": doc["username"],
+                                                 "roles": roles, "groups": groups})
         self.write_json({"result": doc["user_id"]}, 201)
 
 
@@ -102,7 +106,9 @@ class UserHandler(UserBase):
         """Set or clear (null) a user's email or ORCID iD."""
         ids = identities(self.body)
         await self.check_unique(ids, user_id)
-        self.write_json(await self.db.users.set_fields(user_id, ids))
+        doc = await self.db.users.set_fields(user_id, ids)
+        await audit(self, "user.identities", detail={"user_id": user_id, **ids})
+        self.write_json(doc)
 
     @requires("write:accounts")
     async def delete(self, user_id: str) -> None:
@@ -110,6 +116,8 @@ class UserHandler(UserBase):
         login)."""
         doc = await self.db.users.delete(user_id)
         await revoke(self.db, self.ctx.resolver, [doc["username"]])
+        await audit(self, "user.delete", detail={"user_id": user_id,
+                                                 "username": doc["username"]})
         self.write_json({})
 
 
@@ -125,6 +133,9 @@ class UserGroupsHandler(UserBase):
         """Add a user to a group."""
         await check_groups(self.db, [self.body["group"]], "group")
         user = await self.db.users.add_group(user_id, self.body["group"])
+        await audit(self, "user.add_group", detail={"user_id": user_id,
+                                                    "username": user.get("username"),
+                                                    "group": self.body["group"]})
         self.write_json({"groups": user.get("groups", [])})
 
     @requires("write:accounts", body=GROUPS_BODY)
@@ -136,6 +147,10 @@ class UserGroupsHandler(UserBase):
         await self.db.users.set_fields(user_id, {"groups": groups})
         if set(user.get("groups", [])) - set(groups):
             await revoke(self.db, self.ctx.resolver, [user["username"]])
+        await audit(self, "user.groups", detail={"user_id": user_id,
+                                                 "username": user.get("username"),
+                                                 "groups": groups,
+                                                 "previous": user.get("groups", [])})
         self.write_json({"groups": groups})
 
 
@@ -149,6 +164,10 @@ class UserRolesHandler(UserBase):
         await self.db.users.set_fields(user_id, {"roles": roles})
         if set(user.get("roles", [])) - set(roles):
             await revoke(self.db, self.ctx.resolver, [user["username"]])
+        await audit(self, "user.roles", detail={"user_id": user_id,
+                                                "username": user.get("username"),
+                                                "roles": roles,
+                                                "previous": user.get("roles", [])})
         self.write_json({"roles": roles})
 
 
@@ -158,6 +177,8 @@ class UserRevokeTokensHandler(APIHandler):
         """Revoke every token the user holds now (it may log in again)."""
         user = await self.db.users.get(user_id)
         at = await revoke(self.db, self.ctx.resolver, [user["username"]])
+        await audit(self, "user.revoke_tokens", detail={"user_id": user_id,
+                                                        "username": user["username"]})
         self.write_json({"not_before": iso(at)})
 
 

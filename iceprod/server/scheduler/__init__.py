@@ -1,7 +1,10 @@
 """The scheduler: background loops that turn datasets into runnable work and keep the books
 (materialize, queue with fair share, refresh priorities, expire leases, roll up).
 
-With several schedulers against one store, a lease in ``settings`` lets exactly one act.
+With several schedulers against one store, a lease in ``settings`` lets exactly one act: it
+is renewed while a round runs and a round stops the moment it is lost
+(``core.lease.under_lease``); a scheduler that stops releases it, so a standby takes over at
+its next round. Each round also leaves the counts ``/metrics`` shows (``METRICS_SNAPSHOT``).
 """
 
 from __future__ import annotations
@@ -15,9 +18,11 @@ from collections.abc import Callable
 
 from iceprod.common.config import ServerConfig
 from iceprod.common.ids import new_id
-from iceprod.core.queue import queue_tasks, refresh_priorities
+from iceprod.core.lease import LeaseLost, under_lease
+from iceprod.core.queue import queue_exclusively, refresh_priorities
 from iceprod.core.rollup import rollup_all
 from iceprod.db import Database
+from iceprod.db.settings import METRICS_SNAPSHOT
 from iceprod.server.scheduler.materialize import materialize_all
 
 log = logging.getLogger(__name__)
@@ -39,10 +44,14 @@ class Scheduler:
         self.last_refresh = 0.0
         self.active = False
 
+    @property
+    def ttl(self) -> float:
+        return max(3 * self.config.scheduler_interval, 1.0)
+
     async def tick(self) -> bool:
-        """One round; False when another scheduler holds the lease."""
-        ttl = max(3 * self.config.scheduler_interval, 1.0)
-        if not await self.db.settings.acquire_lease(LEASE, self.holder, ttl):
+        """One round; False when another scheduler holds the lease (or took it during the
+        round, which then stopped at once)."""
+        if not await self.db.settings.acquire_lease(LEASE, self.holder, self.ttl):
             if self.active:
                 log.info("scheduler lease lost to another scheduler")
             self.active = False
@@ -50,6 +59,16 @@ class Scheduler:
         if not self.active:
             log.info("scheduler %s is active", self.holder)
         self.active = True
+        try:
+            await under_lease(self.db, LEASE, self.holder, self.ttl, self.round)
+        except LeaseLost:
+            self.active = False
+            return False
+        return True
+
+    async def round(self) -> None:
+        """Every duty once, in order; run under the lease (``under_lease`` stops it the
+        moment the lease is lost)."""
         expired = await self.db.tasks.expire_leases()
         if expired:
             log.info("requeued %d task(s) whose pilot lease expired", expired)
@@ -60,20 +79,36 @@ class Scheduler:
         if now - self.last_refresh >= cfg.priority_refresh:
             score = await refresh_priorities(self.db, cfg.group_weights)
             self.last_refresh = now
-        await queue_tasks(self.db, cfg.queue_max, cfg.group_weights, score=score)
+        # under the queue lease, which POST /task_actions/queue takes too: queue_max holds
+        await queue_exclusively(self.db, self.holder, cfg.queue_max, cfg.group_weights,
+                                score=score)
         await rollup_all(self.db)
-        return True
+        await self.snapshot_metrics()
+
+    async def snapshot_metrics(self) -> None:
+        """Count tasks and datasets by status for ``/metrics``, once a round: scrapes read
+        this snapshot and never count themselves (a scrape costs one document read)."""
+        await self.db.settings.put_value(METRICS_SNAPSHOT, {
+            "tasks": await self.db.tasks.status_counts(),
+            "datasets": await self.db.datasets.status_counts(),
+        })
 
     async def run(self, stop: asyncio.Event) -> None:
-        while not stop.is_set():
-            try:
-                if await self.tick() and self.on_round is not None:
-                    self.on_round()
-            except Exception:
-                log.exception("scheduler round failed")
-            try:
-                await asyncio.wait_for(stop.wait(), self.config.scheduler_interval)
-            except TimeoutError:
-                pass
-        if self.active:
-            await self.db.settings.release_lease(LEASE, self.holder)
+        """Rounds until ``stop``; then (also when cancelled) the lease is released, so a
+        standby scheduler takes over at its next round instead of after the lease's time."""
+        try:
+            while not stop.is_set():
+                try:
+                    if await self.tick() and self.on_round is not None:
+                        self.on_round()
+                except Exception:
+                    log.exception("scheduler round failed")
+                try:
+                    await asyncio.wait_for(stop.wait(), self.config.scheduler_interval)
+                except TimeoutError:
+                    pass
+        finally:
+            if self.active:
+                self.active = False
+                await self.db.settings.release_lease(LEASE, self.holder)
+                log.info("scheduler %s released its lease", self.holder)
