@@ -724,11 +724,16 @@ class AsyncGrids(AsyncGroup):
 
     async def put(self, grid_id: str, host: str, *, queues: dict[str, str] | None = None,
                   version: str | None = None, debug: bool | None = None,
-                  isolation: str | None = None, single_user: str | None = None) -> Doc:
+                  isolation: str | None = None, single_user: str | None = None,
+                  site: str | None = None,
+                  max_resources: Resources | None = None) -> Doc:
         """Register or update the grid `grid_id` (an id its manager keeps across restarts);
-        `single_user` is always sent (None clears it). Answers the grid."""
+        `single_user` is always sent (None clears it); `max_resources` is the largest pilot
+        it can start (what `explain` compares requirements with). Answers the grid, with
+        `drain` when it is to start no new pilots."""
         body = drop_none({"host": host, "queues": queues, "version": version, "debug": debug,
-                          "isolation": isolation})
+                          "isolation": isolation, "site": site,
+                          "max_resources": max_resources})
         result: Doc = await self.client.request("PUT", f"/grids/{grid_id}",
                                                 {**body, "single_user": single_user})
         return result

@@ -28,9 +28,11 @@ SCOPES = {
     "token": "mint sub-tokens within one's own rights (POST /create_token)",
     "read:accounts": "read users, groups and roles",
     "write:accounts": "manage users, groups and custom roles; revoke tokens",
+    "maintenance": "read and set server-wide maintenance and per-node drain",
 }
-# only admin manages accounts: a system token must not be able to grant itself admin
-ADMIN_ONLY = frozenset({"write:accounts"})
+# only admin manages accounts (a system token must not be able to grant itself admin)
+# and switches the facility into maintenance
+ADMIN_ONLY = frozenset({"write:accounts", "maintenance"})
 
 ROLE_SCOPES: dict[str, frozenset[str]] = {
     "admin": frozenset({ALL}),

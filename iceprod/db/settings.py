@@ -6,7 +6,7 @@ import time
 
 from iceprod.common.timeutil import iso
 from iceprod.db.base import Repository
-from iceprod.db.store import CollectionSpec
+from iceprod.db.store import CollectionSpec, Doc
 
 
 class SettingsRepo(Repository):
@@ -35,3 +35,23 @@ class SettingsRepo(Repository):
     async def release_lease(self, name: str, holder: str) -> None:
         await self.coll.update_one({"key": name, "holder": holder},
                                    {"$set": {"holder": "", "expires": iso(0)}})
+
+    # -- named entries of one kind (e.g. maintenance per node) ---------------------------
+
+    async def put_entry(self, kind: str, name: str, fields: Doc) -> Doc:
+        """Create or replace the fields of the entry ``name`` of ``kind`` (one document per
+        entry, so two operators changing different entries never overwrite each other)."""
+        key = f"{kind}:{name}"
+        await self.coll.insert_many([{"key": key, "kind": kind, "name": name}],
+                                    skip_duplicates=True)
+        doc = await self.coll.update_one({"key": key}, {"$set": dict(fields)})
+        assert doc is not None
+        return doc
+
+    async def delete_entry(self, kind: str, name: str) -> bool:
+        """Remove the entry ``name`` of ``kind``; true when there was one."""
+        return bool(await self.coll.delete_many({"key": f"{kind}:{name}"}))
+
+    async def entries(self, kind: str) -> list[Doc]:
+        """Every entry of ``kind``, by name."""
+        return await self.coll.find({"kind": kind}, sort=[("key", 1)])

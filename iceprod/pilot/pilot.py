@@ -12,7 +12,10 @@
    missing from the answer's `tasks` was taken away (a user's suspend or reset, or a lease
    that expired) and is killed without being reported. An answer carrying a `token` (the
    current one is past half its life) replaces the pilot's token, in memory and in the token
-   file (rewritten atomically, 0600, so a restarted pilot process picks it up).
+   file (rewritten atomically, 0600, so a restarted pilot process picks it up). An answer
+   carrying `drain` (its site, host or grid drained, or the server in maintenance) stops
+   claims; the pilot exits once its running tasks are done (claims resume if the drain is
+   lifted before).
    A pilot whose credentials the server refuses (401/403: it was marked lost or finished,
    removed, or its token expired) stops claiming, kills its tasks without reporting them
    (they are no longer its to report) and exits with code 1.
@@ -125,6 +128,9 @@ class Pilot:
         self.last_contact = time.monotonic()
         self.tasks_run = 0
         self.sandbox = Sandbox()
+        self.drain_reason = ""
+        """Set while the server says this pilot is to take no new work (its site, host or
+        grid drained, or maintenance): it claims nothing and exits once idle."""
 
     # -- lifecycle -----------------------------------------------------------------------
 
@@ -230,7 +236,10 @@ class Pilot:
         wait = MIN_CLAIM_WAIT
         while not self.stopping.is_set():
             claimed = False
-            if self.pool is not None and self.pool.can_claim():
+            if self.drain_reason and not self.runners:
+                log.info("drained (%s) with nothing running: exiting", self.drain_reason)
+                return
+            if self.pool is not None and self.pool.can_claim() and not self.drain_reason:
                 claimed = await self.claim_one()
             if claimed:
                 wait = MIN_CLAIM_WAIT
@@ -356,6 +365,12 @@ class Pilot:
             return
         self.last_contact = time.monotonic()
         self.renew(doc)
+        drain = str(doc.get("drain") or "")
+        if drain != self.drain_reason:
+            log.info("%s", f"drained: {drain}; claiming nothing more" if drain
+                     else "no longer drained: claiming again")
+            self.drain_reason = drain
+            self.wake.set()
         if doc.get("status") in ("lost", "finished"):
             # the server gave this pilot up (e.g. its grid lost track of it): its tasks were
             # requeued, so it must not run or claim anything more

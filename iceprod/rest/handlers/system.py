@@ -6,6 +6,7 @@ import time
 from typing import Any
 
 from iceprod.common.states import statuses
+from iceprod.core.maintenance import get_state, health
 from iceprod.rest.base import APIHandler, public
 
 GAUGE_TTL = 10.0
@@ -14,10 +15,12 @@ GAUGE_TTL = 10.0
 class HealthHandler(APIHandler):
     @public()
     async def get(self) -> None:
-        """Liveness and store reachability."""
-        await self.db.settings.find("health")
+        """Liveness and store reachability, and `maintenance`: `{status: on|off, message,
+        since, drained_nodes}`."""
+        state = await get_state(self.db)
         self.write_json({"status": "ok", "backend": self.db.store.backend,
-                         "uptime": round(time.time() - self.ctx.started, 3)})
+                         "uptime": round(time.time() - self.ctx.started, 3),
+                         "maintenance": health(state)})
 
 
 class OpenAPIHandler(APIHandler):
@@ -30,8 +33,14 @@ class OpenAPIHandler(APIHandler):
 class MetricsHandler(APIHandler):
     @public()
     async def get(self) -> None:
-        """Prometheus metrics (text format): requests by route template, tasks by status."""
-        gauges = await self._gauges()
+        """Prometheus metrics (text format): requests by route template, tasks by status,
+        maintenance and drained nodes."""
+        gauges = dict(await self._gauges())
+        state = await get_state(self.db)  # not cached: an operator's switch shows at once
+        gauges["iceprod_maintenance"] = (
+            "1 while the server is in maintenance", {(): int(state.general is not None)})
+        gauges["iceprod_drained_nodes"] = (
+            "sites, hosts or grids drained", {(): len(state.nodes)})
         self.set_header("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
         self.finish(self.ctx.metrics.render(gauges))
 
