@@ -54,6 +54,7 @@ from iceprod.client.api import (
     Unauthorized,
 )
 from iceprod.client.settings import TokenError, token_claims
+from iceprod.pilot.containers import make_containers
 from iceprod.pilot.resources import Capacity, ResourcePool, detect
 from iceprod.pilot.runner import RunnerSettings, TaskRunner
 from iceprod.pilot.sandbox import Sandbox, SandboxError, resolve_mode
@@ -87,6 +88,8 @@ class PilotConfig:
     pass_env: tuple[str, ...] = ()
     stage_roots: tuple[str, ...] = ()
     drain_grace: float = 20.0
+    container_runtimes: tuple[str, ...] = ()
+    image_dir: Path | None = None
 
 
 def read_token(path: Path) -> str:
@@ -128,6 +131,8 @@ class Pilot:
         self.last_contact = time.monotonic()
         self.tasks_run = 0
         self.sandbox = Sandbox()
+        self.containers = make_containers(config.container_runtimes, config.image_dir,
+                                          config.sandbox_binds)
         self.drain_reason = ""
         """Set while the server says this pilot is to take no new work (its site, host or
         grid drained, or maintenance): it claims nothing and exits once idle."""
@@ -145,6 +150,9 @@ class Pilot:
             return 1
         log.info("steps run %s", "in a bubblewrap sandbox" if self.sandbox.mode == "bwrap"
                  else "without a sandbox (--sandbox none, or bwrap does not work here)")
+        if self.containers.runtimes:
+            log.info("container runtimes: %s (images in %s)", ", ".join(self.containers.names),
+                     self.config.image_dir or "the runtime's own store")
         loop = asyncio.get_running_loop()
         # SIGTERM drains (running tasks get the grace); SIGINT gives them back at once
         loop.add_signal_handler(signal.SIGTERM, self.stop, "pilot stopped by SIGTERM", True)
@@ -294,7 +302,7 @@ class Pilot:
             monitor_interval=self.config.monitor_interval,
             max_log_bytes=self.config.max_log_bytes, keep_dirs=self.config.keep_task_dirs,
             pilot_end=self.pool.capacity.end_time, sandbox=self.sandbox,
-            stage_roots=tuple(self.config.stage_roots),
+            stage_roots=tuple(self.config.stage_roots), containers=self.containers,
         )
         runner = TaskRunner(task, alloc, self.config.work_dir, settings, self.client, self.http)
         self.runners[task_id] = runner

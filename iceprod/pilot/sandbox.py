@@ -117,14 +117,32 @@ def mask_args(empty: Path | None = None, files: Sequence[str] = MASKED_FILES,
     return args
 
 
+def rootfs_args(root: Path) -> list[str]:
+    """Read-only binds of every top-level entry of an unpacked root file system (a
+    container image): the step sees it as ``/`` and nothing of this machine's own system;
+    its symlinks (``/bin -> usr/bin``) are reproduced as symlinks. Mount points the sandbox
+    makes itself (``/proc``, ``/dev``, ``/tmp``) are left out."""
+    args: list[str] = []
+    for entry in sorted(root.iterdir()):
+        target = "/" + entry.name
+        if target in ("/proc", "/dev", "/tmp"):
+            continue
+        if entry.is_symlink():
+            args += ["--symlink", os.readlink(entry), target]
+        else:
+            args += ["--ro-bind", str(entry), target]
+    return args
+
+
 def bwrap_args(run_dir: Path, tmp_dir: Path, binds: Sequence[str] = (),
-               empty: Path | None = None) -> list[str]:
-    """bubblewrap's arguments for one step (before ``--`` and the command)."""
+               empty: Path | None = None, root: Path | None = None) -> list[str]:
+    """bubblewrap's arguments for one step (before ``--`` and the command): this machine's
+    system directories, or with ``root`` an unpacked root file system instead."""
     run, tmp = str(run_dir), str(tmp_dir)
+    system = rootfs_args(root) if root is not None else [*system_args(), *mask_args(empty)]
     args = ["--die-with-parent", "--new-session", "--unshare-pid", "--unshare-ipc",
             "--unshare-uts", "--cap-drop", "ALL", "--hostname", "iceprod-task",
-            "--proc", "/proc", "--dev", "/dev", *system_args(), *mask_args(empty),
-            "--tmpfs", "/tmp"]
+            "--proc", "/proc", "--dev", "/dev", *system, "--tmpfs", "/tmp"]
     for path in binds:
         if _exists(path):
             args += ["--ro-bind", path, path]
