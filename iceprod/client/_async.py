@@ -82,6 +82,7 @@ class AsyncClient:
         self.groups = AsyncGroups(self)
         self.roles = AsyncRoles(self)
         self.auths = AsyncAuths(self)
+        self.maintenance = AsyncMaintenance(self)
 
     async def __aenter__(self) -> Self:
         return self
@@ -248,6 +249,11 @@ class AsyncDatasets(AsyncGroup):
                    keys: Names | None = None) -> dict[str, Doc]:
         """All readable datasets as `{dataset_id: dataset}`."""
         return await self.client.collect("/datasets", self._filters(status, username, keys))
+
+    async def explain(self, dataset_id: str) -> Doc:
+        """Why the dataset's tasks are (not) running, per task name and status."""
+        result: Doc = await self.client.request("GET", f"/datasets/{dataset_id}/explain")
+        return result
 
     async def by_number(self, number: int) -> Doc:
         """The dataset with this human number (`dataset`); raises `NotFound`. Any route
@@ -462,6 +468,11 @@ class AsyncTasks(AsyncGroup):
         """One task by id alone (with its `dataset_id`): for whoever may read its dataset,
         the system role, and a pilot holding it."""
         result: Doc = await self.client.request("GET", f"/tasks/{task_id}", params={"keys": keys})
+        return result
+
+    async def explain(self, task_id: str) -> Doc:
+        """Why the task is (not) running: `{task_id, status, summary, blockers}`."""
+        result: Doc = await self.client.request("GET", f"/tasks/{task_id}/explain")
         return result
 
     async def update(self, task_id: str, **fields: Any) -> Doc:
@@ -965,3 +976,21 @@ class AsyncAuths(AsyncGroup):
         except Forbidden:
             return False
         return True
+
+
+class AsyncMaintenance(AsyncGroup):
+    """Server-wide maintenance and per-node drain (admin)."""
+
+    async def status(self) -> Doc:
+        """`{general: {status, message, ...}, nodes: {node: {...}}}`."""
+        result: Doc = await self.client.request("GET", "/admin/maintenance")
+        return result
+
+    async def set(self, node: str, on: bool, *, message: str | None = None,
+                  retry_after: int | None = None) -> Doc:
+        """Turn maintenance (`node="all"`) or a node's drain on or off; answers the new
+        status."""
+        body = drop_none({"message": message, "retry_after": retry_after})
+        result: Doc = await self.client.request(
+            "POST", f"/admin/maintenance/{node}/{'on' if on else 'off'}", body)
+        return result

@@ -83,6 +83,7 @@ class Client:
         self.groups = Groups(self)
         self.roles = Roles(self)
         self.auths = Auths(self)
+        self.maintenance = Maintenance(self)
 
     def __enter__(self) -> Self:
         return self
@@ -249,6 +250,11 @@ class Datasets(Group):
              keys: Names | None = None) -> dict[str, Doc]:
         """All readable datasets as `{dataset_id: dataset}`."""
         return self.client.collect("/datasets", self._filters(status, username, keys))
+
+    def explain(self, dataset_id: str) -> Doc:
+        """Why the dataset's tasks are (not) running, per task name and status."""
+        result: Doc = self.client.request("GET", f"/datasets/{dataset_id}/explain")
+        return result
 
     def by_number(self, number: int) -> Doc:
         """The dataset with this human number (`dataset`); raises `NotFound`. Any route
@@ -463,6 +469,11 @@ class Tasks(Group):
         """One task by id alone (with its `dataset_id`): for whoever may read its dataset,
         the system role, and a pilot holding it."""
         result: Doc = self.client.request("GET", f"/tasks/{task_id}", params={"keys": keys})
+        return result
+
+    def explain(self, task_id: str) -> Doc:
+        """Why the task is (not) running: `{task_id, status, summary, blockers}`."""
+        result: Doc = self.client.request("GET", f"/tasks/{task_id}/explain")
         return result
 
     def update(self, task_id: str, **fields: Any) -> Doc:
@@ -966,3 +977,21 @@ class Auths(Group):
         except Forbidden:
             return False
         return True
+
+
+class Maintenance(Group):
+    """Server-wide maintenance and per-node drain (admin)."""
+
+    def status(self) -> Doc:
+        """`{general: {status, message, ...}, nodes: {node: {...}}}`."""
+        result: Doc = self.client.request("GET", "/admin/maintenance")
+        return result
+
+    def set(self, node: str, on: bool, *, message: str | None = None,
+            retry_after: int | None = None) -> Doc:
+        """Turn maintenance (`node="all"`) or a node's drain on or off; answers the new
+        status."""
+        body = drop_none({"message": message, "retry_after": retry_after})
+        result: Doc = self.client.request(
+            "POST", f"/admin/maintenance/{node}/{'on' if on else 'off'}", body)
+        return result

@@ -250,12 +250,15 @@ class _Parsers:
 
 
 def add_admin_commands(sub: Any) -> None:
-    """`iceprod admin users|groups|roles|rules ...`."""
+    """`iceprod admin users|groups|roles|rules|maintenance ...`."""
     parsers = _Parsers(sub, common_options, EXIT_CODES)
     _users_parsers(parsers)
     _groups_parsers(parsers)
     _roles_parsers(parsers)
     _rules_parsers(parsers)
+    from iceprod.client.cli.facility import add_maintenance_parsers
+
+    add_maintenance_parsers(parsers)
 
 
 def _user_arg(p: Any) -> Any:
