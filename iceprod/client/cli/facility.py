@@ -95,9 +95,9 @@ def add_maintenance_parsers(b: Any) -> None:
     kind = b.kind("maintenance", "server-wide maintenance and per-node drain (default: "
                   "status)", maintenance_status)
     b.action(kind, "status", maintenance_status, "show maintenance and drained nodes")
-    for action, text in (("on", "start maintenance (no NODE), or drain NODE (a site, pilot "
-                                "host or grid): no new work there, running tasks finish"),
-                         ("off", "end maintenance (no NODE), or bring NODE back")):
+    start = ("start maintenance (no NODE), or drain NODE (a site, pilot host or grid): no new "
+             "work there, running tasks finish")
+    for action, text in (("on", start), ("off", "end maintenance (no NODE), or bring NODE back")):
         p = b.action(kind, action, maintenance_set, text)
         p.add_argument("node", metavar="NODE", nargs="?",
                        help="a site, pilot host or grid name (default: all, the server)")
