@@ -190,11 +190,16 @@ async def check_resources(ctx: Context) -> list[Blocker]:
             continue  # a grid without a known limit can start a pilot this big
         grid_max = max((float(v) for v in limits if v is not None), default=0.0)
         if want > pilot_max and want > grid_max:
-            text = f"{_amount(key, want)} > largest pilot {pilot_max:g} {UNITS[key]}"
+            unit = UNITS[key]
+            beyond = [f"largest pilot {pilot_max:g} {unit}"] if pilots else []
             if grids:
-                text += f" and every grid's maximum ({grid_max:g} {UNITS[key]})"
+                beyond.append(f"every grid's maximum ({grid_max:g} {unit})")
+            text = f"{_amount(key, want)} > {' and '.join(beyond)}"
+            if not pilots:
+                text += ", and no pilot is running"
             out.append(Blocker("resources", text, {
-                "requirement": key, "requested": want, "largest_pilot": pilot_max,
+                "requirement": key, "requested": want,
+                "largest_pilot": pilot_max if pilots else None,
                 "largest_grid": grid_max if grids else None}))
     site = req.get("site")
     if site and not any(p.get("site") == site for p in pilots) and \

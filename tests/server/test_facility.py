@@ -15,6 +15,7 @@
 from __future__ import annotations
 
 import io
+import json
 import shutil
 from collections.abc import Iterator
 from contextlib import redirect_stdout
@@ -292,3 +293,66 @@ def test_a_task_with_a_container_image_runs_inside_it(
     assert f"pwd: {tmp_path}" in out  # the task's own directory, bound in
     stdlog = next(x["data"] for x in logs(alice, ds, task_id) if x["name"] == "stdlog")
     assert "in container busybox (bwrap)" in stdlog
+
+
+def test_a_drained_grid_starts_no_pilots_until_back(tmp_path: Path) -> None:
+    """The local grid, drained by its name: its manager reaches the point of submitting for
+    queued work and starts nothing; brought back, it runs the dataset."""
+    doc = {"grids": [{"name": "local", "backend": "local", "max_pilots": 2, "max_idle": 2,
+                      "max_per_cycle": 2,
+                      "options": {"cores": 2, "memory": 4, "idle_timeout": 5,
+                                  "heartbeat_interval": 0.5, "claim_interval": 0.2,
+                                  "monitor_interval": 0.1}}]}
+    (tmp_path / "grids.json").write_text(json.dumps(doc))
+    srv = start_server(tmp_path / "data", env={**FAST, "ICEPROD_GRID_CONFIG":
+                                               str(tmp_path / "grids.json")})
+    try:
+        admin = srv.client(srv.token("root", ["admin"]))
+        alice = srv.client(srv.token("alice", ["user"], ["physics"]))
+        switch(admin, "local", "on", message="batch system upgrade")
+        ds = submit(alice, {"tasks": [{"name": "echo", "steps": ECHO,
+                                       "requirements": {"memory": 64}},
+                                      {"name": "small", "steps": ECHO}]})
+        wait_for(lambda: "grid local: no new pilots: local is drained: batch system upgrade"
+                 in srv.log_path.read_text(), 30, "the grid manager refusing to submit")
+        assert admin.get("/pilots").json() == {}
+        (grid,) = admin.get("/grids").json().values()
+        assert grid["drain"] == "local is drained: batch system upgrade"
+        assert grid["max_resources"] == {"cpu": 2, "memory": 4}
+        # the grid's largest pilot is what explain compares requirements with
+        big = next(t for t in tasks(alice, ds).values() if t["name"] == "echo")
+        res = [b for b in explain(alice, big["task_id"])["blockers"]
+               if b["kind"] == "resources"]
+        assert res[0]["message"] == ("memory 64 GB > every grid's maximum (4 GB), and no "
+                                     "pilot is running")
+        switch(admin, "local", "off")
+        small = next(t for t in tasks(alice, ds).values() if t["name"] == "small")
+        wait_for(lambda: alice.get(f"/datasets/{ds}/tasks/{small['task_id']}").json()
+                 ["status"] == "complete", 60, "the small task run once the grid is back")
+    finally:
+        srv.stop()
+
+
+def test_explain_a_ready_task_waiting_for_a_queue_slot(tmp_path: Path) -> None:
+    srv = start_server(tmp_path / "data", env={**FAST, "ICEPROD_QUEUE_MAX": "1"})
+    try:
+        alice = srv.client(srv.token("alice", ["user"], ["physics"]))
+        ds = submit(alice, {"tasks": [{"name": "echo", "steps": ECHO}]}, jobs=3)
+        wait_for(lambda: alice.get(f"/datasets/{ds}/task_counts/status").json()
+                 == {"queued": 1, "waiting": 2}, 30, "one queued, two waiting")
+        waiting = next(t for t in tasks(alice, ds).values() if t["status"] == "waiting")
+        answer = explain(alice, waiting["task_id"])
+        assert kinds(answer) == ["queue", "resources"]
+        assert answer["blockers"][0] == {
+            "kind": "queue", "queued": 1, "queue_max": 1,
+            "message": "ready, waiting for a queue slot: 1 task(s) are queued, the queue "
+                       "holds at most 1"}
+        assert answer["blockers"][1]["message"] == \
+            "no pilot is running and no grid is registered to start one"
+        whole = alice.get(f"/datasets/{ds}/explain").json()
+        assert whole["blocker_counts"] == {"queue": 3, "resources": 3}
+        assert {(g["status"], g["count"]) for g in whole["tasks"]} == \
+            {("queued", 1), ("waiting", 2)}
+        assert whole["summary"].startswith("dataset processing: 0 of 3 task(s) complete")
+    finally:
+        srv.stop()
