@@ -83,6 +83,25 @@ def test_bwrap_renders_the_sandbox_with_the_image_as_root(
     assert "--cap-drop ALL" in text and "--unshare-pid" in text
 
 
+def test_bwrap_makes_the_way_to_a_task_dir_inside_an_image_directory(
+        dirs: tuple[Path, Path, Path]) -> None:
+    """A task directory under a directory the image also has (/srv here): that directory is
+    made anew, its other entries bound one by one, so the task's directory can be bound."""
+    images, _, _ = dirs
+    root = images / "img"
+    for d in ("srv/data", "srv/work/old", "bin"):
+        (root / d).mkdir(parents=True)
+    run, tmp = Path("/srv/work/t1/run"), Path("/srv/work/t1/tmp")
+    cmd = BwrapRuntime(image_dir=images).command("img", ["/bin/sh"], run, tmp, ENV)
+    r = str(root.resolve())
+    text = " ".join(cmd)
+    assert f"--ro-bind {r}/bin /bin" in text
+    assert "--dir /srv " in text and f"--ro-bind {r}/srv/data /srv/data" in text
+    assert "--dir /srv/work " in text and f"--ro-bind {r}/srv/work/old /srv/work/old" in text
+    assert f"--ro-bind {r}/srv /srv" not in text
+    assert text.index("--dir /srv/work ") < text.index(f"--bind {run} {run}")
+
+
 def test_refusals_name_the_problem(dirs: tuple[Path, Path, Path]) -> None:
     images, run, tmp = dirs
     rt = BwrapRuntime(image_dir=images)
