@@ -179,6 +179,21 @@ def test_maintenance_refuses_submissions_keeps_reads_and_stops_claims(
     assert "iceprod_maintenance 0" in httpx.get(srv.url + "/metrics").text
 
 
+def test_maintenance_switch_refuses_bad_input(admin: httpx.Client) -> None:
+    for path, body, field in [
+        ("/admin/maintenance/all/maybe", {}, "status"),
+        ("/admin/maintenance/a%20b/on", {}, "node"),
+        ("/admin/maintenance/all/on", {"retry_after": 0}, "retry_after"),
+        ("/admin/maintenance/all/on", {"message": "m", "colour": "red"}, "colour"),
+    ]:
+        r = admin.post(path, json=body)
+        assert r.status_code == 400, (path, r.text)
+        assert field in r.json()["error"], (path, r.text)
+    # nothing was switched on by any of them
+    assert admin.get("/admin/maintenance").json() == {"general": {"status": "off"},
+                                                      "nodes": {}}
+
+
 def kinds(answer: dict[str, Any]) -> list[str]:
     return [b["kind"] for b in answer["blockers"]]
 
@@ -354,5 +369,10 @@ def test_explain_a_ready_task_waiting_for_a_queue_slot(tmp_path: Path) -> None:
         assert {(g["status"], g["count"]) for g in whole["tasks"]} == \
             {("queued", 1), ("waiting", 2)}
         assert whole["summary"].startswith("dataset processing: 0 of 3 task(s) complete")
+        number = alice.get(f"/datasets/{ds}").json()["dataset"]
+        code, out = run_cli(srv, srv.token("alice", ["user"], ["physics"]), "why", str(number))
+        assert code == 0 and f"dataset {ds}: dataset processing: 0 of 3" in out
+        assert "echo waiting (2 task(s), e.g. " in out
+        assert "- queue: ready, waiting for a queue slot" in out
     finally:
         srv.stop()
