@@ -83,6 +83,7 @@ class AsyncClient:
         self.roles = AsyncRoles(self)
         self.auths = AsyncAuths(self)
         self.audit = AsyncAudit(self)
+        self.maintenance = AsyncMaintenance(self)
 
     async def __aenter__(self) -> Self:
         return self
@@ -249,6 +250,11 @@ class AsyncDatasets(AsyncGroup):
                    keys: Names | None = None) -> dict[str, Doc]:
         """All readable datasets as `{dataset_id: dataset}`."""
         return await self.client.collect("/datasets", self._filters(status, username, keys))
+
+    async def explain(self, dataset_id: str) -> Doc:
+        """Why the dataset's tasks are (not) running, per task name and status."""
+        result: Doc = await self.client.request("GET", f"/datasets/{dataset_id}/explain")
+        return result
 
     async def by_number(self, number: int) -> Doc:
         """The dataset with this human number (`dataset`); raises `NotFound`. Any route
@@ -504,6 +510,11 @@ class AsyncTasks(AsyncGroup):
         """One task by id alone (with its `dataset_id`): for whoever may read its dataset,
         the system role, and a pilot holding it."""
         result: Doc = await self.client.request("GET", f"/tasks/{task_id}", params={"keys": keys})
+        return result
+
+    async def explain(self, task_id: str) -> Doc:
+        """Why the task is (not) running: `{task_id, status, summary, blockers}`."""
+        result: Doc = await self.client.request("GET", f"/tasks/{task_id}/explain")
         return result
 
     async def update(self, task_id: str, **fields: Any) -> Doc:
@@ -789,11 +800,16 @@ class AsyncGrids(AsyncGroup):
 
     async def put(self, grid_id: str, host: str, *, queues: dict[str, str] | None = None,
                   version: str | None = None, debug: bool | None = None,
-                  isolation: str | None = None, single_user: str | None = None) -> Doc:
+                  isolation: str | None = None, single_user: str | None = None,
+                  site: str | None = None,
+                  max_resources: Resources | None = None) -> Doc:
         """Register or update the grid `grid_id` (an id its manager keeps across restarts);
-        `single_user` is always sent (None clears it). Answers the grid."""
+        `single_user` is always sent (None clears it); `max_resources` is the largest pilot
+        it can start (what `explain` compares requirements with). Answers the grid, with
+        `drain` when it is to start no new pilots."""
         body = drop_none({"host": host, "queues": queues, "version": version, "debug": debug,
-                          "isolation": isolation})
+                          "isolation": isolation, "site": site,
+                          "max_resources": max_resources})
         result: Doc = await self.client.request("PUT", f"/grids/{grid_id}",
                                                 {**body, "single_user": single_user})
         return result
@@ -1054,3 +1070,19 @@ def selection_body(tasks: Names | None, statuses: Names | None, names: Names | N
     if selection:
         body["filter"] = selection
     return body
+class AsyncMaintenance(AsyncGroup):
+    """Server-wide maintenance and per-node drain (admin)."""
+
+    async def status(self) -> Doc:
+        """`{general: {status, message, ...}, nodes: {node: {...}}}`."""
+        result: Doc = await self.client.request("GET", "/admin/maintenance")
+        return result
+
+    async def set(self, node: str, on: bool, *, message: str | None = None,
+                  retry_after: int | None = None) -> Doc:
+        """Turn maintenance (`node="all"`) or a node's drain on or off; answers the new
+        status."""
+        body = drop_none({"message": message, "retry_after": retry_after})
+        result: Doc = await self.client.request(
+            "POST", f"/admin/maintenance/{node}/{'on' if on else 'off'}", body)
+        return result

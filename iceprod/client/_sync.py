@@ -84,6 +84,7 @@ class Client:
         self.roles = Roles(self)
         self.auths = Auths(self)
         self.audit = Audit(self)
+        self.maintenance = Maintenance(self)
 
     def __enter__(self) -> Self:
         return self
@@ -250,6 +251,11 @@ class Datasets(Group):
              keys: Names | None = None) -> dict[str, Doc]:
         """All readable datasets as `{dataset_id: dataset}`."""
         return self.client.collect("/datasets", self._filters(status, username, keys))
+
+    def explain(self, dataset_id: str) -> Doc:
+        """Why the dataset's tasks are (not) running, per task name and status."""
+        result: Doc = self.client.request("GET", f"/datasets/{dataset_id}/explain")
+        return result
 
     def by_number(self, number: int) -> Doc:
         """The dataset with this human number (`dataset`); raises `NotFound`. Any route
@@ -505,6 +511,11 @@ class Tasks(Group):
         """One task by id alone (with its `dataset_id`): for whoever may read its dataset,
         the system role, and a pilot holding it."""
         result: Doc = self.client.request("GET", f"/tasks/{task_id}", params={"keys": keys})
+        return result
+
+    def explain(self, task_id: str) -> Doc:
+        """Why the task is (not) running: `{task_id, status, summary, blockers}`."""
+        result: Doc = self.client.request("GET", f"/tasks/{task_id}/explain")
         return result
 
     def update(self, task_id: str, **fields: Any) -> Doc:
@@ -790,11 +801,16 @@ class Grids(Group):
 
     def put(self, grid_id: str, host: str, *, queues: dict[str, str] | None = None,
             version: str | None = None, debug: bool | None = None,
-            isolation: str | None = None, single_user: str | None = None) -> Doc:
+            isolation: str | None = None, single_user: str | None = None,
+            site: str | None = None,
+            max_resources: Resources | None = None) -> Doc:
         """Register or update the grid `grid_id` (an id its manager keeps across restarts);
-        `single_user` is always sent (None clears it). Answers the grid."""
+        `single_user` is always sent (None clears it); `max_resources` is the largest pilot
+        it can start (what `explain` compares requirements with). Answers the grid, with
+        `drain` when it is to start no new pilots."""
         body = drop_none({"host": host, "queues": queues, "version": version, "debug": debug,
-                          "isolation": isolation})
+                          "isolation": isolation, "site": site,
+                          "max_resources": max_resources})
         result: Doc = self.client.request("PUT", f"/grids/{grid_id}",
                                           {**body, "single_user": single_user})
         return result
@@ -1055,3 +1071,19 @@ def selection_body(tasks: Names | None, statuses: Names | None, names: Names | N
     if selection:
         body["filter"] = selection
     return body
+class Maintenance(Group):
+    """Server-wide maintenance and per-node drain (admin)."""
+
+    def status(self) -> Doc:
+        """`{general: {status, message, ...}, nodes: {node: {...}}}`."""
+        result: Doc = self.client.request("GET", "/admin/maintenance")
+        return result
+
+    def set(self, node: str, on: bool, *, message: str | None = None,
+            retry_after: int | None = None) -> Doc:
+        """Turn maintenance (`node="all"`) or a node's drain on or off; answers the new
+        status."""
+        body = drop_none({"message": message, "retry_after": retry_after})
+        result: Doc = self.client.request(
+            "POST", f"/admin/maintenance/{node}/{'on' if on else 'off'}", body)
+        return result

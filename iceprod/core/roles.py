@@ -29,10 +29,11 @@ SCOPES = {
     "read:accounts": "read users, groups and roles",
     "write:accounts": "manage users, groups and custom roles; revoke tokens",
     "read:audit": "read the whole audit trail (every dataset's and the accounts' records)",
+    "maintenance": "read and set server-wide maintenance and per-node drain",
 }
-# only admin manages accounts (a system token must not be able to grant itself admin) and
-# reads the whole audit trail
-ADMIN_ONLY = frozenset({"write:accounts", "read:audit"})
+# only admin manages accounts (a system token must not be able to grant itself admin),
+# reads the whole audit trail and switches the facility into maintenance
+ADMIN_ONLY = frozenset({"write:accounts", "read:audit", "maintenance"})
 
 ROLE_SCOPES: dict[str, frozenset[str]] = {
     "admin": frozenset({ALL}),

@@ -56,3 +56,22 @@ class SettingsRepo(Repository):
         if doc is None or "value" not in doc:
             return None
         return {"value": doc["value"], "updated": doc["updated"]}
+    # -- named entries of one kind (e.g. maintenance per node) ---------------------------
+
+    async def put_entry(self, kind: str, name: str, fields: Doc) -> Doc:
+        """Create or replace the fields of the entry ``name`` of ``kind`` (one document per
+        entry, so two operators changing different entries never overwrite each other)."""
+        key = f"{kind}:{name}"
+        await self.coll.insert_many([{"key": key, "kind": kind, "name": name}],
+                                    skip_duplicates=True)
+        doc = await self.coll.update_one({"key": key}, {"$set": dict(fields)})
+        assert doc is not None
+        return doc
+
+    async def delete_entry(self, kind: str, name: str) -> bool:
+        """Remove the entry ``name`` of ``kind``; true when there was one."""
+        return bool(await self.coll.delete_many({"key": f"{kind}:{name}"}))
+
+    async def entries(self, kind: str) -> list[Doc]:
+        """Every entry of ``kind``, by name."""
+        return await self.coll.find({"kind": kind}, sort=[("key", 1)])

@@ -3,7 +3,7 @@
     iceprod-pilot --url URL --token-file F [--resources cpu=4,memory=8,gpu=0,disk=10,time=12]
                   [--site S] [--work-dir D] [--idle-timeout S] [--heartbeat-interval S]
                   [--sandbox auto|bwrap|none] [--sandbox-bind PATH]... [--pass-env NAME]...
-                  [--stage-root PATH]... ...
+                  [--stage-root PATH]... [--container-runtime NAME]... [--image-dir D] ...
 
 Flags fall back to the environment: `ICEPROD_URL`, `ICEPROD_TOKEN_FILE`, `ICEPROD_SITE`,
 `ICEPROD_PILOT_ID` (the id its grid registered it under), `ICEPROD_PILOT_RESOURCES`.
@@ -71,6 +71,13 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--stage-root", action="append", default=[], metavar="PATH",
                    help="a directory file:// and absolute-path staging may use (repeatable; "
                         "none: such staging is refused)")
+    p.add_argument("--container-runtime", action="append", default=[], metavar="NAME",
+                   help="a container runtime tasks naming an image may use: bwrap, apptainer, "
+                        "singularity, podman or docker (repeatable; the first is the default; "
+                        "none: tasks naming an image fail)")
+    p.add_argument("--image-dir", type=Path, default=None,
+                   help="where container images live, by name: unpacked root file systems "
+                        "(bwrap, apptainer) or <name>.sif files (apptainer)")
     p.add_argument("--log-level", default=env("ICEPROD_LOG_LEVEL", "INFO"))
     return p
 
@@ -91,7 +98,8 @@ def config_from_args(args: argparse.Namespace) -> PilotConfig:
         keep_task_dirs=args.keep_task_dirs, grid_queue_id=args.grid_queue_id,
         sandbox=args.sandbox, sandbox_binds=tuple(args.sandbox_bind),
         pass_env=tuple(args.pass_env), stage_roots=tuple(args.stage_root),
-        drain_grace=args.drain_grace,
+        drain_grace=args.drain_grace, container_runtimes=tuple(args.container_runtime),
+        image_dir=args.image_dir.resolve() if args.image_dir else None,
     )
 
 

@@ -12,7 +12,10 @@
    missing from the answer's `tasks` was taken away (a user's suspend or reset, or a lease
    that expired) and is killed without being reported. An answer carrying a `token` (the
    current one is past half its life) replaces the pilot's token, in memory and in the token
-   file (rewritten atomically, 0600, so a restarted pilot process picks it up).
+   file (rewritten atomically, 0600, so a restarted pilot process picks it up). An answer
+   carrying `drain` (its site, host or grid drained, or the server in maintenance) stops
+   claims; the pilot exits once its running tasks are done (claims resume if the drain is
+   lifted before).
    A pilot whose credentials the server refuses (401/403: it was marked lost or finished,
    removed, or its token expired) stops claiming, kills its tasks without reporting them
    (they are no longer its to report) and exits with code 1.
@@ -51,6 +54,7 @@ from iceprod.client.api import (
     Unauthorized,
 )
 from iceprod.client.settings import TokenError, token_claims
+from iceprod.pilot.containers import make_containers
 from iceprod.pilot.resources import Capacity, ResourcePool, detect
 from iceprod.pilot.runner import RunnerSettings, TaskRunner
 from iceprod.pilot.sandbox import Sandbox, SandboxError, resolve_mode
@@ -84,6 +88,8 @@ class PilotConfig:
     pass_env: tuple[str, ...] = ()
     stage_roots: tuple[str, ...] = ()
     drain_grace: float = 20.0
+    container_runtimes: tuple[str, ...] = ()
+    image_dir: Path | None = None
 
 
 def read_token(path: Path) -> str:
@@ -125,6 +131,11 @@ class Pilot:
         self.last_contact = time.monotonic()
         self.tasks_run = 0
         self.sandbox = Sandbox()
+        self.containers = make_containers(config.container_runtimes, config.image_dir,
+                                          config.sandbox_binds)
+        self.drain_reason = ""
+        """Set while the server says this pilot is to take no new work (its site, host or
+        grid drained, or maintenance): it claims nothing and exits once idle."""
 
     # -- lifecycle -----------------------------------------------------------------------
 
@@ -139,6 +150,9 @@ class Pilot:
             return 1
         log.info("steps run %s", "in a bubblewrap sandbox" if self.sandbox.mode == "bwrap"
                  else "without a sandbox (--sandbox none, or bwrap does not work here)")
+        if self.containers.runtimes:
+            log.info("container runtimes: %s (images in %s)", ", ".join(self.containers.names),
+                     self.config.image_dir or "the runtime's own store")
         loop = asyncio.get_running_loop()
         # SIGTERM drains (running tasks get the grace); SIGINT gives them back at once
         loop.add_signal_handler(signal.SIGTERM, self.stop, "pilot stopped by SIGTERM", True)
@@ -230,7 +244,10 @@ class Pilot:
         wait = MIN_CLAIM_WAIT
         while not self.stopping.is_set():
             claimed = False
-            if self.pool is not None and self.pool.can_claim():
+            if self.drain_reason and not self.runners:
+                log.info("drained (%s) with nothing running: exiting", self.drain_reason)
+                return
+            if self.pool is not None and self.pool.can_claim() and not self.drain_reason:
                 claimed = await self.claim_one()
             if claimed:
                 wait = MIN_CLAIM_WAIT
@@ -285,7 +302,7 @@ class Pilot:
             monitor_interval=self.config.monitor_interval,
             max_log_bytes=self.config.max_log_bytes, keep_dirs=self.config.keep_task_dirs,
             pilot_end=self.pool.capacity.end_time, sandbox=self.sandbox,
-            stage_roots=tuple(self.config.stage_roots),
+            stage_roots=tuple(self.config.stage_roots), containers=self.containers,
         )
         runner = TaskRunner(task, alloc, self.config.work_dir, settings, self.client, self.http)
         self.runners[task_id] = runner
@@ -356,6 +373,12 @@ class Pilot:
             return
         self.last_contact = time.monotonic()
         self.renew(doc)
+        drain = str(doc.get("drain") or "")
+        if drain != self.drain_reason:
+            log.info("%s", f"drained: {drain}; claiming nothing more" if drain
+                     else "no longer drained: claiming again")
+            self.drain_reason = drain
+            self.wake.set()
         if doc.get("status") in ("lost", "finished"):
             # the server gave this pilot up (e.g. its grid lost track of it): its tasks were
             # requeued, so it must not run or claim anything more

@@ -3,8 +3,9 @@
 `TaskRunner.run()` gives the task a fresh directory (`<work>/<task_id>-<instance>/`, with
 the task's files in `run/` and its `stdout`, `stderr` and `stdlog` beside it), stages its
 inputs, runs its steps in order (each `command` + `args` directly, no shell, in the pilot's
-sandbox (`sandbox.py`: bubblewrap, or none), with an environment built from an allow-list
-plus the task's and the step's `env`), and stages its outputs when every step succeeded.
+sandbox (`sandbox.py`: bubblewrap, or none), or inside the container image the task names
+through one of the pilot's container runtimes (`containers.py`), with an environment built
+from an allow-list plus the task's and the step's `env`), and stages its outputs when every step succeeded.
 `file://` and absolute-path staging is confined to the pilot's staging roots. While a step runs
 it watches the process tree (psutil) and kills it, with a reason saying so, when:
 
@@ -45,6 +46,7 @@ from iceprod.client.api import (
     Resources,
     TooLarge,
 )
+from iceprod.pilot.containers import ContainerError, ContainerRuntime, Containers
 from iceprod.pilot.process import TreeMonitor, dir_size, signal_tree, spawn, wait_pid
 from iceprod.pilot.resources import GB, Allocation
 from iceprod.pilot.sandbox import Sandbox, StepContext, step_environment
@@ -80,6 +82,7 @@ class RunnerSettings:
     keep_dirs: bool = False
     pilot_end: float | None = None
     sandbox: Sandbox = field(default_factory=Sandbox)
+    containers: Containers = field(default_factory=Containers)
     stage_roots: tuple[str, ...] = ()
 
 
@@ -355,13 +358,22 @@ class TaskRunner:
         step_deadline = t0 + float(step["timeout"]) if step.get("timeout") else None
         env = self._env(step)
         sandbox = self.settings.sandbox
+        runtime: ContainerRuntime | None = None
         try:
-            if "/" not in argv[0] and shutil.which(argv[0], path=env["PATH"]) is None:
-                raise FileNotFoundError(f"{argv[0]} is not on PATH ({env['PATH']})")
-            proc = spawn(sandbox.wrap(argv, self.run_dir, self.root / "tmp",
-                                      self.root / ".empty"),
-                         self.run_dir, env, self.root / "stdout", self.root / "stderr")
-        except OSError as e:
+            if container := self.task.get("container"):
+                runtime = self.settings.containers.runtime(container.get("runtime"))
+                command = runtime.command(str(container["image"]), argv, self.run_dir,
+                                          self.root / "tmp", env)
+                self.tlog.info("step %s: in container %s (%s)", name, container["image"],
+                               runtime.name)
+            else:
+                if "/" not in argv[0] and shutil.which(argv[0], path=env["PATH"]) is None:
+                    raise FileNotFoundError(f"{argv[0]} is not on PATH ({env['PATH']})")
+                command = sandbox.wrap(argv, self.run_dir, self.root / "tmp",
+                                       self.root / ".empty")
+            proc = spawn(command, self.run_dir, env, self.root / "stdout",
+                         self.root / "stderr")
+        except (OSError, ContainerError) as e:
             self.tlog.warning("step %s: cannot start %s: %s", name, argv[0], e)
             await asyncio.to_thread(_append, self.root / "stderr",
                                     f"iceprod-pilot: cannot run {argv[0]}: {e}\n")
@@ -376,7 +388,7 @@ class TaskRunner:
                 await self._kill(monitor, waiter)
         code, usage = waiter.result()
         proc.returncode = code  # reaped here: keep Popen from waiting again
-        code = sandbox.exit_code(code, killed is not None)
+        code = (runtime or sandbox).exit_code(code, killed is not None)
         signal_tree(monitor.alive(), signal.SIGKILL)  # leftovers that outlived the step
         cpu = max(monitor.cpu_time, usage.ru_utime + usage.ru_stime)
         peak = max(monitor.peak_rss, usage.ru_maxrss * 1024)

@@ -117,14 +117,42 @@ def mask_args(empty: Path | None = None, files: Sequence[str] = MASKED_FILES,
     return args
 
 
+def rootfs_args(root: Path, keep: Sequence[Path] = ()) -> list[str]:
+    """Read-only binds of every top-level entry of an unpacked root file system (a
+    container image): the step sees it as ``/`` and nothing of this machine's own system;
+    its symlinks (``/bin -> usr/bin``) are reproduced as symlinks. Mount points the sandbox
+    makes itself (``/proc``, ``/dev``, ``/tmp``) are left out. A directory on the way to a
+    path of ``keep`` (the task's directories, bound afterwards at the same paths) is made
+    anew with its other entries bound one by one, since nothing can be mounted inside a
+    read-only bind."""
+    return _tree_args(root, "", {str(k) for k in keep})
+
+
+def _tree_args(src: Path, dst: str, keep: set[str]) -> list[str]:
+    args: list[str] = []
+    for entry in sorted(src.iterdir()):
+        target = f"{dst}/{entry.name}"
+        if target in ("/proc", "/dev", "/tmp"):
+            continue
+        if entry.is_symlink():
+            args += ["--symlink", os.readlink(entry), target]
+        elif entry.is_dir() and any(k == target or k.startswith(target + "/") for k in keep):
+            args += ["--dir", target, *_tree_args(entry, target, keep)]
+        else:
+            args += ["--ro-bind", str(entry), target]
+    return args
+
+
 def bwrap_args(run_dir: Path, tmp_dir: Path, binds: Sequence[str] = (),
-               empty: Path | None = None) -> list[str]:
-    """bubblewrap's arguments for one step (before ``--`` and the command)."""
+               empty: Path | None = None, root: Path | None = None) -> list[str]:
+    """bubblewrap's arguments for one step (before ``--`` and the command): this machine's
+    system directories, or with ``root`` an unpacked root file system instead."""
     run, tmp = str(run_dir), str(tmp_dir)
+    system = rootfs_args(root, (run_dir, tmp_dir)) if root is not None \
+        else [*system_args(), *mask_args(empty)]
     args = ["--die-with-parent", "--new-session", "--unshare-pid", "--unshare-ipc",
             "--unshare-uts", "--cap-drop", "ALL", "--hostname", "iceprod-task",
-            "--proc", "/proc", "--dev", "/dev", *system_args(), *mask_args(empty),
-            "--tmpfs", "/tmp"]
+            "--proc", "/proc", "--dev", "/dev", *system, "--tmpfs", "/tmp"]
     for path in binds:
         if _exists(path):
             args += ["--ro-bind", path, path]

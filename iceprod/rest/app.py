@@ -14,9 +14,11 @@ import tornado.web
 from iceprod.rest.base import DATASET_REF, AppContext, NotFoundHandler, log_request
 from iceprod.rest.handlers import (
     audit,
+    admin,
     auths,
     config,
     datasets,
+    explain,
     files,
     filestore,
     grids,
@@ -36,7 +38,7 @@ from iceprod.rest.openapi import handler_methods, template
 
 HANDLER_MODULES: tuple[ModuleType, ...] = (
     system, datasets, config, jobs, tasks, task_stats, logs, files, filestore, grids, pilots,
-    roles, groups, users, login, auths, audit,
+    roles, groups, users, login, auths, audit, admin, explain,
 )
 
 

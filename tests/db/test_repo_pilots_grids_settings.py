@@ -111,3 +111,21 @@ async def test_settings_values(db: Database) -> None:
     assert await db.settings.acquire_lease("scheduler", "a", 60)
     assert (await db.settings.get_value("metrics") or {})["value"] == {"tasks": {"queued": 1}}
     assert await db.settings.get_value("scheduler") is None
+async def test_settings_entries(db: Database) -> None:
+    assert await db.settings.entries("maintenance") == []
+    doc = await db.settings.put_entry("maintenance", "site.a", {"status": "on", "message": "m"})
+    assert doc["name"] == "site.a" and doc["status"] == "on" and doc["message"] == "m"
+    await db.settings.put_entry("maintenance", "all", {"status": "on", "retry_after": 60})
+    again = await db.settings.put_entry("maintenance", "site.a", {"message": "m2"})
+    assert again["status"] == "on" and again["message"] == "m2"  # fields merge
+    await db.settings.put_entry("other", "site.a", {"x": 1})  # kinds are separate
+    got = await db.settings.entries("maintenance")
+    assert [d["name"] for d in got] == ["all", "site.a"]
+    assert got[0]["retry_after"] == 60 and got[1]["message"] == "m2"
+    assert await db.settings.delete_entry("maintenance", "site.a")
+    assert not await db.settings.delete_entry("maintenance", "site.a")
+    assert [d["name"] for d in await db.settings.entries("maintenance")] == ["all"]
+    assert [d["x"] for d in await db.settings.entries("other")] == [1]
+    # counters and leases live beside entries without being listed as one
+    await db.settings.next_counter("maintenance")
+    assert len(await db.settings.entries("maintenance")) == 1

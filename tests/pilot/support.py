@@ -141,3 +141,24 @@ def register(client: httpx.Client, **resources: Any) -> tuple[str, str]:
 
 def pilot_log(tmp_path: Path, name: str = "p") -> str:
     return (tmp_path / f"{name}.log").read_text()
+
+
+BUSYBOX = Path("/bin/busybox")
+ROOTFS_MARK = "iceprod-test-rootfs"
+
+
+def busybox_rootfs(path: Path) -> Path:
+    """A minimal root file system built from Debian's busybox-static: ``bin/`` with busybox
+    and its applets as symlinks, and an ``etc/os-release`` naming this test's image (so a
+    step can tell it runs inside the container, not on this machine's system)."""
+    from tests.helpers import needs
+
+    needs(None if BUSYBOX.exists() else "busybox-static (/bin/busybox) is not installed")
+    (path / "bin").mkdir(parents=True)
+    (path / "etc").mkdir()
+    (path / "bin" / "busybox").write_bytes(BUSYBOX.read_bytes())
+    (path / "bin" / "busybox").chmod(0o755)
+    for applet in ("sh", "cat", "ls", "echo", "id", "pwd", "env", "touch", "test"):
+        (path / "bin" / applet).symlink_to("busybox")
+    (path / "etc" / "os-release").write_text(f"ID={ROOTFS_MARK}\nNAME=busybox\n")
+    return path

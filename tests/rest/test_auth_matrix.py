@@ -190,6 +190,11 @@ MATRIX: list[tuple[str, str, Any, tuple[int, ...]]] = [
     ("GET", "/auths/{dataset_id}/actions/write", None, WRITE),
     ("GET", "/audit", None, ADMIN_ONLY),
     ("GET", "/datasets/{dataset_id}/audit", None, READ),
+    ("GET", "/admin/maintenance", None, ADMIN_ONLY),
+    # a node no pilot of the matrix runs at, switched off: no other cell is disturbed
+    ("POST", "/admin/maintenance/matrix-nowhere/off", {"message": "m"}, ADMIN_ONLY),
+    ("GET", "/tasks/{task_id}/explain", None, READ),
+    ("GET", "/datasets/{dataset_id}/explain", None, READ),
 ]
 
 

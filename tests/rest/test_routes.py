@@ -118,6 +118,13 @@ OURS_ONLY: dict[tuple[str, str], str] = {
     ("DELETE", "/datasets/{dataset_id}/store/{name}"): "the built-in file store: delete",
     ("PATCH", "/users/{user_id}"): "an admin edits a user's identities (email, ORCID iD)",
     ("POST", "/users/{user_id}/actions/revoke_tokens"): "revoke every token a user holds",
+    ("GET", "/admin/maintenance"):
+        "GO-Docker's (seeds/003) general and per-node maintenance status",
+    ("POST", "/admin/maintenance/{node}/{status}"):
+        "GO-Docker's (seeds/003) maintenance switch: all = the server, else drain a node",
+    ("GET", "/tasks/{task_id}/explain"): "why a task is not running, in plain words",
+    ("GET", "/datasets/{dataset_id}/explain"):
+        "why a dataset's tasks are not running, per task name and status",
     ("GET", "/token/{username}"): "exchange an external OpenID provider's token for ours",
     ("GET", "/task_demand"): "a grid manager reads queued tasks grouped by requirements",
     ("PUT", "/grids/{grid_id}"): "a grid manager registers its grid under a stable id",

@@ -1,6 +1,7 @@
 """The `iceprod` command: parses arguments, calls `iceprod.client.api.Client`, prints.
 
-One module per command group (`auth`, `datasets`, `tasks`, `logs`, `grids`, `admin`), each
+One module per command group (`auth`, `datasets`, `tasks`, `logs`, `grids`, `facility`,
+`admin`), each
 holding small `cmd_*` functions that take a `Context` (arguments, printer, a lazily made
 client) and answer an exit code, and an `add_*` function adding their parsers. Work on
 many tasks is the server's (bulk routes take a selection); this package only asks and
@@ -16,7 +17,7 @@ from collections.abc import Sequence
 
 from iceprod.client import settings
 from iceprod.client.api import APIError, Forbidden, Invalid, NotFound, Unauthorized
-from iceprod.client.cli import admin, audit, auth, datasets, grids, logs, tasks
+from iceprod.client.cli import admin, audit, auth, datasets, facility, grids, logs, tasks
 from iceprod.client.cli.context import (
     EXIT_API,
     EXIT_AUTH,
@@ -75,6 +76,7 @@ def build_parser() -> argparse.ArgumentParser:
     tasks.add_tasks_command(sub)
     logs.add_logs_command(sub)
     datasets.add_stats_command(sub)
+    facility.add_why_command(sub)
     grids.add_grid_commands(sub)
     tasks.add_operator_commands(sub)
     auth.add_token_commands(sub)

@@ -1,4 +1,4 @@
-"""`iceprod admin ...`: users, groups, roles and per-dataset rules (admin tokens).
+"""`iceprod admin ...`: users, groups, roles, per-dataset rules and maintenance (admin tokens).
 
 Like the rest of the CLI these commands only parse arguments, call the client and print.
 """
@@ -10,7 +10,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from iceprod.client.api import Doc
-from iceprod.client.cli.context import EXIT_CODES, Context
+from iceprod.client.cli.context import EXIT_CODES, Context, short
 from iceprod.client.cli.parsing import Command, common_options
 from iceprod.client.errors import UsageError
 
@@ -217,6 +217,61 @@ def rules_usage(ctx: Context) -> int:
     raise UsageError("choose an action: iceprod admin rules show|set DATASET")
 
 
+
+# -- admin maintenance -------------------------------------------------------------------------
+
+
+def _show_state(ctx: Context, state: Doc) -> int:
+    if ctx.args.json:
+        ctx.out.json(state)
+        return 0
+    g = state.get("general") or {}
+    if g.get("status") == "on":
+        ctx.out.line(f"maintenance: on since {g.get('since')} by {g.get('by')}: "
+                     f"{g.get('message')} (retry after {g.get('retry_after')}s)")
+    else:
+        ctx.out.line("maintenance: off")
+    nodes: dict[str, Any] = state.get("nodes") or {}
+    if nodes:
+        ctx.out.table(["drained", "since", "by", "message"],
+                      [[n, e.get("since"), e.get("by"), short(e.get("message"), 60)]
+                       for n, e in sorted(nodes.items())])
+    else:
+        ctx.out.line("drained: none")
+    return 0
+
+
+def maintenance_status(ctx: Context) -> int:
+    return _show_state(ctx, ctx.client().maintenance.status())
+
+
+def maintenance_set(ctx: Context) -> int:
+    a = ctx.args
+    node = a.node or "all"
+    state = ctx.client().maintenance.set(node, a.admin_action == "on", message=a.message,
+                                         retry_after=a.retry_after)
+    return _show_state(ctx, state)
+
+
+def _maintenance_parsers(b: _Parsers) -> None:
+    """`iceprod admin maintenance [status] | on [NODE] | off [NODE]` (b: admin's parsers)."""
+    kind = b.kind("maintenance", "server-wide maintenance and per-node drain (default: "
+                  "status)", maintenance_status)
+    b.action(kind, "status", maintenance_status, "show maintenance and drained nodes")
+    start = ("start maintenance (no NODE), or drain NODE (a site, pilot host or grid): no new "
+             "work there, running tasks finish")
+    for action, text in (("on", start), ("off", "end maintenance (no NODE), or bring NODE back")):
+        p = b.action(kind, action, maintenance_set, text)
+        p.add_argument("node", metavar="NODE", nargs="?",
+                       help="a site, pilot host or grid name (default: all, the server)")
+        if action == "on":
+            p.add_argument("--message", help="shown to users (503 answers) and in explain")
+            p.add_argument("--retry-after", type=int, metavar="SECONDS",
+                           help="sent as Retry-After with 503 answers (default 600)")
+        else:
+            p.set_defaults(message=None, retry_after=None)
+
+
 # -- parser ------------------------------------------------------------------------------------
 
 class _Parsers:
@@ -227,7 +282,7 @@ class _Parsers:
         self.common = common
         self.epilog = epilog
         admin = sub.add_parser(
-            "admin", help="administer users, groups, roles and dataset rules",
+            "admin", help="administer users, groups, roles, dataset rules and maintenance",
             description="Administration (needs an admin token; a user may read its own "
                         "record and dataset rules it can read).",
             parents=[common(False)], epilog=epilog,
@@ -250,12 +305,13 @@ class _Parsers:
 
 
 def add_admin_commands(sub: Any) -> None:
-    """`iceprod admin users|groups|roles|rules ...`."""
+    """`iceprod admin users|groups|roles|rules|maintenance ...`."""
     parsers = _Parsers(sub, common_options, EXIT_CODES)
     _users_parsers(parsers)
     _groups_parsers(parsers)
     _roles_parsers(parsers)
     _rules_parsers(parsers)
+    _maintenance_parsers(parsers)
 
 
 def _user_arg(p: Any) -> Any:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from iceprod.client.cli.context import EXIT_OK, Context
+from iceprod.client.cli.context import EXIT_OK, Context, short
 from iceprod.client.cli.parsing import Sub, command
 
 
@@ -12,9 +12,9 @@ def cmd_grids(ctx: Context) -> int:
     if ctx.args.json:
         ctx.out.json(docs)
         return EXIT_OK
-    ctx.out.table(["grid_id", "host", "queues", "version", "last_update"],
+    ctx.out.table(["grid_id", "host", "queues", "version", "last_update", "drain"],
                   [[g["grid_id"], g.get("host"), g.get("queues"), g.get("version"),
-                    g.get("last_update")] for g in docs.values()])
+                    g.get("last_update"), short(g.get("drain"))] for g in docs.values()])
     return EXIT_OK
 
 
@@ -24,9 +24,11 @@ def cmd_pilots(ctx: Context) -> int:
     if ctx.args.json:
         ctx.out.json(docs)
         return EXIT_OK
-    ctx.out.table(["pilot_id", "status", "host", "site", "resources", "tasks", "last_update"],
+    ctx.out.table(["pilot_id", "status", "host", "site", "resources", "tasks", "last_update",
+                   "drain"],
                   [[p["pilot_id"], p.get("status"), p.get("host"), p.get("site"),
-                    p.get("resources"), len(p.get("tasks") or []), p.get("last_update")]
+                    p.get("resources"), len(p.get("tasks") or []), p.get("last_update"),
+                    short(p.get("drain"))]
                    for p in docs.values()])
     return EXIT_OK
 

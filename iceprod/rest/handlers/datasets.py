@@ -6,6 +6,7 @@ from iceprod.common.errors import Forbidden, Invalid
 from iceprod.common.ids import new_id
 from iceprod.common.timeutil import iso
 from iceprod.core.preview import preview_dataset_status
+from iceprod.core.maintenance import submission_refusal
 from iceprod.core.rollup import cascade_dataset
 from iceprod.db.store import Doc
 from iceprod.rest.auth.tokens import Principal
@@ -52,7 +53,9 @@ class DatasetsHandler(APIHandler):
     async def post(self) -> None:
         """Submit a dataset; answers its path. Rules: the submitter reads and writes, its
         group reads; `read_groups`/`write_groups` add groups (the caller's own, unless admin
-        or system). All or nothing: a refused request writes nothing."""
+        or system). All or nothing: a refused request writes nothing. In maintenance: 503
+        with the operator's message and `Retry-After`."""
+        await submission_refusal(self.db)
         b = self.body
         if b["tasks_submitted"] != b["jobs_submitted"] * b["tasks_per_job"]:
             raise Invalid(

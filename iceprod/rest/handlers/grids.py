@@ -7,6 +7,8 @@ from iceprod.common.errors import Conflict, NotFound
 from iceprod.common.ids import new_id
 from iceprod.common.timeutil import iso
 from iceprod.rest.audit import audit
+from iceprod.core.maintenance import State, get_state, grid_names, why_stopped
+from iceprod.db.store import Doc
 from iceprod.rest.base import APIHandler, requires
 from iceprod.rest.handlers.schemas import body
 from iceprod.rest.openapi import KEYS, PAGE, TEXT, query
@@ -16,13 +18,23 @@ PUT_BODY = body("grids_put")
 PATCH_BODY = body("grids_patch")
 
 
+def with_drain(doc: Doc, state: State) -> Doc:
+    """A grid with `drain`: why it is to start no new pilots (maintenance, or the grid, its
+    host or site drained), when it is not to."""
+    if why := why_stopped(state, grid_names(doc)):
+        return {**doc, "drain": why}
+    return doc
+
+
 class GridsHandler(APIHandler):
     @query(**PAGE, host=TEXT)
     @requires("read:grids")
     async def get(self) -> None:
-        """Grids as `{grid_id: grid}` (`host=`, `keys=`, paged)."""
+        """Grids as `{grid_id: grid}` (`host=`, `keys=`, paged); `drain` says why a grid
+        starts no new pilots."""
         query = {"host": h} if (h := self.get_argument("host", "")) else {}
-        await self.list_page(self.db.grids, query)
+        state = await get_state(self.db)
+        await self.list_page(self.db.grids, query, lambda d: with_drain(d, state))
 
     @requires("write:grids", body=CREATE_BODY, created=True)
     async def post(self) -> None:
@@ -41,26 +53,31 @@ class GridHandler(APIHandler):
     @query(keys=KEYS)
     @requires("read:grids")
     async def get(self, grid_id: str) -> None:
-        """One grid."""
-        self.write_json(await self.db.grids.get(grid_id, self.keys_arg()))
+        """One grid (with `drain` when it is to start no new pilots)."""
+        doc = await self.db.grids.get(grid_id, self.keys_arg())
+        self.write_json(with_drain(doc, await get_state(self.db)))
 
     @requires("write:grids", body=PUT_BODY)
     async def put(self, grid_id: str) -> None:
         """Register or update a grid under an id its manager chose (stable across restarts):
-        answers the grid."""
+        answers the grid (with `drain` when it is to start no new pilots)."""
         now = iso()
         fields = {"queues": {}, "version": "", "debug": False, "single_user": None,
-                  **self.body, "last_update": now}
+                  "site": "", "max_resources": None, **self.body, "last_update": now}
         if await self.db.grids.find(grid_id) is None:
             try:
                 await self.db.grids.create({"grid_id": grid_id, "start_date": now, **fields})
             except Conflict:
                 pass  # registered meanwhile by another request: update it below
             else:
-                self.write_json(await self.db.grids.get(grid_id))
+                await self.answer(grid_id)
                 return
         await self.db.grids.set_fields(grid_id, fields)
-        self.write_json(await self.db.grids.get(grid_id))
+        await self.answer(grid_id)
+
+    async def answer(self, grid_id: str) -> None:
+        doc = await self.db.grids.get(grid_id)
+        self.write_json(with_drain(doc, await get_state(self.db)))
 
     @requires("write:grids", body=PATCH_BODY)
     async def patch(self, grid_id: str) -> None:

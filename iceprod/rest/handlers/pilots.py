@@ -10,6 +10,7 @@ from typing import Any
 from iceprod.common.errors import Conflict, Forbidden, Invalid
 from iceprod.common.ids import new_id
 from iceprod.common.timeutil import iso
+from iceprod.core.maintenance import State, claim_refusal, get_state, pilot_names, why_stopped
 from iceprod.core.tokens import pilot_subject, pilot_token, token_expiry
 from iceprod.db.store import Doc
 from iceprod.rest.auth.resolver import ACTIVE_PILOT
@@ -21,6 +22,13 @@ CREATE_BODY = body("pilots_create")
 PATCH_BODY = body("pilots_patch")
 GRID_ONLY = ("status", "grid_name", "only_user", "token_seconds")
 """The fields of a pilot's registration only a grid manager sets."""
+
+
+def with_drain(doc: Doc, state: State) -> Doc:
+    """A pilot with `drain`: why it takes no new work, when it does not."""
+    if why := why_stopped(state, pilot_names(doc)):
+        return {**doc, "drain": why}
+    return doc
 
 
 class PilotTokens(APIHandler):
@@ -36,7 +44,8 @@ class PilotsHandler(OwnershipMixin, PilotTokens):
     @requires("read:pilots")
     async def get(self) -> None:
         """Pilots as `{pilot_id: pilot}` (`grid_id=`, `status=`, `keys=`, paged); a pilot
-        token sees only its own."""
+        token sees only its own. `drain` says why a pilot takes no new work (maintenance,
+        or its site, host or grid drained)."""
         query: dict[str, Any] = {}
         if grid_id := self.get_argument("grid_id", ""):
             query["grid_id"] = grid_id
@@ -45,7 +54,8 @@ class PilotsHandler(OwnershipMixin, PilotTokens):
         p = self.principal
         if "pilot" in p.roles and not (p.privileged or p.has("read:datasets")):
             query["pilot_id"] = p.pilot_id or ""
-        await self.list_page(self.db.pilots, query)
+        state = await get_state(self.db)
+        await self.list_page(self.db.pilots, query, lambda d: with_drain(d, state))
 
     @requires("write:pilots", body=CREATE_BODY, created=True)
     async def post(self) -> None:
@@ -108,9 +118,10 @@ class PilotHandler(OwnershipMixin, PilotTokens):
     @requires("write:pilots", body=PATCH_BODY)
     async def patch(self, pilot_id: str) -> None:
         """Heartbeat: update the pilot and renew the leases of its tasks. Answers the pilot
-        with `tasks`, the ids it still holds (a task missing there was taken away); to the
-        pilot's own token past half its life, also a fresh `token` (and its `expires`) that
-        replaces it."""
+        with `tasks`, the ids it still holds (a task missing there was taken away), and
+        `drain` when it is to take no new work (maintenance, or its node drained: it then
+        claims nothing and exits once idle); to the pilot's own token past half its life,
+        also a fresh `token` (and its `expires`) that replaces it."""
         await self.check_pilot(pilot_id)
         fields = dict(self.body)
         status = fields.pop("status", None)
@@ -121,6 +132,8 @@ class PilotHandler(OwnershipMixin, PilotTokens):
         doc = await self.db.pilots.heartbeat(pilot_id, fields)
         if doc.get("status") in ACTIVE_PILOT:
             await self.db.tasks.renew_leases(pilot_id, self.ctx.config.lease_seconds)
+            if why := await claim_refusal(self.db, doc):
+                doc["drain"] = why  # the pilot claims nothing more and exits once idle
         else:
             # a pilot given up (or done) holds nothing: its credentials died with it, so its
             # tasks go back to waiting now rather than when their leases run out

@@ -8,6 +8,7 @@ from typing import Any
 from iceprod.common.states import statuses
 from iceprod.common.timeutil import parse
 from iceprod.db.settings import METRICS_SNAPSHOT
+from iceprod.core.maintenance import get_state, health
 from iceprod.rest.base import APIHandler, public
 
 
@@ -15,10 +16,12 @@ from iceprod.rest.base import APIHandler, public
 class HealthHandler(APIHandler):
     @public()
     async def get(self) -> None:
-        """Liveness and store reachability."""
-        await self.db.settings.find("health")
+        """Liveness and store reachability, and `maintenance`: `{status: on|off, message,
+        since, drained_nodes}`."""
+        state = await get_state(self.db)
         self.write_json({"status": "ok", "backend": self.db.store.backend,
-                         "uptime": round(time.time() - self.ctx.started, 3)})
+                         "uptime": round(time.time() - self.ctx.started, 3),
+                         "maintenance": health(state)})
 
 
 class OpenAPIHandler(APIHandler):
@@ -31,8 +34,14 @@ class OpenAPIHandler(APIHandler):
 class MetricsHandler(APIHandler):
     @public()
     async def get(self) -> None:
-        """Prometheus metrics (text format): requests by route template, tasks by status."""
-        gauges = await self._gauges()
+        """Prometheus metrics (text format): requests by route template, tasks by status,
+        maintenance and drained nodes."""
+        gauges = dict(await self._gauges())
+        state = await get_state(self.db)  # not cached: an operator's switch shows at once
+        gauges["iceprod_maintenance"] = (
+            "1 while the server is in maintenance", {(): int(state.general is not None)})
+        gauges["iceprod_drained_nodes"] = (
+            "sites, hosts or grids drained", {(): len(state.nodes)})
         self.set_header("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
         self.finish(self.ctx.metrics.render(gauges))
 

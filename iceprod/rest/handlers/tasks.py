@@ -12,6 +12,7 @@ from iceprod.common.reasons import classify
 from iceprod.common.states import statuses
 from iceprod.common.schema import validate
 from iceprod.common.timeutil import iso
+from iceprod.core.maintenance import claim_refusal
 from iceprod.core.preview import preview_task_status
 from iceprod.core.queue import queue_exclusively
 from iceprod.core.rollup import cascade_dataset, rollup_job
@@ -310,9 +311,12 @@ class ProcessHandler(OwnershipMixin, APIHandler):
     @requires("pilot", "internal", body=PROCESS_BODY)
     async def post(self) -> None:
         """Claim the highest-priority queued task that fits the pilot's free resources;
-        answers the task with its fencing `instance_id` and lease, or 404."""
+        answers the task with its fencing `instance_id` and lease, or 404 (also while the
+        server is in maintenance or the pilot's site, host or grid is drained)."""
         pilot_id = self.body["pilot_id"]
         pilot = await self.check_pilot(pilot_id)
+        if (why := await claim_refusal(self.db, pilot)) is not None:
+            raise NotFound(f"no task for this pilot now: {why}", quiet=True)
         # a pilot of a grid without isolation runs only its operator's datasets
         only = await self.db.datasets.ids_of_user(pilot["only_user"]) \
             if pilot.get("only_user") else None

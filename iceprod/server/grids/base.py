@@ -189,6 +189,10 @@ def isolation_args(config: GridConfig, sandbox: str | None = None) -> list[str]:
                       ("--stage-root", "stage_roots")):
         for value in opts.get(key) or ():
             args += [flag, str(value)]
+    for runtime in opts.get("container_runtimes") or ():
+        args += ["--container-runtime", str(runtime)]
+    if opts.get("image_dir"):
+        args += ["--image-dir", str(opts["image_dir"])]
     if opts.get("drain_grace") is not None:
         args += ["--drain-grace", f"{float(opts['drain_grace']):g}"]
     return args

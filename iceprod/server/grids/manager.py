@@ -26,7 +26,8 @@ Each round, for each grid:
    ``floor(pilot / task)`` tasks at once. Free room in the grid's live pilots (idle ones
    whole, running ones as their heartbeat reports) absorbs tasks first; what is left
    needs new pilots.
-3. Submit within the limits: ``max_per_cycle`` per round, ``max_pilots`` alive,
+3. Submit, unless the grid is drained or the server in maintenance (``drain`` in
+   ``GET /grids/{id}``), within the limits: ``max_per_cycle`` per round, ``max_pilots`` alive,
    ``max_idle`` waiting in the queue, and the backend's ``capacity()``. Each pilot is
    registered first (status ``submitted``, ``grid_id``); the server answers a narrow token
    (role ``pilot``, bound to its ``pilot_id``, expiring after the server's
@@ -304,8 +305,12 @@ class GridManager:
     async def register_grid(self, grid: GridConfig) -> str:
         grid_id = uuid.uuid5(NAMESPACE, f"{self.host}:{grid.name}").hex
         isolation = self.isolation(next(g for g in self.grids if g.config is grid))
+        capacity = next(g for g in self.grids if g.config is grid).plugin.capacity()
         await self.api.grids.put(grid_id, self.host, queues={grid.name: grid.backend},
-                                 version=iceprod.__version__, **isolation)
+                                 version=iceprod.__version__, site=grid.site or None,
+                                 max_resources=cast(Resources, _numbers({
+                                     k: v for k, v in capacity.items() if k in NUMERIC}))
+                                 if capacity else None, **isolation)
         return grid_id
 
     def isolation(self, g: GridState) -> dict[str, Any]:
@@ -385,6 +390,9 @@ class GridManager:
         idle = sum(1 for p in pilots if p.get("status") == "submitted")
         room = min(grid.max_per_cycle, grid.max_pilots - len(pilots), grid.max_idle - idle)
         if room <= 0 or not groups:
+            return 0
+        if drain := (await self.api.grids.get(g.grid_id)).get("drain"):
+            log.info("grid %s: no new pilots: %s", grid.name, drain)
             return 0
         used = _total(p.get("resources") or {} for p in pilots)
         capacity = g.plugin.capacity()

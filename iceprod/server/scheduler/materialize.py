@@ -98,6 +98,8 @@ async def templates(db: Database, config: Doc) -> list[TaskTemplate]:
         static = None if _has_expr(reqs) else materialize_requirements(
             reqs, None, f"{field}.requirements")
         body = {"steps": t.get("steps", []), "data": t.get("data", []), "env": t.get("env", {})}
+        if t.get("container"):
+            body["container"] = t["container"]
         out.append(TaskTemplate(
             i, t["name"], compile_template(body, field),
             compile_template(reqs, f"{field}.requirements"), static, local, foreign))
