@@ -28,9 +28,10 @@ SCOPES = {
     "token": "mint sub-tokens within one's own rights (POST /create_token)",
     "read:accounts": "read users, groups and roles",
     "write:accounts": "manage users, groups and custom roles; revoke tokens",
+    "facility": "run the facility: projects and their quotas, billing rates, archiving",
 }
 # only admin manages accounts: a system token must not be able to grant itself admin
-ADMIN_ONLY = frozenset({"write:accounts"})
+ADMIN_ONLY = frozenset({"write:accounts", "facility"})
 
 ROLE_SCOPES: dict[str, frozenset[str]] = {
     "admin": frozenset({ALL}),

@@ -13,6 +13,7 @@ import tornado.web
 
 from iceprod.rest.base import DATASET_REF, AppContext, NotFoundHandler, log_request
 from iceprod.rest.handlers import (
+    archive,
     auths,
     config,
     datasets,
@@ -24,10 +25,12 @@ from iceprod.rest.handlers import (
     login,
     logs,
     pilots,
+    projects,
     roles,
     system,
     task_stats,
     tasks,
+    usage,
     users,
 )
 from iceprod.rest.openapi import build as build_openapi
@@ -35,7 +38,7 @@ from iceprod.rest.openapi import handler_methods, template
 
 HANDLER_MODULES: tuple[ModuleType, ...] = (
     system, datasets, config, jobs, tasks, task_stats, logs, files, filestore, grids, pilots,
-    roles, groups, users, login, auths,
+    roles, groups, users, login, auths, projects, usage, archive,
 )
 
 

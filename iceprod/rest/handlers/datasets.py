@@ -5,6 +5,7 @@ from __future__ import annotations
 from iceprod.common.errors import Forbidden, Invalid
 from iceprod.common.ids import new_id
 from iceprod.common.timeutil import iso
+from iceprod.core.projects import project_for_submission
 from iceprod.core.rollup import cascade_dataset
 from iceprod.db.store import Doc
 from iceprod.rest.auth.tokens import Principal
@@ -48,7 +49,8 @@ class DatasetsHandler(APIHandler):
     async def post(self) -> None:
         """Submit a dataset; answers its path. Rules: the submitter reads and writes, its
         group reads; `read_groups`/`write_groups` add groups (the caller's own, unless admin
-        or system). All or nothing: a refused request writes nothing."""
+        or system). `project`: one the submitter is a member of (default: its default
+        project). All or nothing: a refused request writes nothing."""
         b = self.body
         if b["tasks_submitted"] != b["jobs_submitted"] * b["tasks_per_job"]:
             raise Invalid(
@@ -59,6 +61,7 @@ class DatasetsHandler(APIHandler):
         if not p.privileged and b["group"] not in p.groups:
             raise Forbidden(f"group: you are not a member of {b['group']!r}")
         rules = initial_rules(p, b)
+        project = await project_for_submission(self.db, p, b.get("project"), p.privileged)
         dataset_id = new_id()
         doc = {
             "dataset_id": dataset_id,
@@ -75,6 +78,8 @@ class DatasetsHandler(APIHandler):
             "max_failures": b.get("max_failures", self.ctx.config.max_failures),
             "start_date": iso(),
             "status_changed": iso(),
+            "project": project,
+            "tags": b.get("tags", []),
         }
         # everything is checked above; the writes follow, and a failing one undoes the rule
         # (the number is the last write that can fail before the document, so a failure
@@ -124,6 +129,9 @@ class DatasetStatusHandler(APIHandler):
         unfinished jobs and tasks; resuming sends suspended tasks back to waiting."""
         old = await self.db.datasets.get(dataset_id, keys=["status"])
         status = self.body["status"]
+        if status == "archived" and old["status"] != "archived":
+            raise Invalid("status: a dataset is archived through POST /archive, which "
+                          "compacts its tasks", field="status")
         await self.db.datasets.set_status(dataset_id, status)
         changed = 0
         if status != old["status"]:
