@@ -104,7 +104,7 @@ def price(rows: Sequence[Doc], table: Mapping[str, Any]) -> list[Doc]:
     out = []
     for r in rows:
         cost = sum(float(r.get(m) or 0) * float(table.get(m) or 0) for m in RATE_METRICS)
-        out.append({**r, "cost": round(cost, 4), "currency": table.get("currency", "")})
+        out.append({**r, "cost": cost, "currency": table.get("currency", "")})
     return out
 
 
@@ -113,8 +113,8 @@ async def billing(db: Database, kind: str, name: str, year: int, month: int) -> 
     start, end = month_range(year, month)
     table = await rates(db)
     rows = price(await db.usage.totals({kind: name}, start, end, ["project"]), table)
-    total = {m: round(sum(float(r[m]) for r in rows), 6) for m in METRICS}
-    cost = round(sum(r["cost"] for r in rows), 4)
+    total = {m: sum(float(r[m]) for r in rows) for m in METRICS}
+    cost = sum(r["cost"] for r in rows)
     return {kind: name, "year": year, "month": month, "start": start, "end": end,
             "rates": table, "projects": rows, "total": {**total, "cost": cost,
                                                         "currency": table.get("currency")}}

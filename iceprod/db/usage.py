@@ -104,8 +104,4 @@ class UsageRepo(Repository):
 
 
 def _number(value: Any) -> float | int:
-    if value is None:
-        return 0
-    if isinstance(value, float):
-        return round(value, 6)
-    return value
+    return 0 if value is None else value
