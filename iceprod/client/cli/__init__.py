@@ -16,7 +16,7 @@ from collections.abc import Sequence
 
 from iceprod.client import settings
 from iceprod.client.api import APIError, Forbidden, Invalid, NotFound, Unauthorized
-from iceprod.client.cli import admin, auth, datasets, grids, logs, tasks
+from iceprod.client.cli import admin, auth, datasets, facility, grids, logs, tasks
 from iceprod.client.cli.context import (
     EXIT_API,
     EXIT_AUTH,
@@ -77,6 +77,7 @@ def build_parser() -> argparse.ArgumentParser:
     tasks.add_operator_commands(sub)
     auth.add_token_commands(sub)
     admin.add_admin_commands(sub)
+    facility.add_facility_commands(sub)
     return parser
 
 
