@@ -15,6 +15,10 @@ from tests.client.test_cli import CLI
 from tests.conftest import Server
 from tests.helpers import create_dataset, create_job, create_task, register_pilot
 
+# the session's server is shared: a user and group of this module's own
+USER = f"cora{uuid.uuid4().hex[:6]}"
+GROUP = f"cryo{uuid.uuid4().hex[:6]}"
+
 
 @pytest.fixture(scope="module")
 def admin_cli(tmp_path_factory: pytest.TempPathFactory, server: Server) -> CLI:
@@ -26,7 +30,7 @@ def admin_cli(tmp_path_factory: pytest.TempPathFactory, server: Server) -> CLI:
 @pytest.fixture(scope="module")
 def carol_cli(tmp_path_factory: pytest.TempPathFactory, server: Server) -> CLI:
     run = CLI(tmp_path_factory.mktemp("fcarol") / "config", server.url)
-    run.login(server.token("carol", ["user"], ["cryo"]))
+    run.login(server.token(USER, ["user"], [GROUP]))
     return run
 
 
@@ -37,7 +41,7 @@ def unique(prefix: str) -> str:
 def test_projects_and_quotas_by_cli_and_api(admin_cli: CLI, carol_cli: CLI, server: Server,
                                            admin: httpx.Client, bob: httpx.Client) -> None:
     name = unique("cryo")
-    made = admin_cli.json("admin", "projects", "add", name, "--groups", "cryo",
+    made = admin_cli.json("admin", "projects", "add", name, "--groups", GROUP,
                           "--cores", "8", "--stored-bytes", "1000")
     assert made == {"name": name}
     dup = admin_cli("admin", "projects", "add", name)
@@ -49,7 +53,7 @@ def test_projects_and_quotas_by_cli_and_api(admin_cli: CLI, carol_cli: CLI, serv
     bad = admin_cli("admin", "projects", "quota", name, "--cores", "many")
     assert bad.returncode == cli.EXIT_USAGE and "--cores" in bad.stderr
     changed = admin_cli.json("admin", "projects", "set", name, "--users", "dave")
-    assert changed["users"] == ["dave"] and changed["groups"] == ["cryo"]
+    assert changed["users"] == ["dave"] and changed["groups"] == [GROUP]
 
     # a member reads the project; someone else may not
     mine = carol_cli.json("projects")
@@ -70,10 +74,10 @@ def test_projects_and_quotas_by_cli_and_api(admin_cli: CLI, carol_cli: CLI, serv
     assert admin.get("/projects/no-such").status_code == 404
 
     # submitting: a member may name the project, a non-member may not, an unknown one is 400
-    carol = server.client(server.token("carol", ["user"], ["cryo"]))
-    ds = create_dataset(carol, "cryo", project=name)
+    carol = server.client(server.token(USER, ["user"], [GROUP]))
+    ds = create_dataset(carol, GROUP, project=name)
     assert carol.get(f"/datasets/{ds}").json()["project"] == name
-    default = create_dataset(carol, "cryo")  # her default project: the one of her group
+    default = create_dataset(carol, GROUP)  # her default project: the one of her group
     assert carol.get(f"/datasets/{default}").json()["project"] == name
     r = bob.post("/datasets", json={"description": "x", "jobs_submitted": 1,
                                     "tasks_submitted": 1, "tasks_per_job": 1,
@@ -100,8 +104,8 @@ def test_projects_and_quotas_by_cli_and_api(admin_cli: CLI, carol_cli: CLI, serv
 def test_usage_billing_and_rates(admin_cli: CLI, carol_cli: CLI, server: Server,
                                  admin: httpx.Client, system: httpx.Client,
                                  bob: httpx.Client) -> None:
-    carol = server.client(server.token("carol", ["user"], ["cryo"]))
-    ds = create_dataset(carol, "cryo", project="default")
+    carol = server.client(server.token(USER, ["user"], [GROUP]))
+    ds = create_dataset(carol, GROUP, project="default")
     job = create_job(system, ds, 0)
     task = create_task(system, ds, job, status="queued")
     pilot = server.client(server.token(unique("pilot"), ["pilot"]))
@@ -132,7 +136,7 @@ def test_usage_billing_and_rates(admin_cli: CLI, carol_cli: CLI, server: Server,
                                         "tasks_failed")
     # users see their own usage only
     assert bob.get("/usage", params={"dataset_id": ds}).json()["usage"] == []
-    assert bob.get("/usage", params={"user": "carol"}).status_code == 403
+    assert bob.get("/usage", params={"user": USER}).status_code == 403
     for params, field in (({"start": "yesterday"}, "start"), ({"group_by": "color"},
                                                               "group_by"),
                           ({"format": "xml"}, "format")):
@@ -154,22 +158,22 @@ def test_usage_billing_and_rates(admin_cli: CLI, carol_cli: CLI, server: Server,
     day = row_day = carol.get("/usage", params={"dataset_id": ds, "group_by": "day"}
                               ).json()["usage"][0]["day"]
     year, month = int(row_day[:4]), int(row_day[5:7])
-    bill = carol.get(f"/users/carol/billing/{year}/{month}").json()
+    bill = carol.get(f"/users/{USER}/billing/{year}/{month}").json()
     (project,) = bill["projects"]
     assert project["project"] == "default" and project["cost"] == pytest.approx(4 * 0.5 + 2 * 3)
     assert bill["total"]["currency"] == "CHF" and bill["start"] == f"{day[:7]}-01"
-    assert carol.get(f"/groups/cryo/billing/{year}/{month}").json()["total"]["cost"] == \
+    assert carol.get(f"/groups/{GROUP}/billing/{year}/{month}").json()["total"]["cost"] == \
         pytest.approx(8.0)
     assert carol.get(f"/groups/astro/billing/{year}/{month}").status_code == 403
-    r = carol.get(f"/users/carol/billing/{year}/13")
+    r = carol.get(f"/users/{USER}/billing/{year}/13")
     assert r.status_code == 400 and r.json()["error"].startswith("month:")
-    assert carol.get("/users/carol/billing/20x6/1").status_code == 400
-    out = carol_cli("bill", "user", "carol", f"{year}-{month:02d}")
+    assert carol.get(f"/users/{USER}/billing/20x6/1").status_code == 400
+    out = carol_cli("bill", "user", USER, f"{year}-{month:02d}")
     assert out.returncode == 0 and "cost (CHF)" in out.stdout
     assert out.stdout.splitlines()[-1].split() == ["total", "4", "2", "8"]
-    csv_bill = carol_cli("bill", "user", "carol", f"{year}-{month:02d}", "--csv").stdout
+    csv_bill = carol_cli("bill", "user", USER, f"{year}-{month:02d}", "--csv").stdout
     assert csv_bill.splitlines()[0].startswith("project,cpu_hours")
-    assert carol_cli("bill", "user", "carol", "May").returncode == cli.EXIT_USAGE
+    assert carol_cli("bill", "user", USER, "May").returncode == cli.EXIT_USAGE
 
 
 def test_archive_refusals_and_dry_run_by_cli(admin_cli: CLI, carol_cli: CLI,
