@@ -17,7 +17,7 @@ import httpx
 import pytest
 
 from tests.conftest import Server, start_server
-from tests.helpers import submit, wait_for
+from tests.helpers import FAST, create_dataset, create_job, create_task, submit, wait_for
 from tests.pilot.support import finished, stats, tasks
 from tests.server.test_grids_local import local_grid, pilot_processes
 
@@ -172,3 +172,33 @@ def test_quota_usage_billing_archive_on_local_pilots(grid: Server) -> None:
     # archived datasets are not archived again
     again = admin.post("/archive", json={"older_than_days": 0}).json()
     assert (again["matched"], again["changed"]) == (0, 0)
+
+
+def test_the_archive_policy_archives_old_finished_datasets(tmp_path: Path) -> None:
+    """With ICEPROD_ARCHIVE_AFTER_DAYS set the scheduler archives finished datasets once
+    they are that old (here about a second), and leaves unfinished ones alone."""
+    srv = start_server(tmp_path / "data", env={
+        **FAST, "ICEPROD_ARCHIVE_AFTER_DAYS": "0.00001", "ICEPROD_ARCHIVE_INTERVAL": "0.2",
+        "ICEPROD_ARCHIVE_LOGS": "drop"})
+    try:
+        alice = srv.client(srv.token("alice", ["user"], ["physics"]))
+        system = srv.client(srv.token("iceprod-system", ["system"]))
+        done, running = (create_dataset(alice, "physics") for _ in range(2))
+        for ds in (done, running):
+            task = create_task(system, ds, create_job(system, ds, 0), status="suspended")
+            r = system.post("/logs", json={"task_id": task, "name": "stdout", "data": "x"})
+            assert r.status_code == 201, r.text
+        assert alice.put(f"/datasets/{done}/status", json={"status": "complete"}
+                         ).status_code == 200
+        assert wait_for(lambda: alice.get(f"/datasets/{done}").json()["status"] == "archived",
+                        timeout=30, what="the policy to archive the finished dataset")
+        doc = alice.get(f"/datasets/{done}").json()
+        assert doc["archive"]["tasks"] == {"only": {"suspended": 1}}
+        assert doc["archive"]["logs"] == {"policy": "drop", "count": 1}
+        assert alice.get(f"/datasets/{done}/tasks").json() == {}
+        assert not (srv.data_dir / "archive").exists()
+        # the unfinished one stays as it was, though the policy has run since
+        assert alice.get(f"/datasets/{running}").json()["status"] == "processing"
+        assert len(alice.get(f"/datasets/{running}/tasks").json()) == 1
+    finally:
+        srv.stop()
