@@ -258,7 +258,8 @@ class AsyncDatasets(AsyncGroup):
         return await self.get(str(number))
 
     async def set_status(self, dataset_id: str, status: str) -> Doc:
-        """processing | suspended | errors | complete (state machine; illegal -> Conflict).
+        """processing | suspended | errors | complete (state machine; illegal -> Conflict;
+        `archived` only through `POST /archive`).
         Suspending suspends the unfinished tasks, resuming sends suspended ones back to
         waiting; answers `{"tasks_changed": n}`."""
         result = await self.client.request("PUT", f"/datasets/{dataset_id}/status",
