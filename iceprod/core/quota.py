@@ -48,14 +48,16 @@ class ProjectLoad:
     core_hours: float = 0.0
     period_days: int = DEFAULT_PERIOD_DAYS
 
-    def blockers(self) -> list[Doc]:
+    def blockers(self, need: float = 1.0) -> list[Doc]:
+        """What holds back a task needing ``need`` cores (the project's quotas only)."""
         out = []
         cores = self.quota.get("cores")
-        if cores is not None and self.cores_held >= cores:
+        if cores is not None and self.cores_held + need > cores:
+            message = f"project {self.name}: {self.cores_held:g} cores in use of {cores:g}"
+            if need > 1:
+                message += f"; its next task needs {need:g}"
             out.append({"kind": "quota", "quota": "cores", "project": self.name,
-                        "used": self.cores_held, "limit": cores,
-                        "message": f"project {self.name}: {self.cores_held:g} cores in use "
-                                   f"of {cores:g}"})
+                        "used": self.cores_held, "limit": cores, "message": message})
         hours = self.quota.get("cpu_hours")
         if hours is not None and self.core_hours >= hours:
             out.append({"kind": "quota", "quota": "cpu_hours", "project": self.name,
@@ -96,7 +98,10 @@ async def quota_blockers(db: Database, dataset: Doc) -> list[Doc]:
     project = await db.projects.find(name)
     if project is None or not project.get("quota"):
         return []
-    return (await project_load(db, project)).blockers()
+    need = 1.0
+    if project["quota"].get("cores") is not None:
+        need = await db.projects.largest_waiting_cpu(dataset["dataset_id"])
+    return (await project_load(db, project)).blockers(need)
 
 
 @dataclass
@@ -135,7 +140,7 @@ class QuotaGate:
         if name is None or n <= 0:
             return n
         load = self.loads[name]
-        if load.blockers():
+        if load.blockers(self.task_cores.get(dataset_id, 1.0)):
             return 0
         left = load.cores_left()
         if math.isinf(left):
