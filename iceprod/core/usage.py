@@ -82,8 +82,10 @@ def check_group_by(raw: str) -> list[str]:
 
 
 def month_range(year: int, month: int) -> tuple[str, str]:
-    if not 1 <= month <= 12 or not 2000 <= year <= 9999:
-        raise Invalid("month: expected a year 2000..9999 and a month 1..12", field="month")
+    if not 1000 <= year <= 9999:
+        raise Invalid("year: expected 1000..9999", field="year")
+    if not 1 <= month <= 12:
+        raise Invalid("month: expected 1..12", field="month")
     last = calendar.monthrange(year, month)[1]
     return f"{year:04d}-{month:02d}-01", f"{year:04d}-{month:02d}-{last:02d}"
 

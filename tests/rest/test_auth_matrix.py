@@ -389,7 +389,7 @@ SAMPLE = {"dataset_id": "d" * 32, "job_id": "b" * 32, "task_id": "c" * 32,
           "pilot_id": "e" * 32, "grid_pilot_id": "5" * 32, "instance_id": "f" * 32, "grid_id": "a" * 32,
           "log_id": "1" * 32, "task_stat_id": "2" * 32, "user_id": "3" * 32,
           "group_id": "4" * 32, "role_name": "role", "group_name": "group", "new_name": "n",
-          "project": "p"}
+          "project": "p", "year": "2026", "month": "11"}
 
 
 def test_matrix_covers_every_route_of_the_route_table() -> None:

@@ -140,7 +140,8 @@ OURS_ONLY: dict[tuple[str, str], str] = {
 }
 
 # A value of the right shape for each path parameter, so a probe reaches its handler.
-SAMPLE = {"status": "complete", "name": "only", "role_name": "someone", "username": "someone"}
+SAMPLE = {"status": "complete", "name": "only", "role_name": "someone", "username": "someone",
+          "year": "2026", "month": "11"}
 HEX_ID = "0123456789abcdef0123456789abcdef"
 
 

@@ -21,7 +21,7 @@ class ArchiveHandler(APIHandler):
         b = self.body
         sel = Selection(older_than_days=float(b["older_than_days"]), tag=b.get("tag"),
                         logs=b.get("logs", "compress"), dry_run=bool(b.get("dry_run")),
-                        limit=b.get("limit"))
+                        limit=int(b["limit"]) if "limit" in b else None)
         self.write_json(await run(self.db, sel, self.ctx.config.data_dir,
                                   remover(self.ctx.files)))
 

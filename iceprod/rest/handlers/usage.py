@@ -14,11 +14,14 @@ from iceprod.db.store import Doc
 from iceprod.db.usage import METRICS
 from iceprod.rest.base import APIHandler, requires
 from iceprod.rest.handlers.schemas import body, definition
-from iceprod.rest.openapi import TEXT, query
+from iceprod.rest.openapi import TEXT, path, query
 
 RATES_BODY = body("billing_rates")
 FORMAT = definition("csv_format")
 DAY = definition("iso_day")
+YEAR = definition("billing_year")
+MONTH = definition("billing_month")
+GROUP_BY = definition("usage_group_by")
 
 
 class CsvMixin(APIHandler):
@@ -44,7 +47,7 @@ def _day(name: str, value: str | None) -> str | None:
 
 class UsageHandler(CsvMixin):
     @query(user=TEXT, group=TEXT, project=TEXT, site=TEXT, dataset_id=TEXT, start=DAY,
-           end=DAY, group_by=TEXT, format=FORMAT)
+           end=DAY, group_by=GROUP_BY, format=FORMAT)
     @requires("account")
     async def get(self) -> None:
         """Summed usage (`cpu_hours, core_hours, walltime_hours, gpu_hours, memory_gb_hours,
@@ -83,10 +86,6 @@ class BillingHandler(CsvMixin):
     kind = ""
 
     async def bill(self, name: str, year: str, month: str, fmt: str) -> None:
-        if not year.isdigit() or len(year) != 4:
-            raise Invalid("year: expected four digits", field="year")
-        if not month.isdigit() or len(month) > 2:
-            raise Invalid("month: expected 1..12", field="month")
         await self.check_access(name)
         doc = await billing(self.db, self.kind, name, int(year), int(month))
         if self.wants_csv(fmt):
@@ -113,6 +112,7 @@ class UserBillingHandler(BillingHandler):
     kind = "user"
 
     @query(format=FORMAT)
+    @path(year=YEAR, month=MONTH)
     @requires("account")
     async def get(self, username: str, year: str, month: str) -> None:
         """A user's usage in a month, per project, priced with the rate table (the user
@@ -124,6 +124,7 @@ class GroupBillingHandler(BillingHandler):
     kind = "group"
 
     @query(format=FORMAT)
+    @path(year=YEAR, month=MONTH)
     @requires("account")
     async def get(self, group: str, year: str, month: str) -> None:
         """A group's usage in a month, per project, priced (its members and admins)."""
@@ -134,6 +135,7 @@ class ProjectBillingHandler(BillingHandler):
     kind = "project"
 
     @query(format=FORMAT)
+    @path(year=YEAR, month=MONTH)
     @requires("account")
     async def get(self, name: str, year: str, month: str) -> None:
         """A project's usage in a month, priced (its members and admins)."""
@@ -152,7 +154,7 @@ class RatesHandler(APIHandler):
         self.write_json(await set_rates(self.db, self.body))
 
 
-Y = r"(?P<year>[^/]+)/(?P<month>[^/]+)"
+Y = r"(?P<year>[0-9]{4})/(?P<month>[0-9]{1,2})"
 routes = [
     (r"/usage", UsageHandler),
     (rf"/users/(?P<username>[^/]+)/billing/{Y}", UserBillingHandler),
