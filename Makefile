@@ -64,6 +64,7 @@ bench: venv
 	$(PY) bench/claims.py $(BENCH_ARGS)
 	$(PY) bench/pilots.py $(BENCH_ARGS)
 	$(PY) bench/scale.py $(BENCH_ARGS)
+	$(PY) bench/archive.py $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) build site *.egg-info

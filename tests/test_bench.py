@@ -41,6 +41,9 @@ RUNS: dict[str, tuple[list[str], list[str], list[str]]] = {
                             "base_claims_per_s", "claim_ratio"],
               [r"20,000 tasks: setup [\d.]+ s", r"claim rate at 20,000 = [\d.]+ of"]),
     "scheduler": (["--tasks", "2000"], ["raw_insert_per_s", "materialize_per_s"], []),
+    "archive": (["--quick"], ["archived_per_s", "tasks_before", "tasks_after",
+                              "all_counts_ratio", "second_history_growth_ratio"],
+                [r"archived \d+ datasets in [\d.]+ s", r"all_counts_ms +[\d.]+ +[\d.]+"]),
 }
 
 

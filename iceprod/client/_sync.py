@@ -85,6 +85,9 @@ class Client:
         self.auths = Auths(self)
         self.audit = Audit(self)
         self.maintenance = Maintenance(self)
+        self.projects = Projects(self)
+        self.usage = Usage(self)
+        self.archive = Archive(self)
 
     def __enter__(self) -> Self:
         return self
@@ -263,7 +266,8 @@ class Datasets(Group):
         return self.get(str(number))
 
     def set_status(self, dataset_id: str, status: str) -> Doc:
-        """processing | suspended | errors | complete (state machine; illegal -> Conflict).
+        """processing | suspended | errors | complete (state machine; illegal -> Conflict;
+        `archived` only through `POST /archive`).
         Suspending suspends the unfinished tasks, resuming sends suspended ones back to
         waiting; answers `{"tasks_changed": n}`."""
         result = self.client.request("PUT", f"/datasets/{dataset_id}/status",
@@ -1071,6 +1075,8 @@ def selection_body(tasks: Names | None, statuses: Names | None, names: Names | N
     if selection:
         body["filter"] = selection
     return body
+
+
 class Maintenance(Group):
     """Server-wide maintenance and per-node drain (admin)."""
 
@@ -1086,4 +1092,104 @@ class Maintenance(Group):
         body = drop_none({"message": message, "retry_after": retry_after})
         result: Doc = self.client.request(
             "POST", f"/admin/maintenance/{node}/{'on' if on else 'off'}", body)
+        return result
+
+
+class Projects(Group):
+    """`/projects`: members and quotas (admins manage; members read their own)."""
+
+    def list(self) -> dict[str, Doc]:
+        """`{name: project}`: all for admins, else the caller's own."""
+        return self.client.collect("/projects")
+
+    def get(self, name: str) -> Doc:
+        result: Doc = self.client.request("GET", f"/projects/{quote(name)}")
+        return result
+
+    def create(self, name: str, *, description: str | None = None,
+               users: Names | None = None, groups: Names | None = None,
+               quota: Doc | None = None) -> str:
+        """Create a project; answers its name (`Conflict` when taken)."""
+        body = drop_none({"name": name, "description": description,
+                          "users": list(users) if users is not None else None,
+                          "groups": list(groups) if groups is not None else None,
+                          "quota": quota})
+        return created_id(self.client.request("POST", "/projects", body))
+
+    def update(self, name: str, *, description: str | None = None,
+               users: Names | None = None, groups: Names | None = None) -> Doc:
+        """Change the description or replace the member lists given."""
+        body = drop_none({"description": description,
+                          "users": list(users) if users is not None else None,
+                          "groups": list(groups) if groups is not None else None})
+        result: Doc = self.client.request("PUT", f"/projects/{quote(name)}", body)
+        return result
+
+    def delete(self, name: str) -> None:
+        self.client.request("DELETE", f"/projects/{quote(name)}")
+
+    def quota(self, name: str) -> Doc:
+        result: Doc = self.client.request("GET", f"/projects/{quote(name)}/quota")
+        return result
+
+    def set_quota(self, name: str, quota: Doc) -> Doc:
+        """Set quota fields (`None` removes one); answers the whole quota."""
+        result: Doc = self.client.request("PUT", f"/projects/{quote(name)}/quota", quota)
+        return result
+
+    def usage(self, name: str) -> Doc:
+        """What the project holds against its quota now, and what holds its work back."""
+        result: Doc = self.client.request("GET", f"/projects/{quote(name)}/usage")
+        return result
+
+
+class Usage(Group):
+    """`/usage`, monthly bills and the billing rate table."""
+
+    def query(self, *, user: str | None = None, group: str | None = None,
+              project: str | None = None, site: str | None = None,
+              dataset_id: str | None = None, start: str | None = None,
+              end: str | None = None, group_by: Names | None = None) -> Doc:
+        """Summed usage rows: `{"usage": [...], ...}`."""
+        result: Doc = self.client.request("GET", "/usage", params={
+            "user": user, "group": group, "project": project, "site": site,
+            "dataset_id": dataset_id, "start": start, "end": end, "group_by": group_by})
+        return result
+
+    def csv(self, path: str, params: Params = None) -> str:
+        """A usage or billing route's answer as CSV text."""
+        response = self.client.send("GET", path, params={**(params or {}),
+                                                         "format": "csv"})
+        return response.text
+
+    def bill(self, kind: str, name: str, year: int, month: int) -> Doc:
+        """A user's, group's or project's (`kind`) usage in a month, priced."""
+        result: Doc = self.client.request("GET", bill_path(kind, name, year, month))
+        return result
+
+    def rates(self) -> Doc:
+        result: Doc = self.client.request("GET", "/billing/rates")
+        return result
+
+    def set_rates(self, rates: Doc) -> Doc:
+        result: Doc = self.client.request("PUT", "/billing/rates", rates)
+        return result
+
+
+def bill_path(kind: str, name: str, year: int, month: int) -> str:
+    if kind not in ("user", "group", "project"):
+        raise ValueError(f"kind: expected user, group or project, not {kind!r}")
+    return f"/{kind}s/{quote(name, safe='')}/billing/{year:04d}/{month:02d}"
+
+
+class Archive(Group):
+    """`POST /archive` (admins)."""
+
+    def run(self, older_than_days: float, *, tag: str | None = None,
+            logs: str | None = None, dry_run: bool = False,
+            limit: int | None = None) -> Doc:
+        """Archive finished datasets (or with `dry_run` say which would go)."""
+        body = drop_none({"older_than_days": older_than_days, "tag": tag, "logs": logs,
+                          "dry_run": dry_run, "limit": limit})
+        result: Doc = self.client.request("POST", "/archive", body)
         return result

@@ -171,6 +171,11 @@ class ServerConfig:
     file_store: str | None = None
     grid_interval: float = 10.0
     public_url: str | None = None
+    # the archive policy (docs/operators/archive.md): archive finished datasets this many
+    # days old (0: off), their logs compressed or dropped, checked every archive_interval s
+    archive_after_days: float = 0.0
+    archive_logs: str = "compress"
+    archive_interval: float = 3600.0
     # the operator account: a local grid without isolation runs only its datasets
     # (README "Isolation"); default: the OS account the server runs as
     operator: str = field(default_factory=lambda: _os_user())
@@ -221,6 +226,9 @@ class ServerConfig:
             file_store=_env_str("ICEPROD_FILE_STORE"),
             grid_interval=_env_float("ICEPROD_GRID_INTERVAL", 10.0),
             public_url=_env_str("ICEPROD_URL"),
+            archive_after_days=_env_float("ICEPROD_ARCHIVE_AFTER_DAYS", 0.0),
+            archive_logs=_archive_logs(os.environ.get("ICEPROD_ARCHIVE_LOGS", "compress")),
+            archive_interval=_env_float("ICEPROD_ARCHIVE_INTERVAL", 3600.0),
             operator=_env_str("ICEPROD_OPERATOR") or _os_user(),
             trusted_proxies=trusted_proxies(os.environ.get("ICEPROD_TRUSTED_PROXIES", "")),
             **_accounts_from_env(),
@@ -245,6 +253,12 @@ class ServerConfig:
             scheme, rest = self.db_url.split("://", 1)
             return f"{scheme}://***@{rest.split('@', 1)[1]}"
         return self.db_url
+
+
+def _archive_logs(value: str) -> str:
+    if value not in ("compress", "drop"):
+        raise ValueError(f"ICEPROD_ARCHIVE_LOGS: expected compress or drop, not {value!r}")
+    return value
 
 
 def _os_user() -> str:

@@ -14,6 +14,7 @@ class DatasetStatus(StrEnum):
     SUSPENDED = "suspended"
     ERRORS = "errors"
     COMPLETE = "complete"
+    ARCHIVED = "archived"
 
 
 class JobStatus(StrEnum):
@@ -42,8 +43,9 @@ class PilotStatus(StrEnum):
 DATASET_TRANSITIONS: dict[str, set[str]] = {
     "processing": {"suspended", "errors", "complete"},
     "suspended": {"processing"},
-    "errors": {"processing", "suspended"},
-    "complete": set(),
+    "errors": {"processing", "suspended", "archived"},
+    "complete": {"archived"},
+    "archived": set(),  # POST /archive: tasks compacted to a summary (core/archive.py)
 }
 
 JOB_TRANSITIONS: dict[str, set[str]] = {

@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from iceprod.common.errors import Unavailable
 from iceprod.core.lease import LeaseLost, acquire_waiting, under_lease
 from iceprod.core.priority import load_from_docs, quotas, scores
+from iceprod.core.quota import QuotaGate
 from iceprod.db import Database
 
 log = logging.getLogger(__name__)
@@ -56,15 +57,19 @@ async def queue_tasks(db: Database, queue_max: int, group_weights: Mapping[str, 
         score = await dataset_scores(db, group_weights)
     target = quotas(queue_max, score, {})
     order = sorted(score, key=lambda d: -score[d])
+    gate = await QuotaGate.load(db, await db.datasets.processing())  # project quotas
     total = 0
     has_more: list[str] = []
     for dataset_id in order:
         deficit = min(target[dataset_id] - queued_now.get(dataset_id, 0), budget - total)
+        await gate.prepare(db, dataset_id)
+        deficit = gate.allow(dataset_id, deficit)
         if deficit <= 0:
             if target[dataset_id] > 0:
                 has_more.append(dataset_id)
             continue
         got = await db.tasks.queue_dataset(dataset_id, deficit, score[dataset_id])
+        gate.took(dataset_id, got)
         queued_now[dataset_id] = queued_now.get(dataset_id, 0) + got
         total += got
         if got == deficit:
@@ -74,7 +79,9 @@ async def queue_tasks(db: Database, queue_max: int, group_weights: Mapping[str, 
     for dataset_id in has_more:
         if room <= 0:
             break
-        got = await db.tasks.queue_dataset(dataset_id, room, score[dataset_id])
+        got = await db.tasks.queue_dataset(dataset_id, gate.allow(dataset_id, room),
+                                           score[dataset_id])
+        gate.took(dataset_id, got)
         queued_now[dataset_id] = queued_now.get(dataset_id, 0) + got
         total += got
         room -= got

@@ -30,10 +30,11 @@ SCOPES = {
     "write:accounts": "manage users, groups and custom roles; revoke tokens",
     "read:audit": "read the whole audit trail (every dataset's and the accounts' records)",
     "maintenance": "read and set server-wide maintenance and per-node drain",
+    "facility": "run the facility: projects and their quotas, billing rates, archiving",
 }
 # only admin manages accounts (a system token must not be able to grant itself admin),
-# reads the whole audit trail and switches the facility into maintenance
-ADMIN_ONLY = frozenset({"write:accounts", "read:audit", "maintenance"})
+# reads the whole audit trail, switches the facility into maintenance and runs it
+ADMIN_ONLY = frozenset({"write:accounts", "read:audit", "maintenance", "facility"})
 
 ROLE_SCOPES: dict[str, frozenset[str]] = {
     "admin": frozenset({ALL}),

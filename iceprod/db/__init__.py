@@ -5,6 +5,7 @@ Nothing above this package knows which backend runs (see ``store.py``).
 
 from __future__ import annotations
 
+from iceprod.db.archive import ArchiveRepo
 from iceprod.db.audit import AuditRepo
 from iceprod.db.auths import AuthsRepo
 from iceprod.db.backends import open_store
@@ -16,18 +17,21 @@ from iceprod.db.groups import GroupsRepo
 from iceprod.db.jobs import JobsRepo
 from iceprod.db.logs import LogsRepo
 from iceprod.db.pilots import PilotsRepo
+from iceprod.db.projects import ProjectsRepo
 from iceprod.db.revocations import RevocationsRepo
 from iceprod.db.roles import RolesRepo
 from iceprod.db.settings import SettingsRepo
 from iceprod.db.store import CollectionSpec, Store
 from iceprod.db.task_stats import TaskStatsRepo
 from iceprod.db.tasks import TasksRepo
+from iceprod.db.usage import UsageRepo
 from iceprod.db.users import UsersRepo
 
 REPOSITORIES = (
     AuditRepo, AuthsRepo, ConfigRepo, DatasetsRepo, FilesRepo, GridsRepo, JobsRepo, LogsRepo,
     PilotsRepo, SettingsRepo, TaskStatsRepo, TasksRepo,
     GroupsRepo, RevocationsRepo, RolesRepo, UsersRepo,
+    ProjectsRepo, UsageRepo, ArchiveRepo,
 )
 
 
@@ -57,6 +61,9 @@ class Database:
         self.revocations = RevocationsRepo(store)
         self.roles = RolesRepo(store)
         self.users = UsersRepo(store)
+        self.projects = ProjectsRepo(store)
+        self.usage = UsageRepo(store)
+        self.archive = ArchiveRepo(store)
 
     @classmethod
     async def open(cls, db_url: str | None, data_dir: str) -> Database:

@@ -15,6 +15,7 @@ from iceprod.rest.base import DATASET_REF, AppContext, NotFoundHandler, log_requ
 from iceprod.rest.handlers import (
     audit,
     admin,
+    archive,
     auths,
     config,
     datasets,
@@ -27,10 +28,12 @@ from iceprod.rest.handlers import (
     login,
     logs,
     pilots,
+    projects,
     roles,
     system,
     task_stats,
     tasks,
+    usage,
     users,
 )
 from iceprod.rest.openapi import build as build_openapi
@@ -38,7 +41,7 @@ from iceprod.rest.openapi import handler_methods, template
 
 HANDLER_MODULES: tuple[ModuleType, ...] = (
     system, datasets, config, jobs, tasks, task_stats, logs, files, filestore, grids, pilots,
-    roles, groups, users, login, auths, audit, admin, explain,
+    roles, groups, users, login, auths, audit, admin, explain, projects, usage, archive,
 )
 
 

@@ -22,6 +22,8 @@ from iceprod.core.tokens import create_token
 from iceprod.db import Database
 from iceprod.rest.app import make_app
 from iceprod.rest.base import AppContext
+from iceprod.rest.filestore import make_file_store
+from iceprod.rest.storeops import remover
 from iceprod.server.grids.manager import (
     GridManager,
     GridsFile,
@@ -71,7 +73,8 @@ async def serve(config: ServerConfig, only: str | None = None, grid: str | None 
         on_round = None if server is None else functools.partial(
             ctx.metrics.inc, "iceprod_scheduler_rounds_total",
             help="scheduler rounds done while holding the lease")
-        tasks.append(asyncio.create_task(Scheduler(db, config, on_round).run(stop)))
+        files = remover(make_file_store(config))  # the archive policy empties file stores
+        tasks.append(asyncio.create_task(Scheduler(db, config, on_round, files).run(stop)))
     grid_task = None
     if grids.grids and port is not None:
         # the embedded grid manager is a client of this process's own API, like any other

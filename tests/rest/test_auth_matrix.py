@@ -75,6 +75,10 @@ GRID_MANAGER = (       401, 403, 403, 403, 403, 403, 403, 403, 401, 401, 403, 20
 # a pilot registered by a grid manager: a bound pilot token may not register another (409),
 # a registration token may not set the grid's fields (403)
 GRID_REGISTER = (      401, 403, 403, 403, 403, 403, 409, 409, 401, 401, 403, 201, 201, 201)
+# a project naming alice and rita, and group physics (so mark), as members
+PROJECT_READ = (       401, 200, 200, 200, 403, 403, 403, 403, 401, 401, 403, 403, 200, 200)
+SELF_BILL = (          401, 200, 403, 403, 403, 403, 403, 403, 401, 401, 403, 403, 200, 200)
+GROUP_BILL = (         401, 200, 200, 403, 403, 403, 403, 403, 401, 401, 403, 403, 200, 200)
 EXTERNAL_TOKEN_ONLY = (401, 403, 403, 403, 403, 403, 403, 403, 403, 403, 403, 403, 403, 403)
 
 MATRIX: list[tuple[str, str, Any, tuple[int, ...]]] = [
@@ -195,6 +199,21 @@ MATRIX: list[tuple[str, str, Any, tuple[int, ...]]] = [
     ("POST", "/admin/maintenance/matrix-nowhere/off", {"message": "m"}, ADMIN_ONLY),
     ("GET", "/tasks/{task_id}/explain", None, READ),
     ("GET", "/datasets/{dataset_id}/explain", None, READ),
+    ("GET", "/projects", None, USERS),
+    ("POST", "/projects", {"name": "{new_name}", "users": ["alice"]}, ADMIN_NEW),
+    ("GET", "/projects/{project}", None, PROJECT_READ),
+    ("PUT", "/projects/{project}", {"description": "d"}, ADMIN_ONLY),
+    ("DELETE", "/projects/{project}", None, ADMIN_ONLY),
+    ("GET", "/projects/{project}/quota", None, PROJECT_READ),
+    ("PUT", "/projects/{project}/quota", {"cores": 8}, ADMIN_ONLY),
+    ("GET", "/projects/{project}/usage", None, PROJECT_READ),
+    ("GET", "/projects/{project}/billing/2026/11", None, PROJECT_READ),
+    ("GET", "/usage", None, USERS),
+    ("GET", "/users/alice/billing/2026/11", None, SELF_BILL),
+    ("GET", "/groups/physics/billing/2026/11", None, GROUP_BILL),
+    ("GET", "/billing/rates", None, USERS),
+    ("PUT", "/billing/rates", {"currency": "EUR"}, ADMIN_ONLY),
+    ("POST", "/archive", {"older_than_days": 0, "dry_run": True}, ADMIN_ONLY),
 ]
 
 
@@ -308,7 +327,12 @@ def build_accounts(admin: httpx.Client, path: str, body: Any) -> dict[str, str]:
     """A fresh user, group and custom role, for the cells whose route or body names them."""
     needs = path + json.dumps(body)
     suffix = uuid.uuid4().hex[:12]
-    ids = {"new_name": f"n{suffix}", "role_name": f"r{suffix}", "group_name": f"g{suffix}"}
+    ids = {"new_name": f"n{suffix}", "role_name": f"r{suffix}", "group_name": f"g{suffix}",
+           "project": f"p{suffix}"}
+    if "{project}" in needs:
+        r = admin.post("/projects", json={"name": ids["project"], "users": ["alice", "rita"],
+                                          "groups": ["physics"]})
+        assert r.status_code == 201, r.text
     if "{role_name}" in needs:
         r = admin.put(f"/roles/{ids['role_name']}", json={"scopes": ["read:grids"]})
         assert r.status_code == 200, r.text
@@ -378,7 +402,8 @@ def test_every_row_has_a_status_per_caller() -> None:
 SAMPLE = {"dataset_id": "d" * 32, "job_id": "b" * 32, "task_id": "c" * 32,
           "pilot_id": "e" * 32, "grid_pilot_id": "5" * 32, "instance_id": "f" * 32, "grid_id": "a" * 32,
           "log_id": "1" * 32, "task_stat_id": "2" * 32, "user_id": "3" * 32,
-          "group_id": "4" * 32, "role_name": "role", "group_name": "group", "new_name": "n"}
+          "group_id": "4" * 32, "role_name": "role", "group_name": "group", "new_name": "n",
+          "project": "p", "year": "2026", "month": "11"}
 
 
 def test_matrix_covers_every_route_of_the_route_table() -> None:

@@ -138,10 +138,27 @@ OURS_ONLY: dict[tuple[str, str], str] = {
     ("GET", "/datasets/{dataset_id}/bulk/task_stats"):
         "IceProd v2.7: every stats record of a dataset as NDJSON",
     ("GET", "/datasets/{dataset_id}/audit"): "a dataset's audit trail, for its readers",
+    # GO-Docker's facility operations (issue 16), under our names
+    ("GET", "/projects"): "projects: admins list all, users their own",
+    ("POST", "/projects"): "an admin creates a project (members, quotas)",
+    ("GET", "/projects/{name}"): "a project, for its members and admins",
+    ("PUT", "/projects/{name}"): "an admin changes a project's members or description",
+    ("DELETE", "/projects/{name}"): "an admin deletes a project",
+    ("GET", "/projects/{name}/quota"): "a project's quota",
+    ("PUT", "/projects/{name}/quota"): "an admin sets a project's quota",
+    ("GET", "/projects/{name}/usage"): "what a project holds against its quota, and blockers",
+    ("GET", "/usage"): "usage rollups with filters, a day range and grouping (CSV too)",
+    ("GET", "/users/{username}/billing/{year}/{month}"): "a user's monthly bill",
+    ("GET", "/groups/{group}/billing/{year}/{month}"): "a group's monthly bill",
+    ("GET", "/projects/{name}/billing/{year}/{month}"): "a project's monthly bill",
+    ("GET", "/billing/rates"): "the billing rate table",
+    ("PUT", "/billing/rates"): "an admin sets billing rates",
+    ("POST", "/archive"): "archive finished datasets (dry run shows what would go)",
 }
 
 # A value of the right shape for each path parameter, so a probe reaches its handler.
-SAMPLE = {"status": "complete", "name": "only", "role_name": "someone", "username": "someone"}
+SAMPLE = {"status": "complete", "name": "only", "role_name": "someone", "username": "someone",
+          "year": "2026", "month": "11"}
 HEX_ID = "0123456789abcdef0123456789abcdef"
 
 

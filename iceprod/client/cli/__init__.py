@@ -17,7 +17,7 @@ from collections.abc import Sequence
 
 from iceprod.client import settings
 from iceprod.client.api import APIError, Forbidden, Invalid, NotFound, Unauthorized
-from iceprod.client.cli import admin, audit, auth, datasets, facility, grids, logs, tasks
+from iceprod.client.cli import admin, audit, auth, datasets, facility, grids, logs, projects, tasks
 from iceprod.client.cli.context import (
     EXIT_API,
     EXIT_AUTH,
@@ -82,6 +82,7 @@ def build_parser() -> argparse.ArgumentParser:
     auth.add_token_commands(sub)
     admin.add_admin_commands(sub)
     audit.add_audit_command(sub)
+    projects.add_facility_commands(sub)
     return parser
 
 

@@ -10,6 +10,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from iceprod.client.api import Doc
+from iceprod.client.cli import projects
 from iceprod.client.cli.context import EXIT_CODES, Context, short
 from iceprod.client.cli.parsing import Command, common_options
 from iceprod.client.errors import UsageError
@@ -312,6 +313,7 @@ def add_admin_commands(sub: Any) -> None:
     _roles_parsers(parsers)
     _rules_parsers(parsers)
     _maintenance_parsers(parsers)
+    projects.add_admin_facility(parsers)
 
 
 def _user_arg(p: Any) -> Any:

@@ -185,7 +185,7 @@ def print_status(out: Output, report: dict[str, Any]) -> None:
 
 def watch_done(dataset: Doc, counts: dict[str, int]) -> bool:
     """Finished: the dataset left processing, or every task exists and is final."""
-    if dataset.get("status") in ("complete", "errors", "suspended"):
+    if dataset.get("status") in ("complete", "errors", "suspended", "archived"):
         return True
     total = int(dataset.get("tasks_submitted") or 0)
     final = sum(counts.get(s, 0) for s in FINAL_TASK_STATUSES)

@@ -5,8 +5,9 @@ from __future__ import annotations
 from iceprod.common.errors import Forbidden, Invalid
 from iceprod.common.ids import new_id
 from iceprod.common.timeutil import iso
-from iceprod.core.preview import preview_dataset_status
 from iceprod.core.maintenance import submission_refusal
+from iceprod.core.preview import preview_dataset_status
+from iceprod.core.projects import project_for_submission
 from iceprod.core.rollup import cascade_dataset
 from iceprod.db.store import Doc
 from iceprod.rest.auth.tokens import Principal
@@ -53,7 +54,8 @@ class DatasetsHandler(APIHandler):
     async def post(self) -> None:
         """Submit a dataset; answers its path. Rules: the submitter reads and writes, its
         group reads; `read_groups`/`write_groups` add groups (the caller's own, unless admin
-        or system). All or nothing: a refused request writes nothing. In maintenance: 503
+        or system). `project`: one the submitter is a member of (default: its default
+        project). All or nothing: a refused request writes nothing. In maintenance: 503
         with the operator's message and `Retry-After`."""
         await submission_refusal(self.db)
         b = self.body
@@ -66,6 +68,7 @@ class DatasetsHandler(APIHandler):
         if not p.privileged and b["group"] not in p.groups:
             raise Forbidden(f"group: you are not a member of {b['group']!r}")
         rules = initial_rules(p, b)
+        project = await project_for_submission(self.db, p, b.get("project"), p.privileged)
         dataset_id = new_id()
         doc = {
             "dataset_id": dataset_id,
@@ -82,6 +85,8 @@ class DatasetsHandler(APIHandler):
             "max_failures": b.get("max_failures", self.ctx.config.max_failures),
             "start_date": iso(),
             "status_changed": iso(),
+            "project": project,
+            "tags": b.get("tags", []),
         }
         # everything is checked above; the writes follow, and a failing one undoes the rule
         # (the number is the last write that can fail before the document, so a failure
@@ -135,10 +140,13 @@ class DatasetStatusHandler(DryRunHandler):
         how many tasks changed (`changed`, also as `tasks_changed`); `"dry_run": true`
         answers what would change, changing nothing."""
         status = self.body["status"]
+        old = await self.db.datasets.get(dataset_id, keys=["status"])
+        if status == "archived" and old["status"] != "archived":
+            raise Invalid("status: a dataset is archived through POST /archive, which "
+                          "compacts its tasks", field="status")
         if self.dry_run:
             self.write_preview(await preview_dataset_status(self.db, dataset_id, status))
             return
-        old = await self.db.datasets.get(dataset_id, keys=["status"])
         await self.db.datasets.set_status(dataset_id, status)
         changed = 0
         if status != old["status"]:

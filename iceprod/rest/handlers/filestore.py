@@ -18,9 +18,11 @@ from typing import Any
 
 import tornado.web
 
-from iceprod.common.errors import Forbidden, IceProdError, Invalid, TooLarge
+from iceprod.common.errors import Forbidden, IceProdError, Invalid, NotFound, TooLarge
+from iceprod.core.quota import storage_message, storage_room
 from iceprod.rest.base import APIHandler, AuthSpec, requires
 from iceprod.rest.filestore import Upload
+from iceprod.rest.storeops import stored_bytes
 
 CHUNK = 1 << 20
 PILOT_VERBS = ("get", "put")  # a pilot holding a task of the dataset may read and write
@@ -56,6 +58,7 @@ class StoreHandler(APIHandler):
     _received = 0
     _overflow = False
     _refused_early = False
+    _quota: tuple[str, int, int] | None = None  # project, stored-bytes limit, bytes kept
 
     # -- authorization before the body ------------------------------------------------------
 
@@ -90,6 +93,7 @@ class StoreHandler(APIHandler):
         if name is not None:
             check_name(name)
         if verb == "put":
+            await self._check_quota(dataset_id, name or "")
             await self._open_upload(dataset_id)
 
     async def _authorize(self, spec: AuthSpec, dataset_id: str, verb: str) -> None:
@@ -125,6 +129,29 @@ class StoreHandler(APIHandler):
         if not self._authorized:
             await super().authorize_dataset(dataset_id, action)
 
+    # -- the project's stored-bytes quota ------------------------------------------------------
+
+    async def _check_quota(self, dataset_id: str, name: str) -> None:
+        """Refuse an upload that would take the project over its stored-bytes quota: at
+        once when ``Content-Length`` says so, else as soon as the body passes it (a file it
+        replaces does not count)."""
+        dataset = await self.db.datasets.get(dataset_id, keys=["project"])
+        room = await storage_room(self.db, dataset, stored_bytes(self.ctx.files))
+        if room is None:
+            return
+        project, limit, used = room
+        try:
+            used -= await self.ctx.files.size(dataset_id, name)
+        except NotFound:
+            pass
+        self._quota = (project, limit, used)
+        length = self.request.headers.get("Content-Length")
+        if length is not None and length.isdigit() and used + int(length) > limit:
+            raise TooLarge(storage_message(project, limit, used, int(length)))
+
+    def _over_quota(self) -> bool:
+        return self._quota is not None and self._quota[2] + self._received > self._quota[1]
+
     # -- the body, streamed to a temporary file ----------------------------------------------
 
     async def _open_upload(self, dataset_id: str) -> None:
@@ -140,7 +167,7 @@ class StoreHandler(APIHandler):
         if self._upload is None:  # refused in prepare, or not an upload: discard
             return
         self._received += len(chunk)
-        if self._received > self.ctx.config.max_file_bytes:
+        if self._received > self.ctx.config.max_file_bytes or self._over_quota():
             self._overflow = True
             await self._discard()
             return
@@ -184,6 +211,9 @@ class StoreFileHandler(StoreHandler):
         """Store the raw request body as `name` (replacing any file of that name), at most
         `ICEPROD_MAX_FILE_BYTES`. Pilots may write to a dataset one of whose tasks they are
         processing."""
+        if self._overflow and self._quota is not None and self._over_quota():
+            project, limit, used = self._quota
+            raise TooLarge(storage_message(project, limit, used, self._received))
         if self._overflow:
             limit = self.ctx.config.max_file_bytes
             raise TooLarge(f"body: larger than the limit of {limit} bytes")

@@ -10,6 +10,7 @@ from iceprod.common.schema import validate
 from iceprod.db.store import Doc
 from iceprod.common.ids import new_id
 from iceprod.common.timeutil import iso
+from iceprod.core.usage import record_run
 from iceprod.rest.base import APIHandler, OwnershipMixin, requires
 from iceprod.rest.handlers.schemas import body
 from iceprod.rest.openapi import FLAG, KEYS, PAGE, query
@@ -74,6 +75,9 @@ class TaskStatsCreateHandler(OwnershipMixin, APIHandler):
             "create_date": iso(),
             "stats": stats,
         })
+        dataset = await self.db.datasets.get(task["dataset_id"],
+                                             keys=["username", "group", "project"])
+        await record_run(self.db, dataset, self.body["stats"])
         self.write_json({"result": stat_id}, 201)
 
 

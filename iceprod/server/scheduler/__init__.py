@@ -18,6 +18,7 @@ from collections.abc import Callable
 
 from iceprod.common.config import ServerConfig
 from iceprod.common.ids import new_id
+from iceprod.core import archive
 from iceprod.core.lease import LeaseLost, under_lease
 from iceprod.core.queue import queue_exclusively, refresh_priorities
 from iceprod.core.rollup import rollup_all
@@ -34,14 +35,18 @@ class Scheduler:
     """One scheduler process's loop; ``tick`` does one round of every duty."""
 
     def __init__(self, db: Database, config: ServerConfig,
-                 on_round: Callable[[], None] | None = None) -> None:
+                 on_round: Callable[[], None] | None = None,
+                 remove_files: archive.RemoveFiles | None = None) -> None:
         self.db = db
+        # empties a dataset's file store when the archive policy archives it
+        self.remove_files = remove_files
         self.config = config
         # called after each round done while holding the lease (a metrics counter), so a
         # watcher can tell "the scheduler looked and did nothing" from "it has not looked yet"
         self.on_round = on_round
         self.holder = f"{socket.gethostname()}:{os.getpid()}:{new_id()[:8]}"
         self.last_refresh = 0.0
+        self.last_archive = 0.0
         self.active = False
 
     @property
@@ -83,6 +88,7 @@ class Scheduler:
         await queue_exclusively(self.db, self.holder, cfg.queue_max, cfg.group_weights,
                                 score=score)
         await rollup_all(self.db)
+        await self.archive_policy(now)
         await self.snapshot_metrics()
 
     async def snapshot_metrics(self) -> None:
@@ -92,6 +98,19 @@ class Scheduler:
             "tasks": await self.db.tasks.status_counts(),
             "datasets": await self.db.datasets.status_counts(),
         })
+
+    async def archive_policy(self, now: float) -> None:
+        """Archive finished datasets older than ``archive_after_days`` (off when 0), at
+        most every ``archive_interval`` seconds."""
+        cfg = self.config
+        if cfg.archive_after_days <= 0 or self.remove_files is None \
+                or now - self.last_archive < cfg.archive_interval:
+            return
+        self.last_archive = now
+        sel = archive.Selection(older_than_days=cfg.archive_after_days, logs=cfg.archive_logs)
+        done = await archive.run(self.db, sel, cfg.data_dir, self.remove_files)
+        if done["changed"]:
+            log.info("archive policy: archived %d dataset(s)", done["changed"])
 
     async def run(self, stop: asyncio.Event) -> None:
         """Rounds until ``stop``; then (also when cancelled) the lease is released, so a
