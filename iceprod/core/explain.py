@@ -3,8 +3,8 @@
 ``explain_task`` gathers what a task's state depends on into a ``Context`` and runs every
 check of ``CHECKS`` over it; each check is a small async function answering the blockers
 it finds (``kind``: dependency, suspended, quota, queue, resources, drained, maintenance,
-failures), each with a plain ``message`` and the figures it is based on. A new reason (a
-project's quota) is one more function appended to ``CHECKS``.
+failures), each with a plain ``message`` and the figures it is based on. A new reason is
+one more function appended to ``CHECKS`` (as ``check_quota`` asks ``core.quota``).
 
 The answer (the contract the CLI and the dashboard read)::
 
@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from iceprod.core.maintenance import State, get_state, pilot_names
+from iceprod.core.quota import quota_blockers
 from iceprod.db import Database
 from iceprod.db.store import Doc
 
@@ -165,6 +166,16 @@ async def check_queue(ctx: Context) -> list[Blocker]:
                     {"position": ahead + 1, "queued": queued, "queue_max": ctx.queue_max})]
 
 
+async def check_quota(ctx: Context) -> list[Blocker]:
+    """A waiting task of a project at one of its quotas is not queued until it frees."""
+    if ctx.status != "waiting" or ctx.dataset.get("status") != "processing":
+        return []
+    found = await quota_blockers(ctx.db, ctx.dataset)
+    return [Blocker("quota", str(b["message"]),
+                    {k: v for k, v in b.items() if k not in ("kind", "message")})
+            for b in found]
+
+
 def _amount(key: str, value: float) -> str:
     return f"{key} {value:g} {UNITS[key]}"
 
@@ -229,8 +240,8 @@ async def check_drained(ctx: Context) -> list[Blocker]:
 
 
 CHECKS: list[Check] = [
-    check_maintenance, check_suspended, check_failures, check_dependencies, check_queue,
-    check_resources, check_drained,
+    check_maintenance, check_suspended, check_failures, check_dependencies, check_quota,
+    check_queue, check_resources, check_drained,
 ]
 """Every check, in the order their blockers are listed (append to add one)."""
 

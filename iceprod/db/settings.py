@@ -8,14 +8,13 @@ from iceprod.common.timeutil import iso
 from iceprod.db.base import Repository
 from iceprod.db.store import CollectionSpec, Doc
 
-
 METRICS_SNAPSHOT = "metrics"
 """The value the scheduler leaves its counts for ``/metrics`` under."""
 
 
 class SettingsRepo(Repository):
     spec = CollectionSpec(name="settings", id_field="key",
-                          scalar_fields=frozenset({"holder", "expires"}))
+                          scalar_fields=frozenset({"holder", "expires", "kind"}))
     kind = "setting"
 
     async def next_counter(self, name: str) -> int:

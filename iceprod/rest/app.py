@@ -13,9 +13,9 @@ import tornado.web
 
 from iceprod.rest.base import DATASET_REF, AppContext, NotFoundHandler, log_request
 from iceprod.rest.handlers import (
-    audit,
     admin,
     archive,
+    audit,
     auths,
     config,
     datasets,

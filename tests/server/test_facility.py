@@ -177,6 +177,11 @@ def test_maintenance_refuses_submissions_keeps_reads_and_stops_claims(
     assert r.status_code == 200 and r.json()["dataset_id"] == ds
     assert httpx.get(srv.url + "/healthz").json()["maintenance"]["status"] == "off"
     assert "iceprod_maintenance 0" in httpx.get(srv.url + "/metrics").text
+    # both switches are in the audit trail, with who flipped them
+    records = admin.get("/audit", params={"action": "maintenance"}).json()["records"]
+    assert [(r["username"], r["detail"]["node"], r["detail"]["status"]) for r in records][-2:] \
+        == [("root", "all", "on"), ("root", "all", "off")]
+    assert records[-2]["detail"]["message"] == "store upgrade until 14:00"
 
 
 def test_maintenance_switch_refuses_bad_input(admin: httpx.Client) -> None:

@@ -72,6 +72,7 @@ def test_quota_usage_billing_archive_on_local_pilots(grid: Server) -> None:
 
     # at most one core of ice is ever queued or running; the rest waits with the reason
     seen_blocked: list[dict[str, Any]] = []
+    explained: list[dict[str, Any]] = []
 
     def watch() -> str | None:
         c = counts(alice, ds)
@@ -79,6 +80,7 @@ def test_quota_usage_billing_archive_on_local_pilots(grid: Server) -> None:
         if c.get("processing") and c.get("waiting"):
             usage = alice.get("/projects/ice/usage").json()
             seen_blocked.extend(usage["blockers"])
+            explained.extend(alice.get(f"/datasets/{ds}/explain").json()["blockers"])
         return finished(alice, ds)
 
     assert wait_for(watch, timeout=120, interval=0.1, what="ice's dataset") == "complete"
@@ -86,6 +88,10 @@ def test_quota_usage_billing_archive_on_local_pilots(grid: Server) -> None:
     assert {"kind": "quota", "quota": "cores", "project": "ice", "used": 1.0, "limit": 1,
             "message": "project ice: 1 cores in use of 1"} in seen_blocked
     assert counts(alice, ds) == {"complete": 4}
+    # "why isn't it running?" names the quota, with its figures
+    quota = [b for b in explained if b["kind"] == "quota"]
+    assert quota and quota[0]["message"] == "project ice: 1 cores in use of 1", explained
+    assert (quota[0]["quota"], quota[0]["used"], quota[0]["limit"]) == ("cores", 1.0, 1)
 
     # usage of the dataset is the sum of its task stats
     runs = [s for t in tasks(alice, ds) for s in stats(alice, ds, t)]
@@ -172,6 +178,15 @@ def test_quota_usage_billing_archive_on_local_pilots(grid: Server) -> None:
     # archived datasets are not archived again
     again = admin.post("/archive", json={"older_than_days": 0}).json()
     assert (again["matched"], again["changed"]) == (0, 0)
+
+    # every admin change above is in the audit trail (dry runs are not), for admins only
+    trail = admin.get("/audit", params={"username": "root"}).json()["records"]
+    assert [(r["action"], r["counts"]) for r in trail if r["action"] != "project.create"] == [
+        ("billing.rates", {}), ("archive", {"matched": 1, "changed": 1}),
+        ("archive", {"matched": 1, "changed": 1}), ("archive", {"matched": 0, "changed": 0})]
+    assert trail[0]["action"] == "project.create" and trail[0]["detail"]["name"] == "ice"
+    assert trail[0]["token_kind"] == "admin"
+    assert alice.get("/audit").status_code == 403
 
 
 def test_the_archive_policy_archives_old_finished_datasets(tmp_path: Path) -> None:

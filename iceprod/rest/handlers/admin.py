@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from iceprod.common.errors import Invalid
 from iceprod.core.maintenance import check_node, get_state, set_maintenance
+from iceprod.rest.audit import audit
 from iceprod.rest.base import APIHandler, requires
 from iceprod.rest.handlers.schemas import body, definition
 from iceprod.rest.openapi import path
@@ -36,6 +37,9 @@ class MaintenanceSetHandler(APIHandler):
         state = await set_maintenance(
             self.db, node, status == "on", actor=self.principal.username,
             message=self.body.get("message"), retry_after=self.body.get("retry_after"))
+        await audit(self, "maintenance", detail={
+            "node": node, "status": status, "message": self.body.get("message"),
+            "retry_after": self.body.get("retry_after")})
         self.write_json(state.as_doc())
 
 

@@ -5,6 +5,7 @@ move their logs to compressed archive files or drop them, empty their file store
 from __future__ import annotations
 
 from iceprod.core.archive import Selection, run
+from iceprod.rest.audit import audit
 from iceprod.rest.base import APIHandler, requires
 from iceprod.rest.handlers.schemas import body
 from iceprod.rest.storeops import remover
@@ -22,8 +23,12 @@ class ArchiveHandler(APIHandler):
         sel = Selection(older_than_days=float(b["older_than_days"]), tag=b.get("tag"),
                         logs=b.get("logs", "compress"), dry_run=bool(b.get("dry_run")),
                         limit=int(b["limit"]) if "limit" in b else None)
-        self.write_json(await run(self.db, sel, self.ctx.config.data_dir,
-                                  remover(self.ctx.files)))
+        done = await run(self.db, sel, self.ctx.config.data_dir, remover(self.ctx.files))
+        if not sel.dry_run:
+            await audit(self, "archive", counts={"matched": done["matched"],
+                                                 "changed": done["changed"]},
+                        detail={k: v for k, v in b.items() if k != "dry_run"})
+        self.write_json(done)
 
 
 routes = [

@@ -10,8 +10,8 @@ from iceprod.core.preview import preview_dataset_status
 from iceprod.core.projects import project_for_submission
 from iceprod.core.rollup import cascade_dataset
 from iceprod.db.store import Doc
-from iceprod.rest.auth.tokens import Principal
 from iceprod.rest.audit import audit
+from iceprod.rest.auth.tokens import Principal
 from iceprod.rest.base import APIHandler, requires
 from iceprod.rest.dryrun import DryRunHandler
 from iceprod.rest.handlers.schemas import body

@@ -6,9 +6,9 @@ from __future__ import annotations
 from iceprod.common.errors import Conflict, NotFound
 from iceprod.common.ids import new_id
 from iceprod.common.timeutil import iso
-from iceprod.rest.audit import audit
 from iceprod.core.maintenance import State, get_state, grid_names, why_stopped
 from iceprod.db.store import Doc
+from iceprod.rest.audit import audit
 from iceprod.rest.base import APIHandler, requires
 from iceprod.rest.handlers.schemas import body
 from iceprod.rest.openapi import KEYS, PAGE, TEXT, query

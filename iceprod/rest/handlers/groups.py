@@ -3,8 +3,8 @@ managed through ``/users/{user_id}/groups``."""
 
 from __future__ import annotations
 
-from iceprod.rest.auth.accounts import revoke
 from iceprod.rest.audit import audit
+from iceprod.rest.auth.accounts import revoke
 from iceprod.rest.base import APIHandler, requires
 from iceprod.rest.handlers.schemas import body
 from iceprod.rest.openapi import KEYS, PAGE, TEXT, query

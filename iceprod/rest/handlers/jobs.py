@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from iceprod.common.ids import new_id
-from iceprod.common.timeutil import iso
 from iceprod.common.errors import Invalid
+from iceprod.common.ids import new_id
 from iceprod.common.schema import validate
+from iceprod.common.timeutil import iso
 from iceprod.core.job_actions import preview_jobs_status, set_jobs_status
 from iceprod.core.preview import preview_job_status
 from iceprod.core.rollup import cascade_job

@@ -7,6 +7,7 @@ from iceprod.common.errors import Forbidden
 from iceprod.core.projects import is_member
 from iceprod.core.quota import project_load
 from iceprod.db.store import Doc
+from iceprod.rest.audit import audit
 from iceprod.rest.base import APIHandler, requires
 from iceprod.rest.handlers.schemas import body
 from iceprod.rest.openapi import PAGE, query
@@ -46,6 +47,9 @@ class ProjectsHandler(APIHandler):
         doc = self.db.projects.new_doc(b["name"], b.get("description", ""), b.get("users", []),
                                        b.get("groups", []), _quota(b.get("quota") or {}))
         await self.db.projects.create(doc)
+        await audit(self, "project.create", detail={"name": doc["name"], "users": doc["users"],
+                                                   "groups": doc["groups"],
+                                                   "quota": doc.get("quota")})
         self.write_json({"result": doc["name"]}, 201)
 
 
@@ -62,12 +66,15 @@ class ProjectHandler(ProjectReader):
     @requires("facility", body=UPDATE_BODY)
     async def put(self, name: str) -> None:
         """Change a project's description or members (the lists given replace the old)."""
-        self.write_json(await self.db.projects.update(name, dict(self.body)))
+        doc = await self.db.projects.update(name, dict(self.body))
+        await audit(self, "project.update", detail={"name": name, **self.body})
+        self.write_json(doc)
 
     @requires("facility")
     async def delete(self, name: str) -> None:
         """Delete a project; its datasets keep its name (and no quota holds them back)."""
         await self.db.projects.delete(name)
+        await audit(self, "project.delete", detail={"name": name})
         self.write_json({})
 
 
@@ -82,6 +89,7 @@ class ProjectQuotaHandler(ProjectReader):
         """Set quota fields (`null` removes one: no limit); answers the whole quota. Work
         over the new quota waits from the next queueing round."""
         doc = await self.db.projects.set_quota(name, dict(self.body))
+        await audit(self, "project.quota", detail={"name": name, "quota": dict(self.body)})
         self.write_json(doc.get("quota") or {})
 
 

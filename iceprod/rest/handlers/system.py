@@ -7,10 +7,9 @@ from typing import Any
 
 from iceprod.common.states import statuses
 from iceprod.common.timeutil import parse
-from iceprod.db.settings import METRICS_SNAPSHOT
 from iceprod.core.maintenance import get_state, health
+from iceprod.db.settings import METRICS_SNAPSHOT
 from iceprod.rest.base import APIHandler, public
-
 
 
 class HealthHandler(APIHandler):

@@ -6,11 +6,11 @@ import json
 
 from iceprod.common import strict_json
 from iceprod.common.errors import Invalid
-from iceprod.common.schema import validate
-from iceprod.db.store import Doc
 from iceprod.common.ids import new_id
+from iceprod.common.schema import validate
 from iceprod.common.timeutil import iso
 from iceprod.core.usage import record_run
+from iceprod.db.store import Doc
 from iceprod.rest.base import APIHandler, OwnershipMixin, requires
 from iceprod.rest.handlers.schemas import body
 from iceprod.rest.openapi import FLAG, KEYS, PAGE, query

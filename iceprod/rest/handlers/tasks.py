@@ -9,8 +9,8 @@ from iceprod.common import strict_json
 from iceprod.common.errors import Invalid, NotFound
 from iceprod.common.ids import new_id
 from iceprod.common.reasons import classify
-from iceprod.common.states import statuses
 from iceprod.common.schema import validate
+from iceprod.common.states import statuses
 from iceprod.common.timeutil import iso
 from iceprod.core.maintenance import claim_refusal
 from iceprod.core.preview import preview_task_status

@@ -12,6 +12,7 @@ from iceprod.core.projects import is_member
 from iceprod.core.usage import billing, check_group_by, rates, set_rates, to_csv
 from iceprod.db.store import Doc
 from iceprod.db.usage import METRICS
+from iceprod.rest.audit import audit
 from iceprod.rest.base import APIHandler, requires
 from iceprod.rest.handlers.schemas import body, definition
 from iceprod.rest.openapi import TEXT, path, query
@@ -151,7 +152,9 @@ class RatesHandler(APIHandler):
     @requires("facility", body=RATES_BODY)
     async def put(self) -> None:
         """Change rates (those not given stay); answers the whole table."""
-        self.write_json(await set_rates(self.db, self.body))
+        table = await set_rates(self.db, self.body)
+        await audit(self, "billing.rates", detail=dict(self.body))
+        self.write_json(table)
 
 
 Y = r"(?P<year>[0-9]{4})/(?P<month>[0-9]{1,2})"

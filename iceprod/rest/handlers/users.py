@@ -9,6 +9,7 @@ from typing import Any
 from iceprod.common.errors import Conflict, Forbidden
 from iceprod.common.timeutil import iso
 from iceprod.db.store import Doc
+from iceprod.rest.audit import audit
 from iceprod.rest.auth.accounts import (
     DEFAULT_GROUPS,
     DEFAULT_ROLES,
@@ -18,7 +19,6 @@ from iceprod.rest.auth.accounts import (
     revoke,
 )
 from iceprod.rest.auth.external import normalize_identity
-from iceprod.rest.audit import audit
 from iceprod.rest.base import APIHandler, requires
 from iceprod.rest.handlers.schemas import body
 from iceprod.rest.openapi import PAGE, TEXT, query
