@@ -37,8 +37,9 @@ RUNS: dict[str, tuple[list[str], list[str], list[str]]] = {
             [r"node spawn limit: [\d,]+ processes/s", r"of the node's spawn limit"]),
     "pilots": (["--quick"], ["tasks_per_s_5", "claim_p99_ms_5", "complete_p99_ms_10"],
                [r"10 pilots, [\d.]+ s: [\d.,]+ tasks/s", r"claim +p50 +[\d,]+ ms +p99"]),
-    "scale": (["--quick"], ["setup_s", "task_counts_ms", "job_counts_ms", "claims_per_s",
-                            "base_claims_per_s", "claim_ratio"],
+    "scale": (["--quick"], ["setup_s", "materialize_per_s", "queue_per_s", "task_counts_ms",
+                            "job_counts_ms", "claims_per_s", "base_claims_per_s",
+                            "claim_ratio"],
               [r"20,000 tasks: setup [\d.]+ s", r"claim rate at 20,000 = [\d.]+ of"]),
     "scheduler": (["--tasks", "2000"], ["raw_insert_per_s", "materialize_per_s"], []),
 }

@@ -287,7 +287,7 @@ class Compiler:
         self.insert_ignore_sql = f"INSERT OR IGNORE INTO {self.table} ({names}) VALUES ({marks})"
 
     def field(self, name: str) -> str:
-        """The SQL expression of a field: the id column, a generated column or json_extract."""
+        """The SQL expression of a field: the id column, a stored column or json_extract."""
         if name == self.spec.id_field:
             return "id"
         if name in self.spec.columns:
