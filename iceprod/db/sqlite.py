@@ -95,8 +95,7 @@ _SQL_TYPE = re.compile(r"^[A-Za-z][A-Za-z0-9_ ]*$")
 _RANGE_OPS = {"$gt": ">", "$gte": ">=", "$lt": "<", "$lte": "<="}
 _UPDATE_OPS = frozenset({"$set", "$unset", "$inc", "$max", "$min", "$push", "$addToSet", "$pull"})
 # an inline statement interrupted by its budget, or refused another process's lock
-_RETRY_ON_WORKER = frozenset({"SQLITE_INTERRUPT", "SQLITE_BUSY", "SQLITE_BUSY_SNAPSHOT",
-                              "SQLITE_LOCKED"})
+_RETRY_ON_WORKER = ("SQLITE_INTERRUPT", "SQLITE_BUSY", "SQLITE_LOCKED")  # and extended codes
 _UNIQUE_ERRORS = frozenset({"SQLITE_CONSTRAINT_UNIQUE", "SQLITE_CONSTRAINT_PRIMARYKEY"})
 _RESERVED_COLUMNS = frozenset({"id", "doc", "rowid"})
 _BOOL_TYPES = frozenset({"BOOL", "BOOLEAN"})
@@ -1011,16 +1010,19 @@ class SQLiteStore(Store):
         if conn is None or not self._lock.acquire(blocking=False):
             return await self.run(fn)
         try:
-            self._inline_deadline = time.perf_counter() + INLINE_BUDGET_S
-            conn.set_progress_handler(self._over_budget, _PROGRESS_STEPS)
             conn.execute("PRAGMA busy_timeout=0")
             try:
-                return fn(conn)
+                self._inline_deadline = time.perf_counter() + INLINE_BUDGET_S
+                conn.set_progress_handler(self._over_budget, _PROGRESS_STEPS)
+                try:
+                    return fn(conn)
+                finally:
+                    conn.set_progress_handler(None, 0)
             except sqlite3.OperationalError as error:
-                if getattr(error, "sqlite_errorname", "") not in _RETRY_ON_WORKER:
+                name = getattr(error, "sqlite_errorname", "")
+                if not name.startswith(_RETRY_ON_WORKER):
                     raise
             finally:
-                conn.set_progress_handler(None, 0)
                 conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
         finally:
             self._lock.release()
