@@ -202,6 +202,10 @@ def run(server: Server, noop_port: int, tmp: Path, args: argparse.Namespace) -> 
               f"{store.rate:>9,.0f} {ratio:>10.2f} "
               f"{rest.rate / store.rate if store.rate else float('nan'):>10.2f} "
               f"{lat:>7.1f}ms" + (f"  (REST answers other than 200: {others})" if others else ""))
+    if any(k != 200 for _, rest, _, _ in http for k in rest.codes):
+        errors = [line for line in (server.data_dir / "server.log").read_text().splitlines()
+                  if "ERROR" in line or "Error" in line]
+        print("server errors:\n" + "\n".join(errors[-20:]))
     head = ratios[max(LEVELS)]
     print(f"REST / no-op at {max(LEVELS)} clients: {head:.2f} (target >= {TARGET:.2f})")
     top = http[-1]

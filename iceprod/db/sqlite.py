@@ -95,8 +95,7 @@ _SQL_TYPE = re.compile(r"^[A-Za-z][A-Za-z0-9_ ]*$")
 _RANGE_OPS = {"$gt": ">", "$gte": ">=", "$lt": "<", "$lte": "<="}
 _UPDATE_OPS = frozenset({"$set", "$unset", "$inc", "$max", "$min", "$push", "$addToSet", "$pull"})
 # an inline statement interrupted by its budget, or refused another process's lock
-_RETRY_ON_WORKER = frozenset({"SQLITE_INTERRUPT", "SQLITE_BUSY", "SQLITE_BUSY_SNAPSHOT",
-                              "SQLITE_LOCKED"})
+_RETRY_ON_WORKER = ("SQLITE_INTERRUPT", "SQLITE_BUSY", "SQLITE_LOCKED")  # and extended codes
 _UNIQUE_ERRORS = frozenset({"SQLITE_CONSTRAINT_UNIQUE", "SQLITE_CONSTRAINT_PRIMARYKEY"})
 _RESERVED_COLUMNS = frozenset({"id", "doc", "rowid"})
 _BOOL_TYPES = frozenset({"BOOL", "BOOLEAN"})
@@ -287,7 +286,7 @@ class Compiler:
         self.insert_ignore_sql = f"INSERT OR IGNORE INTO {self.table} ({names}) VALUES ({marks})"
 
     def field(self, name: str) -> str:
-        """The SQL expression of a field: the id column, a generated column or json_extract."""
+        """The SQL expression of a field: the id column, a stored column or json_extract."""
         if name == self.spec.id_field:
             return "id"
         if name in self.spec.columns:
@@ -698,7 +697,9 @@ class Compiler:
 
         base = f"{self.spec.name}__count__{'__'.join(map(column_name, counter))}"
         changed = " OR ".join(f"OLD.{c} IS NOT NEW.{c}" for c in cols)
-        on = {"insert": ("AFTER INSERT", add("NEW")), "delete": ("AFTER DELETE", remove("OLD")),
+        # inserts are counted per batch by ``count_inserted`` (a trigger per row would
+        # halve the insert rate)
+        on = {"delete": ("AFTER DELETE", remove("OLD")),
               "update": (f"AFTER UPDATE OF {names}", f"{remove('OLD')} {add('NEW')}")}
         table_sql = (f"CREATE TABLE IF NOT EXISTS {table} (key TEXT PRIMARY KEY NOT NULL, "
                      f"{decl}, n INTEGER NOT NULL)")
@@ -709,10 +710,14 @@ class Compiler:
         ]
         return [table_sql, *triggers]
 
-    def fill_counter(self, counter: tuple[str, ...]) -> str:
+    def fill_counter(self, counter: tuple[str, ...], after_rowid: bool = False) -> str:
+        """Count the collection's documents (those after rowid ``?`` with
+        ``after_rowid``: the ones an insert just added) into the counts table."""
         cols = ", ".join(self.field(f) for f in counter)
+        where = "rowid > ?" if after_rowid else "1"
         return (f"INSERT INTO {self.counter_table(counter)} (key, {cols}, n) SELECT "
-                f"json_array({cols}), {cols}, COUNT(*) FROM {self.table} GROUP BY {cols}")
+                f"json_array({cols}), {cols}, COUNT(*) FROM {self.table} WHERE {where} "
+                f"GROUP BY {cols} ON CONFLICT (key) DO UPDATE SET n = n + excluded.n")
 
     def index_name(self, index: Index) -> str:
         return f"{self.spec.name}__{index.name}"
@@ -760,6 +765,17 @@ def sort_key(sort: Sort | None) -> SortKey:
     return tuple((field, direction) for field, direction in sort) if sort else None
 
 
+def _plain_scalar(value: Any, collection: str) -> Any:
+    """A column value of a subclass (StrEnum, IntEnum, ...) as the plain scalar its JSON
+    holds."""
+    if isinstance(value, bool):
+        return int(value)
+    for kind in (str, int, float):
+        if isinstance(value, kind):
+            return kind(value)
+    raise Invalid(f"{collection}: a column holds a scalar, not {type(value).__name__}")
+
+
 class SQLiteCollection(Collection):
     """One table of the SQLite store."""
 
@@ -797,21 +813,27 @@ class SQLiteCollection(Collection):
         for _, _, parts in self._sql.columns:
             value: Any = doc
             for part in parts:
-                value = value.get(part) if isinstance(value, dict) else None
+                if type(value) is dict or isinstance(value, Mapping):
+                    value = value.get(part)
+                else:
+                    value = None
             kind = type(value)
-            if value is None or kind is str or kind is int or kind is float:
-                row.append(value)
-            elif isinstance(value, bool):
-                row.append(int(value))
-            elif isinstance(value, str):
-                row.append(str(value))
-            elif isinstance(value, int):
-                row.append(int(value))
-            elif isinstance(value, float):
-                row.append(float(value))
-            else:
-                raise Invalid(f"{self.spec.name}: a column holds a scalar, not {value!r}")
+            if kind is bool:
+                value = int(value)
+            elif not (value is None or kind is str or kind is int or kind is float):
+                value = _plain_scalar(value, self.spec.name)
+            row.append(value)
         return tuple(row)
+
+    def _last_rowid(self, conn: sqlite3.Connection) -> int:
+        return int(conn.execute(f"SELECT COALESCE(MAX(rowid), 0) FROM {self._sql.table}")
+                   .fetchone()[0])
+
+    def _count_inserted(self, conn: sqlite3.Connection, last_rowid: int) -> None:
+        """Add the rows just inserted (in this transaction: rowids past ``last_rowid``, as
+        SQLite numbers new rows) to the maintained counts."""
+        for counter in self.spec.counts:
+            conn.execute(self._sql.fill_counter(counter, after_rowid=True), (last_rowid,))
 
     def _find_statement(
         self, filter: Filter, sort: Sort | None, limit: int | None
@@ -826,7 +848,13 @@ class SQLiteCollection(Collection):
 
         def op(conn: sqlite3.Connection) -> None:
             with duplicate_key_errors():
-                conn.execute(self._insert, row)
+                if not self.spec.counts:
+                    conn.execute(self._insert, row)
+                    return
+                with transaction(conn):
+                    last = self._last_rowid(conn)
+                    conn.execute(self._insert, row)
+                    self._count_inserted(conn, last)
 
         await self._run(op)
 
@@ -840,7 +868,11 @@ class SQLiteCollection(Collection):
 
         def op(conn: sqlite3.Connection) -> int:
             with duplicate_key_errors(), transaction(conn):
-                return conn.executemany(sql, rows).rowcount
+                last = self._last_rowid(conn) if self.spec.counts else 0
+                inserted = conn.executemany(sql, rows).rowcount
+                if inserted and self.spec.counts:
+                    self._count_inserted(conn, last)
+                return inserted
 
         return await self._run(op)
 
@@ -978,16 +1010,19 @@ class SQLiteStore(Store):
         if conn is None or not self._lock.acquire(blocking=False):
             return await self.run(fn)
         try:
-            self._inline_deadline = time.perf_counter() + INLINE_BUDGET_S
-            conn.set_progress_handler(self._over_budget, _PROGRESS_STEPS)
             conn.execute("PRAGMA busy_timeout=0")
             try:
-                return fn(conn)
+                self._inline_deadline = time.perf_counter() + INLINE_BUDGET_S
+                conn.set_progress_handler(self._over_budget, _PROGRESS_STEPS)
+                try:
+                    return fn(conn)
+                finally:
+                    conn.set_progress_handler(None, 0)
             except sqlite3.OperationalError as error:
-                if getattr(error, "sqlite_errorname", "") not in _RETRY_ON_WORKER:
+                name = getattr(error, "sqlite_errorname", "")
+                if not name.startswith(_RETRY_ON_WORKER):
                     raise
             finally:
-                conn.set_progress_handler(None, 0)
                 conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
         finally:
             self._lock.release()

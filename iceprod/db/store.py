@@ -102,6 +102,15 @@ class CollectionSpec:
         return name in self.known_fields
 
     @property
+    def column_paths(self) -> tuple[tuple[str, tuple[str, ...]], ...]:
+        """Each column and its path segments (computed once)."""
+        paths = self.__dict__.get("_paths")
+        if paths is None:
+            paths = tuple((name, tuple(name.split("."))) for name in self.columns)
+            object.__setattr__(self, "_paths", paths)
+        return paths
+
+    @property
     def column_roots(self) -> frozenset[str]:
         """The top-level fields holding columns (computed once)."""
         roots = self.__dict__.get("_roots")
@@ -137,11 +146,20 @@ def _not_scalar(path: str) -> Invalid:
                    "an object or an array", field=path)
 
 
+_SCALAR_TYPES = frozenset({str, int, float, bool, type(None)})
+
+
 def check_columns(doc: Doc, spec: CollectionSpec) -> None:
     """Refuse a document holding an object or array where ``spec`` declares a column: a
     column is a scalar (indexed, compared and counted as one) on every backend."""
-    for name in spec.columns:
-        if isinstance(_column_value(doc, name.split(".")), _COMPOSITE):
+    for name, parts in spec.column_paths:
+        value: Any = doc
+        for part in parts:
+            if type(value) is not dict:
+                value = _column_value(value, [part])
+            else:
+                value = value.get(part)
+        if type(value) not in _SCALAR_TYPES and isinstance(value, _COMPOSITE):
             raise _not_scalar(name)
 
 

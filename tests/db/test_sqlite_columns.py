@@ -212,3 +212,29 @@ async def test_short_statements_run_inline_within_their_budget(
     release.set()
     await busy
     assert (await claim)["status"] == "c"
+
+
+async def test_concurrent_claims_over_budget_all_land_once(
+        sqlite_store: SQLiteStore, monkeypatch: Any) -> None:
+    """With no inline budget at all, every claim and find is interrupted on the loop's
+    thread and runs again on the worker: none fails, none is applied twice."""
+    await sqlite_store.ensure_indexes([THINGS])
+    things = sqlite_store.collection(THINGS)
+    await things.insert_many([{"thing_id": f"t{i:04d}", "dataset_id": "d", "job_index": i,
+                               "status": "queued", "priority": i} for i in range(400)])
+    monkeypatch.setattr(sqlite_module, "INLINE_BUDGET_S", 0.0)
+
+    async def claimer(n: int) -> list[str]:
+        got = []
+        for _ in range(20):
+            doc = await things.update_one({"status": "queued"},
+                                          {"$set": {"status": "processing", "by": n}},
+                                          sort=[("priority", -1)])
+            assert doc is not None
+            got.append(doc["thing_id"])
+            assert len(await things.find({"status": "queued"}, limit=3)) == 3
+        return got
+
+    claimed = [t for got in await asyncio.gather(*(claimer(n) for n in range(16))) for t in got]
+    assert len(claimed) == len(set(claimed)) == 320
+    assert await things.count({"status": "processing"}) == 320
