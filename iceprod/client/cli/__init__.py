@@ -76,7 +76,7 @@ def build_parser() -> argparse.ArgumentParser:
     grids.add_grid_commands(sub)
     tasks.add_operator_commands(sub)
     auth.add_token_commands(sub)
-    admin.add_admin_commands(sub)
+    admin.add_admin_commands(sub, facility.add_admin_facility)
     facility.add_facility_commands(sub)
     return parser
 
