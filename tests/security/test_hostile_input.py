@@ -105,7 +105,8 @@ def ids(server: Server, clients: dict[str, httpx.Client]) -> dict[str, str]:
     return {**world, "role_name": "hostile-role", "group_id": group_id,
             "group_name": "hostile-group", "user_id": r.json()["result"],
             "new_name": "hostile-new", "username": "alice", "status": "suspended",
-            "name": "a", "node": "hostile-node"}
+            "name": "a", "node": "hostile-node", "group": "hostile-group", "year": "2026",
+            "month": "11"}
 
 
 # -- what the store holds ------------------------------------------------------------------

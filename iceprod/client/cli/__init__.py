@@ -80,7 +80,7 @@ def build_parser() -> argparse.ArgumentParser:
     grids.add_grid_commands(sub)
     tasks.add_operator_commands(sub)
     auth.add_token_commands(sub)
-    admin.add_admin_commands(sub)
+    admin.add_admin_commands(sub, projects.add_admin_facility)
     audit.add_audit_command(sub)
     projects.add_facility_commands(sub)
     return parser

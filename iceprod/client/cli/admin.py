@@ -10,7 +10,6 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from iceprod.client.api import Doc
-from iceprod.client.cli import projects
 from iceprod.client.cli.context import EXIT_CODES, Context, short
 from iceprod.client.cli.parsing import Command, common_options
 from iceprod.client.errors import UsageError
@@ -305,15 +304,17 @@ class _Parsers:
         return p
 
 
-def add_admin_commands(sub: Any) -> None:
-    """`iceprod admin users|groups|roles|rules|maintenance ...`."""
+def add_admin_commands(sub: Any, *more: Callable[[Any], None]) -> None:
+    """`iceprod admin users|groups|roles|rules|maintenance ...`; each of ``more`` adds kinds
+    of its own with the same parser builder (``_Parsers``)."""
     parsers = _Parsers(sub, common_options, EXIT_CODES)
     _users_parsers(parsers)
     _groups_parsers(parsers)
     _roles_parsers(parsers)
     _rules_parsers(parsers)
     _maintenance_parsers(parsers)
-    projects.add_admin_facility(parsers)
+    for add in more:
+        add(parsers)
 
 
 def _user_arg(p: Any) -> Any:

@@ -29,6 +29,9 @@ from iceprod.server.scheduler.materialize import materialize_all
 log = logging.getLogger(__name__)
 
 LEASE = "scheduler"
+ARCHIVE_BATCH = 10
+"""Datasets the archive policy archives per round at most, so a backlog never holds up the
+scheduler's other duties for long."""
 
 
 class Scheduler:
@@ -107,10 +110,13 @@ class Scheduler:
                 or now - self.last_archive < cfg.archive_interval:
             return
         self.last_archive = now
-        sel = archive.Selection(older_than_days=cfg.archive_after_days, logs=cfg.archive_logs)
+        sel = archive.Selection(older_than_days=cfg.archive_after_days, logs=cfg.archive_logs,
+                                limit=ARCHIVE_BATCH)
         done = await archive.run(self.db, sel, cfg.data_dir, self.remove_files)
         if done["changed"]:
             log.info("archive policy: archived %d dataset(s)", done["changed"])
+        if done["matched"] >= ARCHIVE_BATCH:
+            self.last_archive = 0.0  # a backlog: the next round goes on with it
 
     async def run(self, stop: asyncio.Event) -> None:
         """Rounds until ``stop``; then (also when cancelled) the lease is released, so a
