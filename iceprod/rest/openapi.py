@@ -58,6 +58,8 @@ INDEX: Schema = {"type": "integer", "minimum": 0, "maximum": MAX_INDEX}
 NUM: Schema = {"type": "integer", "minimum": 1, "maximum": MAX_LOGS,
                "description": "at most this many"}
 FLAG: Schema = {"type": "boolean"}
+TIME: Schema = {"type": "string", "format": "date-time",
+                "description": "an ISO-8601 / RFC 3339 time, e.g. 2026-11-29T18:00:00Z"}
 ORDER: Schema = {"type": "string", "enum": ["asc", "desc"], "description": "by time"}
 PAGE: dict[str, Schema] = {"keys": KEYS, "limit": LIMIT, "after": AFTER}
 """What ``APIHandler.list_page`` reads."""

@@ -155,7 +155,7 @@ def test_files_by_filename_and_by_job_and_task_name(alice: httpx.Client,
     (later,) = alice.get(f"/datasets/{ds}/files/{t1}").json()["files"]
     assert later["filename"] == "gsiftp://x/later.i3" and later["movement"] == "output"
     # refused: both names disagreeing, half a task reference, no name at all
-    for body, field in (({"filename": "a", "remote": "b"}, "filename"),
+    for body, field in (({"filename": "a", "remote": "b"}, ""),
                         ({"filename": "a", "job_index": 0}, "task_name"),
                         ({"local": "x"}, "")):
         r = alice.post(f"/datasets/{ds}/files", json=body)

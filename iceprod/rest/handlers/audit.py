@@ -9,9 +9,9 @@ from datetime import UTC, datetime
 from iceprod.common.errors import Invalid
 from iceprod.common.timeutil import iso
 from iceprod.rest.base import MAX_LIMIT_ARG, APIHandler, requires
-from iceprod.rest.openapi import AFTER, LIMIT, TEXT, query
+from iceprod.rest.openapi import AFTER, LIMIT, TEXT, TIME, query
 
-FILTERS = {"username": TEXT, "action": TEXT, "since": TEXT, "until": TEXT}
+FILTERS = {"username": TEXT, "action": TEXT, "since": TIME, "until": TIME}
 
 
 class AuditBase(APIHandler):
@@ -21,7 +21,7 @@ class AuditBase(APIHandler):
         if not raw:
             return None
         try:
-            when = datetime.fromisoformat(raw.replace("Z", "+00:00").replace("z", "+00:00"))
+            when = datetime.fromisoformat(raw.upper().replace("Z", "+00:00"))
         except ValueError:
             raise Invalid(f"{name}: expected an ISO-8601 time such as 2026-11-29T18:00:00Z",
                           field=name) from None

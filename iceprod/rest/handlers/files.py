@@ -22,12 +22,8 @@ TASK_FILE_BODY = body("files_task_file")
 
 
 def file_url(b: Doc) -> str:
-    """The file's URL: `filename` (IceProd) or its alias `remote`; both must agree."""
-    filename, remote = b.get("filename"), b.get("remote")
-    if filename and remote and filename != remote:
-        raise Invalid("filename: differs from remote (give one, or the same URL)",
-                      field="filename")
-    return str(filename or remote)
+    """The file's URL: `filename` (IceProd) or its alias `remote` (the schema takes one)."""
+    return str(b.get("filename") or b.get("remote"))
 
 
 class FileHandler(APIHandler):
