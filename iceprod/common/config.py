@@ -171,6 +171,11 @@ class ServerConfig:
     file_store: str | None = None
     grid_interval: float = 10.0
     public_url: str | None = None
+    # events (iceprod.core.events): how often each process reads the store's events log
+    # for changes made by other processes (its own are read at once), and how long the log
+    # keeps them
+    events_poll_interval: float = 0.5
+    events_keep_seconds: float = 86400.0
     # the operator account: a local grid without isolation runs only its datasets
     # (README "Isolation"); default: the OS account the server runs as
     operator: str = field(default_factory=lambda: _os_user())
@@ -221,6 +226,8 @@ class ServerConfig:
             file_store=_env_str("ICEPROD_FILE_STORE"),
             grid_interval=_env_float("ICEPROD_GRID_INTERVAL", 10.0),
             public_url=_env_str("ICEPROD_URL"),
+            events_poll_interval=_env_float("ICEPROD_EVENTS_POLL_INTERVAL", 0.5),
+            events_keep_seconds=_env_float("ICEPROD_EVENTS_KEEP_SECONDS", 86400.0),
             operator=_env_str("ICEPROD_OPERATOR") or _os_user(),
             trusted_proxies=trusted_proxies(os.environ.get("ICEPROD_TRUSTED_PROXIES", "")),
             **_accounts_from_env(),

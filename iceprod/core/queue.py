@@ -29,7 +29,8 @@ async def refresh_priorities(db: Database, group_weights: Mapping[str, float]) -
 
 
 async def queue_tasks(db: Database, queue_max: int, group_weights: Mapping[str, float],
-                      num: int | None = None, score: Mapping[str, float] | None = None) -> int:
+                      num: int | None = None, score: Mapping[str, float] | None = None,
+                      queued_ids: list[str] | None = None) -> int:
     """Bring every dataset towards its share of ``queue_max`` queued slots and fill the
     rest; returns how many tasks were newly queued (at most ``num`` when given).
 
@@ -38,7 +39,8 @@ async def queue_tasks(db: Database, queue_max: int, group_weights: Mapping[str, 
        lowest-priority queued tasks (to waiting) down to their share;
     3. slots still free go to the datasets that had ready work, best score first.
 
-    ``score`` lets a caller that just computed the scores pass them in.
+    ``score`` lets a caller that just computed the scores pass them in; the ids of the
+    tasks queued are appended to ``queued_ids`` when given (for their events).
     """
     budget = num if num is not None else queue_max
     queued_now = await db.tasks.counts_by_dataset("queued")
@@ -54,7 +56,8 @@ async def queue_tasks(db: Database, queue_max: int, group_weights: Mapping[str, 
             if target[dataset_id] > 0:
                 has_more.append(dataset_id)
             continue
-        got = await db.tasks.queue_dataset(dataset_id, deficit, score[dataset_id])
+        got = await db.tasks.queue_dataset(dataset_id, deficit, score[dataset_id],
+                                           out=queued_ids)
         queued_now[dataset_id] = queued_now.get(dataset_id, 0) + got
         total += got
         if got == deficit:
@@ -64,7 +67,8 @@ async def queue_tasks(db: Database, queue_max: int, group_weights: Mapping[str, 
     for dataset_id in has_more:
         if room <= 0:
             break
-        got = await db.tasks.queue_dataset(dataset_id, room, score[dataset_id])
+        got = await db.tasks.queue_dataset(dataset_id, room, score[dataset_id],
+                                           out=queued_ids)
         queued_now[dataset_id] = queued_now.get(dataset_id, 0) + got
         total += got
         room -= got

@@ -9,6 +9,7 @@ from iceprod.db.auths import AuthsRepo
 from iceprod.db.backends import open_store
 from iceprod.db.config import ConfigRepo
 from iceprod.db.datasets import DatasetsRepo
+from iceprod.db.events import EventsRepo
 from iceprod.db.files import FilesRepo
 from iceprod.db.grids import GridsRepo
 from iceprod.db.groups import GroupsRepo
@@ -26,7 +27,7 @@ from iceprod.db.users import UsersRepo
 REPOSITORIES = (
     AuthsRepo, ConfigRepo, DatasetsRepo, FilesRepo, GridsRepo, JobsRepo, LogsRepo,
     PilotsRepo, SettingsRepo, TaskStatsRepo, TasksRepo,
-    GroupsRepo, RevocationsRepo, RolesRepo, UsersRepo,
+    GroupsRepo, RevocationsRepo, RolesRepo, UsersRepo, EventsRepo,
 )
 
 
@@ -55,6 +56,7 @@ class Database:
         self.revocations = RevocationsRepo(store)
         self.roles = RolesRepo(store)
         self.users = UsersRepo(store)
+        self.events = EventsRepo(store)
 
     @classmethod
     async def open(cls, db_url: str | None, data_dir: str) -> Database:

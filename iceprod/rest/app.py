@@ -16,6 +16,7 @@ from iceprod.rest.handlers import (
     auths,
     config,
     datasets,
+    events,
     files,
     filestore,
     grids,
@@ -35,7 +36,7 @@ from iceprod.rest.openapi import handler_methods, template
 
 HANDLER_MODULES: tuple[ModuleType, ...] = (
     system, datasets, config, jobs, tasks, task_stats, logs, files, filestore, grids, pilots,
-    roles, groups, users, login, auths,
+    roles, groups, users, login, auths, events,
 )
 
 

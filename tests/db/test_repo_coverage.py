@@ -134,6 +134,13 @@ COVERED: dict[str, tuple[str, ...]] = {
     "TasksRepo.counts_by_status": ("test_task_counts_and_ids_by_status",),
     "TasksRepo.ids_by_status": ("test_task_counts_and_ids_by_status",),
     "TasksRepo.counts_by_name_status": ("test_counts_by_name_status_in_task_index_order",),
+    "EventsRepo.reserve": ("test_events_append_since_and_prune",),
+    "EventsRepo.append": ("test_events_append_since_and_prune",),
+    "EventsRepo.since": ("test_events_append_since_and_prune",),
+    "EventsRepo.between": ("test_events_append_since_and_prune",),
+    "EventsRepo.last_seq": ("test_events_append_since_and_prune",),
+    "EventsRepo.first_seq": ("test_events_append_since_and_prune",),
+    "EventsRepo.prune": ("test_events_append_since_and_prune",),
     "TasksRepo.stats_by_name": ("test_stats_by_name_and_efficiency",
                                 "test_stats_by_name_through_complete_and_reset"),
 }

@@ -6,9 +6,10 @@ from __future__ import annotations
 from iceprod.common.errors import Conflict
 from iceprod.common.ids import new_id
 from iceprod.common.timeutil import iso
+from iceprod.core.taskflow import wait_for_demand
 from iceprod.rest.base import APIHandler, requires
 from iceprod.rest.handlers.schemas import body
-from iceprod.rest.openapi import KEYS, PAGE, TEXT, query
+from iceprod.rest.openapi import KEYS, PAGE, TEXT, Schema, query
 
 CREATE_BODY = body("grids_create")
 PUT_BODY = body("grids_put")
@@ -61,13 +62,26 @@ class GridHandler(APIHandler):
         self.write_json(await self.db.grids.get(grid_id))
 
 
+WAIT: Schema = {"type": "integer", "minimum": 0, "maximum": 20,
+                "description": "seconds to wait for tasks to be queued (long poll)"}
+SEQ: Schema = {"type": "integer", "minimum": 0,
+               "description": "the `seq` of a previous answer: wait for tasks queued after it"}
+
+
 class DemandHandler(APIHandler):
+    @query(wait=WAIT, after=SEQ)
     @requires("grid")
     async def get(self) -> None:
         """Queued tasks grouped by requirements, largest groups first:
-        `{groups: [{requirements: {cpu, gpu, memory, disk, time, site}, count}]}`; what a
-        grid manager sizes its pilots from."""
-        self.write_json({"groups": await self.db.tasks.demand()})
+        `{groups: [{requirements: {cpu, gpu, memory, disk, time, site}, count}], seq}`;
+        what a grid manager sizes its pilots from. With `wait=s` (at most 20) the answer
+        waits until tasks are queued after event `after` (the previous answer's `seq`), or,
+        without `after`, while there is no demand at all; `seq` is the event sequence of
+        the last queued task this server has seen."""
+        wait = self.int_arg("wait", 0, maximum=20) or 0
+        after = self.int_arg("after", None, maximum=2**62)
+        groups = await wait_for_demand(self.db, self.ctx.events, wait, after)
+        self.write_json({"groups": groups, "seq": self.ctx.events.last_queued_seq})
 
 
 routes = [

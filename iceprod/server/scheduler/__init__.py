@@ -15,10 +15,13 @@ from collections.abc import Callable
 
 from iceprod.common.config import ServerConfig
 from iceprod.common.ids import new_id
+from iceprod.core.events import EventHub
 from iceprod.core.queue import queue_tasks, refresh_priorities
 from iceprod.core.rollup import rollup_all
 from iceprod.db import Database
-from iceprod.server.scheduler.materialize import materialize_all
+from iceprod.core.materialize import materialize_all
+from iceprod.core.taskflow import publish_queued
+from iceprod.db.store import Doc
 
 log = logging.getLogger(__name__)
 
@@ -29,8 +32,11 @@ class Scheduler:
     """One scheduler process's loop; ``tick`` does one round of every duty."""
 
     def __init__(self, db: Database, config: ServerConfig,
-                 on_round: Callable[[], None] | None = None) -> None:
+                 on_round: Callable[[], None] | None = None,
+                 events: EventHub | None = None) -> None:
         self.db = db
+        # where the round's changes are published (queued tasks wake waiting claims)
+        self.events = events
         self.config = config
         # called after each round done while holding the lease (a metrics counter), so a
         # watcher can tell "the scheduler looked and did nothing" from "it has not looked yet"
@@ -60,8 +66,14 @@ class Scheduler:
         if now - self.last_refresh >= cfg.priority_refresh:
             score = await refresh_priorities(self.db, cfg.group_weights)
             self.last_refresh = now
-        await queue_tasks(self.db, cfg.queue_max, cfg.group_weights, score=score)
-        await rollup_all(self.db)
+        queued: list[str] = []
+        await queue_tasks(self.db, cfg.queue_max, cfg.group_weights, score=score,
+                          queued_ids=queued)
+        await publish_queued(self.db, self.events, queued)
+        changes: list[Doc] = []
+        await rollup_all(self.db, changes)
+        if self.events is not None and changes:
+            await self.events.publish(changes)
         return True
 
     async def run(self, stop: asyncio.Event) -> None:

@@ -1,0 +1,157 @@
+"""Server-sent events: ``GET /events`` streams dataset, job and task state changes.
+
+Each event is
+
+    id: <seq>
+    event: task | job | dataset
+    data: {"seq", "type", "dataset_id", "job_id", "task_id", "name", "status", "prev_status",
+           "time"}
+
+(job and dataset events carry no task fields; job events no ``task_id``/``name``), in
+sequence order, filtered to the datasets the token may read (a share token: its dataset
+only), or to one dataset with ``dataset_id=`` (its id or number). A comment line
+(``: heartbeat``) goes out when nothing happened for ``heartbeat`` seconds (15). A client
+that reconnects with ``Last-Event-ID: <seq>`` gets every event after it from the store's
+events log first (when the log was pruned past it, a comment says so), then the live stream.
+The stream is the process's ``EventHub``, so events made by any process on the store arrive.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import re
+from typing import Any
+
+from tornado.iostream import StreamClosedError
+
+from iceprod.common.errors import Invalid
+from iceprod.core.events import Subscription, public_event
+from iceprod.db.auths import allows
+from iceprod.db.store import Doc
+from iceprod.rest.base import APIHandler, requires
+from iceprod.rest.openapi import TEXT, Schema, query
+
+HEARTBEAT = 15
+BACKLOG_BATCH = 500
+_SEQ = re.compile(r"[0-9]{1,18}")
+HEARTBEAT_ARG: Schema = {"type": "integer", "minimum": 1, "maximum": 60,
+                         "description": "seconds between heartbeat comments (15)"}
+
+
+class EventsHandler(APIHandler):
+    closed = False
+    sub: Subscription | None = None
+
+    def on_connection_close(self) -> None:
+        self.closed = True
+        if self.sub is not None:
+            self.sub.put(None)
+
+    @query(dataset_id=TEXT, heartbeat=HEARTBEAT_ARG)
+    @requires("read:datasets")
+    async def get(self) -> None:
+        """A `text/event-stream` of state changes (see the module docstring and the REST
+        page): `dataset_id=` filters to one dataset, `Last-Event-ID` resumes after an event,
+        `heartbeat=` sets the seconds between heartbeat comments."""
+        only = await self.only_dataset()
+        last = self.last_event_id()
+        heartbeat = self.int_arg("heartbeat", HEARTBEAT, minimum=1, maximum=60) or HEARTBEAT
+        self.readable: dict[str, bool] = {}
+        hub = self.ctx.events
+        self.sub = hub.subscribe()
+        self._transforms = []  # never gzip a stream: each event must leave at once
+        self.set_header("Content-Type", "text/event-stream; charset=utf-8")
+        self.set_header("Cache-Control", "no-cache")
+        self.set_header("X-Accel-Buffering", "no")
+        try:
+            await self.send(f"retry: 3000\n: stream from event {hub.cursor}\n\n")
+            sent = hub.cursor if last is None else await self.backlog(last, only, hub.cursor)
+            while not self.closed:
+                got = await self.sub.get(heartbeat)
+                if got is None:
+                    break  # dropped (too far behind) or the server stops: client resumes
+                if got is False:
+                    await self.send(": heartbeat\n\n")
+                    continue
+                assert isinstance(got, dict)
+                if int(got["seq"]) <= sent:
+                    continue
+                sent = int(got["seq"])
+                if await self.visible(got, only):
+                    await self.send(frame(got))
+        except StreamClosedError:
+            pass
+        finally:
+            self.sub.close()
+        with contextlib.suppress(StreamClosedError):
+            self.finish()
+
+    async def only_dataset(self) -> str | None:
+        """The dataset the stream is limited to: the query's, else a share token's."""
+        ref = self.get_argument("dataset_id", "")
+        scope = self.principal.scope or ""
+        if not ref and scope.startswith("dataset:"):
+            ref = scope.split(":")[1]
+        if not ref:
+            return None
+        dataset_id = await self.dataset_ref(ref)
+        await self.authorize_dataset(dataset_id, "read")
+        return dataset_id
+
+    def last_event_id(self) -> int | None:
+        raw = self.request.headers.get("Last-Event-ID")
+        if raw is None or raw.strip() == "":
+            return None
+        if not _SEQ.fullmatch(raw.strip()):
+            raise Invalid("Last-Event-ID: must be an event id (a sequence number)",
+                          field="Last-Event-ID")
+        return int(raw)
+
+    async def backlog(self, last: int, only: str | None, upto: int) -> int:
+        """Send the stored events after ``last`` up to the hub's cursor ``upto`` (what
+        the live stream will not repeat); answers the last sequence covered."""
+        first = await self.db.events.first_seq()
+        if first is not None and first > last + 1:
+            await self.send(f": events {last + 1}..{first - 1} were pruned\n\n")
+        cursor = last
+        while cursor < upto:
+            rows = await self.db.events.since(cursor, BACKLOG_BATCH,
+                                              dataset_ids=[only] if only else None)
+            for row in rows:
+                seq = int(row["seq"])
+                if seq > upto:
+                    return upto
+                cursor = seq
+                if await self.visible(row, only):
+                    await self.send(frame(row))
+            if len(rows) < BACKLOG_BATCH:
+                break
+        return max(cursor, upto)
+
+    async def visible(self, event: Doc, only: str | None) -> bool:
+        dataset_id = event.get("dataset_id")
+        if not isinstance(dataset_id, str):
+            return False
+        if only is not None:
+            return dataset_id == only
+        p = self.principal
+        if p.privileged:
+            return True
+        if dataset_id not in self.readable:
+            rules = await self.db.auths.find(dataset_id)
+            self.readable[dataset_id] = rules is not None and allows(
+                rules, "read", p.username, p.groups)
+        return self.readable[dataset_id]
+
+    async def send(self, text: str) -> None:
+        self.write(text)
+        await self.flush()
+
+
+def frame(event: Doc) -> str:
+    data: dict[str, Any] = public_event(event)
+    return f"id: {data['seq']}\nevent: {data['type']}\ndata: {json.dumps(data)}\n\n"
+
+
+routes = [(r"/events", EventsHandler)]
