@@ -18,6 +18,17 @@ def _env_float(name: str, default: float) -> float:
     return float(raw) if raw not in (None, "") else default
 
 
+def _env_flag(name: str, default: bool) -> bool:
+    raw = (os.environ.get(name) or "").strip().lower()
+    if not raw:
+        return default
+    if raw in ("1", "true", "yes", "on"):
+        return True
+    if raw in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(f"{name}: expected 1/0 (true/false), got {raw!r}")
+
+
 def _env_int(name: str, default: int) -> int:
     raw = os.environ.get(name)
     return int(raw) if raw not in (None, "") else default
@@ -175,6 +186,9 @@ class ServerConfig:
     # for changes made by other processes (its own are read at once), and how long the log
     # keeps them
     events_poll_interval: float = 0.5
+    # a config PUT materializes and queues the dataset's first batch at once (off: the
+    # scheduler's round does, as for a server whose tests build jobs and tasks by hand)
+    materialize_on_put: bool = True
     events_keep_seconds: float = 86400.0
     # the operator account: a local grid without isolation runs only its datasets
     # (README "Isolation"); default: the OS account the server runs as
@@ -227,6 +241,7 @@ class ServerConfig:
             grid_interval=_env_float("ICEPROD_GRID_INTERVAL", 10.0),
             public_url=_env_str("ICEPROD_URL"),
             events_poll_interval=_env_float("ICEPROD_EVENTS_POLL_INTERVAL", 0.5),
+            materialize_on_put=_env_flag("ICEPROD_MATERIALIZE_ON_PUT", True),
             events_keep_seconds=_env_float("ICEPROD_EVENTS_KEEP_SECONDS", 86400.0),
             operator=_env_str("ICEPROD_OPERATOR") or _os_user(),
             trusted_proxies=trusted_proxies(os.environ.get("ICEPROD_TRUSTED_PROXIES", "")),

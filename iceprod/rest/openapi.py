@@ -59,6 +59,12 @@ NUM: Schema = {"type": "integer", "minimum": 1, "maximum": MAX_LOGS,
                "description": "at most this many"}
 FLAG: Schema = {"type": "boolean"}
 ORDER: Schema = {"type": "string", "enum": ["asc", "desc"], "description": "by time"}
+WAIT: Schema = {"type": "integer", "minimum": 0, "maximum": 20,
+                "description": "seconds to wait for tasks to be queued (long poll)"}
+SEQ: Schema = {"type": "integer", "minimum": 0,
+               "description": "an event sequence number (a previous answer's `seq`)"}
+HEARTBEAT: Schema = {"type": "integer", "minimum": 1, "maximum": 60,
+                     "description": "seconds between heartbeat comments (15)"}
 PAGE: dict[str, Schema] = {"keys": KEYS, "limit": LIMIT, "after": AFTER}
 """What ``APIHandler.list_page`` reads."""
 

@@ -30,7 +30,7 @@ class Stream:
 
     def __init__(self, url: str, token: str, params: dict[str, Any] | None = None,
                  last_id: str | None = None) -> None:
-        headers = {"Authorization": f"Bearer {token}"}
+        headers = {"Authorization": f"Bearer {token}", "Accept": "text/event-stream"}
         if last_id is not None:
             headers["Last-Event-ID"] = last_id
         self.client = httpx.Client(base_url=url, timeout=httpx.Timeout(30, read=60))
@@ -211,6 +211,19 @@ def test_events_drive_the_work_and_the_stream_sees_every_change(rest: Server) ->
     assert {d["dataset_id"] for _, _, d in theirs} == {other}
     assert [(d["prev_status"], d["status"]) for _, k, d in theirs if k == "task"] == \
         [("queued", "processing"), ("processing", "complete")]
+
+    # without `Accept: text/event-stream`: one JSON page, a poll, filtered the same way
+    share_c = rest.client(share)
+    where = share_c.get("/events").json()
+    assert where["events"] == [] and where["last_event_id"] >= int(theirs[-1][0])
+    page = share_c.get("/events", params={"since": 0}).json()
+    # the stream opened after `other` was submitted; the poll from 0 has its queueing too
+    assert {e["dataset_id"] for e in page["events"]} == {other}
+    assert (page["events"][0]["prev_status"], page["events"][0]["status"]) == \
+        ("waiting", "queued")
+    assert [e["seq"] for e in page["events"][1:]] == [d["seq"] for _, _, d in theirs]
+    assert rest.client(rest.token("bob", ["user"], ["astro"])).get(
+        "/events", params={"dataset_id": ds}).status_code == 403
 
 
 def test_a_second_rest_process_delivers_what_the_first_caused(rest: Server) -> None:

@@ -120,6 +120,7 @@ OURS_ONLY: dict[tuple[str, str], str] = {
     ("POST", "/users/{user_id}/actions/revoke_tokens"): "revoke every token a user holds",
     ("GET", "/token/{username}"): "exchange an external OpenID provider's token for ours",
     ("GET", "/task_demand"): "a grid manager reads queued tasks grouped by requirements",
+    ("GET", "/events"): "a server-sent event stream of dataset, job and task state changes",
     ("PUT", "/grids/{grid_id}"): "a grid manager registers its grid under a stable id",
 }
 

@@ -40,8 +40,9 @@ class ConfigHandler(APIHandler):
             await self.db.datasets.set_fields(dataset_id, settings)
         # the first batch now, not at the scheduler's next round (issue 13)
         c = self.ctx.config
-        await materialize_now(self.db, self.ctx.events, dataset_id, c.materialize_buffer,
-                              c.materialize_batch, c.queue_max, c.group_weights)
+        if c.materialize_on_put:
+            await materialize_now(self.db, self.ctx.events, dataset_id, c.materialize_buffer,
+                                  c.materialize_batch, c.queue_max, c.group_weights)
         self.write_json({})
 
     async def may_read(self, dataset_id: str) -> bool:

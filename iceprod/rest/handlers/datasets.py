@@ -5,6 +5,7 @@ from __future__ import annotations
 from iceprod.common.errors import Forbidden, Invalid
 from iceprod.common.ids import new_id
 from iceprod.common.timeutil import iso
+from iceprod.core.events import dataset_event
 from iceprod.core.rollup import cascade_dataset
 from iceprod.db.store import Doc
 from iceprod.rest.auth.tokens import Principal
@@ -124,10 +125,12 @@ class DatasetStatusHandler(APIHandler):
         unfinished jobs and tasks; resuming sends suspended tasks back to waiting."""
         old = await self.db.datasets.get(dataset_id, keys=["status"])
         status = self.body["status"]
-        await self.db.datasets.set_status(dataset_id, status)
+        doc = await self.db.datasets.set_status(dataset_id, status)
         changed = 0
         if status != old["status"]:
             changed = await cascade_dataset(self.db, dataset_id, status)
+            await self.ctx.events.publish([dataset_event(
+                dataset_id, status, old["status"], doc.get("status_changed", ""))])
         self.write_json({"tasks_changed": changed})
 
 

@@ -1,4 +1,6 @@
-"""Server-sent events: ``GET /events`` streams dataset, job and task state changes.
+"""Server-sent events: ``GET /events`` streams dataset, job and task state changes to a
+client that asks for ``Accept: text/event-stream`` (any other client gets one JSON page of
+the events after ``since=``, a poll).
 
 Each event is
 
@@ -30,13 +32,11 @@ from iceprod.core.events import Subscription, public_event
 from iceprod.db.auths import allows
 from iceprod.db.store import Doc
 from iceprod.rest.base import APIHandler, requires
-from iceprod.rest.openapi import TEXT, Schema, query
+from iceprod.rest.openapi import HEARTBEAT, SEQ, TEXT, query
 
-HEARTBEAT = 15
+DEFAULT_HEARTBEAT = 15
 BACKLOG_BATCH = 500
 _SEQ = re.compile(r"[0-9]{1,18}")
-HEARTBEAT_ARG: Schema = {"type": "integer", "minimum": 1, "maximum": 60,
-                         "description": "seconds between heartbeat comments (15)"}
 
 
 class EventsHandler(APIHandler):
@@ -48,16 +48,22 @@ class EventsHandler(APIHandler):
         if self.sub is not None:
             self.sub.put(None)
 
-    @query(dataset_id=TEXT, heartbeat=HEARTBEAT_ARG)
+    @query(dataset_id=TEXT, heartbeat=HEARTBEAT, since=SEQ)
     @requires("read:datasets")
     async def get(self) -> None:
-        """A `text/event-stream` of state changes (see the module docstring and the REST
-        page): `dataset_id=` filters to one dataset, `Last-Event-ID` resumes after an event,
-        `heartbeat=` sets the seconds between heartbeat comments."""
+        """With `Accept: text/event-stream`, a stream of state changes (see the module
+        docstring and the events page): `dataset_id=` filters to one dataset,
+        `Last-Event-ID` resumes after an event, `heartbeat=` sets the seconds between
+        heartbeat comments. Otherwise one JSON answer, `{"events": [...], "last_event_id"}`:
+        the events after `since=` (or `Last-Event-ID`), at most 500 (a poll)."""
+        self.readable: dict[str, bool] = {}
         only = await self.only_dataset()
         last = self.last_event_id()
-        heartbeat = self.int_arg("heartbeat", HEARTBEAT, minimum=1, maximum=60) or HEARTBEAT
-        self.readable: dict[str, bool] = {}
+        if "text/event-stream" not in self.request.headers.get("Accept", ""):
+            await self.poll(only, last)
+            return
+        heartbeat = self.int_arg("heartbeat", DEFAULT_HEARTBEAT, minimum=1, maximum=60) \
+            or DEFAULT_HEARTBEAT
         hub = self.ctx.events
         self.sub = hub.subscribe()
         self._transforms = []  # never gzip a stream: each event must leave at once
@@ -66,6 +72,7 @@ class EventsHandler(APIHandler):
         self.set_header("X-Accel-Buffering", "no")
         try:
             await self.send(f"retry: 3000\n: stream from event {hub.cursor}\n\n")
+            self.ctx.metrics.inc("iceprod_event_streams_total", help="event streams opened")
             sent = hub.cursor if last is None else await self.backlog(last, only, hub.cursor)
             while not self.closed:
                 got = await self.sub.get(heartbeat)
@@ -98,6 +105,21 @@ class EventsHandler(APIHandler):
         dataset_id = await self.dataset_ref(ref)
         await self.authorize_dataset(dataset_id, "read")
         return dataset_id
+
+    async def poll(self, only: str | None, last: int | None) -> None:
+        """The answer to a client that did not ask for a stream: the events after `since`
+        (or `Last-Event-ID`) it may read, at most `BACKLOG_BATCH`, as JSON `{"events":
+        [...], "last_event_id": seq}` (without either: none, and where the log is now)."""
+        since = self.int_arg("since", None, maximum=10**18)
+        since = last if since is None else since
+        if since is None:
+            self.write_json({"events": [], "last_event_id": self.ctx.events.cursor})
+            return
+        rows = await self.db.events.since(since, BACKLOG_BATCH,
+                                          dataset_ids=[only] if only else None)
+        seen = [public_event(r) for r in rows if await self.visible(r, only)]
+        end = int(rows[-1]["seq"]) if rows else since
+        self.write_json({"events": seen, "last_event_id": end})
 
     def last_event_id(self) -> int | None:
         raw = self.request.headers.get("Last-Event-ID")

@@ -9,7 +9,7 @@ from iceprod.common.timeutil import iso
 from iceprod.core.taskflow import wait_for_demand
 from iceprod.rest.base import APIHandler, requires
 from iceprod.rest.handlers.schemas import body
-from iceprod.rest.openapi import KEYS, PAGE, TEXT, Schema, query
+from iceprod.rest.openapi import KEYS, PAGE, SEQ, TEXT, WAIT, query
 
 CREATE_BODY = body("grids_create")
 PUT_BODY = body("grids_put")
@@ -60,12 +60,6 @@ class GridHandler(APIHandler):
                 return
         await self.db.grids.set_fields(grid_id, fields)
         self.write_json(await self.db.grids.get(grid_id))
-
-
-WAIT: Schema = {"type": "integer", "minimum": 0, "maximum": 20,
-                "description": "seconds to wait for tasks to be queued (long poll)"}
-SEQ: Schema = {"type": "integer", "minimum": 0,
-               "description": "the `seq` of a previous answer: wait for tasks queued after it"}
 
 
 class DemandHandler(APIHandler):

@@ -6,6 +6,7 @@ from typing import Any
 
 from iceprod.common.ids import new_id
 from iceprod.common.timeutil import iso
+from iceprod.core.events import job_event
 from iceprod.core.rollup import cascade_job
 from iceprod.rest.base import APIHandler, requires
 from iceprod.rest.handlers.schemas import MAX_INDEX, body
@@ -48,6 +49,8 @@ class DatasetJobStatusHandler(APIHandler):
         changed = 0
         if status != old["status"]:
             changed = await cascade_job(self.db, job, status)
+            await self.ctx.events.publish([job_event(job, status, old["status"],
+                                                     job.get("status_changed", ""))])
         self.write_json({"tasks_changed": changed})
 
 

@@ -19,8 +19,8 @@ from iceprod.common.ids import new_id
 from iceprod.common.reasons import classify
 from iceprod.common.states import statuses
 from iceprod.common.timeutil import iso
-from iceprod.core.queue import queue_tasks
 from iceprod.core.events import task_event
+from iceprod.core.queue import queue_tasks
 from iceprod.core.rollup import cascade_dataset, rollup_job
 from iceprod.core.taskflow import claim_waiting, complete_task, publish_queued
 from iceprod.db import Database
@@ -81,8 +81,16 @@ class DatasetTaskStatusHandler(APIHandler):
     @requires("write:datasets", dataset="write", body=STATUS_BODY)
     async def put(self, dataset_id: str, task_id: str) -> None:
         """Set a task's status (state machine; illegal -> 409)."""
-        await self.db.tasks.set_status(task_id, self.body["status"], dataset_id=dataset_id)
+        old = await self.db.tasks.get_in(task_id, {"dataset_id": dataset_id}, ["status"])
+        doc = await self.db.tasks.set_status(task_id, self.body["status"], dataset_id=dataset_id)
+        await publish_change(self, doc, old.get("status"))
         self.write_json({})
+
+
+async def publish_change(h: APIHandler, doc: Doc, prev: str | None) -> None:
+    """The event of one task's status set by hand (none when it did not change)."""
+    if doc.get("status") != prev:
+        await h.ctx.events.publish([task_event(doc, prev)])
 
 
 class TaskSummariesHandler(APIHandler):
@@ -242,7 +250,11 @@ class TaskHandler(OwnershipMixin, APIHandler):
     @requires("internal", body=PATCH_BODY)
     async def patch(self, task_id: str) -> None:
         """Update a task (internal); a status change follows the state machine."""
-        self.write_json(await self.db.tasks.patch(task_id, self.body))
+        old = await self.db.tasks.get(task_id, ["status"]) if "status" in self.body else None
+        doc = await self.db.tasks.patch(task_id, self.body)
+        if old is not None:
+            await publish_change(self, doc, old.get("status"))
+        self.write_json(doc)
 
 
 class ProcessHandler(OwnershipMixin, APIHandler):
@@ -277,6 +289,9 @@ class ProcessHandler(OwnershipMixin, APIHandler):
         if tasks:
             self.ctx.metrics.inc("iceprod_tasks_claimed_total", help="tasks handed to pilots",
                                  amount=len(tasks))
+        else:
+            self.ctx.metrics.inc("iceprod_claims_empty_total",
+                                 help="claims that found no task (after waiting, if asked)")
         if "max_tasks" in b:
             self.write_json({"tasks": tasks})
             return

@@ -88,6 +88,7 @@ NUMERIC = ("cpu", "gpu", "memory", "disk", "time")
 LIVE = ["submitted", "running"]
 FINAL = (GridJobState.COMPLETED, GridJobState.REMOVED)
 SUBMIT_GRACE = 60.0
+MIN_GAP = 0.5  # seconds between rounds woken by queued tasks (a steady stream of them)
 """Seconds a fresh pilot may be missing from the backend's list (a batch system may not
 list a job at once) before it counts as lost."""
 TIME_MARGIN_HOURS = 0.1
@@ -250,6 +251,8 @@ class GridManager:
         chosen = chosen_grids(grids, only)
         base = Path(config.data_dir).resolve() / "grids"  # pilots run elsewhere: absolute
         self.grids = [GridState(g, make_plugin(g, base / g.name)) for g in chosen]
+        self.seq = 0  # the event sequence of the last queued task the server told of
+        self.demand_waits = True
 
     async def run(self, stop: asyncio.Event) -> None:
         """Rounds until ``stop``; then each backend is closed (local pilots stop)."""
@@ -263,13 +266,43 @@ class GridManager:
         try:
             while not stop.is_set():
                 await self.round()
-                try:
-                    await asyncio.wait_for(stop.wait(), self.interval)
-                except TimeoutError:
-                    pass
+                await self.pause(stop)
         finally:
             await self.close()
             await self.api.aclose()
+
+    async def pause(self, stop: asyncio.Event) -> None:
+        """Until the next round: ``interval`` seconds, or less when tasks are queued
+        (``GET /task_demand?wait=&after=``: the server answers when it sees tasks queued
+        after the last answer's event ``seq``), never sooner than ``MIN_GAP`` after the
+        last round. A server that does not wait (no ``seq`` in its answer) gets the plain
+        interval."""
+        started = time.monotonic()
+        stopping = asyncio.ensure_future(stop.wait())
+        try:
+            if self.demand_waits:
+                demand = asyncio.ensure_future(
+                    self.api.grids.wait_demand(self.seq, min(self.interval, 20.0)))
+                await asyncio.wait({demand, stopping}, timeout=self.interval + 5,
+                                   return_when=asyncio.FIRST_COMPLETED)
+                if not demand.done():
+                    demand.cancel()
+                    await asyncio.gather(demand, return_exceptions=True)
+                elif demand.exception() is None and "seq" in demand.result():
+                    self.seq = int(demand.result()["seq"])
+                else:
+                    if demand.exception() is None:
+                        self.demand_waits = False  # an older server: plain intervals
+                    left = self.interval - (time.monotonic() - started)
+                    if left > 0:
+                        await asyncio.wait({stopping}, timeout=left)
+                gap = MIN_GAP - (time.monotonic() - started)
+                if gap > 0 and not stop.is_set():
+                    await asyncio.wait({stopping}, timeout=gap)
+            else:
+                await asyncio.wait({stopping}, timeout=self.interval)
+        finally:
+            stopping.cancel()
 
     async def close(self) -> None:
         """Let each backend release what it holds (local pilots are stopped)."""

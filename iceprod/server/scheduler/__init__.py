@@ -16,11 +16,11 @@ from collections.abc import Callable
 from iceprod.common.config import ServerConfig
 from iceprod.common.ids import new_id
 from iceprod.core.events import EventHub
+from iceprod.core.materialize import materialize_all
 from iceprod.core.queue import queue_tasks, refresh_priorities
 from iceprod.core.rollup import rollup_all
-from iceprod.db import Database
-from iceprod.core.materialize import materialize_all
 from iceprod.core.taskflow import publish_queued
+from iceprod.db import Database
 from iceprod.db.store import Doc
 
 log = logging.getLogger(__name__)
