@@ -109,7 +109,7 @@ def grid_from_doc(doc: Mapping[str, Any]) -> GridConfig:
     return GridConfig(
         name=doc["name"], backend=doc["backend"], queue=doc.get("queue", ""),
         max_pilots=doc.get("max_pilots", 10), max_idle=doc.get("max_idle", 5),
-        max_per_cycle=doc.get("max_per_cycle", 5),
+        max_per_cycle=doc.get("max_per_cycle", 5), warm_pilots=doc.get("warm_pilots", 0),
         pilot_resources=dict(doc.get("pilot_resources") or {}), site=doc.get("site", ""),
         setup=doc.get("setup", ""), options=dict(doc.get("options") or {}),
     )
@@ -417,11 +417,17 @@ class GridManager:
         pilots = await self.live_pilots(g.grid_id)
         idle = sum(1 for p in pilots if p.get("status") == "submitted")
         room = min(grid.max_per_cycle, grid.max_pilots - len(pilots), grid.max_idle - idle)
-        if room <= 0 or not groups:
+        warm = min(grid.warm_pilots - len(pilots), room)
+        if room <= 0 or (not groups and warm <= 0):
             return 0
         used = _total(p.get("resources") or {} for p in pilots)
         capacity = g.plugin.capacity()
         sizes = self.plan(grid, groups, pilots, room, capacity, used)
+        if not sizes and warm > 0:  # no work: keep pilots ready for the next task
+            size = pilot_size(grid, {})
+            sizes = [size] * warm if within(capacity, used, size) else []
+            if not sizes:
+                return 0
         if not sizes:
             return 0
         specs = [await self.register_pilot(g, size) for size in sizes]
