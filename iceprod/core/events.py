@@ -150,9 +150,11 @@ class EventHub:
 
     # -- writing ---------------------------------------------------------------------------
 
-    async def publish(self, events: Iterable[Doc]) -> list[Doc]:
+    async def publish(self, events: Iterable[Doc], wait: bool = False) -> list[Doc]:
         """Append ``events`` to the store's log and have this process's reader look at
-        once; answers them with their sequence numbers once stored.
+        once. With ``wait``, answers them with their sequence numbers once stored;
+        otherwise at once (the request that made the change does not wait for its events;
+        they are stored in the order published).
 
         Batches published while an append is under way are appended together by the next
         one (one counter update and one insert for all of them), so under load the log
@@ -164,7 +166,12 @@ class EventHub:
         self._pending.append((batch, done))
         if self._writer is None or self._writer.done():
             self._writer = asyncio.create_task(self._write())
-        return await done
+        return await done if wait else []
+
+    async def flush(self) -> None:
+        """Wait until what was published so far is stored."""
+        while self._writer is not None and not self._writer.done():
+            await asyncio.shield(self._writer)
 
     async def _write(self) -> None:
         while self._pending:
@@ -192,6 +199,7 @@ class EventHub:
             self._task = asyncio.create_task(self._run())
 
     async def stop(self) -> None:
+        await self.flush()
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
