@@ -235,6 +235,9 @@ class GridState:
     plugin: GridPlugin
     grid_id: str = ""
     submitted_at: dict[str, float] = field(default_factory=dict)
+    # whether the last round left room for more pilots (a grid at its limits has nothing
+    # to do when tasks are queued, so it does not wake for them)
+    room: bool = True
 
 
 class GridManager:
@@ -275,12 +278,12 @@ class GridManager:
         """Until the next round: ``interval`` seconds, or less when tasks are queued
         (``GET /task_demand?wait=&after=``: the server answers when it sees tasks queued
         after the last answer's event ``seq``), never sooner than ``MIN_GAP`` after the
-        last round. A server that does not wait (no ``seq`` in its answer) gets the plain
-        interval."""
+        last round. Grids at their pilot limits, and a server that does not wait (no
+        ``seq`` in its answer), get the plain interval."""
         started = time.monotonic()
         stopping = asyncio.ensure_future(stop.wait())
         try:
-            if self.demand_waits:
+            if self.demand_waits and any(g.room for g in self.grids):
                 demand = asyncio.ensure_future(
                     self.api.grids.wait_demand(self.seq, min(self.interval, 20.0)))
                 await asyncio.wait({demand, stopping}, timeout=self.interval + 5,
@@ -418,6 +421,7 @@ class GridManager:
         idle = sum(1 for p in pilots if p.get("status") == "submitted")
         room = min(grid.max_per_cycle, grid.max_pilots - len(pilots), grid.max_idle - idle)
         warm = min(grid.warm_pilots - len(pilots), room)
+        g.room = room > 0
         if room <= 0 or (not groups and warm <= 0):
             return 0
         used = _total(p.get("resources") or {} for p in pilots)
