@@ -189,6 +189,9 @@ class ServerConfig:
     # a config PUT materializes and queues the dataset's first batch at once (off: the
     # scheduler's round does, as for a server whose tests build jobs and tasks by hand)
     materialize_on_put: bool = True
+    # the longest a claim or a demand read may wait for work (a load balancer's idle
+    # timeout must be longer); at most 20
+    max_wait: float = 20.0
     events_keep_seconds: float = 86400.0
     # the operator account: a local grid without isolation runs only its datasets
     # (README "Isolation"); default: the OS account the server runs as
@@ -242,6 +245,7 @@ class ServerConfig:
             public_url=_env_str("ICEPROD_URL"),
             events_poll_interval=_env_float("ICEPROD_EVENTS_POLL_INTERVAL", 0.5),
             materialize_on_put=_env_flag("ICEPROD_MATERIALIZE_ON_PUT", True),
+            max_wait=min(_env_float("ICEPROD_MAX_WAIT", 20.0), 20.0),
             events_keep_seconds=_env_float("ICEPROD_EVENTS_KEEP_SECONDS", 86400.0),
             operator=_env_str("ICEPROD_OPERATOR") or _os_user(),
             trusted_proxies=trusted_proxies(os.environ.get("ICEPROD_TRUSTED_PROXIES", "")),

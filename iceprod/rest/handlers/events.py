@@ -27,16 +27,17 @@ from typing import Any
 
 from tornado.iostream import StreamClosedError
 
-from iceprod.common.errors import Invalid
+from iceprod.common.errors import Invalid, NotFound
 from iceprod.core.events import Subscription, public_event
 from iceprod.db.auths import allows
 from iceprod.db.store import Doc
-from iceprod.rest.base import APIHandler, requires
+from iceprod.rest.base import DATASET_REF, APIHandler, requires
 from iceprod.rest.openapi import HEARTBEAT, SEQ, TEXT, query
 
 DEFAULT_HEARTBEAT = 15
 BACKLOG_BATCH = 500
 _SEQ = re.compile(r"[0-9]{1,18}")
+_REF = re.compile(DATASET_REF)
 
 
 class EventsHandler(APIHandler):
@@ -102,7 +103,12 @@ class EventsHandler(APIHandler):
             ref = scope.split(":")[1]
         if not ref:
             return None
+        if not _REF.fullmatch(ref):
+            raise Invalid("dataset_id: expected a 32-hex id or a dataset number",
+                          field="dataset_id")
         dataset_id = await self.dataset_ref(ref)
+        if await self.db.datasets.find(dataset_id) is None:
+            raise NotFound("dataset not found")
         await self.authorize_dataset(dataset_id, "read")
         return dataset_id
 

@@ -72,7 +72,7 @@ class DemandHandler(APIHandler):
         waits until tasks are queued after event `after` (the previous answer's `seq`), or,
         without `after`, while there is no demand at all; `seq` is the event sequence of
         the last queued task this server has seen."""
-        wait = self.int_arg("wait", 0, maximum=20) or 0
+        wait = min(self.int_arg("wait", 0, maximum=20) or 0, self.ctx.config.max_wait)
         after = self.int_arg("after", None, maximum=2**62)
         groups = await wait_for_demand(self.db, self.ctx.events, wait, after)
         self.write_json({"groups": groups, "seq": self.ctx.events.last_queued_seq})

@@ -279,7 +279,8 @@ class ProcessHandler(OwnershipMixin, APIHandler):
         tasks = await claim_waiting(
             self.db, self.ctx.events, b["requirements"], pilot_id,
             self.ctx.config.lease_seconds, dataset_ids=only,
-            max_tasks=b.get("max_tasks", 1), wait=b.get("wait", 0.0),
+            max_tasks=b.get("max_tasks", 1),
+            wait=min(b.get("wait", 0.0), self.ctx.config.max_wait),
             on_wait=lambda: self.ctx.metrics.inc(
                 "iceprod_claim_waits_total", help="claims that found nothing and waited"),
         )
