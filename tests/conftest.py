@@ -18,6 +18,9 @@ import pytest
 from iceprod.core.tokens import create_token
 
 SECRET = "test-secret-" + "x" * 20
+BY_HAND = {"ICEPROD_MATERIALIZE_ON_PUT": "0"}
+"""For servers whose tests build jobs and tasks by hand after a config PUT: the PUT then
+leaves materializing to a scheduler round (none runs with ``--only rest``)."""
 
 
 def free_port() -> int:
@@ -91,7 +94,7 @@ def start_server(data_dir: Path, env: dict[str, str] | None = None,
 @pytest.fixture(scope="session")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     # the REST suite drives every state by hand, so no scheduler runs beside it
-    srv = start_server(tmp_path_factory.mktemp("server"), args=["--only", "rest"])
+    srv = start_server(tmp_path_factory.mktemp("server"), env=BY_HAND, args=["--only", "rest"])
     yield srv
     srv.stop()
 

@@ -8,6 +8,7 @@ so change this file and regenerate; a test fails when the two drift apart.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import os
 import uuid
@@ -194,6 +195,30 @@ class AsyncClient:
     async def metrics(self) -> str:
         """`GET /metrics`: Prometheus text."""
         return (await self.send("GET", "/metrics")).text
+
+    async def events(self, *, dataset_id: str | None = None, last_event_id: str | None = None,
+                     ) -> AsyncIterator[Doc]:
+        """`GET /events`: each event's data (`seq`, `type`, `dataset_id`, ..., `status`,
+        `prev_status`, `time`) as it happens, resuming after `last_event_id`; ends when the
+        server ends the stream. A server without it raises `NotFound`."""
+        headers = {**self._auth_headers(), "Accept": "text/event-stream"}
+        if last_event_id is not None:
+            headers["Last-Event-ID"] = last_event_id
+        params = {"dataset_id": dataset_id} if dataset_id else None
+        timeout = httpx.Timeout(30, read=None)  # a quiet stream still sends heartbeats
+        async with self.http.stream("GET", "/events", params=params, headers=headers,
+                                    timeout=timeout) as response:
+            if not response.is_success:
+                await response.aread()
+                raise error_from_response(response, None)
+            data = ""
+            async for line in response.aiter_lines():
+                if line.startswith("data: "):
+                    data = line[6:]
+                elif line == "" and data:
+                    event: Doc = json.loads(data)
+                    data = ""
+                    yield event
 
 
 class AsyncGroup:
@@ -547,10 +572,27 @@ class AsyncTasks(AsyncGroup):
             return None
         return result
 
+    async def claim_many(self, resources: Resources, pilot_id: str, max_tasks: int, *,
+                         wait: float = 0.0) -> Sequence[Doc]:
+        """Claim up to `max_tasks` tasks that fit together in the free `resources` (one
+        request), waiting up to `wait` seconds (at most 20) for work when none is queued:
+        the tasks, possibly none. A server without these options answers `Invalid` (400)."""
+        body: Doc = {"requirements": dict(resources), "pilot_id": pilot_id,
+                     "max_tasks": max_tasks}
+        if wait > 0:
+            body["wait"] = wait
+        result: Doc = await self.client.request("POST", "/task_actions/process", body)
+        tasks: Sequence[Doc] = result["tasks"]
+        return tasks
+
     async def complete(self, task_id: str, instance_id: str, *, time_used: float | None = None,
-                       site: str | None = None) -> None:
-        """Report success (`time_used` in seconds). A stale `instance_id` raises `Conflict`."""
-        body = drop_none({"instance_id": instance_id, "time_used": time_used, "site": site})
+                       site: str | None = None, stats: Doc | None = None,
+                       log: Mapping[str, str] | None = None) -> None:
+        """Report success (`time_used` in seconds), with the run's `stats` and short logs
+        (`{stdout, stderr, stdlog}`, each at most 64 KiB) inline when given. A stale
+        `instance_id` raises `Conflict`."""
+        body = drop_none({"instance_id": instance_id, "time_used": time_used, "site": site,
+                          "stats": stats, "log": dict(log) if log else None})
         await self.client.request("POST", f"/tasks/{task_id}/task_actions/complete", body,
                                   idempotent=True)
 
@@ -824,6 +866,16 @@ class AsyncGrids(AsyncGroup):
         result: Doc = await self.client.request("GET", "/task_demand")
         groups: Sequence[Doc] = result["groups"]
         return groups
+
+    async def wait_demand(self, after: int | None, wait: float) -> Doc:
+        """`GET /task_demand?wait=`: answers `{groups, seq}` once tasks were queued after
+        event `after` (a previous answer's `seq`; None: once there is any demand), or
+        after `wait` seconds (at most 20)."""
+        params: Doc = {"wait": int(min(max(wait, 0), 20))}
+        if after is not None:
+            params["after"] = after
+        result: Doc = await self.client.request("GET", "/task_demand", params=params)
+        return result
 
 
 class AsyncPilots(AsyncGroup):

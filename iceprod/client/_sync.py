@@ -9,6 +9,7 @@ Generated from `_async.py` (the source of truth for both clients) by
 from __future__ import annotations
 
 import time
+import json
 import logging
 import os
 import uuid
@@ -195,6 +196,30 @@ class Client:
     def metrics(self) -> str:
         """`GET /metrics`: Prometheus text."""
         return (self.send("GET", "/metrics")).text
+
+    def events(self, *, dataset_id: str | None = None, last_event_id: str | None = None,
+               ) -> Iterator[Doc]:
+        """`GET /events`: each event's data (`seq`, `type`, `dataset_id`, ..., `status`,
+        `prev_status`, `time`) as it happens, resuming after `last_event_id`; ends when the
+        server ends the stream. A server without it raises `NotFound`."""
+        headers = {**self._auth_headers(), "Accept": "text/event-stream"}
+        if last_event_id is not None:
+            headers["Last-Event-ID"] = last_event_id
+        params = {"dataset_id": dataset_id} if dataset_id else None
+        timeout = httpx.Timeout(30, read=None)  # a quiet stream still sends heartbeats
+        with self.http.stream("GET", "/events", params=params, headers=headers,
+                              timeout=timeout) as response:
+            if not response.is_success:
+                response.read()
+                raise error_from_response(response, None)
+            data = ""
+            for line in response.iter_lines():
+                if line.startswith("data: "):
+                    data = line[6:]
+                elif line == "" and data:
+                    event: Doc = json.loads(data)
+                    data = ""
+                    yield event
 
 
 class Group:
@@ -548,10 +573,27 @@ class Tasks(Group):
             return None
         return result
 
+    def claim_many(self, resources: Resources, pilot_id: str, max_tasks: int, *,
+                   wait: float = 0.0) -> Sequence[Doc]:
+        """Claim up to `max_tasks` tasks that fit together in the free `resources` (one
+        request), waiting up to `wait` seconds (at most 20) for work when none is queued:
+        the tasks, possibly none. A server without these options answers `Invalid` (400)."""
+        body: Doc = {"requirements": dict(resources), "pilot_id": pilot_id,
+                     "max_tasks": max_tasks}
+        if wait > 0:
+            body["wait"] = wait
+        result: Doc = self.client.request("POST", "/task_actions/process", body)
+        tasks: Sequence[Doc] = result["tasks"]
+        return tasks
+
     def complete(self, task_id: str, instance_id: str, *, time_used: float | None = None,
-                 site: str | None = None) -> None:
-        """Report success (`time_used` in seconds). A stale `instance_id` raises `Conflict`."""
-        body = drop_none({"instance_id": instance_id, "time_used": time_used, "site": site})
+                 site: str | None = None, stats: Doc | None = None,
+                 log: Mapping[str, str] | None = None) -> None:
+        """Report success (`time_used` in seconds), with the run's `stats` and short logs
+        (`{stdout, stderr, stdlog}`, each at most 64 KiB) inline when given. A stale
+        `instance_id` raises `Conflict`."""
+        body = drop_none({"instance_id": instance_id, "time_used": time_used, "site": site,
+                          "stats": stats, "log": dict(log) if log else None})
         self.client.request("POST", f"/tasks/{task_id}/task_actions/complete", body,
                             idempotent=True)
 
@@ -825,6 +867,16 @@ class Grids(Group):
         result: Doc = self.client.request("GET", "/task_demand")
         groups: Sequence[Doc] = result["groups"]
         return groups
+
+    def wait_demand(self, after: int | None, wait: float) -> Doc:
+        """`GET /task_demand?wait=`: answers `{groups, seq}` once tasks were queued after
+        event `after` (a previous answer's `seq`; None: once there is any demand), or
+        after `wait` seconds (at most 20)."""
+        params: Doc = {"wait": int(min(max(wait, 0), 20))}
+        if after is not None:
+            params["after"] = after
+        result: Doc = self.client.request("GET", "/task_demand", params=params)
+        return result
 
 
 class Pilots(Group):

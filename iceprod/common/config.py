@@ -18,6 +18,17 @@ def _env_float(name: str, default: float) -> float:
     return float(raw) if raw not in (None, "") else default
 
 
+def _env_flag(name: str, default: bool) -> bool:
+    raw = (os.environ.get(name) or "").strip().lower()
+    if not raw:
+        return default
+    if raw in ("1", "true", "yes", "on"):
+        return True
+    if raw in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(f"{name}: expected 1/0 (true/false), got {raw!r}")
+
+
 def _env_int(name: str, default: int) -> int:
     raw = os.environ.get(name)
     return int(raw) if raw not in (None, "") else default
@@ -176,6 +187,17 @@ class ServerConfig:
     archive_after_days: float = 0.0
     archive_logs: str = "compress"
     archive_interval: float = 3600.0
+    # events (iceprod.core.events): how often each process reads the store's events log
+    # for changes made by other processes (its own are read at once), and how long the log
+    # keeps them
+    events_poll_interval: float = 0.5
+    # a config PUT materializes and queues the dataset's first batch at once (off: the
+    # scheduler's round does, as for a server whose tests build jobs and tasks by hand)
+    materialize_on_put: bool = True
+    # the longest a claim or a demand read may wait for work (a load balancer's idle
+    # timeout must be longer); at most 20
+    max_wait: float = 20.0
+    events_keep_seconds: float = 86400.0
     # the operator account: a local grid without isolation runs only its datasets
     # (README "Isolation"); default: the OS account the server runs as
     operator: str = field(default_factory=lambda: _os_user())
@@ -229,6 +251,10 @@ class ServerConfig:
             archive_after_days=_env_float("ICEPROD_ARCHIVE_AFTER_DAYS", 0.0),
             archive_logs=_archive_logs(os.environ.get("ICEPROD_ARCHIVE_LOGS", "compress")),
             archive_interval=_env_float("ICEPROD_ARCHIVE_INTERVAL", 3600.0),
+            events_poll_interval=_env_float("ICEPROD_EVENTS_POLL_INTERVAL", 0.5),
+            materialize_on_put=_env_flag("ICEPROD_MATERIALIZE_ON_PUT", True),
+            max_wait=min(_env_float("ICEPROD_MAX_WAIT", 20.0), 20.0),
+            events_keep_seconds=_env_float("ICEPROD_EVENTS_KEEP_SECONDS", 86400.0),
             operator=_env_str("ICEPROD_OPERATOR") or _os_user(),
             trusted_proxies=trusted_proxies(os.environ.get("ICEPROD_TRUSTED_PROXIES", "")),
             **_accounts_from_env(),

@@ -40,7 +40,8 @@ async def refresh_priorities(db: Database, group_weights: Mapping[str, float]) -
 
 
 async def queue_tasks(db: Database, queue_max: int, group_weights: Mapping[str, float],
-                      num: int | None = None, score: Mapping[str, float] | None = None) -> int:
+                      num: int | None = None, score: Mapping[str, float] | None = None,
+                      queued_ids: list[str] | None = None) -> int:
     """Bring every dataset towards its share of ``queue_max`` queued slots and fill the
     rest; returns how many tasks were newly queued (at most ``num`` when given).
 
@@ -49,7 +50,8 @@ async def queue_tasks(db: Database, queue_max: int, group_weights: Mapping[str, 
        lowest-priority queued tasks (to waiting) down to their share;
     3. slots still free go to the datasets that had ready work, best score first.
 
-    ``score`` lets a caller that just computed the scores pass them in.
+    ``score`` lets a caller that just computed the scores pass them in; the ids of the
+    tasks queued are appended to ``queued_ids`` when given (for their events).
     """
     budget = num if num is not None else queue_max
     queued_now = await db.tasks.counts_by_dataset("queued")
@@ -68,7 +70,8 @@ async def queue_tasks(db: Database, queue_max: int, group_weights: Mapping[str, 
             if target[dataset_id] > 0:
                 has_more.append(dataset_id)
             continue
-        got = await db.tasks.queue_dataset(dataset_id, deficit, score[dataset_id])
+        got = await db.tasks.queue_dataset(dataset_id, deficit, score[dataset_id],
+                                           out=queued_ids)
         gate.took(dataset_id, got)
         queued_now[dataset_id] = queued_now.get(dataset_id, 0) + got
         total += got
@@ -80,7 +83,7 @@ async def queue_tasks(db: Database, queue_max: int, group_weights: Mapping[str, 
         if room <= 0:
             break
         got = await db.tasks.queue_dataset(dataset_id, gate.allow(dataset_id, room),
-                                           score[dataset_id])
+                                           score[dataset_id], out=queued_ids)
         gate.took(dataset_id, got)
         queued_now[dataset_id] = queued_now.get(dataset_id, 0) + got
         total += got
@@ -108,7 +111,7 @@ async def _trim(db: Database, queued: dict[str, int], target: Mapping[str, int],
 async def queue_exclusively(db: Database, holder: str, queue_max: int,
                             group_weights: Mapping[str, float], num: int | None = None,
                             score: Mapping[str, float] | None = None,
-                            wait: float = 10.0) -> int:
+                            wait: float = 10.0, queued_ids: list[str] | None = None) -> int:
     """``queue_tasks`` under the queue lease: waits up to ``wait`` seconds for another
     queuer to finish (then ``Unavailable``), renews the lease while queueing and releases
     it after."""
@@ -117,7 +120,7 @@ async def queue_exclusively(db: Database, holder: str, queue_max: int,
     try:
         return await under_lease(
             db, QUEUE_LEASE, holder, QUEUE_LEASE_TTL,
-            lambda: queue_tasks(db, queue_max, group_weights, num, score))
+            lambda: queue_tasks(db, queue_max, group_weights, num, score, queued_ids))
     except LeaseLost:
         raise Unavailable("queueing stopped: the queue lease went to another queuer") from None
     finally:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 
 from iceprod.common.errors import BadTransition
+from iceprod.core.events import dataset_event, job_event
 from iceprod.db import Database
 from iceprod.db.store import Doc
 
@@ -35,27 +36,33 @@ def job_outcome(tasks: list[Doc]) -> str:
     return "processing"
 
 
-async def rollup_job(db: Database, job_id: str) -> str | None:
-    """Update a job from its tasks (and its dataset when the job finished)."""
+async def rollup_job(db: Database, job_id: str, events: list[Doc] | None = None,
+                     tasks: list[Doc] | None = None) -> str | None:
+    """Update a job from its tasks (and its dataset when the job finished). Status changes
+    are appended to ``events`` when given; ``tasks`` are the job's tasks when the caller
+    just read them (``db.tasks.of_job``)."""
     job = await db.jobs.find(job_id)
     if job is None or job["status"] == "suspended":
         return None
-    outcome = job_outcome(await db.tasks.of_job(job_id))
+    outcome = job_outcome(tasks if tasks is not None else await db.tasks.of_job(job_id))
     if outcome != job["status"]:
         try:
-            await db.jobs.set_status(job_id, outcome)
+            doc = await db.jobs.set_status(job_id, outcome)
         except BadTransition:
             return job["status"]
+        if events is not None:
+            events.append(job_event(job, outcome, job["status"], doc.get("status_changed", "")))
         # the dataset can only have finished once no job is left processing: one index
         # probe here instead of counting every job of the dataset at each completion
         if not await db.jobs.any_with_status(job["dataset_id"], "processing"):
-            await rollup_dataset(db, job["dataset_id"])
+            await rollup_dataset(db, job["dataset_id"], events)
     return outcome
 
 
-async def rollup_dataset(db: Database, dataset_id: str) -> str | None:
+async def rollup_dataset(db: Database, dataset_id: str,
+                         events: list[Doc] | None = None) -> str | None:
     """A processing dataset is complete when all its jobs are, and in errors when every
-    job is finished and some ended in errors."""
+    job is finished and some ended in errors (the change appended to ``events``)."""
     ds = await db.datasets.find(dataset_id)
     if ds is None or ds["status"] != "processing":
         return None
@@ -69,7 +76,10 @@ async def rollup_dataset(db: Database, dataset_id: str) -> str | None:
         new = "errors"
     else:
         return "processing"
-    await db.datasets.set_status(dataset_id, new)
+    doc = await db.datasets.set_status(dataset_id, new)
+    if events is not None:
+        events.append(dataset_event(dataset_id, new, "processing",
+                                    doc.get("status_changed", "")))
     if new == "complete":
         log.info("dataset %s complete", dataset_id)
     else:
@@ -77,10 +87,10 @@ async def rollup_dataset(db: Database, dataset_id: str) -> str | None:
     return new
 
 
-async def rollup_all(db: Database) -> None:
+async def rollup_all(db: Database, events: list[Doc] | None = None) -> None:
     """Periodic safety net: re-check every processing dataset."""
     for ds in await db.datasets.processing():
-        await rollup_dataset(db, ds["dataset_id"])
+        await rollup_dataset(db, ds["dataset_id"], events)
 
 
 async def cascade_dataset(db: Database, dataset_id: str, status: str) -> int:

@@ -11,6 +11,7 @@ from iceprod.db.auths import AuthsRepo
 from iceprod.db.backends import open_store
 from iceprod.db.config import ConfigRepo
 from iceprod.db.datasets import DatasetsRepo
+from iceprod.db.events import EventsRepo
 from iceprod.db.files import FilesRepo
 from iceprod.db.grids import GridsRepo
 from iceprod.db.groups import GroupsRepo
@@ -32,6 +33,7 @@ REPOSITORIES = (
     PilotsRepo, SettingsRepo, TaskStatsRepo, TasksRepo,
     GroupsRepo, RevocationsRepo, RolesRepo, UsersRepo,
     ProjectsRepo, UsageRepo, ArchiveRepo,
+    EventsRepo,
 )
 
 
@@ -64,6 +66,7 @@ class Database:
         self.projects = ProjectsRepo(store)
         self.usage = UsageRepo(store)
         self.archive = ArchiveRepo(store)
+        self.events = EventsRepo(store)
 
     @classmethod
     async def open(cls, db_url: str | None, data_dir: str) -> Database:

@@ -297,9 +297,10 @@ class TasksRepo(Repository):
     # -- queueing ------------------------------------------------------------------------
 
     async def queue_dataset(self, dataset_id: str, num: int, dataset_priority: float,
-                            scan_budget: int = 100_000) -> int:
+                            scan_budget: int = 100_000, out: list[str] | None = None) -> int:
         """Move up to ``num`` of a dataset's waiting tasks whose dependencies are complete to
-        ``queued``, in priority order, scanning at most ``scan_budget`` waiting tasks."""
+        ``queued``, in priority order, scanning at most ``scan_budget`` waiting tasks. The
+        ids of the tasks queued are appended to ``out`` when given."""
         queued = 0
         after: tuple[float, str] | None = None
         scanned = 0
@@ -318,14 +319,54 @@ class TasksRepo(Repository):
             after = (page[-1].get("priority") or 0.0, page[-1]["task_id"])
             ready = (await self._ready(page))[: num - queued]
             for chunk in _chunks(ready, BATCH):
-                queued += await self.coll.update_many(
+                stamp = iso()
+                got = await self.coll.update_many(
                     {"task_id": {"$in": chunk}, "status": "waiting"},
-                    {"$set": {"status": "queued", "status_changed": iso(),
+                    {"$set": {"status": "queued", "status_changed": stamp,
                               "dataset_priority": dataset_priority}},
                 )
+                queued += got
+                if out is not None and got:
+                    out += chunk if got == len(chunk) else await self._queued_at(chunk, stamp)
             if len(page) < BATCH:
                 break
         return queued
+
+    async def _queued_at(self, task_ids: list[str], stamp: str) -> list[str]:
+        rows = await self.coll.find({"task_id": {"$in": task_ids}, "status": "queued",
+                                     "status_changed": stamp}, keys=["task_id"])
+        return [r["task_id"] for r in rows]
+
+    async def queue_ready(self, task_ids: Sequence[str], dataset_priority: float) -> list[Doc]:
+        """Queue these waiting tasks (their dependencies are known complete: a parent's
+        completion queues its dependents at once); answers those that moved."""
+        out = []
+        for task_id in task_ids:
+            doc = await self.coll.update_one(
+                {"task_id": task_id, "status": "waiting"},
+                {"$set": {"status": "queued", "status_changed": iso(),
+                          "dataset_priority": dataset_priority}})
+            if doc is not None:
+                out.append(doc)
+        return out
+
+    async def complete_ids(self, task_ids: Sequence[str]) -> set[str]:
+        """Which of these tasks are complete."""
+        done: set[str] = set()
+        for chunk in _chunks(sorted(set(task_ids)), BATCH):
+            rows = await self.coll.find({"task_id": {"$in": chunk}, "status": "complete"},
+                                        keys=["task_id"])
+            done.update(r["task_id"] for r in rows)
+        return done
+
+    async def briefs(self, task_ids: Sequence[str]) -> list[Doc]:
+        """What an event names of each task: ids, name, status and its time."""
+        out: list[Doc] = []
+        for chunk in _chunks(list(task_ids), BATCH):
+            out += await self.coll.find(
+                {"task_id": {"$in": chunk}},
+                keys=["task_id", "dataset_id", "job_id", "name", "status", "status_changed"])
+        return out
 
     async def unqueue_dataset(self, dataset_id: str, num: int) -> int:
         """Send a dataset's ``num`` lowest-priority queued tasks back to waiting (their

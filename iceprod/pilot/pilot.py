@@ -37,6 +37,7 @@ import shutil
 import signal
 import socket
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, cast
@@ -48,6 +49,7 @@ from iceprod.client.api import (
     APIError,
     AsyncClient,
     Forbidden,
+    Invalid,
     NotFound,
     Resources,
     RetryPolicy,
@@ -62,6 +64,7 @@ from iceprod.pilot.sandbox import Sandbox, SandboxError, resolve_mode
 log = logging.getLogger(__name__)
 
 MIN_CLAIM_WAIT = 0.1
+MAX_CLAIM_WAIT = 20.0  # the server's longest claim wait
 
 
 @dataclass(frozen=True)
@@ -136,6 +139,8 @@ class Pilot:
         self.drain_reason = ""
         """Set while the server says this pilot is to take no new work (its site, host or
         grid drained, or maintenance): it claims nothing and exits once idle."""
+        self.multi_claim = True  # until the server refuses multi-task claims
+        self.claim_waited = False
 
     # -- lifecycle -----------------------------------------------------------------------
 
@@ -247,6 +252,8 @@ class Pilot:
             if self.drain_reason and not self.runners:
                 log.info("drained (%s) with nothing running: exiting", self.drain_reason)
                 return
+            self.claim_waited = False
+            self.wake.clear()  # before looking: a task finishing from now on wakes the wait
             if self.pool is not None and self.pool.can_claim() and not self.drain_reason:
                 claimed = await self.claim_one()
             if claimed:
@@ -254,11 +261,12 @@ class Pilot:
                 continue
             if not self.runners and self.idle():
                 return
+            if self.claim_waited:
+                continue  # the server already waited for work on our behalf
             if self.pool is not None and self.pool.can_claim():
                 wait = min(wait * 2, self.config.claim_interval)
             else:
                 wait = self.config.claim_interval  # full: a finishing task wakes us
-            self.wake.clear()
             try:
                 await asyncio.wait_for(self.wake.wait(), wait)
             except TimeoutError:
@@ -276,10 +284,25 @@ class Pilot:
         return False
 
     async def claim_one(self) -> bool:
+        """Claim what fits in the free resources: as many tasks as free cores in one request
+        (waiting on the server for work while nothing runs here), or one at a time against a
+        server without that (it answers 400 to the new form; remembered)."""
         assert self.pool is not None and self.pilot_id
+        offer = cast(Resources, self.pool.offer())
+        self.claim_waited = False
         try:
-            task = await self.client.tasks.claim(cast(Resources, self.pool.offer()),
-                                                 self.pilot_id)
+            if self.multi_claim:
+                tasks = await self.claim_many(offer)
+            else:
+                one = await self.client.tasks.claim(offer, self.pilot_id)
+                tasks = [] if one is None else [one]
+        except Invalid as e:
+            if not self.multi_claim:
+                raise
+            log.info("the server does not take multi-task claims (%s); claiming one at a "
+                     "time", e)
+            self.multi_claim = False
+            return False
         except (Unauthorized, Forbidden) as e:
             self.credentials_refused(e)
             return False
@@ -288,10 +311,31 @@ class Pilot:
             self.check_contact()
             return False
         self.last_contact = time.monotonic()
-        if task is None:
-            return False
-        self.start(task)
-        return True
+        for task in tasks:
+            self.start(task)
+        return bool(tasks)
+
+    async def claim_many(self, offer: Resources) -> Sequence[dict[str, Any]]:
+        """One multi-task claim; while nothing runs here it waits on the server (up to
+        `claim_interval`, at most 20 s) for a task to be queued, and a stop cancels it (the
+        server gives back what it claimed for a request nobody reads any more)."""
+        assert self.pool is not None and self.pilot_id
+        slots = max(1, int(self.pool.free()["cpu"]))
+        wait = 0.0 if self.runners else min(self.config.claim_interval, MAX_CLAIM_WAIT)
+        started = time.monotonic()
+        claim = asyncio.ensure_future(
+            self.client.tasks.claim_many(offer, self.pilot_id, slots, wait=wait))
+        stop = asyncio.ensure_future(self.stopping.wait())
+        try:
+            await asyncio.wait({claim, stop}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stop.cancel()
+        if not claim.done():
+            claim.cancel()
+            await asyncio.gather(claim, return_exceptions=True)
+            return []
+        self.claim_waited = wait > 0 and time.monotonic() - started >= wait / 2
+        return claim.result()
 
     def start(self, task: dict[str, Any]) -> None:
         assert self.pool is not None and self.pilot_id

@@ -42,6 +42,7 @@ from iceprod.client.api import (
     AsyncClient,
     Conflict,
     Forbidden,
+    Invalid,
     NotFound,
     Resources,
     TooLarge,
@@ -62,6 +63,7 @@ from iceprod.pilot.staging import (
 log = logging.getLogger(__name__)
 
 LOG_NAMES = ("stdout", "stderr", "stdlog")
+INLINE_LOG_BYTES = 64 * 1024  # the server's limit for a log sent inline with a completion
 
 
 @dataclass(frozen=True)
@@ -84,6 +86,8 @@ class RunnerSettings:
     sandbox: Sandbox = field(default_factory=Sandbox)
     containers: Containers = field(default_factory=Containers)
     stage_roots: tuple[str, ...] = ()
+    # complete with stats and short logs inline (one request); off: logs, stats, complete
+    inline_complete: bool = True
 
 
 @dataclass
@@ -496,6 +500,13 @@ class TaskRunner:
             return
         try:
             outcome.disk = max(outcome.disk, await asyncio.to_thread(dir_size, self.root))
+            if outcome.ok and self.settings.inline_complete:
+                try:
+                    await self._complete_inline(outcome)
+                    return
+                except Invalid as e:  # a server without inline stats and logs
+                    log.info("task %s: inline completion refused (%s); reporting in parts",
+                             self.task_id, e)
             await self._upload_logs()
             await self.client.task_stats.create(self.task_id, self.task["dataset_id"],
                                                 self.stats(outcome))
@@ -505,6 +516,26 @@ class TaskRunner:
         except APIError as e:
             # the server will requeue the task when its lease expires
             log.error("task %s: could not report (%s); its lease will expire", self.task_id, e)
+
+    async def _complete_inline(self, outcome: Outcome) -> None:
+        """One request finishes a task: completion with the stats and the short logs inline
+        (a log over `INLINE_LOG_BYTES` still goes through the log route first)."""
+        inline: dict[str, str] = {}
+        for name in LOG_NAMES:
+            path = self.root / name
+            size = path.stat().st_size if path.exists() else 0
+            if name != "stdlog" and size == 0:
+                continue
+            if size <= INLINE_LOG_BYTES:
+                inline[name] = await asyncio.to_thread(tail_text, path, INLINE_LOG_BYTES)
+            else:
+                await self._upload_log(name)
+        s = self.settings
+        await self.client.tasks.complete(self.task_id, self.instance_id,
+                                         time_used=round(outcome.walltime, 3),
+                                         site=s.site or None, stats=self.stats(outcome),
+                                         log=inline)
+        log.debug("task %s complete", self.task_id)
 
     async def _finish(self, outcome: Outcome) -> None:
         s = self.settings
@@ -530,18 +561,22 @@ class TaskRunner:
                  answer.get("status"), answer.get("failures"))
 
     async def _upload_logs(self) -> None:
-        limit = self.settings.max_log_bytes
         for name in LOG_NAMES:
             path = self.root / name
             if name != "stdlog" and (not path.exists() or path.stat().st_size == 0):
                 continue
-            data = tail_text(path, limit)
-            try:
-                await self.client.logs.create(self.task_id, name, data,
-                                              dataset_id=self.task.get("dataset_id"))
-            except TooLarge:
-                await self.client.logs.create(self.task_id, name, tail_text(path, limit // 16),
-                                              dataset_id=self.task.get("dataset_id"))
+            await self._upload_log(name)
+
+    async def _upload_log(self, name: str) -> None:
+        limit = self.settings.max_log_bytes
+        path = self.root / name
+        data = tail_text(path, limit)
+        try:
+            await self.client.logs.create(self.task_id, name, data,
+                                          dataset_id=self.task.get("dataset_id"))
+        except TooLarge:
+            await self.client.logs.create(self.task_id, name, tail_text(path, limit // 16),
+                                          dataset_id=self.task.get("dataset_id"))
 
     def stats(self, outcome: Outcome) -> dict[str, Any]:
         s = self.settings

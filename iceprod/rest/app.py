@@ -19,6 +19,7 @@ from iceprod.rest.handlers import (
     auths,
     config,
     datasets,
+    events,
     explain,
     files,
     filestore,
@@ -42,6 +43,7 @@ from iceprod.rest.openapi import handler_methods, template
 HANDLER_MODULES: tuple[ModuleType, ...] = (
     system, datasets, config, jobs, tasks, task_stats, logs, files, filestore, grids, pilots,
     roles, groups, users, login, auths, audit, admin, explain, projects, usage, archive,
+    events,
 )
 
 

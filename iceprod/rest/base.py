@@ -23,6 +23,7 @@ from iceprod.common import strict_json
 from iceprod.common.config import Network, ServerConfig
 from iceprod.common.errors import Forbidden, IceProdError, Invalid, NotFound, Unauthorized
 from iceprod.common.schema import validate
+from iceprod.core.events import EventHub
 from iceprod.db import Database
 from iceprod.db.auths import allows
 from iceprod.db.base import Repository
@@ -62,10 +63,14 @@ class AppContext:
     login_limiter: LoginLimiter = field(init=False)
     external: ExternalVerifier | None = field(init=False)
     files: FileStore = field(init=False)
+    events: EventHub = field(init=False)
 
     def __post_init__(self) -> None:
         c = self.config
         self.files = make_file_store(c)
+        # started by the process that serves (``server.daemon``); publishing works without
+        self.events = EventHub(self.db, c.events_poll_interval,
+                               keep_seconds=c.events_keep_seconds)
         self.resolver = TokenResolver(self.db, c.secret, c.auth_cache_seconds)
         self.login_limiter = LoginLimiter(c.login_max_failures, c.login_window_seconds)
         self.external = ExternalVerifier(c) if c.oidc_enabled else None

@@ -61,6 +61,12 @@ FLAG: Schema = {"type": "boolean"}
 TIME: Schema = {"type": "string", "format": "date-time",
                 "description": "an ISO-8601 / RFC 3339 time, e.g. 2026-11-29T18:00:00Z"}
 ORDER: Schema = {"type": "string", "enum": ["asc", "desc"], "description": "by time"}
+WAIT: Schema = {"type": "integer", "minimum": 0, "maximum": 20,
+                "description": "seconds to wait for tasks to be queued (long poll)"}
+SEQ: Schema = {"type": "integer", "minimum": 0,
+               "description": "an event sequence number (a previous answer's `seq`)"}
+HEARTBEAT: Schema = {"type": "integer", "minimum": 1, "maximum": 60,
+                     "description": "seconds between heartbeat comments (15)"}
 PAGE: dict[str, Schema] = {"keys": KEYS, "limit": LIMIT, "after": AFTER}
 """What ``APIHandler.list_page`` reads."""
 

@@ -18,6 +18,7 @@ from iceprod.client import errors as api_errors
 from iceprod.client._async import AsyncClient
 from iceprod.common.config import ServerConfig
 from iceprod.common.errors import Invalid
+from iceprod.core.events import EventHub
 from iceprod.core.tokens import create_token
 from iceprod.db import Database
 from iceprod.rest.app import make_app
@@ -67,6 +68,11 @@ async def serve(config: ServerConfig, only: str | None = None, grid: str | None 
         server.add_sockets([sock])
         port = sock.getsockname()[1]
         log.info("iceprod-server serving on http://%s:%d", config.host, port)
+    # one events hub per process: the API's reads the store's log (wake-ups, /events);
+    # a scheduler alone only publishes
+    hub = ctx.events if server is not None else EventHub(db)
+    if server is not None:
+        await hub.start()
     tasks = []
     if only in (None, "scheduler"):
         # with the API in this process, /metrics counts the rounds (tests wait on it)
@@ -74,7 +80,8 @@ async def serve(config: ServerConfig, only: str | None = None, grid: str | None 
             ctx.metrics.inc, "iceprod_scheduler_rounds_total",
             help="scheduler rounds done while holding the lease")
         files = remover(make_file_store(config))  # the archive policy empties file stores
-        tasks.append(asyncio.create_task(Scheduler(db, config, on_round, files).run(stop)))
+        tasks.append(asyncio.create_task(
+            Scheduler(db, config, on_round, files, events=hub).run(stop)))
     grid_task = None
     if grids.grids and port is not None:
         # the embedded grid manager is a client of this process's own API, like any other
@@ -87,6 +94,7 @@ async def serve(config: ServerConfig, only: str | None = None, grid: str | None 
     if grid_task is not None:
         # local pilots stop and report their tasks while the API still serves
         await asyncio.gather(grid_task, return_exceptions=True)
+    await hub.stop()  # ends event streams and waiting claims' wake-ups
     if server is not None:
         server.stop()
         await server.close_all_connections()

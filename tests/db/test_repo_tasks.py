@@ -521,3 +521,31 @@ async def test_previews_predict_the_bulk_changes_exactly(db: Database) -> None:
         "d3", "suspended", TaskSelection(task_ids=tuple(d["task_id"] for d in many)))
     assert big["changed"] == SAMPLE + 5
     assert big["sample"] == [f"m{i:03d}" for i in range(SAMPLE)]
+
+
+async def test_queue_ready_complete_ids_briefs_and_queued_ids(db: Database) -> None:
+    """What event-driven queueing uses: a parent's completion queues its known-ready
+    dependents one by one (only those still waiting), `complete_ids` answers which tasks
+    are complete, `briefs` what an event names, and `queue_dataset` reports the ids it
+    queued."""
+    await db.tasks.insert_missing([
+        task_doc("a", task_index=0, status="complete"),
+        task_doc("b", task_index=1, status="waiting", depends=["a"]),
+        task_doc("c", task_index=2, status="suspended", depends=["a"]),
+        task_doc("d", task_index=3, status="waiting", priority=2.0),
+        task_doc("e", task_index=4, status="waiting", priority=1.0),
+    ])
+    queued = await db.tasks.queue_ready(["b", "c", "nope"], 0.75)
+    assert [(t["task_id"], t["status"], t["dataset_priority"]) for t in queued] == \
+        [("b", "queued", 0.75)]
+    assert await db.tasks.queue_ready(["b"], 0.75) == []  # already queued: nothing moves
+    assert await db.tasks.complete_ids(["a", "b", "c", "nope"]) == {"a"}
+    assert await db.tasks.complete_ids([]) == set()
+    briefs = {t["task_id"]: t for t in await db.tasks.briefs(["a", "b"])}
+    assert set(briefs) == {"a", "b"}
+    assert set(briefs["b"]) == {"task_id", "dataset_id", "job_id", "name", "status",
+                                "status_changed"}
+    assert briefs["b"]["status"] == "queued" and briefs["a"]["job_id"] == "d1-j0"
+    out: list[str] = []
+    assert await db.tasks.queue_dataset("d1", 10, 0.5, out=out) == 2
+    assert sorted(out) == ["d", "e"]

@@ -13,7 +13,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.conftest import Server, start_server
+from tests.conftest import BY_HAND, Server, start_server
 from tests.helpers import create_dataset, create_job, create_task
 
 MIB = 1024 * 1024
@@ -23,6 +23,7 @@ MIB = 1024 * 1024
 def backend_server(request: pytest.FixtureRequest, tmp_path: Path, mongoeco_uri: str
                    ) -> Iterator[Server]:
     env = {"ICEPROD_DB_URL": mongoeco_uri} if request.param == "mongoeco" else {}
+    env.update(BY_HAND)
     server = start_server(tmp_path / "data", env=env, args=["--only", "rest"])
     yield server
     server.stop()

@@ -41,7 +41,7 @@ import pytest
 
 from iceprod.rest.app import all_routes
 from iceprod.rest.openapi import handler_methods
-from tests.conftest import Server, free_port, start_server
+from tests.conftest import BY_HAND, Server, free_port, start_server
 from tests.helpers import create_dataset, create_job, create_task, minimal_config
 from tests.oidc_provider import AUDIENCE, ISSUER, Provider
 
@@ -158,6 +158,8 @@ MATRIX: list[tuple[str, str, Any, tuple[int, ...]]] = [
     ("PUT", "/grids/{grid_id}", {"host": "h2", "isolation": "batch"}, GRIDS_WRITE),
     ("PATCH", "/grids/{grid_id}", {"version": "2"}, GRIDS_WRITE),
     ("GET", "/task_demand", None, GRID_MANAGER),
+    # every reader may poll (or stream) it: it carries only what they may read
+    ("GET", "/events", None, LIST_READABLE),
     ("GET", "/pilots", None, PILOT_LIST),
     ("POST", "/pilots", {"queue_host": "h", "resources": {"cpu": 1}}, REGISTER),
     ("GET", "/pilots/{pilot_id}", None, PILOT_DOC),
@@ -225,7 +227,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     env = {
         "ICEPROD_LDAP_URI": f"ldap://127.0.0.1:{free_port()}",
         "ICEPROD_OIDC_ISSUER": ISSUER, "ICEPROD_OIDC_AUDIENCE": AUDIENCE,
-        "ICEPROD_OIDC_PUBLIC_KEY_FILE": str(provider.key_file),
+        "ICEPROD_OIDC_PUBLIC_KEY_FILE": str(provider.key_file), **BY_HAND,
     }
     srv = start_server(data, env=env, args=["--only", "rest"])
     yield srv

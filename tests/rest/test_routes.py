@@ -127,6 +127,7 @@ OURS_ONLY: dict[tuple[str, str], str] = {
         "why a dataset's tasks are not running, per task name and status",
     ("GET", "/token/{username}"): "exchange an external OpenID provider's token for ours",
     ("GET", "/task_demand"): "a grid manager reads queued tasks grouped by requirements",
+    ("GET", "/events"): "a server-sent event stream of dataset, job and task state changes",
     ("PUT", "/grids/{grid_id}"): "a grid manager registers its grid under a stable id",
     ("PUT", "/datasets/{dataset_id}/priority"): "IceProd v2.7: set a dataset's priority",
     ("POST", "/datasets/{dataset_id}/job_actions/bulk_status/{status}"):

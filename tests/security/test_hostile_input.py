@@ -33,7 +33,7 @@ import pytest
 
 from iceprod.rest.app import all_routes
 from iceprod.rest.openapi import handler_methods, template
-from tests.conftest import Server, start_server
+from tests.conftest import BY_HAND, Server, start_server
 from tests.helpers import needs
 from tests.ldap_server import LdapServer, missing_tools, person, start_slapd
 from tests.rest.test_accounts import ldap_env
@@ -67,7 +67,7 @@ def slapd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LdapServer]:
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory, slapd: LdapServer) -> Iterator[Server]:
-    srv = start_server(tmp_path_factory.mktemp("hostile"), env=ldap_env(slapd.uri),
+    srv = start_server(tmp_path_factory.mktemp("hostile"), env={**ldap_env(slapd.uri), **BY_HAND},
                        args=["--only", "rest"])
     yield srv
     srv.stop()

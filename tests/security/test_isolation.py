@@ -216,12 +216,11 @@ def test_a_users_payload_cannot_reach_the_server(sandboxed: Server, tmp_path: Pa
 
 
 def empty_claims(srv: Server) -> int:
-    """Claims answered 404 (nothing fits) so far, from `/metrics` (idle polls are not
-    logged)."""
+    """Claims that found nothing fitting so far (a 404, or an empty `tasks` list for a
+    multi-task claim), from `/metrics` (idle polls are not logged)."""
     text = httpx.get(srv.url + "/metrics").text
-    found = re.search(r'^iceprod_http_requests_total\{method="POST",'
-                      r'route="/task_actions/process",code="404"\} (\d+)', text, re.MULTILINE)
-    return int(found.group(1)) if found else 0
+    found = re.search(r'^iceprod_claims_empty_total (\d+)', text, re.MULTILINE)
+    return int(float(found.group(1))) if found else 0
 
 
 def test_without_a_sandbox_only_the_operators_datasets_run(tmp_path: Path) -> None:

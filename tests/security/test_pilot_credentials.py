@@ -27,7 +27,7 @@ import jwt
 import psutil
 import pytest
 
-from tests.conftest import Server, start_server
+from tests.conftest import BY_HAND, Server, start_server
 from tests.helpers import claim, create_dataset, create_job, create_task, register_pilot
 from tests.pilot.support import (
     FAST,
@@ -50,7 +50,8 @@ RESOURCES = {"cpu": 1, "memory": 1}
 @pytest.fixture(scope="module")
 def srv(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     """REST only: every state is driven by hand."""
-    server = start_server(tmp_path_factory.mktemp("credentials"), args=["--only", "rest"])
+    server = start_server(tmp_path_factory.mktemp("credentials"), env=BY_HAND,
+                          args=["--only", "rest"])
     yield server
     server.stop()
 

@@ -35,6 +35,7 @@ from iceprod.server.grids.manager import (
     pilot_url,
 )
 from tests.conftest import SECRET, Server, start_server
+from tests.helpers import metric
 from tests.pilot.support import (
     FAST,
     PYTHON_BINDS,
@@ -369,3 +370,24 @@ def test_a_grid_process_of_its_own_serves_a_separate_api(tmp_path: Path) -> None
         grid.terminate()
         assert grid.wait(timeout=30) == 0
         api.stop()
+
+
+def test_a_warm_pilot_waits_for_work_and_takes_it_at_once(tmp_path: Path) -> None:
+    """`warm_pilots`: with no work the grid keeps a pilot running; it waits on the server
+    (a claim with `wait`), and takes the next task the moment it is queued (the grid
+    manager's interval is long here, so only the warm pilot can have run it)."""
+    env = {**local_grid(tmp_path, warm_pilots=1, options={"claim_interval": 5}),
+           "ICEPROD_GRID_INTERVAL": "3600"}
+    srv = start_server(tmp_path / "data", env=env)
+    try:
+        alice, admin = clients(srv)
+        wait_for(lambda: [p["status"] for p in admin.get("/pilots").json().values()]
+                 == ["running"], what="one warm pilot running")
+        wait_for(lambda: metric(srv.url, "iceprod_claim_waits_total") >= 1,
+                 what="the warm pilot's claim to wait")
+        ds = submit(alice, {"tasks": [{"name": "t", "steps": [{"command": "/bin/true"}]}]})
+        assert wait_for(lambda: finished(alice, ds), timeout=60, what="the dataset") == \
+            "complete"
+        assert len(admin.get("/pilots").json()) == 1  # the warm one ran it
+    finally:
+        srv.stop()

@@ -84,10 +84,14 @@ def spawn_scheduler(data_dir: Path, log_path: Path) -> subprocess.Popen:
 
 
 def test_materialization_survives_sigkill(tmp_path: Path) -> None:
-    rest = start_server(tmp_path / "data", args=["--only", "rest"])
+    # the config PUT materializes one batch at once: one job here, the rest is the
+    # scheduler's to create (and to be killed while creating)
+    rest = start_server(tmp_path / "data", env={"ICEPROD_MATERIALIZE_BATCH": "1"},
+                        args=["--only", "rest"])
     try:
         alice, _, _ = clients(rest)
         ds = submit(alice, chain(), 50)
+        assert sum(counts(alice, ds).values()) == 3
 
         def total() -> int:
             return sum(counts(alice, ds).values())

@@ -48,6 +48,11 @@ class Context:
                                   timeout=self.args.timeout, retry=CLI_RETRY)
         return self._client
 
+    def new_client(self) -> Client:
+        """Another client like `client()`'s, for a thread of its own (an event stream)."""
+        return Client(self.resolved.url, self.resolved.token, timeout=self.args.timeout,
+                      retry=CLI_RETRY)
+
     def close(self) -> None:
         if self._client is not None:
             self._client.close()

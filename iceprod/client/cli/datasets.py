@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+import functools
 import json
-import time
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -21,6 +21,7 @@ from iceprod.client.cli.context import (
 from iceprod.client.cli.parsing import Sub, command, dataset_arg, positive
 from iceprod.client.configcheck import ConfigError, Problem, check_config, parse_text
 from iceprod.client.errors import UsageError
+from iceprod.client.follow import Changes
 from iceprod.client.output import Output
 
 FINAL_TASK_STATUSES = ("complete", "failed")
@@ -208,10 +209,16 @@ def watch(ctx: Context, dataset: Doc) -> int:
     def poll() -> tuple[Doc, dict[str, int]]:
         return client.datasets.get(ds), client.tasks.counts(ds)
 
-    if ctx.out.tty and not ctx.args.json:
-        dataset, counts = _watch_progress(ctx, poll)
-    else:
-        dataset, counts = _watch_lines(ctx, poll)
+    # woken by the server's events for this dataset (polling a server without them)
+    changes = Changes(ctx.new_client, ds)
+    pause = functools.partial(changes.wait, ctx.args.interval)
+    try:
+        if ctx.out.tty and not ctx.args.json:
+            dataset, counts = _watch_progress(ctx, poll, pause)
+        else:
+            dataset, counts = _watch_lines(ctx, poll, pause)
+    finally:
+        changes.close()
     if ctx.args.json:
         ctx.out.json({"dataset": dataset, "tasks": counts})
     complete = dataset.get("status") == "complete" or (
@@ -222,7 +229,8 @@ def watch(ctx: Context, dataset: Doc) -> int:
 Poll = Callable[[], tuple[Doc, dict[str, int]]]
 
 
-def _watch_lines(ctx: Context, poll: Poll) -> tuple[Doc, dict[str, int]]:
+def _watch_lines(ctx: Context, poll: Poll, pause: Callable[[], None]
+                 ) -> tuple[Doc, dict[str, int]]:
     last = ""
     while True:
         dataset, counts = poll()
@@ -232,10 +240,11 @@ def _watch_lines(ctx: Context, poll: Poll) -> tuple[Doc, dict[str, int]]:
             last = line
         if watch_done(dataset, counts):
             return dataset, counts
-        time.sleep(ctx.args.interval)
+        pause()
 
 
-def _watch_progress(ctx: Context, poll: Poll) -> tuple[Doc, dict[str, int]]:
+def _watch_progress(ctx: Context, poll: Poll, pause: Callable[[], None]
+                    ) -> tuple[Doc, dict[str, int]]:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
@@ -252,7 +261,7 @@ def _watch_progress(ctx: Context, poll: Poll) -> tuple[Doc, dict[str, int]]:
                                         f"({dataset.get('status')})", detail=others)
             if watch_done(dataset, counts):
                 return dataset, counts
-            time.sleep(ctx.args.interval)
+            pause()
 
 
 def cmd_stats(ctx: Context) -> int:

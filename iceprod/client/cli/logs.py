@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import json
-import time
 
 from iceprod.client.api import Doc
 from iceprod.client.cli.context import EXIT_OK, Context
 from iceprod.client.cli.parsing import Sub, command, positive
+from iceprod.client.follow import Changes
 
 FINISHED_TASK = ("complete", "failed", "suspended")
 
@@ -26,9 +26,25 @@ def cmd_logs(ctx: Context) -> int:
     logs = newest_first(client.logs.for_task(ds, a.task, num=a.num, order="desc"))
     seen = {log["log_id"] for log in logs}
     _print_logs(ctx, [log for log in reversed(logs) if _wanted(a.name, log)])
-    while a.follow:
+    if not a.follow:
+        return EXIT_OK
+    # woken by the task's events (a pilot sends its logs as it reports the task), polling
+    # a server without them
+    changes = Changes(ctx.new_client, ds, task_id=a.task)
+    try:
+        follow(ctx, ds, seen, changes)
+    finally:
+        changes.close()
+    return EXIT_OK
+
+
+def follow(ctx: Context, ds: str, seen: set[str], changes: Changes) -> None:
+    a = ctx.args
+    client = ctx.client()
+    while True:
         status = client.tasks.get(ds, a.task, keys=["status", "dataset_id"]).get("status")
-        time.sleep(0 if status in FINISHED_TASK else a.interval)
+        if status not in FINISHED_TASK:
+            changes.wait(a.interval)
         # poll without the (possibly large) texts, then fetch only the new ones
         index = newest_first(client.logs.for_task(ds, a.task, num=a.num, order="desc",
                                                   keys=["log_id", "name"]))
@@ -37,8 +53,7 @@ def cmd_logs(ctx: Context) -> int:
         seen.update(d["log_id"] for d in index)
         _print_logs(ctx, [client.logs.get(ds, log_id) for log_id in fresh])
         if status in FINISHED_TASK:
-            break
-    return EXIT_OK
+            return
 
 
 def newest_first(logs: dict[str, Doc]) -> list[Doc]:
@@ -66,8 +81,9 @@ def _print_logs(ctx: Context, logs: list[Doc]) -> None:
 
 def add_logs_command(sub: Sub) -> None:
     p = command(sub, "logs", cmd_logs, "print a task's logs",
-                description="Print a task's logs, oldest first. --follow keeps polling for new "
-                            "ones until the task is complete, failed or suspended; with --json "
+                description="Print a task's logs, oldest first. --follow keeps printing new "
+                            "ones until the task is complete, failed or suspended (woken by "
+                            "the server's events; polling a server without them); with --json "
                             "it prints one JSON object per line.")
     p.add_argument("task", metavar="TASK", help="task id")
     p.add_argument("--dataset", help="the task's dataset (id or number; found when omitted)")

@@ -7,6 +7,7 @@ from collections.abc import Awaitable, Callable
 from iceprod.common.errors import Forbidden, Invalid, NotFound
 from iceprod.common.schema import load_schema, validate_dataset_config
 from iceprod.core.keys import foreign_task_index
+from iceprod.core.taskflow import materialize_now
 from iceprod.db import Database
 from iceprod.db.store import Doc
 from iceprod.rest.audit import audit
@@ -22,7 +23,8 @@ class ConfigHandler(APIHandler):
     @requires("write:datasets", dataset="write", body=load_schema("dataset_config"))
     async def put(self, dataset_id: str) -> None:
         """Create or replace a dataset's config (schema-checked; errors name the field).
-        The config's `options` (max_failures, debug) apply to the dataset."""
+        The config's `options` (max_failures, debug) apply to the dataset. A processing
+        dataset's first batch of jobs is materialized and queued before the answer."""
         validate_dataset_config(self.body)
         dataset = await self.db.datasets.get(dataset_id, keys=["tasks_per_job"])
         n = len(self.body["tasks"])
@@ -39,6 +41,11 @@ class ConfigHandler(APIHandler):
             await self.db.datasets.set_fields(dataset_id, settings)
         await audit(self, "dataset.config", dataset_id,
                     detail={"tasks": [t.get("name") for t in self.body["tasks"]], **settings})
+        # the first batch now, not at the scheduler's next round (issue 13)
+        c = self.ctx.config
+        if c.materialize_on_put:
+            await materialize_now(self.db, self.ctx.events, dataset_id, c.materialize_buffer,
+                                  c.materialize_batch, c.queue_max, c.group_weights)
         self.write_json({})
 
     async def may_read(self, dataset_id: str) -> bool:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from iceprod.common.errors import Forbidden, Invalid
 from iceprod.common.ids import new_id
 from iceprod.common.timeutil import iso
+from iceprod.core.events import dataset_event
 from iceprod.core.maintenance import submission_refusal
 from iceprod.core.preview import preview_dataset_status
 from iceprod.core.projects import project_for_submission
@@ -147,10 +148,12 @@ class DatasetStatusHandler(DryRunHandler):
         if self.dry_run:
             self.write_preview(await preview_dataset_status(self.db, dataset_id, status))
             return
-        await self.db.datasets.set_status(dataset_id, status)
+        doc = await self.db.datasets.set_status(dataset_id, status)
         changed = 0
         if status != old["status"]:
             changed = await cascade_dataset(self.db, dataset_id, status)
+            await self.ctx.events.publish([dataset_event(
+                dataset_id, status, old["status"], doc.get("status_changed", ""))])
         await audit(self, "dataset.status", dataset_id, None, {"changed": changed},
                     {"status": status, "previous": old["status"]})
         self.write_json({"changed": changed, "tasks_changed": changed})

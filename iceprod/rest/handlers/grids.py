@@ -9,9 +9,10 @@ from iceprod.common.timeutil import iso
 from iceprod.core.maintenance import State, get_state, grid_names, why_stopped
 from iceprod.db.store import Doc
 from iceprod.rest.audit import audit
+from iceprod.core.taskflow import wait_for_demand
 from iceprod.rest.base import APIHandler, requires
 from iceprod.rest.handlers.schemas import body
-from iceprod.rest.openapi import KEYS, PAGE, TEXT, query
+from iceprod.rest.openapi import KEYS, PAGE, SEQ, TEXT, WAIT, query
 
 CREATE_BODY = body("grids_create")
 PUT_BODY = body("grids_put")
@@ -91,12 +92,19 @@ class GridHandler(APIHandler):
 
 
 class DemandHandler(APIHandler):
+    @query(wait=WAIT, after=SEQ)
     @requires("grid")
     async def get(self) -> None:
         """Queued tasks grouped by requirements, largest groups first:
-        `{groups: [{requirements: {cpu, gpu, memory, disk, time, site}, count}]}`; what a
-        grid manager sizes its pilots from."""
-        self.write_json({"groups": await self.db.tasks.demand()})
+        `{groups: [{requirements: {cpu, gpu, memory, disk, time, site}, count}], seq}`;
+        what a grid manager sizes its pilots from. With `wait=s` (at most 20) the answer
+        waits until tasks are queued after event `after` (the previous answer's `seq`), or,
+        without `after`, while there is no demand at all; `seq` is the event sequence of
+        the last queued task this server has seen."""
+        wait = min(self.int_arg("wait", 0, maximum=20) or 0, self.ctx.config.max_wait)
+        after = self.int_arg("after", None, maximum=2**62)
+        groups = await wait_for_demand(self.db, self.ctx.events, wait, after)
+        self.write_json({"groups": groups, "seq": self.ctx.events.last_queued_seq})
 
 
 routes = [

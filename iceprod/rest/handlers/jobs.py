@@ -8,6 +8,7 @@ from iceprod.common.errors import Invalid
 from iceprod.common.ids import new_id
 from iceprod.common.schema import validate
 from iceprod.common.timeutil import iso
+from iceprod.core.events import job_event
 from iceprod.core.job_actions import preview_jobs_status, set_jobs_status
 from iceprod.core.preview import preview_job_status
 from iceprod.core.rollup import cascade_job
@@ -62,6 +63,8 @@ class DatasetJobStatusHandler(DryRunHandler):
         changed = 0
         if status != old["status"]:
             changed = await cascade_job(self.db, job, status)
+            await self.ctx.events.publish([job_event(job, status, old["status"],
+                                                     job.get("status_changed", ""))])
         await audit(self, "job.status", dataset_id, {"jobs": [job_id]}, {"changed": changed},
                     {"status": status, "previous": old["status"]})
         self.write_json({"changed": changed, "tasks_changed": changed})

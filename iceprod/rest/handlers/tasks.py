@@ -3,19 +3,30 @@ create/get/patch; and the pilot's side: claim (process), complete, reset, failed
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
 from iceprod.common import strict_json
-from iceprod.common.errors import Invalid, NotFound
+from iceprod.common.errors import (
+    BadTransition,
+    Conflict,
+    IceProdError,
+    Invalid,
+    NotFound,
+    TooLarge,
+)
 from iceprod.common.ids import new_id
 from iceprod.common.reasons import classify
 from iceprod.common.schema import validate
 from iceprod.common.states import statuses
 from iceprod.common.timeutil import iso
+from iceprod.core.events import task_event
 from iceprod.core.maintenance import claim_refusal
 from iceprod.core.preview import preview_task_status
 from iceprod.core.queue import queue_exclusively
 from iceprod.core.rollup import cascade_dataset, rollup_job
+from iceprod.core.taskflow import claim_waiting, complete_task, publish_queued
+from iceprod.db import Database
 from iceprod.db.store import Doc
 from iceprod.db.tasks import TaskSelection
 from iceprod.rest.audit import audit, selection_record
@@ -81,10 +92,18 @@ class DatasetTaskStatusHandler(DryRunHandler):
         if self.dry_run:
             self.write_preview(plan)
             return
-        await self.db.tasks.set_status(task_id, status, dataset_id=dataset_id)
+        old = await self.db.tasks.get_in(task_id, {"dataset_id": dataset_id}, ["status"])
+        doc = await self.db.tasks.set_status(task_id, status, dataset_id=dataset_id)
+        await publish_change(self, doc, old.get("status"))
         await audit(self, "task.status", dataset_id, {"tasks": [task_id]},
                     {"changed": plan["changed"]}, {"status": status})
         self.write_json({"changed": plan["changed"]})
+
+
+async def publish_change(h: APIHandler, doc: Doc, prev: str | None) -> None:
+    """The event of one task's status set by hand (none when it did not change)."""
+    if doc.get("status") != prev:
+        await h.ctx.events.publish([task_event(doc, prev)])
 
 
 class TaskSummariesHandler(APIHandler):
@@ -301,33 +320,66 @@ class TaskStatusHandler(DryRunHandler):
         if self.dry_run:
             self.write_preview(plan)
             return
-        await self.db.tasks.set_status(task_id, status, dataset_id=dataset_id)
+        old = await self.db.tasks.get(task_id, keys=["status"])
+        doc = await self.db.tasks.set_status(task_id, status, dataset_id=dataset_id)
+        await publish_change(self, doc, old.get("status"))
         await audit(self, "task.status", dataset_id, {"tasks": [task_id]},
                     {"changed": plan["changed"]}, {"status": status})
         self.write_json({"changed": plan["changed"]})
 
 
 class ProcessHandler(OwnershipMixin, APIHandler):
+    closed = False
+
+    def on_connection_close(self) -> None:
+        self.closed = True
+
     @requires("pilot", "internal", body=PROCESS_BODY)
     async def post(self) -> None:
         """Claim the highest-priority queued task that fits the pilot's free resources;
         answers the task with its fencing `instance_id` and lease, or 404 (also while the
-        server is in maintenance or the pilot's site, host or grid is drained)."""
-        pilot_id = self.body["pilot_id"]
+        server is in maintenance or the pilot's site, host or grid is drained). With
+        `max_tasks: N`, up to N tasks that fit together, answered as `{"tasks": [...]}`
+        (200, possibly empty). With `wait: s` (at most 20), a claim that finds nothing waits
+        up to s seconds and is answered as soon as a fitting task is queued."""
+        b = self.body
+        pilot_id = b["pilot_id"]
         pilot = await self.check_pilot(pilot_id)
         if (why := await claim_refusal(self.db, pilot)) is not None:
             raise NotFound(f"no task for this pilot now: {why}", quiet=True)
         # a pilot of a grid without isolation runs only its operator's datasets
         only = await self.db.datasets.ids_of_user(pilot["only_user"]) \
             if pilot.get("only_user") else None
-        task = await self.db.tasks.claim(
-            self.body["requirements"], pilot_id, self.ctx.config.lease_seconds,
-            dataset_ids=only,
+        tasks = await claim_waiting(
+            self.db, self.ctx.events, b["requirements"], pilot_id,
+            self.ctx.config.lease_seconds, dataset_ids=only,
+            max_tasks=b.get("max_tasks", 1),
+            wait=min(b.get("wait", 0.0), self.ctx.config.max_wait),
+            on_wait=lambda: self.ctx.metrics.inc(
+                "iceprod_claim_waits_total", help="claims that found nothing and waited"),
         )
-        if task is None:
+        if self.closed:
+            await self.give_back(tasks)  # nobody is left to run them
+            return
+        if tasks:
+            self.ctx.metrics.inc("iceprod_tasks_claimed_total", help="tasks handed to pilots",
+                                 amount=len(tasks))
+        else:
+            self.ctx.metrics.inc("iceprod_claims_empty_total",
+                                 help="claims that found no task (after waiting, if asked)")
+        if "max_tasks" in b:
+            self.write_json({"tasks": tasks})
+            return
+        if not tasks:
             raise NotFound("no task fits these resources", quiet=True)
-        self.ctx.metrics.inc("iceprod_tasks_claimed_total", help="tasks handed to pilots")
-        self.write_json(task)
+        self.write_json(tasks[0])
+
+    async def give_back(self, tasks: list[Doc]) -> None:
+        for t in tasks:
+            with contextlib.suppress(IceProdError):
+                doc = await self.db.tasks.requeue(t["task_id"], t["instance_id"],
+                                                  "the claim's answer was not delivered")
+                await self.ctx.events.publish([task_event(doc, "processing")])
 
 
 class FencedAction(OwnershipMixin, APIHandler):
@@ -345,15 +397,49 @@ class CompleteHandler(FencedAction):
     @requires("pilot", "internal", body=COMPLETE_BODY)
     async def post(self, task_id: str) -> None:
         """Mark a processing task complete (not the caller's pilot's -> 403; stale
-        instance_id -> 409)."""
-        await self.held_task(task_id)
+        instance_id -> 409). Optional inline `stats` (stored as by `POST
+        /tasks/{id}/task_stats`) and `log` (`{stdout, stderr, stdlog}`, each at most 64 KiB;
+        bigger logs go through the log routes) make it the one request that finishes a task.
+        Dependents whose every dependency is now complete are queued before the answer."""
+        task = await self.held_task(task_id)
         b = self.body
-        doc = await self.db.tasks.complete(task_id, b["instance_id"], b.get("time_used"),
-                                           b.get("site"))
-        await rollup_job(self.db, doc["job_id"])
+        inline_log = check_inline_log(b.get("log") or {})
+        if task.get("status") != "processing":
+            raise BadTransition(task.get("status"), "complete")
+        if task.get("instance_id") != b["instance_id"]:
+            raise Conflict("instance_id: stale, the task was handed to another pilot")
+        await store_inline(self.db, task, b.get("stats"), inline_log)
+        await complete_task(self.db, self.ctx.events, task_id, b["instance_id"],
+                            b.get("time_used"), b.get("site"))
         self.ctx.metrics.inc("iceprod_tasks_finished_total", help="tasks finished by outcome",
                              outcome="complete")
         self.write_json({})
+
+
+INLINE_LOG_BYTES = 64 * 1024
+
+
+def check_inline_log(logs: Doc) -> dict[str, str]:
+    """The inline logs of a completion, each within ``INLINE_LOG_BYTES`` (else 413 naming
+    it), checked before anything is written."""
+    for name, text in logs.items():
+        if len(text.encode()) > INLINE_LOG_BYTES:
+            raise TooLarge(f"log.{name}: larger than {INLINE_LOG_BYTES} bytes inline; "
+                           "upload it through POST /logs")
+    return dict(logs)
+
+
+async def store_inline(db: Database, task: Doc, stats: Doc | None, logs: dict[str, str]
+                       ) -> None:
+    now = iso()
+    for name, text in logs.items():
+        await db.logs.create({"log_id": new_id(), "dataset_id": task["dataset_id"],
+                              "task_id": task["task_id"], "name": name, "data": text,
+                              "timestamp": now})
+    if stats is not None:
+        await db.task_stats.create({"task_stat_id": new_id(), "task_id": task["task_id"],
+                                    "dataset_id": task["dataset_id"], "name": task.get("name"),
+                                    "create_date": now, "stats": stats})
 
 
 class ResetHandler(FencedAction):
@@ -379,7 +465,9 @@ class ResetHandler(FencedAction):
             reason=b.get("reason"), reason_class=classify(b.get("reason")), fail=self.fail,
             debug=bool(dataset.get("debug")),
         )
-        await rollup_job(self.db, doc["job_id"])
+        events = [task_event(doc, "processing")]
+        await rollup_job(self.db, doc["job_id"], events)
+        await self.ctx.events.publish(events)
         self.ctx.metrics.inc("iceprod_tasks_finished_total", help="tasks finished by outcome",
                              outcome="failed" if doc["status"] == "failed" else "reset")
         self.ctx.metrics.inc("iceprod_task_failures_total", help="failed runs by reason class",
@@ -390,6 +478,7 @@ class ResetHandler(FencedAction):
         b = self.body
         doc = await self.db.tasks.requeue(task_id, b["instance_id"],
                                           b.get("reason") or "stopped from outside", b.get("site"))
+        await self.ctx.events.publish([task_event(doc, "processing")])
         self.ctx.metrics.inc("iceprod_tasks_finished_total", help="tasks finished by outcome",
                              outcome="requeued")
         self.write_json({"status": doc["status"], "failures": doc.get("failures", 0)})
@@ -411,8 +500,11 @@ class QueueHandler(APIHandler):
         queue lease the scheduler queues under too, so concurrent queuers never exceed
         `queue_max` (503 when another queuer holds it for more than a few seconds)."""
         cfg = self.ctx.config
+        ids: list[str] = []
         queued = await queue_exclusively(self.db, f"rest:{new_id()}", cfg.queue_max,
-                                         cfg.group_weights, self.body.get("num_tasks", 100))
+                                         cfg.group_weights, self.body.get("num_tasks", 100),
+                                         queued_ids=ids)
+        await publish_queued(self.db, self.ctx.events, ids)
         self.write_json({"queued": queued})
 
 

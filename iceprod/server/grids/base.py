@@ -50,6 +50,7 @@ class GridConfig:
     max_pilots: int = 10
     max_idle: int = 5
     max_per_cycle: int = 5
+    warm_pilots: int = 0
     pilot_resources: Mapping[str, Any] = field(default_factory=dict)
     site: str = ""
     setup: str = ""

@@ -328,7 +328,8 @@ def kill_session(pid: int, sig: int) -> None:
 
 
 def defaults(options: Mapping[str, Any] | None = None) -> dict[str, Any]:
-    """The embedded default grid: one pilot per core of this machine at most."""
+    """The embedded default grid: one pilot per core of this machine at most, one kept
+    warm (a task queued on an idle server starts at once)."""
     cores = int(machine_capacity(options or {})["cpu"])
     return {"name": "local", "backend": "local", "max_pilots": cores, "max_idle": cores,
-            "max_per_cycle": cores, "options": dict(options or {})}
+            "max_per_cycle": cores, "warm_pilots": 1, "options": dict(options or {})}

@@ -89,6 +89,7 @@ NUMERIC = ("cpu", "gpu", "memory", "disk", "time")
 LIVE = ["submitted", "running"]
 FINAL = (GridJobState.COMPLETED, GridJobState.REMOVED)
 SUBMIT_GRACE = 60.0
+MIN_GAP = 0.5  # seconds between rounds woken by queued tasks (a steady stream of them)
 """Seconds a fresh pilot may be missing from the backend's list (a batch system may not
 list a job at once) before it counts as lost."""
 TIME_MARGIN_HOURS = 0.1
@@ -109,7 +110,7 @@ def grid_from_doc(doc: Mapping[str, Any]) -> GridConfig:
     return GridConfig(
         name=doc["name"], backend=doc["backend"], queue=doc.get("queue", ""),
         max_pilots=doc.get("max_pilots", 10), max_idle=doc.get("max_idle", 5),
-        max_per_cycle=doc.get("max_per_cycle", 5),
+        max_per_cycle=doc.get("max_per_cycle", 5), warm_pilots=doc.get("warm_pilots", 0),
         pilot_resources=dict(doc.get("pilot_resources") or {}), site=doc.get("site", ""),
         setup=doc.get("setup", ""), options=dict(doc.get("options") or {}),
     )
@@ -235,6 +236,9 @@ class GridState:
     plugin: GridPlugin
     grid_id: str = ""
     submitted_at: dict[str, float] = field(default_factory=dict)
+    # whether the last round left room for more pilots (a grid at its limits has nothing
+    # to do when tasks are queued, so it does not wake for them)
+    room: bool = True
 
 
 class GridManager:
@@ -251,6 +255,8 @@ class GridManager:
         chosen = chosen_grids(grids, only)
         base = Path(config.data_dir).resolve() / "grids"  # pilots run elsewhere: absolute
         self.grids = [GridState(g, make_plugin(g, base / g.name)) for g in chosen]
+        self.seq = 0  # the event sequence of the last queued task the server told of
+        self.demand_waits = True
 
     async def run(self, stop: asyncio.Event) -> None:
         """Rounds until ``stop``; then each backend is closed (local pilots stop)."""
@@ -264,13 +270,43 @@ class GridManager:
         try:
             while not stop.is_set():
                 await self.round()
-                try:
-                    await asyncio.wait_for(stop.wait(), self.interval)
-                except TimeoutError:
-                    pass
+                await self.pause(stop)
         finally:
             await self.close()
             await self.api.aclose()
+
+    async def pause(self, stop: asyncio.Event) -> None:
+        """Until the next round: ``interval`` seconds, or less when tasks are queued
+        (``GET /task_demand?wait=&after=``: the server answers when it sees tasks queued
+        after the last answer's event ``seq``), never sooner than ``MIN_GAP`` after the
+        last round. Grids at their pilot limits, and a server that does not wait (no
+        ``seq`` in its answer), get the plain interval."""
+        started = time.monotonic()
+        stopping = asyncio.ensure_future(stop.wait())
+        try:
+            if self.demand_waits and any(g.room for g in self.grids):
+                demand = asyncio.ensure_future(
+                    self.api.grids.wait_demand(self.seq, min(self.interval, 20.0)))
+                await asyncio.wait({demand, stopping}, timeout=self.interval + 5,
+                                   return_when=asyncio.FIRST_COMPLETED)
+                if not demand.done():
+                    demand.cancel()
+                    await asyncio.gather(demand, return_exceptions=True)
+                elif demand.exception() is None and "seq" in demand.result():
+                    self.seq = int(demand.result()["seq"])
+                else:
+                    if demand.exception() is None:
+                        self.demand_waits = False  # an older server: plain intervals
+                    left = self.interval - (time.monotonic() - started)
+                    if left > 0:
+                        await asyncio.wait({stopping}, timeout=left)
+                gap = MIN_GAP - (time.monotonic() - started)
+                if gap > 0 and not stop.is_set():
+                    await asyncio.wait({stopping}, timeout=gap)
+            else:
+                await asyncio.wait({stopping}, timeout=self.interval)
+        finally:
+            stopping.cancel()
 
     async def close(self) -> None:
         """Let each backend release what it holds (local pilots are stopped)."""
@@ -389,7 +425,9 @@ class GridManager:
         pilots = await self.live_pilots(g.grid_id)
         idle = sum(1 for p in pilots if p.get("status") == "submitted")
         room = min(grid.max_per_cycle, grid.max_pilots - len(pilots), grid.max_idle - idle)
-        if room <= 0 or not groups:
+        warm = min(grid.warm_pilots - len(pilots), room)
+        g.room = room > 0
+        if room <= 0 or (not groups and warm <= 0):
             return 0
         if drain := (await self.api.grids.get(g.grid_id)).get("drain"):
             log.info("grid %s: no new pilots: %s", grid.name, drain)
@@ -397,6 +435,11 @@ class GridManager:
         used = _total(p.get("resources") or {} for p in pilots)
         capacity = g.plugin.capacity()
         sizes = self.plan(grid, groups, pilots, room, capacity, used)
+        if not sizes and warm > 0:  # no work: keep pilots ready for the next task
+            size = pilot_size(grid, {})
+            sizes = [size] * warm if within(capacity, used, size) else []
+            if not sizes:
+                return 0
         if not sizes:
             return 0
         specs = [await self.register_pilot(g, size) for size in sizes]

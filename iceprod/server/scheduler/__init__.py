@@ -19,12 +19,15 @@ from collections.abc import Callable
 from iceprod.common.config import ServerConfig
 from iceprod.common.ids import new_id
 from iceprod.core import archive
+from iceprod.core.events import EventHub
 from iceprod.core.lease import LeaseLost, under_lease
+from iceprod.core.materialize import materialize_all
 from iceprod.core.queue import queue_exclusively, refresh_priorities
 from iceprod.core.rollup import rollup_all
+from iceprod.core.taskflow import publish_queued
 from iceprod.db import Database
 from iceprod.db.settings import METRICS_SNAPSHOT
-from iceprod.server.scheduler.materialize import materialize_all
+from iceprod.db.store import Doc
 
 log = logging.getLogger(__name__)
 
@@ -39,10 +42,13 @@ class Scheduler:
 
     def __init__(self, db: Database, config: ServerConfig,
                  on_round: Callable[[], None] | None = None,
-                 remove_files: archive.RemoveFiles | None = None) -> None:
+                 remove_files: archive.RemoveFiles | None = None,
+                 events: EventHub | None = None) -> None:
         self.db = db
         # empties a dataset's file store when the archive policy archives it
         self.remove_files = remove_files
+        # where the round's changes are published (queued tasks wake waiting claims)
+        self.events = events
         self.config = config
         # called after each round done while holding the lease (a metrics counter), so a
         # watcher can tell "the scheduler looked and did nothing" from "it has not looked yet"
@@ -88,9 +94,14 @@ class Scheduler:
             score = await refresh_priorities(self.db, cfg.group_weights)
             self.last_refresh = now
         # under the queue lease, which POST /task_actions/queue takes too: queue_max holds
+        queued: list[str] = []
         await queue_exclusively(self.db, self.holder, cfg.queue_max, cfg.group_weights,
-                                score=score)
-        await rollup_all(self.db)
+                                score=score, queued_ids=queued)
+        await publish_queued(self.db, self.events, queued)
+        changes: list[Doc] = []
+        await rollup_all(self.db, changes)
+        if self.events is not None and changes:
+            await self.events.publish(changes)
         await self.archive_policy(now)
         await self.snapshot_metrics()
 
