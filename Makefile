@@ -12,7 +12,7 @@ PYTEST_ARGS ?=
 
 PYVERSION := import sys; print(sys.version.split()[0])
 
-.PHONY: venv runtime serve test docs lint bench clean
+.PHONY: venv runtime serve test docs lint bench clean vendor
 
 # A venv made by another Python (say 3.11 for serving, where the tests need 3.13) is
 # rebuilt rather than half-used. Stamps record what is installed: the runtime alone
@@ -64,6 +64,17 @@ bench: venv
 	$(PY) bench/claims.py $(BENCH_ARGS)
 	$(PY) bench/pilots.py $(BENCH_ARGS)
 	$(PY) bench/scale.py $(BENCH_ARGS)
+
+# The dashboard's third-party browser files, from the npm registry as pinned by
+# ui/package-lock.json. Their copies in iceprod/ui/static/vendor are committed (package data),
+# so serving and testing a fresh clone need neither node nor the network; run this to update
+# them (then update iceprod/ui/static/vendor/VERSIONS.md and docs/dashboard.md).
+VENDOR := iceprod/ui/static/vendor
+vendor:
+	cd ui && npm ci --no-audit --no-fund
+	mkdir -p $(VENDOR)
+	cp ui/node_modules/uplot/dist/uPlot.esm.js ui/node_modules/uplot/dist/uPlot.min.css $(VENDOR)/
+	cp ui/node_modules/uplot/LICENSE $(VENDOR)/uPlot.LICENSE
 
 clean:
 	rm -rf $(VENV) build site *.egg-info

@@ -15,6 +15,7 @@ from iceprod.rest.base import DATASET_REF, AppContext, NotFoundHandler, log_requ
 from iceprod.rest.handlers import (
     auths,
     config,
+    dashboard,
     datasets,
     files,
     filestore,
@@ -28,6 +29,7 @@ from iceprod.rest.handlers import (
     system,
     task_stats,
     tasks,
+    ui,
     users,
 )
 from iceprod.rest.openapi import build as build_openapi
@@ -35,7 +37,7 @@ from iceprod.rest.openapi import handler_methods, template
 
 HANDLER_MODULES: tuple[ModuleType, ...] = (
     system, datasets, config, jobs, tasks, task_stats, logs, files, filestore, grids, pilots,
-    roles, groups, users, login, auths,
+    roles, groups, users, login, auths, dashboard, ui,
 )
 
 

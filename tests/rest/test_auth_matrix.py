@@ -75,6 +75,8 @@ GRID_MANAGER = (       401, 403, 403, 403, 403, 403, 403, 403, 401, 401, 403, 20
 # a pilot registered by a grid manager: a bound pilot token may not register another (409),
 # a registration token may not set the grid's fields (403)
 GRID_REGISTER = (      401, 403, 403, 403, 403, 403, 409, 409, 401, 401, 403, 201, 201, 201)
+# `/` for an API client (a browser is redirected to the dashboard): the 404 it always was
+ROOT_API = (           404, 404, 404, 404, 404, 404, 404, 404, 401, 401, 404, 404, 404, 404)
 EXTERNAL_TOKEN_ONLY = (401, 403, 403, 403, 403, 403, 403, 403, 403, 403, 403, 403, 403, 403)
 
 MATRIX: list[tuple[str, str, Any, tuple[int, ...]]] = [
@@ -181,6 +183,13 @@ MATRIX: list[tuple[str, str, Any, tuple[int, ...]]] = [
     ("PUT", "/auths/{dataset_id}", {"read_groups": ["astro"]}, WRITE),
     ("GET", "/auths/{dataset_id}/actions/read", None, READ),
     ("GET", "/auths/{dataset_id}/actions/write", None, WRITE),
+    ("GET", "/", None, ROOT_API),
+    ("GET", "/ui/", None, EVERYONE),
+    ("GET", "/ui/static/app.js", None, EVERYONE),
+    ("GET", "/dataset_overview", None, LIST_READABLE),
+    ("GET", "/datasets/{dataset_id}/task_plots", None, READ),
+    ("POST", "/config_check", {"text": "[]"}, USERS),
+    ("PUT", "/datasets/{dataset_id}/priority", {"priority": 0.25}, WRITE),
 ]
 
 

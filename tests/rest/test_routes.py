@@ -121,6 +121,15 @@ OURS_ONLY: dict[tuple[str, str], str] = {
     ("GET", "/token/{username}"): "exchange an external OpenID provider's token for ours",
     ("GET", "/task_demand"): "a grid manager reads queued tasks grouped by requirements",
     ("PUT", "/grids/{grid_id}"): "a grid manager registers its grid under a stable id",
+    ("GET", "/"): "a browser is sent to the dashboard; other clients get the old 404",
+    ("GET", "/ui/"): "the web dashboard's page",
+    ("GET", "/ui/static/{name}"): "the web dashboard's script, styles and vendored libraries",
+    ("GET", "/dataset_overview"): "the dashboard's datasets table: rows with task counts, "
+                                  "filters, search and pages in one request",
+    ("GET", "/datasets/{dataset_id}/task_plots"): "what the dataset page plots: completions over "
+                                                  "time, walltime/memory histograms, failures",
+    ("POST", "/config_check"): "check a config's text (errors by line) without creating anything",
+    ("PUT", "/datasets/{dataset_id}/priority"): "the owner changes a dataset's priority",
 }
 
 # A value of the right shape for each path parameter, so a probe reaches its handler.
@@ -184,6 +193,11 @@ def test_a_running_server_answers_and_documents_every_listed_route(server: Serve
     with httpx.Client(base_url=server.url, timeout=30) as anonymous:
         for verb, route in sorted(expected_routes()):
             assert verb.lower() in spec["paths"].get(route, {}), f"{verb} {route} undocumented"
+            if route == "/":
+                # the one route that answers API clients "no such route", as it always did
+                r = anonymous.get("/", headers={"Accept": "text/html"})
+                assert r.status_code == 302 and r.headers["Location"] == "/ui/", r.text
+                continue
             # without a token: refused, or answered, but never "no such route"
             r = anonymous.request(verb, probe_path(route))
             assert r.status_code != 405, (verb, route, r.text)

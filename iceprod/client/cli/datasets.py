@@ -19,7 +19,7 @@ from iceprod.client.cli.context import (
     short,
 )
 from iceprod.client.cli.parsing import Sub, command, dataset_arg, positive
-from iceprod.client.configcheck import ConfigError, Problem, check_config, parse_text
+from iceprod.common.configcheck import ConfigError, Problem, check_config, parse_text
 from iceprod.client.errors import UsageError
 from iceprod.client.output import Output
 

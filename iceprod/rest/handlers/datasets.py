@@ -17,6 +17,7 @@ CREATE_BODY = body("datasets_create")
 STATUS_BODY = body("dataset_status")
 DESCRIPTION_BODY = body("datasets_description")
 JOBS_BODY = body("datasets_jobs")
+PRIORITY_BODY = body("datasets_priority")
 
 
 async def visible_ids(h: APIHandler) -> list[str] | None:
@@ -147,6 +148,15 @@ class DatasetJobsSubmittedHandler(APIHandler):
         self.write_json({})
 
 
+class DatasetPriorityHandler(APIHandler):
+    @requires("write:datasets", dataset="write", body=PRIORITY_BODY)
+    async def put(self, dataset_id: str) -> None:
+        """Set a dataset's priority (0..1) among its user's datasets; the scheduler applies
+        it from its next cycle. Answers `{"priority": p}`."""
+        await self.db.datasets.set_fields(dataset_id, {"priority": self.body["priority"]})
+        self.write_json({"priority": self.body["priority"]})
+
+
 class DatasetSummariesStatusHandler(APIHandler):
     @requires("read:datasets")
     async def get(self) -> None:
@@ -161,5 +171,6 @@ routes = [
     (rf"/datasets/{D}/status", DatasetStatusHandler),
     (rf"/datasets/{D}/description", DatasetDescriptionHandler),
     (rf"/datasets/{D}/jobs_submitted", DatasetJobsSubmittedHandler),
+    (rf"/datasets/{D}/priority", DatasetPriorityHandler),
     (r"/dataset_summaries/status", DatasetSummariesStatusHandler),
 ]
