@@ -403,7 +403,13 @@ async function viewDataset(ctx, el, params, id) {
     plots.append(h("figure", { class: "plot" }, h("figcaption", {}, "Failures by reason class"),
       f.length ? table(["Class", "Failed runs"], f.map(([k, v]) => [k, String(v)])) : h("p", { class: "muted" }, "No failures.")));
   };
-  const refresh = async () => { await Promise.all([loadHead(), loadMatrix(), loadTasks(), loadJobs()]); };
+  // the plots are redrawn when the task counts change (not on every poll)
+  let plotted = "";
+  const refresh = async () => {
+    await Promise.all([loadHead(), loadMatrix(), loadTasks(), loadJobs()]);
+    const key = JSON.stringify(state.counts);
+    if (key !== plotted) { plotted = key; await loadPlots(); }
+  };
 
   // actions: each shows the preview (the server's dry run, or a count-based estimate) first
   const drawActions = () => {
@@ -493,10 +499,9 @@ async function viewDataset(ctx, el, params, id) {
     clear(rulesBox); rulesBox.append(form);
   };
 
-  await refresh();
+  await refresh().catch(showError(plots));
   const cfg = await api("GET", `/config/${id}`).catch((e) => { if (e instanceof ApiError) return null; throw e; });
   configBox.textContent = cfg ? JSON.stringify(cfg.data, null, 2) : "(no config)";
-  await loadPlots().catch(showError(plots));
   if (writable) await drawRules();
 
   // live: server-sent events when the server has them, else short polling
@@ -506,7 +511,6 @@ async function viewDataset(ctx, el, params, id) {
     pending = setTimeout(async () => { pending = null; if (ctx.alive) await refresh().catch(() => {}); }, 300);
   }, () => ctx.every(POLL_MS, refresh));
   if (!streamed) ctx.every(POLL_MS, refresh);
-  ctx.every(POLL_MS * 5, () => loadPlots());
   ctx.onStop(() => clearTimeout(pending));
 }
 
@@ -625,7 +629,8 @@ async function viewPilots(ctx, el) {
   el.append(h("h1", {}, "Pilots and grids"));
   const grids = h("div", { id: "grids" }), pilots = h("div", { id: "pilots" }), demand = h("div", { id: "demand" });
   el.append(section("Grids", grids), section("Pilots by grid and site", pilots), section("Queued demand by resource shape", demand));
-  const res = (r) => Object.entries(r || {}).filter(([, v]) => v != null && v !== "").map(([k, v]) => `${k}=${Array.isArray(v) ? v.join("/") : v}`).join(" ");
+  const res = (r) => Object.entries(r || {}).filter(([, v]) => v != null && v !== "")
+    .map(([k, v]) => `${k}=${Array.isArray(v) ? v.join("/") : typeof v === "number" ? fmtNum(v) : v}`).join(" ");
   const load = async () => {
     const [g, p] = await Promise.all([
       api("GET", "/grids?limit=200").catch((e) => { if (e instanceof ApiError) return { data: {} }; throw e; }),
