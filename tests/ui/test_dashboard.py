@@ -180,7 +180,7 @@ def test_the_dashboard_end_to_end(server: Server, browser: Any, tmp_path: Path) 
     # the plots follow: completions over time, walltime and memory of the runs
     page.locator("#ds-plots .uplot").nth(2).wait_for()
     captions = page.locator("#ds-plots figcaption").all_inner_texts()
-    assert captions[:3] == ["Tasks completed over time", "Walltime of work (hours)",
+    assert captions[:3] == ["Tasks completed over time", "Walltime of work (seconds)",
                             "Memory of work (GB)"], captions
     tab.shot("dataset")
     good = page.url.rsplit("/", 1)[1]

@@ -8,7 +8,7 @@
 import { api, ApiError, session, login, logout, follow } from "./api.js";
 import { h, clear, statusBadge, fmtDate, fmtNum, table, section, message, field, countsText }
   from "./dom.js";
-import { lineChart, barChart } from "./plots.js";
+import { lineChart, histogram } from "./plots.js";
 
 const TASK_STATUSES = ["waiting", "queued", "processing", "failed", "suspended", "complete"];
 const DATASET_STATUSES = ["processing", "suspended", "errors", "complete"];
@@ -391,12 +391,13 @@ async function viewDataset(ctx, el, params, id) {
   const loadPlots = async () => {
     const p = (await api("GET", `/datasets/${id}/task_plots`)).data;
     clear(plots);
+    let sum = 0;
     plots.append(lineChart("Tasks completed over time", p.completed.map((c) => Date.parse(c.time) / 1000),
-      p.completed.map((c) => c.count)));
+      p.completed.map((c) => (sum += c.count))));
     for (const [kind, unit] of [["walltime", "hours"], ["memory", "GB"]]) {
       for (const [name, hist] of Object.entries(p[kind]).slice(0, 6)) {
-        plots.append(barChart(`${kind === "walltime" ? "Walltime" : "Memory"} of ${name} (${unit})`,
-          hist.edges.slice(0, -1), hist.counts));
+        plots.append(histogram(`${kind === "walltime" ? "Walltime" : "Memory"} of ${name}`,
+          hist.edges, hist.counts, unit));
       }
     }
     const f = Object.entries(p.failures);
