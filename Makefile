@@ -12,7 +12,7 @@ PYTEST_ARGS ?=
 
 PYVERSION := import sys; print(sys.version.split()[0])
 
-.PHONY: venv runtime serve test docs lint bench clean vendor
+.PHONY: venv runtime serve test docs lint bench clean vendor screenshots
 
 # A venv made by another Python (say 3.11 for serving, where the tests need 3.13) is
 # rebuilt rather than half-used. Stamps record what is installed: the runtime alone
@@ -75,6 +75,10 @@ vendor:
 	mkdir -p $(VENDOR)
 	cp ui/node_modules/uplot/dist/uPlot.esm.js ui/node_modules/uplot/dist/uPlot.min.css $(VENDOR)/
 	cp ui/node_modules/uplot/LICENSE $(VENDOR)/uPlot.LICENSE
+
+# the dashboard's pictures in docs/dashboard.md, taken by its browser tests (tests/ui)
+screenshots: venv
+	ICEPROD_SCREENSHOTS=docs/images $(PY) -m pytest tests/ui -q
 
 clean:
 	rm -rf $(VENV) build site *.egg-info

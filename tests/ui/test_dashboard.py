@@ -227,7 +227,8 @@ def test_the_dashboard_end_to_end(server: Server, browser: Any, tmp_path: Path) 
     tab.close()
 
     check_reader_and_other_user(server, browser, tmp_path, alice, good)
-    check_admin_and_phone_width(server, browser, tmp_path)
+    check_phone_width(server, browser, tmp_path)
+    check_admin(server, browser, tmp_path)
 
 
 def check_reader_and_other_user(server: Server, browser: Any, tmp_path: Path,
@@ -253,22 +254,7 @@ def check_reader_and_other_user(server: Server, browser: Any, tmp_path: Path,
     other.close()
 
 
-def check_admin_and_phone_width(server: Server, browser: Any, tmp_path: Path) -> None:
-    root = server.token("root", ["admin"])
-    with server.client(root) as api:
-        assert api.post("/groups", json={"name": "physics"}).status_code in (201, 409)
-        r = api.post("/users", json={"username": "alice"})
-        assert r.status_code == 201, r.text
-        assert api.put(f"/users/{r.json()['result']}/groups",
-                       json={"groups": ["physics"]}).status_code == 200
-    admin = Tab(browser, server, tmp_path)
-    admin.login(root)
-    admin.go("#/admin", "#admin-users table")
-    assert "alice" in admin.page.locator("#admin-users").inner_text()
-    admin.shot("admin")
-    admin.clean()
-    admin.close()
-
+def check_phone_width(server: Server, browser: Any, tmp_path: Path) -> None:
     phone = Tab(browser, server, tmp_path, width=390)
     phone.login(server.token("alice", ["user"], ["physics"]))
     phone.page.wait_for_selector("#datasets-table table")
@@ -277,6 +263,36 @@ def check_admin_and_phone_width(server: Server, browser: Any, tmp_path: Path) ->
     phone.shot("phone")
     phone.clean()
     phone.close()
+
+
+def check_admin(server: Server, browser: Any, tmp_path: Path) -> None:
+    root = server.token("root", ["admin"])
+    with server.client(root) as api:
+        assert api.post("/groups", json={"name": "physics"}).status_code in (201, 409)
+        r = api.post("/users", json={"username": "alice"})
+        assert r.status_code == 201, r.text
+        assert api.put(f"/users/{r.json()['result']}/groups",
+                       json={"groups": ["physics"]}).status_code == 200
+    alice = server.client(server.token("alice", ["user"], ["physics"]))
+    admin = Tab(browser, server, tmp_path)
+    admin.login(root)
+    page = admin.page
+    admin.go("#/admin", "#admin-users table")
+    assert "alice" in page.locator("#admin-users").inner_text()
+    page.fill("#rules-dataset", "1")
+    page.click("#admin-rules button[type=submit]")
+    page.locator("#admin-rules table").wait_for()
+    assert "rita" in page.locator("#admin-rules").inner_text()
+    admin.shot("admin")
+    # revoking alice's tokens: confirmed first, then her token stops working
+    assert alice.get("/datasets").status_code == 200
+    page.locator("#admin-users button", has_text="Revoke tokens").click()
+    page.click("#confirm-yes")
+    page.wait_for_selector("#admin-notice .ok")
+    wait_for(lambda: alice.get("/datasets").status_code == 401, timeout=30,
+             what="the revoked token to be refused")
+    admin.clean()
+    admin.close()
 
 
 def test_pages_carry_a_policy_without_inline_code(server: Server) -> None:
