@@ -54,7 +54,7 @@ lint: venv
 	$(VENV)/bin/ruff check iceprod tests bench docs/hooks
 	$(VENV)/bin/mypy iceprod
 
-# the benchmarks of issue 13; each prints its figures and ends with one `summary` line.
+# the benchmarks of issue 13 (and ui.py, the dashboard's pages); each prints its figures and ends with one `summary` line.
 # BENCH_ARGS=--quick runs the smoke sizes (scheduler.py has no --quick).
 BENCH_ARGS ?=
 bench: venv
@@ -64,6 +64,7 @@ bench: venv
 	$(PY) bench/claims.py $(BENCH_ARGS)
 	$(PY) bench/pilots.py $(BENCH_ARGS)
 	$(PY) bench/scale.py $(BENCH_ARGS)
+	$(PY) bench/ui.py $(BENCH_ARGS)
 
 # The dashboard's third-party browser files, from the npm registry as pinned by
 # ui/package-lock.json. Their copies in iceprod/ui/static/vendor are committed (package data),

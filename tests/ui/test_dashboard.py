@@ -22,6 +22,8 @@ import pytest
 
 from tests.conftest import Server, start_server
 from tests.helpers import needs, submit, wait_for
+from tests.ldap_server import missing_tools, start_slapd
+from tests.rest.test_accounts import ENTRIES, ldap_env
 from tests.server.test_grids_local import local_grid
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -309,3 +311,26 @@ def test_pages_carry_a_policy_without_inline_code(server: Server) -> None:
         # data reaches the page as text only: no markup from strings anywhere in our code
         assert not re.search(r"\.(inner|outer)HTML\s*=|insertAdjacentHTML|document\.write",
                              js.text), name
+
+
+def test_ldap_login_form(browser: Any, tmp_path: Path) -> None:
+    """With LDAP configured the page offers the directory form; a login there works like
+    `iceprod login` (the same `POST /ldap`), with the directory's groups."""
+    needs(missing_tools())
+    slapd = start_slapd(tmp_path / "slapd", ENTRIES)
+    srv = start_server(tmp_path / "data", env=ldap_env(slapd.uri), args=["--only", "rest"])
+    try:
+        tab = Tab(browser, srv, tmp_path)
+        tab.page.goto(srv.url + "/ui/", wait_until="domcontentloaded")
+        tab.page.fill("#ldap-user", "alice")
+        tab.page.fill("#ldap-pass", "wonderland")
+        tab.page.click("#ldap-form button[type=submit]")
+        tab.page.wait_for_selector("#datasets-table")
+        assert tab.page.locator("header .who").inner_text() == "alice"
+        tab.go("#/submit", "#s-group")
+        assert {"icecube", "physics"} <= set(tab.page.locator("#s-group option").all_inner_texts())
+        tab.clean()
+        tab.close()
+    finally:
+        srv.stop()
+        slapd.stop()

@@ -714,5 +714,10 @@ async function viewAdmin(ctx, el) {
   await load();
 }
 
+// the skip link moves the focus to the content (its #main would be taken for a route)
+document.querySelector(".skip").addEventListener("click", (ev) => {
+  ev.preventDefault();
+  main().focus();
+});
 window.addEventListener("hashchange", () => { route(); });
 route();
