@@ -173,10 +173,21 @@ def test_the_dashboard_end_to_end(server: Server, browser: Any, tmp_path: Path) 
     page.wait_for_url("**/#/datasets/*")
     page.wait_for_selector("#ds-facts")
     page.evaluate("window.__stillTheSamePage = true")
+    # every progress figure the page shows, as it redraws itself
+    page.evaluate("""() => {
+        const box = document.querySelector('#ds-progress');
+        window.__seen = [box.querySelector('.pct')?.textContent];
+        new MutationObserver(() => {
+            const pct = box.querySelector('.pct');
+            if (pct && window.__seen.at(-1) !== pct.textContent) window.__seen.push(pct.textContent);
+        }).observe(box, {childList: true, subtree: true});
+    }""")
     title = page.locator("h1 .desc")
     assert title.inner_text() == XSS_DESCRIPTION
     expect(page.locator("#ds-facts")).to_contain_text("complete", timeout=90_000)
     assert page.evaluate("window.__stillTheSamePage") is True
+    seen = page.evaluate("window.__seen")
+    assert seen[0] == "0%" and seen[-1] == "100%", seen  # it advanced, drawn by the page
     assert page.locator("#ds-progress .pct").inner_text() == "100%"
     assert "complete 3" in page.locator("#ds-counts").inner_text()
     # the plots follow: completions over time, walltime and memory of the runs
