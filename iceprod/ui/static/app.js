@@ -57,6 +57,18 @@ class ViewContext {
 }
 
 let current = null;
+
+// Redraw a part of a page only when its data changed: a poll that finds nothing new leaves
+// the page (and the keyboard focus in it) alone.
+function memo() {
+  const last = {};
+  return (key, value) => {
+    const text = JSON.stringify(value);
+    if (last[key] === text) return true;
+    last[key] = text;
+    return false;
+  };
+}
 const main = () => document.getElementById("main");
 
 const ROUTES = [
@@ -221,8 +233,10 @@ async function viewDatasets(ctx, el, params) {
   if (params.get("group")) query.set("group", params.get("group"));
   if (params.get("q")) query.set("search", params.get("q"));
 
+  const same = memo();
   const load = async () => {
     const r = await api("GET", "/dataset_overview?" + query);
+    if (same("rows", r.data)) return;
     const { datasets, total } = r.data;
     const rows = datasets.map((d) => {
       const p = progressOf(d);
@@ -345,10 +359,12 @@ async function viewDataset(ctx, el, params, id) {
   el.append(section("Config", configBox));
 
   let state = { ds, counts: {} };
+  const same = memo();
   const loadHead = async () => {
     const [d, counts] = await Promise.all([
       api("GET", `/datasets/${id}`), api("GET", `/datasets/${id}/task_counts/status`)]);
     state = { ds: d.data, counts: counts.data };
+    if (same("head", state)) return;
     const x = state.ds;
     clear(summary);
     const fact = (k, v) => [h("dt", {}, k), h("dd", {}, v)];
@@ -363,6 +379,7 @@ async function viewDataset(ctx, el, params, id) {
   };
   const loadMatrix = async () => {
     const m = (await api("GET", `/datasets/${id}/task_counts/name_status`)).data;
+    if (same("matrix", m)) return;
     clear(matrix);
     matrix.append(table(["Task", ...TASK_STATUSES],
       Object.entries(m).map(([name, c]) => [name, ...TASK_STATUSES.map((s) => String(c[s] || 0))]),
@@ -373,6 +390,7 @@ async function viewDataset(ctx, el, params, id) {
     if (taskFilter.value) q.set("status", taskFilter.value);
     const tasks = Object.values((await api("GET", `/datasets/${id}/tasks?${q}`)).data);
     tasks.sort((a, b) => (a.job_index - b.job_index) || (a.task_index - b.task_index));
+    if (same("tasks", [taskFilter.value, tasks])) return;
     clear(tasksBox);
     tasksBox.append(table(["Task", "Job", "Status", "Failures", "Site", "Last reason"],
       tasks.map((t) => [h("a", { href: `#/datasets/${id}/tasks/${t.task_id}` }, t.name || t.task_id),
@@ -384,6 +402,7 @@ async function viewDataset(ctx, el, params, id) {
     const jobs = Object.values((await api("GET",
       `/datasets/${id}/jobs?limit=50&keys=job_id|job_index|status|status_changed`)).data);
     jobs.sort((a, b) => (a.job_index ?? 0) - (b.job_index ?? 0));
+    if (same("jobs", jobs)) return;
     clear(jobsBox);
     jobsBox.append(table(["Job", "Status", "Changed"],
       jobs.map((j) => [String(j.job_index), statusBadge(j.status), fmtDate(j.status_changed)]), "No jobs yet."));
@@ -555,8 +574,10 @@ async function viewTask(ctx, el, params, datasetId, taskId) {
   el.append(section("Logs", h("div", { class: "filters" }, field("Log", logName), field("Show", tail),
     h("label", { class: "check" }, followBox, " follow")), logView));
 
+  const same = memo();
   const loadTask = async () => {
     const t = (await api("GET", `/datasets/${datasetId}/tasks/${taskId}`)).data;
+    if (same("task", t)) return t;
     clear(title); title.append(`Task ${t.name || ""} `, h("span", { class: "muted" }, `job ${t.job_index}`), " ", statusBadge(t.status));
     clear(details);
     const fact = (k, v) => [h("dt", {}, k), h("dd", {}, v)];
@@ -575,6 +596,7 @@ async function viewTask(ctx, el, params, datasetId, taskId) {
   const loadAttempts = async () => {
     const runs = Object.values((await api("GET", `/datasets/${datasetId}/tasks/${taskId}/task_stats?limit=100`)).data);
     runs.sort((a, b) => String(a.create_date).localeCompare(String(b.create_date)));
+    if (same("runs", runs)) return;
     clear(attempts);
     attempts.append(table(["When", "Outcome", "Site", "Host", "Pilot", "Walltime (s)", "CPU (s)", "Peak memory (GB)", "Requested", "Reason"],
       runs.map((x) => {
@@ -632,10 +654,17 @@ async function viewPilots(ctx, el) {
   el.append(section("Grids", grids), section("Pilots by grid and site", pilots), section("Queued demand by resource shape", demand));
   const res = (r) => Object.entries(r || {}).filter(([, v]) => v != null && v !== "")
     .map(([k, v]) => `${k}=${Array.isArray(v) ? v.join("/") : typeof v === "number" ? fmtNum(v) : v}`).join(" ");
+  const same = memo();
   const load = async () => {
     const [g, p] = await Promise.all([
       api("GET", "/grids?limit=200").catch((e) => { if (e instanceof ApiError) return { data: {} }; throw e; }),
       api("GET", "/pilots?limit=1000&status=submitted|running").catch((e) => { if (e instanceof ApiError) return { data: {} }; throw e; })]);
+    // queued demand: grid managers' and administrators' (others are refused it)
+    const mayDemand = session.roles.some((r) => ["admin", "system", "grid"].includes(r));
+    const d = mayDemand ? (await api("GET", "/task_demand").catch((e) => {
+      if (e instanceof ApiError) return null; throw e;
+    }))?.data : null;
+    if (same("pilots", [g.data, p.data, d])) return;
     const gridList = Object.values(g.data);
     const names = Object.fromEntries(gridList.map((x) => [x.grid_id, x.host || x.grid_id]));
     clear(grids);
@@ -655,18 +684,12 @@ async function viewPilots(ctx, el) {
           String((x.tasks || []).length), fmtDate(x.last_update)])));
     }
     clear(demand);
-    if (!session.roles.some((r) => ["admin", "system", "grid"].includes(r))) {
+    if (!d) {
       demand.append(h("p", { class: "muted" }, "Visible to grid managers and administrators."));
       return;
     }
-    try {
-      const d = (await api("GET", "/task_demand")).data;
-      const rows = Array.isArray(d) ? d : d.demand || [];
-      demand.append(table(["Requirements", "Queued tasks"], rows.map((x) => [res(x.requirements) || "(none)", String(x.count)]), "Nothing queued."));
-    } catch (e) {
-      if (!(e instanceof ApiError)) throw e;
-      demand.append(h("p", { class: "muted" }, "Visible to grid managers and administrators."));
-    }
+    const rows = Array.isArray(d) ? d : d.demand || [];
+    demand.append(table(["Requirements", "Queued tasks"], rows.map((x) => [res(x.requirements) || "(none)", String(x.count)]), "Nothing queued."));
   };
   await load();
   ctx.every(POLL_MS * 3, load);
