@@ -115,9 +115,9 @@ class Tab:
         self.page.evaluate("h => { location.hash = h; }", hash_)
         self.page.wait_for_selector(ready)
 
-    def shot(self, name: str) -> None:
+    def shot(self, name: str, full_page: bool = True) -> None:
         path = self.tmp / f"dashboard-{name}.png"
-        self.page.screenshot(path=str(path), full_page=True)
+        self.page.screenshot(path=str(path), full_page=full_page)
         if SHOTS:
             SHOTS.mkdir(parents=True, exist_ok=True)
             shutil.copy(path, SHOTS / path.name)
@@ -226,7 +226,7 @@ def test_the_dashboard_end_to_end(server: Server, browser: Any, tmp_path: Path) 
     preview = page.locator("#confirm-preview")
     preview.wait_for()
     assert "About 1 task(s) would go to waiting" in preview.inner_text()
-    tab.shot("reset-preview")
+    tab.shot("reset-preview", full_page=False)
     page.click("#confirm-yes")
     page.wait_for_selector("#ds-notice .ok")
     assert "1 task(s) changed" in page.locator("#ds-notice").inner_text()
