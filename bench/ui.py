@@ -163,10 +163,11 @@ def main() -> None:
     ap.add_argument("--datasets", type=int, default=1000)
     ap.add_argument("--tasks-per-dataset", type=int, default=100)
     ap.add_argument("--repeat", type=int, default=10)
-    ap.add_argument("--quick", action="store_true", help="100 datasets, 3 repeats")
+    ap.add_argument("--quick", action="store_true",
+                    help="40 datasets of 20 tasks, 2 repeats (a smoke run, light on the machine)")
     a = ap.parse_args()
     if a.quick:
-        a.datasets, a.repeat = 100, 3
+        a.datasets, a.tasks_per_dataset, a.repeat = 40, 20, 2
     per = max(1, a.tasks_per_dataset // JOBS)
     total = a.datasets * per * JOBS
     with tempfile.TemporaryDirectory(prefix="iceprod-bench-ui-") as tmp:

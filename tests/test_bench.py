@@ -41,9 +41,6 @@ RUNS: dict[str, tuple[list[str], list[str], list[str]]] = {
                             "base_claims_per_s", "claim_ratio"],
               [r"20,000 tasks: setup [\d.]+ s", r"claim rate at 20,000 = [\d.]+ of"]),
     "scheduler": (["--tasks", "2000"], ["raw_insert_per_s", "materialize_per_s"], []),
-    "ui": (["--quick"], ["worst_page_ms", "alice_datasets_ms", "alice_dataset_ms",
-                         "admin_datasets_ms"],
-           [r"100 datasets, 10,000 tasks: setup [\d.]+ s", r"slowest page: [\d.]+ ms"]),
 }
 
 
