@@ -12,7 +12,7 @@ PYTEST_ARGS ?=
 
 PYVERSION := import sys; print(sys.version.split()[0])
 
-.PHONY: venv runtime serve test docs lint bench clean
+.PHONY: venv runtime serve test docs lint bench clean vendor screenshots
 
 # A venv made by another Python (say 3.11 for serving, where the tests need 3.13) is
 # rebuilt rather than half-used. Stamps record what is installed: the runtime alone
@@ -54,7 +54,7 @@ lint: venv
 	$(VENV)/bin/ruff check iceprod tests bench docs/hooks
 	$(VENV)/bin/mypy iceprod
 
-# the benchmarks of issue 13; each prints its figures and ends with one `summary` line.
+# the benchmarks of issue 13 (and ui.py, the dashboard's pages); each prints its figures and ends with one `summary` line.
 # BENCH_ARGS=--quick runs the smoke sizes (scheduler.py has no --quick).
 BENCH_ARGS ?=
 bench: venv
@@ -65,6 +65,22 @@ bench: venv
 	$(PY) bench/pilots.py $(BENCH_ARGS)
 	$(PY) bench/scale.py $(BENCH_ARGS)
 	$(PY) bench/archive.py $(BENCH_ARGS)
+	$(PY) bench/ui.py $(BENCH_ARGS)
+
+# The dashboard's third-party browser files, from the npm registry as pinned by
+# ui/package-lock.json. Their copies in iceprod/ui/static/vendor are committed (package data),
+# so serving and testing a fresh clone need neither node nor the network; run this to update
+# them (then update iceprod/ui/static/vendor/VERSIONS.md and docs/dashboard.md).
+VENDOR := iceprod/ui/static/vendor
+vendor:
+	cd ui && npm ci --no-audit --no-fund
+	mkdir -p $(VENDOR)
+	cp ui/node_modules/uplot/dist/uPlot.esm.js ui/node_modules/uplot/dist/uPlot.min.css $(VENDOR)/
+	cp ui/node_modules/uplot/LICENSE $(VENDOR)/uPlot.LICENSE
+
+# the dashboard's pictures in docs/dashboard.md, taken by its browser tests (tests/ui)
+screenshots: venv
+	ICEPROD_SCREENSHOTS=docs/images $(PY) -m pytest tests/ui -q
 
 clean:
 	rm -rf $(VENV) build site *.egg-info

@@ -76,6 +76,11 @@ class DatasetsRepo(Repository):
         docs = await self.coll.find({"username": username}, keys=["dataset_id"])
         return [d["dataset_id"] for d in docs]
 
+    async def listing(self, filter: Doc, keys: Sequence[str]) -> list[Doc]:
+        """Every matching dataset (``keys`` only), newest number first: the dashboard's
+        table filters and pages these in memory (a search on the description included)."""
+        return await self.coll.find(filter, keys=list(keys), sort=[("dataset", -1)])
+
     async def advance_materialized(self, dataset_id: str, jobs: int) -> None:
         """Record that jobs ``[0, jobs)`` exist (a resume hint; never moves back)."""
         await self.coll.update_one({"dataset_id": dataset_id},

@@ -29,3 +29,8 @@ class TaskStatsRepo(Repository):
             {"dataset_id": dataset_id, "task_id": task_id}, keys,
             sort=[("create_date", -1)], limit=1,
         )
+
+    async def of_dataset(self, dataset_id: str) -> list[Doc]:
+        """Every record of a dataset's runs (task, measured use, outcome, reason)."""
+        return await self.coll.find({"dataset_id": dataset_id},
+                                    keys=["task_id", "create_date", "stats"])

@@ -544,6 +544,25 @@ class TasksRepo(Repository):
         return await self.ids_grouped_by_status(
             {"dataset_id": dataset_id}, [("job_index", 1), ("task_index", 1)])
 
+    async def counts_by_datasets(self, dataset_ids: Sequence[str]) -> dict[str, dict[str, int]]:
+        """Task counts by status for several datasets at once: ``{dataset_id: {status: n}}``
+        (one grouped query, not one per dataset)."""
+        out: dict[str, dict[str, int]] = {d: {} for d in dataset_ids}
+        for chunk in _chunks(list(dataset_ids), 500):
+            rows = await self.coll.group_count({"dataset_id": {"$in": chunk}},
+                                               ["dataset_id", "status"])
+            for r in rows:
+                if r["status"] is not None:
+                    out[r["dataset_id"]][r["status"]] = int(r["count"])
+        return out
+
+    async def for_plots(self, dataset_id: str) -> list[Doc]:
+        """What the dataset page plots from each task: name, status, when it last changed,
+        walltime, failures and the last reason."""
+        return await self.coll.find(
+            {"dataset_id": dataset_id},
+            keys=["name", "status", "status_changed", "walltime", "failures", "reason"])
+
     async def counts_by_name_status(self, dataset_id: str) -> dict[str, dict[str, int]]:
         rows = await self.coll.group_count(
             {"dataset_id": dataset_id}, ["task_index", "name", "status"]

@@ -18,6 +18,7 @@ from iceprod.rest.handlers import (
     audit,
     auths,
     config,
+    dashboard,
     datasets,
     events,
     explain,
@@ -35,6 +36,7 @@ from iceprod.rest.handlers import (
     task_stats,
     tasks,
     usage,
+    ui,
     users,
 )
 from iceprod.rest.openapi import build as build_openapi
@@ -43,7 +45,7 @@ from iceprod.rest.openapi import handler_methods, template
 HANDLER_MODULES: tuple[ModuleType, ...] = (
     system, datasets, config, jobs, tasks, task_stats, logs, files, filestore, grids, pilots,
     roles, groups, users, login, auths, audit, admin, explain, projects, usage, archive,
-    events,
+    events, dashboard, ui,
 )
 
 

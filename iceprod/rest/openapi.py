@@ -23,7 +23,7 @@ from urllib.parse import urljoin
 import iceprod
 from iceprod.common.schema import load_schema, schema_names
 from iceprod.core.roles import SCOPES
-from iceprod.rest.base import MAX_LIMIT_ARG
+from iceprod.rest.base import MAX_INT_ARG, MAX_LIMIT_ARG
 from iceprod.rest.handlers.schemas import MAX_INDEX, MAX_LOGS
 
 VERBS = ("get", "post", "put", "patch", "delete")
@@ -67,6 +67,11 @@ SEQ: Schema = {"type": "integer", "minimum": 0,
                "description": "an event sequence number (a previous answer's `seq`)"}
 HEARTBEAT: Schema = {"type": "integer", "minimum": 1, "maximum": 60,
                      "description": "seconds between heartbeat comments (15)"}
+OFFSET: Schema = {"type": "integer", "minimum": 0, "maximum": MAX_INT_ARG,
+                  "description": "skip this many rows"}
+FILE_NAME: Schema = {"type": "string",
+                     "pattern": r"^[A-Za-z0-9_-][A-Za-z0-9_.-]*(?:/[A-Za-z0-9_-][A-Za-z0-9_.-]*)*$",
+                     "description": "a file's path below a folder (no `..`, no leading dot)"}
 PAGE: dict[str, Schema] = {"keys": KEYS, "limit": LIMIT, "after": AFTER}
 """What ``APIHandler.list_page`` reads."""
 

@@ -166,3 +166,18 @@ async def test_datasets_processing_and_materialization(db: Database) -> None:
     # growing the dataset makes it need materialization again
     await db.datasets.grow_jobs("d1", 3)
     assert [d["dataset_id"] for d in await db.datasets.needing_materialization()] == ["d1"]
+
+
+async def test_datasets_listing_newest_first_with_keys(db: Database) -> None:
+    for i, (user, status) in enumerate([("alice", "processing"), ("bob", "processing"),
+                                        ("alice", "suspended")]):
+        await db.datasets.create(dataset_doc(f"d{i}", 30 + i, username=user, status=status,
+                                             description=f"run {i}"))
+    keys = ["dataset_id", "dataset", "description"]
+    assert await db.datasets.listing({}, keys) == [
+        {"dataset_id": f"d{i}", "dataset": 30 + i, "description": f"run {i}"}
+        for i in (2, 1, 0)]
+    rows = await db.datasets.listing({"username": "alice", "status": {"$in": ["processing"]}},
+                                     ["dataset_id", "status"])
+    assert rows == [{"dataset_id": "d0", "status": "processing"}]
+    assert await db.datasets.listing({"dataset_id": {"$in": []}}, keys) == []

@@ -158,6 +158,18 @@ async def test_task_stats_latest(db: Database) -> None:
     assert await db.task_stats.latest("d2", "t1") == []
 
 
+async def test_task_stats_of_dataset(db: Database) -> None:
+    records = [{"task_stat_id": f"s{i}", "dataset_id": ds, "task_id": f"t{i}",
+                "create_date": iso(NOW + i), "stats": {"walltime": i}, "extra": "x"}
+               for i, ds in enumerate(["d1", "d1", "d2"])]
+    for record in records:
+        await db.task_stats.create(record)
+    rows = sorted(await db.task_stats.of_dataset("d1"), key=lambda r: r["task_stat_id"])
+    assert rows == [{k: r[k] for k in ("task_stat_id", "task_id", "create_date", "stats")}
+                    for r in records[:2]]
+    assert await db.task_stats.of_dataset("none") == []
+
+
 async def test_files_delete_for_task(db: Database) -> None:
     files = [
         {"file_id": "f1", "dataset_id": "d1", "task_id": "t1", "remote": "gsiftp://a"},

@@ -549,3 +549,31 @@ async def test_queue_ready_complete_ids_briefs_and_queued_ids(db: Database) -> N
     out: list[str] = []
     assert await db.tasks.queue_dataset("d1", 10, 0.5, out=out) == 2
     assert sorted(out) == ["d", "e"]
+
+
+async def test_counts_by_datasets_in_one_query(db: Database) -> None:
+    docs = [task_doc("a1", dataset_id="da", status="queued"),
+            task_doc("a2", dataset_id="da", job_index=1, status="complete"),
+            task_doc("a3", dataset_id="da", job_index=2, status="complete"),
+            task_doc("b1", dataset_id="db", status="failed"),
+            task_doc("c1", dataset_id="dc", status="waiting")]
+    for d in docs:
+        await db.tasks.create(d)
+    assert await db.tasks.counts_by_datasets(["da", "db", "none"]) == {
+        "da": {"queued": 1, "complete": 2}, "db": {"failed": 1}, "none": {}}
+    assert await db.tasks.counts_by_datasets([]) == {}
+
+
+async def test_for_plots_projects_what_the_plots_need(db: Database) -> None:
+    await db.tasks.create(task_doc("t1", status="complete", walltime=1.5,
+                                   status_changed="2026-01-01T00:00:00.000000Z"))
+    await db.tasks.create(task_doc("t2", job_index=1, status="failed", failures=2,
+                                   reason="exit code 1"))
+    await db.tasks.create(task_doc("o1", dataset_id="d2"))
+    rows = sorted(await db.tasks.for_plots("d1"), key=lambda r: r["task_id"])
+    assert rows == [
+        {"task_id": "t1", "name": "main", "status": "complete", "failures": 0,
+         "walltime": 1.5, "status_changed": "2026-01-01T00:00:00.000000Z"},
+        {"task_id": "t2", "name": "main", "status": "failed", "failures": 2,
+         "reason": "exit code 1"},
+    ]

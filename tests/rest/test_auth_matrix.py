@@ -79,6 +79,8 @@ GRID_REGISTER = (      401, 403, 403, 403, 403, 403, 409, 409, 401, 401, 403, 20
 PROJECT_READ = (       401, 200, 200, 200, 403, 403, 403, 403, 401, 401, 403, 403, 200, 200)
 SELF_BILL = (          401, 200, 403, 403, 403, 403, 403, 403, 401, 401, 403, 403, 200, 200)
 GROUP_BILL = (         401, 200, 200, 403, 403, 403, 403, 403, 401, 401, 403, 403, 200, 200)
+# `/` for an API client (a browser is redirected to the dashboard): the 404 it always was
+ROOT_API = (           404, 404, 404, 404, 404, 404, 404, 404, 401, 401, 404, 404, 404, 404)
 EXTERNAL_TOKEN_ONLY = (401, 403, 403, 403, 403, 403, 403, 403, 403, 403, 403, 403, 403, 403)
 
 MATRIX: list[tuple[str, str, Any, tuple[int, ...]]] = [
@@ -216,6 +218,12 @@ MATRIX: list[tuple[str, str, Any, tuple[int, ...]]] = [
     ("GET", "/billing/rates", None, USERS),
     ("PUT", "/billing/rates", {"currency": "EUR"}, ADMIN_ONLY),
     ("POST", "/archive", {"older_than_days": 0, "dry_run": True}, ADMIN_ONLY),
+    ("GET", "/", None, ROOT_API),
+    ("GET", "/ui/", None, EVERYONE),
+    ("GET", "/ui/static/app.js", None, EVERYONE),
+    ("GET", "/dataset_overview", None, LIST_READABLE),
+    ("GET", "/datasets/{dataset_id}/task_plots", None, READ),
+    ("POST", "/config_check", {"text": "[]"}, USERS),
 ]
 
 

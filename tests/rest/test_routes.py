@@ -155,6 +155,14 @@ OURS_ONLY: dict[tuple[str, str], str] = {
     ("GET", "/billing/rates"): "the billing rate table",
     ("PUT", "/billing/rates"): "an admin sets billing rates",
     ("POST", "/archive"): "archive finished datasets (dry run shows what would go)",
+    ("GET", "/"): "a browser is sent to the dashboard; other clients get the old 404",
+    ("GET", "/ui/"): "the web dashboard's page",
+    ("GET", "/ui/static/{name}"): "the web dashboard's script, styles and vendored libraries",
+    ("GET", "/dataset_overview"): "the dashboard's datasets table: rows with task counts, "
+                                  "filters, search and pages in one request",
+    ("GET", "/datasets/{dataset_id}/task_plots"): "what the dataset page plots: completions over "
+                                                  "time, walltime/memory histograms, failures",
+    ("POST", "/config_check"): "check a config's text (errors by line) without creating anything",
 }
 
 # A value of the right shape for each path parameter, so a probe reaches its handler.
@@ -219,6 +227,11 @@ def test_a_running_server_answers_and_documents_every_listed_route(server: Serve
     with httpx.Client(base_url=server.url, timeout=30) as anonymous:
         for verb, route in sorted(expected_routes()):
             assert verb.lower() in spec["paths"].get(route, {}), f"{verb} {route} undocumented"
+            if route == "/":
+                # the one route that answers API clients "no such route", as it always did
+                r = anonymous.get("/", headers={"Accept": "text/html"})
+                assert r.status_code == 302 and r.headers["Location"] == "/ui/", r.text
+                continue
             # without a token: refused, or answered, but never "no such route"
             r = anonymous.request(verb, probe_path(route))
             assert r.status_code != 405, (verb, route, r.text)

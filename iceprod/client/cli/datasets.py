@@ -19,10 +19,10 @@ from iceprod.client.cli.context import (
     short,
 )
 from iceprod.client.cli.parsing import Sub, command, dataset_arg, positive
-from iceprod.client.configcheck import ConfigError, Problem, check_config, parse_text
 from iceprod.client.errors import UsageError
 from iceprod.client.follow import Changes
 from iceprod.client.output import Output
+from iceprod.common.configcheck import ConfigError, Problem, check_config, parse_text
 
 FINAL_TASK_STATUSES = ("complete", "failed")
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 
+from iceprod.common.configcheck import ConfigError, check_text
 from iceprod.common.errors import Forbidden, Invalid, NotFound
 from iceprod.common.schema import load_schema, validate_dataset_config
 from iceprod.core.keys import foreign_task_index
@@ -12,6 +13,9 @@ from iceprod.db import Database
 from iceprod.db.store import Doc
 from iceprod.rest.audit import audit
 from iceprod.rest.base import APIHandler, requires
+from iceprod.rest.handlers.schemas import body
+
+CHECK_BODY = body("config_check")
 
 
 class ConfigHandler(APIHandler):
@@ -79,4 +83,25 @@ async def check_foreign_depends(db: Database, dataset_id: str, config: Doc,
                                   ) from None
 
 
-routes = [(r"/config/(?P<dataset_id>[0-9a-f]{32})", ConfigHandler)]
+class ConfigCheckHandler(APIHandler):
+    @requires("create:datasets", body=CHECK_BODY)
+    async def post(self) -> None:
+        """Check a config's text with the schema and cross-checks a submission applies,
+        creating nothing: `{"valid": true, "tasks": n}` or `{"valid": false, "problems":
+        [{field, message, line, column}]}` (line and column 1-based, of the field in the
+        text; null when not found). What the dashboard's submit page shows before it
+        creates a dataset."""
+        try:
+            config = check_text(self.body["text"])
+        except ConfigError as e:
+            self.write_json({"valid": False, "problems": [
+                {"field": p.field, "message": p.message, "line": p.line, "column": p.column}
+                for p in e.problems]})
+            return
+        self.write_json({"valid": True, "tasks": len(config.get("tasks", []))})
+
+
+routes = [
+    (r"/config/(?P<dataset_id>[0-9a-f]{32})", ConfigHandler),
+    (r"/config_check", ConfigCheckHandler),
+]

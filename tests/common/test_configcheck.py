@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from iceprod.client.configcheck import ConfigError, check_text, locate, parse_path, split_problems
+from iceprod.common.configcheck import ConfigError, check_text, locate, parse_path, split_problems
 
 TEXT = """{
   "tasks": [
