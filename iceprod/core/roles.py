@@ -28,6 +28,7 @@ SCOPES = {
     "token": "mint sub-tokens within one's own rights (POST /create_token)",
     "read:accounts": "read users, groups and roles",
     "write:accounts": "manage users, groups and custom roles; revoke tokens",
+    "write:scripts": "create, replace and remove script catalog entries (PUT/DELETE /script)",
 }
 # only admin manages accounts: a system token must not be able to grant itself admin
 ADMIN_ONLY = frozenset({"write:accounts"})

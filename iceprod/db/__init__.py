@@ -9,6 +9,7 @@ from iceprod.db.auths import AuthsRepo
 from iceprod.db.backends import open_store
 from iceprod.db.config import ConfigRepo
 from iceprod.db.datasets import DatasetsRepo
+from iceprod.db.dialects import ApiKeysRepo, ScriptsRepo, SubmissionsRepo
 from iceprod.db.files import FilesRepo
 from iceprod.db.grids import GridsRepo
 from iceprod.db.groups import GroupsRepo
@@ -27,6 +28,7 @@ REPOSITORIES = (
     AuthsRepo, ConfigRepo, DatasetsRepo, FilesRepo, GridsRepo, JobsRepo, LogsRepo,
     PilotsRepo, SettingsRepo, TaskStatsRepo, TasksRepo,
     GroupsRepo, RevocationsRepo, RolesRepo, UsersRepo,
+    ScriptsRepo, SubmissionsRepo, ApiKeysRepo,
 )
 
 
@@ -55,6 +57,9 @@ class Database:
         self.revocations = RevocationsRepo(store)
         self.roles = RolesRepo(store)
         self.users = UsersRepo(store)
+        self.scripts = ScriptsRepo(store)
+        self.submissions = SubmissionsRepo(store)
+        self.apikeys = ApiKeysRepo(store)
 
     @classmethod
     async def open(cls, db_url: str | None, data_dir: str) -> Database:

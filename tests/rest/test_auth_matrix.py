@@ -77,6 +77,9 @@ GRID_MANAGER = (       401, 403, 403, 403, 403, 403, 403, 403, 401, 401, 403, 20
 GRID_REGISTER = (      401, 403, 403, 403, 403, 403, 409, 409, 401, 401, 403, 201, 201, 201)
 EXTERNAL_TOKEN_ONLY = (401, 403, 403, 403, 403, 403, 403, 403, 403, 403, 403, 403, 403, 403)
 
+FORM = "form"
+"""A body ``{FORM: fields}`` is sent as an urlencoded form (DRMAAtic's ``POST /task``)."""
+
 MATRIX: list[tuple[str, str, Any, tuple[int, ...]]] = [
     ("GET", "/healthz", None, EVERYONE),
     ("GET", "/openapi.json", None, EVERYONE),
@@ -181,6 +184,18 @@ MATRIX: list[tuple[str, str, Any, tuple[int, ...]]] = [
     ("PUT", "/auths/{dataset_id}", {"read_groups": ["astro"]}, WRITE),
     ("GET", "/auths/{dataset_id}/actions/read", None, READ),
     ("GET", "/auths/{dataset_id}/actions/write", None, WRITE),
+    # the dialects (docs/dialects/): a world's script is for group physics; its DRMAAtic
+    # task is alice's, readable by rita and by a share token for it
+    ("GET", "/script", None, LIST_READABLE),
+    ("GET", "/script/{script}", None, LIST_READABLE),
+    ("PUT", "/script/{script}", {"command": "/bin/true"}, INTERNAL),
+    ("DELETE", "/script/{script}", None, INTERNAL),
+    ("POST", "/task", {FORM: {"task_name": "{script}", "n": "2"}}, SUBMIT),
+    ("POST", "/task/", {FORM: {"task_name": "{script}"}}, SUBMIT),
+    ("GET", "/task/{uuid}", None, READ),
+    ("DELETE", "/task/{uuid}", None, WRITE),
+    ("GET", "/task/{uuid}/file", None, READ),
+    ("GET", "/task/{uuid}/download", None, READ),
 ]
 
 
@@ -309,6 +324,31 @@ def build_accounts(admin: httpx.Client, path: str, body: Any) -> dict[str, str]:
     return ids
 
 
+def build_dialects(server: Server, alice: httpx.Client, admin: httpx.Client, path: str,
+                   body: Any) -> tuple[dict[str, str], dict[str, str]]:
+    """A fresh catalog entry (for group physics) and, when the cell names one, a DRMAAtic
+    task of alice's that rita may read, with a share token for it."""
+    needs = path + json.dumps(body)
+    ids: dict[str, str] = {}
+    own: dict[str, str] = {}
+    if "{script}" not in needs and "{uuid}" not in needs:
+        return ids, own
+    ids["script"] = f"s{uuid.uuid4().hex[:12]}"
+    r = admin.put(f"/script/{ids['script']}", json={
+        "command": "/bin/echo", "args": ["$(param.n)"], "groups": ["physics"],
+        "param": [{"name": "n", "type": "int", "default": 1}]})
+    assert r.status_code == 201, r.text
+    if "{uuid}" in needs:
+        r = alice.post("/task", data={"task_name": ids["script"]})
+        assert r.status_code == 201, r.text
+        ids["uuid"] = r.json()["uuid"]
+        r = alice.put(f"/auths/{ids['uuid']}", json={"read_users": ["alice", "rita"]})
+        assert r.status_code == 200, r.text
+        own["share"] = server.token("alice", ["user"], ["physics"],
+                                    scope=f"dataset:{ids['uuid']}:read")
+    return ids, own
+
+
 def fill(value: Any, ids: dict[str, str]) -> Any:
     if isinstance(value, str):
         return value.format(**ids) if "{" in value else value
@@ -340,7 +380,8 @@ def test_cell(server: Server, http: httpx.Client, setup: dict[str, httpx.Client]
     def fresh() -> World:
         ids, own = build_world(server, http, setup, tokens)
         ids.update(build_accounts(setup["admin"], path, body))
-        return ids, own
+        more_ids, more_own = build_dialects(server, setup["alice"], setup["admin"], path, body)
+        return {**ids, **more_ids}, {**own, **more_own}
 
     if expected < 300:
         ids, own = fresh()
@@ -349,8 +390,13 @@ def test_cell(server: Server, http: httpx.Client, setup: dict[str, httpx.Client]
             refusal_worlds[row] = fresh()
         ids, own = refusal_worlds[row]
     callers = {**tokens, **own}
-    r = http.request(method, fill(path, ids), json=fill(body, ids) if body is not None else None,
-                     headers=bearer(callers.get(role)))
+    if isinstance(body, dict) and FORM in body:
+        r = http.request(method, fill(path, ids), data=fill(body[FORM], ids),
+                         headers=bearer(callers.get(role)))
+    else:
+        r = http.request(method, fill(path, ids),
+                         json=fill(body, ids) if body is not None else None,
+                         headers=bearer(callers.get(role)))
     assert r.status_code == expected, f"{method} {path} as {role}: {r.status_code} {r.text}"
     if expected >= 400:
         err = r.json()
@@ -364,7 +410,8 @@ def test_every_row_has_a_status_per_caller() -> None:
 SAMPLE = {"dataset_id": "d" * 32, "job_id": "b" * 32, "task_id": "c" * 32,
           "pilot_id": "e" * 32, "grid_pilot_id": "5" * 32, "instance_id": "f" * 32, "grid_id": "a" * 32,
           "log_id": "1" * 32, "task_stat_id": "2" * 32, "user_id": "3" * 32,
-          "group_id": "4" * 32, "role_name": "role", "group_name": "group", "new_name": "n"}
+          "group_id": "4" * 32, "role_name": "role", "group_name": "group", "new_name": "n",
+          "script": "s", "uuid": "6" * 32}
 
 
 def test_matrix_covers_every_route_of_the_route_table() -> None:

@@ -121,6 +121,17 @@ OURS_ONLY: dict[tuple[str, str], str] = {
     ("GET", "/token/{username}"): "exchange an external OpenID provider's token for ours",
     ("GET", "/task_demand"): "a grid manager reads queued tasks grouped by requirements",
     ("PUT", "/grids/{grid_id}"): "a grid manager registers its grid under a stable id",
+    # the other seed systems' APIs (docs/dialects/): DRMAAtic's script catalog and tasks
+    ("GET", "/script"): "DRMAAtic: list the script catalog (paginated)",
+    ("GET", "/script/{name}"): "DRMAAtic: one catalog entry",
+    ("PUT", "/script/{name}"): "DRMAAtic: an admin creates or replaces a catalog entry",
+    ("DELETE", "/script/{name}"): "DRMAAtic: an admin removes a catalog entry",
+    ("POST", "/task"): "DRMAAtic: submit a task (multipart form)",
+    ("POST", "/task/"): "DRMAAtic: its usage examples post to /task/",
+    ("GET", "/task/{uuid}"): "DRMAAtic: a task's status in DRMAAtic's fields",
+    ("DELETE", "/task/{uuid}"): "DRMAAtic: stop a task and mark it deleted",
+    ("GET", "/task/{uuid}/file"): "DRMAAtic: list a task's working directory",
+    ("GET", "/task/{uuid}/download"): "DRMAAtic: a task's working directory as a zip",
 }
 
 # A value of the right shape for each path parameter, so a probe reaches its handler.
