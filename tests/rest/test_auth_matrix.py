@@ -75,6 +75,8 @@ GRID_MANAGER = (       401, 403, 403, 403, 403, 403, 403, 403, 401, 401, 403, 20
 # a pilot registered by a grid manager: a bound pilot token may not register another (409),
 # a registration token may not set the grid's fields (403)
 GRID_REGISTER = (      401, 403, 403, 403, 403, 403, 409, 409, 401, 401, 403, 201, 201, 201)
+# deleting one's own batches: anyone who may change datasets (a share token may not)
+DELETE_OWN = (         401, 200, 200, 200, 200, 403, 403, 403, 401, 401, 403, 403, 200, 200)
 EXTERNAL_TOKEN_ONLY = (401, 403, 403, 403, 403, 403, 403, 403, 403, 403, 403, 403, 403, 403)
 
 FORM = "form"
@@ -196,6 +198,13 @@ MATRIX: list[tuple[str, str, Any, tuple[int, ...]]] = [
     ("DELETE", "/task/{uuid}", None, WRITE),
     ("GET", "/task/{uuid}/file", None, READ),
     ("GET", "/task/{uuid}/download", None, READ),
+    ("GET", "/batches", None, LIST_READABLE),
+    ("POST", "/batches", {"tool_id": "{script}", "n_jobs": 2}, SUBMIT),
+    ("DELETE", "/batches", None, DELETE_OWN),
+    ("GET", "/batches/{batch_id}", None, READ),
+    ("DELETE", "/batches/{batch_id}", None, WRITE),
+    ("GET", "/batches/{batch_id}/jobs", None, READ),
+    ("GET", "/batches/{batch_id}/jobs/{batch_job_id}", None, READ),
 ]
 
 
@@ -331,7 +340,7 @@ def build_dialects(server: Server, alice: httpx.Client, admin: httpx.Client, pat
     needs = path + json.dumps(body)
     ids: dict[str, str] = {}
     own: dict[str, str] = {}
-    if "{script}" not in needs and "{uuid}" not in needs:
+    if "{script}" not in needs and "{uuid}" not in needs and "{batch_" not in needs:
         return ids, own
     ids["script"] = f"s{uuid.uuid4().hex[:12]}"
     r = admin.put(f"/script/{ids['script']}", json={
@@ -346,6 +355,15 @@ def build_dialects(server: Server, alice: httpx.Client, admin: httpx.Client, pat
         assert r.status_code == 200, r.text
         own["share"] = server.token("alice", ["user"], ["physics"],
                                     scope=f"dataset:{ids['uuid']}:read")
+    if "{batch_" in needs:
+        r = alice.post("/batches", json={"tool_id": ids["script"], "n_jobs": 2})
+        assert r.status_code == 201, r.text
+        ids["batch_id"] = r.json()["batch_id"]
+        ids["batch_job_id"] = alice.get(f"/batches/{ids['batch_id']}/jobs").json()[1]["job_id"]
+        r = alice.put(f"/auths/{ids['batch_id']}", json={"read_users": ["alice", "rita"]})
+        assert r.status_code == 200, r.text
+        own["share"] = server.token("alice", ["user"], ["physics"],
+                                    scope=f"dataset:{ids['batch_id']}:read")
     return ids, own
 
 
@@ -411,7 +429,7 @@ SAMPLE = {"dataset_id": "d" * 32, "job_id": "b" * 32, "task_id": "c" * 32,
           "pilot_id": "e" * 32, "grid_pilot_id": "5" * 32, "instance_id": "f" * 32, "grid_id": "a" * 32,
           "log_id": "1" * 32, "task_stat_id": "2" * 32, "user_id": "3" * 32,
           "group_id": "4" * 32, "role_name": "role", "group_name": "group", "new_name": "n",
-          "script": "s", "uuid": "6" * 32}
+          "script": "s", "uuid": "6" * 32, "batch_id": "7" * 32, "batch_job_id": "8" * 32}
 
 
 def test_matrix_covers_every_route_of_the_route_table() -> None:

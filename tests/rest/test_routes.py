@@ -132,6 +132,14 @@ OURS_ONLY: dict[tuple[str, str], str] = {
     ("DELETE", "/task/{uuid}"): "DRMAAtic: stop a task and mark it deleted",
     ("GET", "/task/{uuid}/file"): "DRMAAtic: list a task's working directory",
     ("GET", "/task/{uuid}/download"): "DRMAAtic: a task's working directory as a zip",
+    # the batch API
+    ("GET", "/batches"): "batch API: the caller's batches",
+    ("POST", "/batches"): "batch API: submit a batch of jobs running a catalog entry",
+    ("DELETE", "/batches"): "batch API: delete all the caller's batches (dry_run previews)",
+    ("GET", "/batches/{batch_id}"): "batch API: a batch with its jobs counted by status",
+    ("DELETE", "/batches/{batch_id}"): "batch API: delete a batch",
+    ("GET", "/batches/{batch_id}/jobs"): "batch API: a batch's jobs",
+    ("GET", "/batches/{batch_id}/jobs/{job_id}"): "batch API: one job of a batch",
 }
 
 # A value of the right shape for each path parameter, so a probe reaches its handler.
