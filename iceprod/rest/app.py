@@ -30,13 +30,13 @@ from iceprod.rest.handlers import (
     tasks,
     users,
 )
-from iceprod.rest.handlers.dialects import batches, drmaatic, scripts
+from iceprod.rest.handlers.dialects import apikeys, batches, drmaatic, scripts
 from iceprod.rest.openapi import build as build_openapi
 from iceprod.rest.openapi import handler_methods, template
 
 HANDLER_MODULES: tuple[ModuleType, ...] = (
     system, datasets, config, jobs, tasks, task_stats, logs, files, filestore, grids, pilots,
-    roles, groups, users, login, auths, scripts, drmaatic, batches,
+    roles, groups, users, login, auths, scripts, drmaatic, batches, apikeys,
 )
 
 

@@ -77,6 +77,8 @@ GRID_MANAGER = (       401, 403, 403, 403, 403, 403, 403, 403, 401, 401, 403, 20
 GRID_REGISTER = (      401, 403, 403, 403, 403, 403, 409, 409, 401, 401, 403, 201, 201, 201)
 # deleting one's own batches: anyone who may change datasets (a share token may not)
 DELETE_OWN = (         401, 200, 200, 200, 200, 403, 403, 403, 401, 401, 403, 403, 200, 200)
+OWN_KEYS = (           401, 200, 403, 403, 403, 403, 403, 403, 401, 401, 403, 403, 403, 200)
+OWN_KEYS_NEW = (       401, 201, 403, 403, 403, 403, 403, 403, 401, 401, 403, 403, 403, 201)
 EXTERNAL_TOKEN_ONLY = (401, 403, 403, 403, 403, 403, 403, 403, 403, 403, 403, 403, 403, 403)
 
 FORM = "form"
@@ -205,6 +207,13 @@ MATRIX: list[tuple[str, str, Any, tuple[int, ...]]] = [
     ("DELETE", "/batches/{batch_id}", None, WRITE),
     ("GET", "/batches/{batch_id}/jobs", None, READ),
     ("GET", "/batches/{batch_id}/jobs/{batch_job_id}", None, READ),
+    # API keys: a user manages its own (with an unscoped token), an admin anyone's
+    ("GET", "/users/alice/apikeys", None, OWN_KEYS),
+    ("POST", "/users/alice/apikeys", {"name": "{new_name}"}, OWN_KEYS_NEW),
+    ("DELETE", "/users/alice/apikeys/{key_name}", None, OWN_KEYS),
+    ("GET", "/users/{user_id}/apikeys", None, ADMIN_ONLY),
+    ("POST", "/users/{user_id}/apikeys", {"name": "{new_name}"}, ADMIN_NEW),
+    ("DELETE", "/users/{user_id}/apikeys/{key_name}", None, ADMIN_ONLY),
 ]
 
 
@@ -334,12 +343,22 @@ def build_accounts(admin: httpx.Client, path: str, body: Any) -> dict[str, str]:
 
 
 def build_dialects(server: Server, alice: httpx.Client, admin: httpx.Client, path: str,
-                   body: Any) -> tuple[dict[str, str], dict[str, str]]:
+                   body: Any, accounts: dict[str, str]) -> tuple[dict[str, str], dict[str, str]]:
     """A fresh catalog entry (for group physics) and, when the cell names one, a DRMAAtic
-    task of alice's that rita may read, with a share token for it."""
+    task or a batch of alice's that rita may read, with a share token for it; or an API key
+    of the user the cell names (alice, or the fresh account)."""
     needs = path + json.dumps(body)
     ids: dict[str, str] = {}
     own: dict[str, str] = {}
+    if path.startswith("/users/alice/"):  # alice's record, for an admin acting on it
+        r = admin.post("/users", json={"username": "alice"})
+        assert r.status_code in (201, 409), r.text
+    if "{key_name}" in needs:
+        ids["key_name"] = f"k{uuid.uuid4().hex[:12]}"
+        user = accounts.get("user_id", "alice") if "{user_id}" in path else "alice"
+        client = admin if "{user_id}" in path else alice
+        r = client.post(f"/users/{user}/apikeys", json={"name": ids["key_name"]})
+        assert r.status_code == 201, r.text
     if "{script}" not in needs and "{uuid}" not in needs and "{batch_" not in needs:
         return ids, own
     ids["script"] = f"s{uuid.uuid4().hex[:12]}"
@@ -398,7 +417,8 @@ def test_cell(server: Server, http: httpx.Client, setup: dict[str, httpx.Client]
     def fresh() -> World:
         ids, own = build_world(server, http, setup, tokens)
         ids.update(build_accounts(setup["admin"], path, body))
-        more_ids, more_own = build_dialects(server, setup["alice"], setup["admin"], path, body)
+        more_ids, more_own = build_dialects(server, setup["alice"], setup["admin"], path, body,
+                                            ids)
         return {**ids, **more_ids}, {**own, **more_own}
 
     if expected < 300:
@@ -429,7 +449,8 @@ SAMPLE = {"dataset_id": "d" * 32, "job_id": "b" * 32, "task_id": "c" * 32,
           "pilot_id": "e" * 32, "grid_pilot_id": "5" * 32, "instance_id": "f" * 32, "grid_id": "a" * 32,
           "log_id": "1" * 32, "task_stat_id": "2" * 32, "user_id": "3" * 32,
           "group_id": "4" * 32, "role_name": "role", "group_name": "group", "new_name": "n",
-          "script": "s", "uuid": "6" * 32, "batch_id": "7" * 32, "batch_job_id": "8" * 32}
+          "script": "s", "uuid": "6" * 32, "batch_id": "7" * 32, "batch_job_id": "8" * 32,
+          "key_name": "k"}
 
 
 def test_matrix_covers_every_route_of_the_route_table() -> None:

@@ -140,6 +140,10 @@ OURS_ONLY: dict[tuple[str, str], str] = {
     ("DELETE", "/batches/{batch_id}"): "batch API: delete a batch",
     ("GET", "/batches/{batch_id}/jobs"): "batch API: a batch's jobs",
     ("GET", "/batches/{batch_id}/jobs/{job_id}"): "batch API: one job of a batch",
+    # API keys (the batch API's clients authenticate with one)
+    ("GET", "/users/{user_id}/apikeys"): "a user's API keys",
+    ("POST", "/users/{user_id}/apikeys"): "create a named, long-lived API key",
+    ("DELETE", "/users/{user_id}/apikeys/{name}"): "revoke an API key",
 }
 
 # A value of the right shape for each path parameter, so a probe reaches its handler.

@@ -16,7 +16,7 @@ from collections.abc import Sequence
 
 from iceprod.client import settings
 from iceprod.client.api import APIError, Forbidden, Invalid, NotFound, Unauthorized
-from iceprod.client.cli import admin, auth, datasets, grids, logs, tasks
+from iceprod.client.cli import admin, auth, datasets, grids, logs, scripts, tasks
 from iceprod.client.cli.context import (
     EXIT_API,
     EXIT_AUTH,
@@ -76,7 +76,8 @@ def build_parser() -> argparse.ArgumentParser:
     grids.add_grid_commands(sub)
     tasks.add_operator_commands(sub)
     auth.add_token_commands(sub)
-    admin.add_admin_commands(sub)
+    scripts.add_script_commands(admin.add_admin_commands(sub))
+    scripts.add_apikey_commands(sub)
     return parser
 
 

@@ -249,13 +249,15 @@ class _Parsers:
         return p
 
 
-def add_admin_commands(sub: Any) -> None:
-    """`iceprod admin users|groups|roles|rules ...`."""
+def add_admin_commands(sub: Any) -> Any:
+    """`iceprod admin users|groups|roles|rules ...`; answers the parsers, to which other
+    command modules add kinds (`iceprod admin scripts`)."""
     parsers = _Parsers(sub, common_options, EXIT_CODES)
     _users_parsers(parsers)
     _groups_parsers(parsers)
     _roles_parsers(parsers)
     _rules_parsers(parsers)
+    return parsers
 
 
 def _user_arg(p: Any) -> Any:
