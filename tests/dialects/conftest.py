@@ -16,6 +16,10 @@ from tests.conftest import Server, start_server
 from tests.pilot.support import FAST
 
 
+MAX_DOWNLOAD = 50_000
+"""The server's zip download limit here, so a test can exceed it cheaply."""
+
+
 def grid_env(tmp_path: Path) -> dict[str, str]:
     doc = {"grids": [{"name": "local", "backend": "local", "max_pilots": 4, "max_idle": 4,
                       "max_per_cycle": 4,
@@ -24,7 +28,8 @@ def grid_env(tmp_path: Path) -> dict[str, str]:
                                   "sandbox": "none"}}]}
     path = tmp_path / "grids.json"
     path.write_text(json.dumps(doc))
-    return {**FAST, "ICEPROD_GRID_CONFIG": str(path), "ICEPROD_OPERATOR": "alice"}
+    return {**FAST, "ICEPROD_GRID_CONFIG": str(path), "ICEPROD_OPERATOR": "alice",
+            "ICEPROD_MAX_DOWNLOAD_BYTES": str(MAX_DOWNLOAD)}
 
 
 @pytest.fixture(scope="package")

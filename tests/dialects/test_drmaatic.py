@@ -9,7 +9,9 @@ import zipfile
 from pathlib import Path
 from typing import Any
 
-from tests.dialects.conftest import Session
+from tests.client.test_cli import CLI
+from tests.conftest import Server
+from tests.dialects.conftest import MAX_DOWNLOAD, Session
 from tests.helpers import wait_for
 
 
@@ -49,7 +51,7 @@ def test_catalog_lists_in_drmaatic_shape(users: dict[str, Session], catalog: Pat
 
 
 def test_task_runs_with_an_upload_and_its_directory_is_downloaded(
-        users: dict[str, Session], catalog: Path, tmp_path: Path) -> None:
+        users: dict[str, Session], catalog: Path, tmp_path: Path, grid_server: Server) -> None:
     alice = users["alice"]
     source = tmp_path / "lines.txt"
     source.write_text("a line\n")
@@ -81,9 +83,15 @@ def test_task_runs_with_an_upload_and_its_directory_is_downloaded(
     assert archive.read("result.txt") == b"a line\n" * 3
     assert archive.read("sub/note.txt") == b"n=3\n"
 
-    # the task is an ordinary dataset, seen through the IceProd API
+    # the task is an ordinary dataset, seen through the IceProd API and the CLI
     ds = alice.get(f"/datasets/{uuid}").json()
     assert ds["status"] == "complete" and ds["username"] == "alice"
+    run = CLI(tmp_path / "config", grid_server.url)
+    run.login(grid_server.token("alice", ["user"], ["physics"]))
+    shown = run("status", uuid)
+    assert shown.returncode == 0, shown.stderr
+    assert "status:      complete" in shown.stdout
+    assert "description: DRMAAtic task: repeat" in shown.stdout
     # another user reads none of it
     assert users["bob"].get(f"/task/{uuid}").status_code == 403
     assert users["bob"].get(f"/task/{uuid}/download").status_code == 403
@@ -137,3 +145,17 @@ def test_deleting_a_running_task_stops_it(users: dict[str, Session], catalog: Pa
     again = alice.get(f"/task/{uuid}").json()
     assert again["deleted"] is True and again["status"] == "stopped"
     assert alice.get(f"/datasets/{uuid}").json()["status"] == "suspended"
+
+
+def test_a_directory_over_the_download_limit_is_refused(
+        users: dict[str, Session], catalog: Path) -> None:
+    alice = users["alice"]
+    chunk = b"x" * (MAX_DOWNLOAD // 5)
+    r = alice.post("/task", data={"task_name": "repeat", "n": "6"},
+                   files=[("input", ("big.bin", chunk, "application/octet-stream"))])
+    assert r.status_code == 201, r.text
+    uuid = r.json()["uuid"]
+    wait_for(lambda: status(alice, uuid) == "completed", timeout=90, what="the task")
+    assert "result.txt" in alice.get(f"/task/{uuid}/file").json()
+    r = alice.get(f"/task/{uuid}/download")
+    assert r.status_code == 413 and "limit" in r.json()["error"], r.text

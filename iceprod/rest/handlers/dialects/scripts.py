@@ -62,11 +62,11 @@ class ScriptHandler(APIHandler):
     @requires("write:scripts", body=PUT_BODY)
     async def put(self, name: str) -> None:
         """Create or replace an entry (admin). `$(param.NAME)` may appear in `args` only
-        as a whole argument; defaults must fit their parameter. Answers 201 when created."""
+        as a whole argument; defaults must fit their parameter."""
         doc = {**self.body, "name": name}
         check_script(doc)
-        created = await self.db.scripts.put(doc)
-        self.write_json(script_model(await self.db.scripts.get(name)), 201 if created else 200)
+        await self.db.scripts.put(doc)
+        self.write_json(script_model(await self.db.scripts.get(name)))
 
     @requires("write:scripts")
     async def delete(self, name: str) -> None:
