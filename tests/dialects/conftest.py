@@ -15,7 +15,6 @@ import requests
 from tests.conftest import Server, start_server
 from tests.pilot.support import FAST
 
-
 MAX_DOWNLOAD = 50_000
 """The server's zip download limit here, so a test can exceed it cheaply."""
 

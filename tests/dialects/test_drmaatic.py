@@ -92,6 +92,15 @@ def test_task_runs_with_an_upload_and_its_directory_is_downloaded(
     assert shown.returncode == 0, shown.stderr
     assert "status:      complete" in shown.stdout
     assert "description: DRMAAtic task: repeat" in shown.stdout
+    # a task depending on it (afterok) runs once it completed
+    r = alice.post("/task", data={"task_name": "echo", "word": "after",
+                                  "depends_on": uuid, "dependency_type": "afterok"})
+    assert r.status_code == 201, r.text
+    assert r.json()["depends_on"] == [uuid]
+    after = r.json()["uuid"]
+    assert wait_for(lambda: status(alice, after) in ("completed", "failed") and
+                    status(alice, after), timeout=90, what="the dependent") == "completed"
+    assert alice.get(f"/task/{after}/file").json() == []  # its outputs are not visible
     # another user reads none of it
     assert users["bob"].get(f"/task/{uuid}").status_code == 403
     assert users["bob"].get(f"/task/{uuid}/download").status_code == 403

@@ -71,8 +71,8 @@ async def submit(h: APIHandler, *, description: str, group: str, tasks_per_job: 
                                        "created": now, "updated": now})
         await h.db.config.put(dataset_id, config)
     except BaseException:
-        log.warning("dialect submission %s failed half-way; its dataset is suspended",
-                    dataset_id)
+        log.warning("dialect submission %s failed half-way: its dataset (if created) has "
+                    "no rules, so nobody but admins sees it", dataset_id)
         await h.db.auths.remove(dataset_id)
         raise
     return dataset_id

@@ -38,15 +38,13 @@ CHUNK = 1 << 16
 FORM = definition("drmaatic_task_form")
 
 
-def safe_file_name(name: str, field: str) -> str:
+def safe_file_name(name: str) -> str:
     """An uploaded file's name as it appears in the task directory: its last path
     component, characters other than letters, digits, ``.``, ``_``, ``-`` replaced by ``_``."""
     base = _UNSAFE.sub("_", name.replace("\\", "/").rsplit("/", 1)[-1])[:200]
-    if base in ("", ".", "..") or base.startswith("."):
-        base = f"upload{base}" if base not in ("", ".", "..") else "upload"
-    if not base:
-        raise Invalid(f"{field}: the uploaded file has no usable name", field=field)
-    return base
+    if base in ("", ".", ".."):
+        return "upload"
+    return f"upload{base}" if base.startswith(".") else base
 
 
 def _text(raw: bytes, field: str) -> str:
@@ -107,7 +105,6 @@ class TasksHandler(DrmaaticBase):
         script = await usable_script(self, task_name, "task_name")
         depends_on = [d.strip() for v in form.pop("depends_on", []) for d in v.split(",")
                       if d.strip()]
-        given = {k: v[0] for k, v in form.items()}
         dependency_type = (form.pop("dependency_type", [""])[-1] or "afterok").strip()
         if dependency_type not in DEPENDENCY_TYPES:
             raise Invalid(f"dependency_type: only {', '.join(DEPENDENCY_TYPES)} is supported",
@@ -115,7 +112,8 @@ class TasksHandler(DrmaaticBase):
         for name, vals in form.items():
             if len(vals) > 1:
                 raise Invalid(f"{name}: given more than once", field=name)
-        files = {name: safe_file_name(f["filename"], name) for name, f in uploads.items()}
+        given = {k: v[0] for k, v in form.items()}
+        files = {name: safe_file_name(f["filename"]) for name, f in uploads.items()}
         if len(set(files.values())) < len(files):
             raise Invalid("files: two uploads have the same file name", field="files")
         values = check_values(script, given, files)
