@@ -86,6 +86,8 @@ def test_batch_refusals_and_deletion(users: dict[str, Session], catalog: Path) -
         r = bob.post("/batches", json={"tool_id": "echo", "n_jobs": 3})
         assert r.status_code == 201, r.text
         ids.append(r.json()["batch_id"])
+    r = bob.delete("/batches", params={"dry_run": "perhaps"})
+    assert r.status_code == 400 and r.json()["error"].startswith("dry_run"), r.text
     preview = bob.delete("/batches", params={"dry_run": "true"}).json()
     assert preview["dry_run"] is True and preview["matched"] == 2
     assert sorted(preview["sample"]) == sorted(ids)
@@ -97,6 +99,8 @@ def test_batch_refusals_and_deletion(users: dict[str, Session], catalog: Path) -
     assert bob.get("/batches").json() == []
     doc = bob.get(f"/batches/{ids[0]}").json()
     assert doc["deleted"] is True
-    assert doc["submitted_jobs"]["SUCCEEDED"] + doc["submitted_jobs"]["FAILED"] + \
-        doc["submitted_jobs"]["SUBMITTED"] == 3
+    # bob's jobs never ran (the local grid runs only alice's): all stopped
+    assert doc["submitted_jobs"]["FAILED"] == 3
+    job = bob.get(f"/batches/{ids[0]}/jobs").json()[0]["job_id"]
+    assert bob.get(f"/batches/{ids[0]}/jobs/{job}").json()["reason"] == "deleted"
     assert users["anon"].get("/batches").status_code == 401

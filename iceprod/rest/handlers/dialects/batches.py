@@ -8,8 +8,9 @@ at submission: task ids are derived from the dataset and indexes), and so is its
 Status mapping (iceprod task -> batch job): not created yet -> ``SUBMITTED``; waiting ->
 ``PENDING``; queued -> ``RUNNABLE``; processing -> ``RUNNING`` (``STARTING`` while the pilot
 stages its inputs is not distinguished: a claim starts the task); complete ->
-``SUCCEEDED``; failed -> ``FAILED``; suspended -> ``FAILED`` with reason "deleted" once the
-batch is deleted, else ``PENDING`` with reason "suspended".
+``SUCCEEDED``; failed -> ``FAILED``; suspended -> ``PENDING`` with reason "suspended". Once
+the batch is deleted, every job that has not run (created or not) is ``FAILED`` with reason
+"deleted".
 """
 
 from __future__ import annotations
@@ -38,12 +39,16 @@ MAX_BATCHES = 10_000
 
 def seed_status(task: Doc | None, deleted: bool) -> tuple[str, str | None]:
     """A task's status in the seed's names, and the reason to show."""
-    if task is None:
+    status = task.get("status", "waiting") if task else None
+    if deleted and status not in ("processing", "complete", "failed"):
+        # a deleted batch's dataset is suspended: what has not run never will (a task the
+        # materializer created while the batch was being deleted included)
+        return "FAILED", "deleted"
+    if status is None:
         return "SUBMITTED", None
-    status = task.get("status", "waiting")
     if status == "suspended":
-        return ("FAILED", "deleted") if deleted else ("PENDING", "suspended")
-    return STATUS.get(status, "PENDING"), task.get("reason")
+        return "PENDING", "suspended"
+    return STATUS.get(status, "PENDING"), (task or {}).get("reason")
 
 
 def batch_model(sub: Doc) -> Doc:
@@ -69,7 +74,7 @@ class BatchBase(APIHandler):
         for status, n in by_status.items():
             made += n
             counts[seed_status({"status": status}, sub["deleted"])[0]] += n
-        counts["SUBMITTED"] += sub["n_jobs"] - made
+        counts[seed_status(None, sub["deleted"])[0]] += sub["n_jobs"] - made
         return made, counts
 
     def job_model(self, sub: Doc, index: int, task: Doc | None, detail: bool) -> Doc:
@@ -138,7 +143,10 @@ class BatchesHandler(BatchBase):
         With `dry_run=true` nothing changes and the answer previews what would:
         `{dry_run, matched (batches), changed (jobs stopped), by_status (jobs by seed
         status), sample (batch ids)}`."""
-        dry_run = self.get_argument("dry_run", "false").lower() in ("true", "1", "yes")
+        raw = self.get_argument("dry_run", "false").lower()
+        if raw not in ("true", "false", "1", "0"):
+            raise Invalid("dry_run: must be true or false", field="dry_run")
+        dry_run = raw in ("true", "1")
         subs = await self.db.submissions.of_user(self.principal.username, "batch",
                                                  limit=MAX_BATCHES)
         by_status = dict.fromkeys(STATUSES, 0)

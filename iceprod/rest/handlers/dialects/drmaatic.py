@@ -10,7 +10,8 @@ pilot keeps the task directory's files in the store (``output/<script>/...``), w
 
 Status mapping (iceprod task -> DRMAAtic): not created yet -> ``created``; waiting, queued ->
 ``queued``; processing -> ``running``; complete -> ``completed``; failed -> ``failed``;
-suspended (by ``DELETE`` or an operator) -> ``stopped``.
+suspended (by ``DELETE`` or an operator), or not run yet in a deleted or suspended task ->
+``stopped``.
 """
 
 from __future__ import annotations
@@ -69,8 +70,9 @@ class DrmaaticBase(APIHandler):
         page = await self.db.tasks.page({"dataset_id": dataset_id}, None, 1)
         task = page.docs[0] if page.docs else None
         status = STATUS.get(task["status"], task["status"]) if task else "created"
-        if task is None and ds["status"] == "suspended":
-            status = "stopped"
+        if (sub["deleted"] or ds["status"] == "suspended") and \
+                (task is None or task["status"] in ("waiting", "queued", "suspended")):
+            status = "stopped"  # it will not run (even one created while it was deleted)
         times = [sub["updated"], ds.get("status_changed") or sub["created"]]
         if task is not None and task.get("status_changed"):
             times.append(task["status_changed"])
