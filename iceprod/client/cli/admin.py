@@ -227,7 +227,7 @@ class _Parsers:
         self.common = common
         self.epilog = epilog
         admin = sub.add_parser(
-            "admin", help="administer users, groups, roles and dataset rules",
+            "admin", help="administer users, groups, roles, dataset rules and scripts",
             description="Administration (needs an admin token; a user may read its own "
                         "record and dataset rules it can read).",
             parents=[common(False)], epilog=epilog,
