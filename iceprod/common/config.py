@@ -166,6 +166,8 @@ class ServerConfig:
     lease_seconds: float = 600.0
     max_log_bytes: int = 16 * 1024 * 1024
     max_file_bytes: int = 256 * 1024 * 1024  # one file in the file store (README "Running work")
+    # a DRMAAtic task's zipped working directory (docs/dialects/drmaatic.md)
+    max_download_bytes: int = 1024 * 1024 * 1024
     max_failures: int = 10
     token_exp: int = 86400
     scheduler_interval: float = 5.0
@@ -237,6 +239,7 @@ class ServerConfig:
             lease_seconds=_env_float("ICEPROD_LEASE_SECONDS", 600.0),
             max_log_bytes=_env_int("ICEPROD_MAX_LOG_BYTES", 16 * 1024 * 1024),
             max_file_bytes=_env_int("ICEPROD_MAX_FILE_BYTES", 256 * 1024 * 1024),
+            max_download_bytes=_env_int("ICEPROD_MAX_DOWNLOAD_BYTES", 1024 * 1024 * 1024),
             max_failures=_env_int("ICEPROD_MAX_FAILURES", 10),
             scheduler_interval=_env_float("ICEPROD_SCHEDULER_INTERVAL", 5.0),
             queue_max=_env_int("ICEPROD_QUEUE_MAX", 10_000),

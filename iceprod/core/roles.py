@@ -31,6 +31,7 @@ SCOPES = {
     "read:audit": "read the whole audit trail (every dataset's and the accounts' records)",
     "maintenance": "read and set server-wide maintenance and per-node drain",
     "facility": "run the facility: projects and their quotas, billing rates, archiving",
+    "write:scripts": "create, replace and remove script catalog entries (PUT/DELETE /script)",
 }
 # only admin manages accounts (a system token must not be able to grant itself admin),
 # reads the whole audit trail, switches the facility into maintenance and runs it

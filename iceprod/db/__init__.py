@@ -11,6 +11,7 @@ from iceprod.db.auths import AuthsRepo
 from iceprod.db.backends import open_store
 from iceprod.db.config import ConfigRepo
 from iceprod.db.datasets import DatasetsRepo
+from iceprod.db.dialects import ApiKeysRepo, ScriptsRepo, SubmissionsRepo
 from iceprod.db.events import EventsRepo
 from iceprod.db.files import FilesRepo
 from iceprod.db.grids import GridsRepo
@@ -34,6 +35,7 @@ REPOSITORIES = (
     GroupsRepo, RevocationsRepo, RolesRepo, UsersRepo,
     ProjectsRepo, UsageRepo, ArchiveRepo,
     EventsRepo,
+    ScriptsRepo, SubmissionsRepo, ApiKeysRepo,
 )
 
 
@@ -67,6 +69,9 @@ class Database:
         self.usage = UsageRepo(store)
         self.archive = ArchiveRepo(store)
         self.events = EventsRepo(store)
+        self.scripts = ScriptsRepo(store)
+        self.submissions = SubmissionsRepo(store)
+        self.apikeys = ApiKeysRepo(store)
 
     @classmethod
     async def open(cls, db_url: str | None, data_dir: str) -> Database:

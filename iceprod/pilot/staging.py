@@ -84,11 +84,18 @@ def entry_from_doc(doc: Mapping[str, Any]) -> DataEntry:
         if not remote:
             raise StagingError("data: an entry has neither remote nor local")
         local = PurePosixPath(urlparse(remote).path or remote).name
-    check_local_name(local)
+    movement = str(doc.get("movement") or "input")
+    if not (local == KEEP_DIR and movement == "output"):
+        check_local_name(local)
     if not remote:
         raise StagingError(f"data: {local!r} has no remote location")
-    return DataEntry(remote=remote, local=local, movement=str(doc.get("movement") or "input"),
+    return DataEntry(remote=remote, local=local, movement=movement,
                      transfer=doc.get("transfer", True), type=str(doc.get("type") or "permanent"))
+
+
+KEEP_DIR = "."
+"""An output whose `local` is `.` keeps the whole task directory: to an `iceprod:NAME` remote,
+each regular file is stored as `NAME/<path in the directory>` (symlinks are not followed)."""
 
 
 def check_local_name(local: str) -> None:
@@ -281,6 +288,8 @@ async def stage_out_one(entry: DataEntry, run_dir: Path, http: httpx.AsyncClient
         if kind == "iceprod":
             server = _need_store(store, where)
             dataset_id, name = store_location(where, server.dataset_id)
+            if src.is_dir() and entry.local == KEEP_DIR:
+                return await _store_tree(server, dataset_id, name, src)
             if src.is_dir():
                 raise StagingError(f"stage out: {src.name} is a directory; the server store "
                                    "takes files")
@@ -289,6 +298,26 @@ async def stage_out_one(entry: DataEntry, run_dir: Path, http: httpx.AsyncClient
         return await _upload(http, src, where)
     except (OSError, httpx.HTTPError, APIError) as e:
         raise StagingError(f"stage out: {entry.local} -> {entry.remote} failed: {e}") from None
+
+
+def _tree_files(root: Path) -> list[tuple[str, Path]]:
+    """The regular files under `root`, never through a symlink."""
+    out = []
+    for parent, _, files in os.walk(root, followlinks=False):
+        for f in files:
+            path = Path(parent) / f
+            if path.is_file() and not path.is_symlink():
+                out.append((path.relative_to(root).as_posix(), path))
+    return sorted(out)
+
+
+async def _store_tree(server: ServerStore, dataset_id: str, name: str, root: Path) -> int:
+    """Store every regular file under `root` as `name/<relative path>`."""
+    total = 0
+    for rel, path in await asyncio.to_thread(_tree_files, root):
+        result = await server.client.files.store_put(dataset_id, f"{name}/{rel}", path)
+        total += int(result.get("size", 0))
+    return total
 
 
 def entries(data: Sequence[Mapping[str, Any]]) -> list[DataEntry]:

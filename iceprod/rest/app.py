@@ -39,13 +39,14 @@ from iceprod.rest.handlers import (
     ui,
     users,
 )
+from iceprod.rest.handlers.dialects import apikeys, batches, drmaatic, scripts
 from iceprod.rest.openapi import build as build_openapi
 from iceprod.rest.openapi import handler_methods, template
 
 HANDLER_MODULES: tuple[ModuleType, ...] = (
     system, datasets, config, jobs, tasks, task_stats, logs, files, filestore, grids, pilots,
     roles, groups, users, login, auths, audit, admin, explain, projects, usage, archive,
-    events, dashboard, ui,
+    events, dashboard, ui, scripts, drmaatic, batches, apikeys,
 )
 
 

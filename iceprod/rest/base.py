@@ -28,6 +28,7 @@ from iceprod.db import Database
 from iceprod.db.auths import allows
 from iceprod.db.base import Repository
 from iceprod.db.store import Doc
+from iceprod.rest.auth.apikeys import is_api_key
 from iceprod.rest.auth.external import ExternalVerifier
 from iceprod.rest.auth.ratelimit import LoginLimiter
 from iceprod.rest.auth.resolver import TokenResolver
@@ -181,9 +182,16 @@ class APIHandler(tornado.web.RequestHandler):
                                   field=shown)
 
     def bearer_token(self) -> str | None:
-        header = self.request.headers.get("Authorization", "")
+        """The token of ``Authorization: Bearer``; an API key may also come bare in
+        ``Authorization`` or in ``X-Api-Key`` (``iceprod.rest.auth.apikeys``)."""
+        header = self.request.headers.get("Authorization", "").strip()
         if not header:
-            return None
+            key = self.request.headers.get("X-Api-Key", "").strip()
+            if key and not is_api_key(key):
+                raise Unauthorized("X-Api-Key: expected an API key")
+            return key or None
+        if is_api_key(header):
+            return header
         kind, _, token = header.partition(" ")
         if kind.lower() != "bearer" or not token.strip():
             raise Unauthorized("Authorization: expected 'Bearer <token>'")

@@ -319,6 +319,10 @@ def _operation(verb: str, fn: Any, params: list[Schema], handler: type,
         op["x-scopes"] = list(spec.scopes)
         if spec.dataset:
             op["x-dataset-rule"] = spec.dataset
+    if (form := getattr(fn, "form_body", None)) is not None:
+        op["requestBody"] = {"required": True, "content": {
+            "multipart/form-data": {"schema": form},
+            "application/x-www-form-urlencoded": {"schema": form}}}
     if spec.body is not None:
         op["requestBody"] = {
             "required": True,

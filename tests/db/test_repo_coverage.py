@@ -20,6 +20,16 @@ from iceprod.db.base import Repository
 # "<defining class>.<method>" -> the tests in ``test_repo_*.py`` that call it as
 # ``db.<repo>.<method>(``.
 COVERED: dict[str, tuple[str, ...]] = {
+    "ScriptsRepo.put": ("test_scripts_put_replace_window_delete",),
+    "ScriptsRepo.window": ("test_scripts_put_replace_window_delete",),
+    "ScriptsRepo.delete": ("test_scripts_put_replace_window_delete",),
+    "SubmissionsRepo.create": ("test_submissions_by_user_kind_and_deletion",),
+    "SubmissionsRepo.of_user": ("test_submissions_by_user_kind_and_deletion",),
+    "SubmissionsRepo.of_kind": ("test_submissions_by_user_kind_and_deletion",),
+    "SubmissionsRepo.mark_deleted": ("test_submissions_by_user_kind_and_deletion",),
+    "ApiKeysRepo.create": ("test_apikeys_create_list_delete",),
+    "ApiKeysRepo.of_user": ("test_apikeys_create_list_delete",),
+    "ApiKeysRepo.delete_named": ("test_apikeys_create_list_delete",),
     "Repository.get": ("test_get_find_and_projection",),
     "Repository.get_in": ("test_get_in_scopes_by_dataset",),
     "Repository.ids_grouped_by_status": ("test_ids_grouped_by_status",),

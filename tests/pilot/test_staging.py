@@ -121,6 +121,9 @@ async def test_missing_files_fail_with_a_reason(tmp_path: Path, web: tuple[str, 
     ({"remote": "/x", "local": "../escape", "movement": "input"}, "inside the task directory"),
     ({"remote": "/x", "local": "/etc/passwd", "movement": "input"}, "inside the task directory"),
     ({"local": "only-local", "movement": "output"}, "has no remote location"),
+    # the whole task directory (`.`) is an output only, never an input
+    ({"remote": "iceprod:x", "local": ".", "movement": "input"}, "inside the task directory"),
+    ({"remote": "iceprod:x", "local": ".", "movement": "both"}, "inside the task directory"),
 ])
 def test_bad_entries_are_refused(doc: dict[str, str], error: str) -> None:
     with pytest.raises(StagingError, match=error):

@@ -81,7 +81,14 @@ SELF_BILL = (          401, 200, 403, 403, 403, 403, 403, 403, 401, 401, 403, 40
 GROUP_BILL = (         401, 200, 200, 403, 403, 403, 403, 403, 401, 401, 403, 403, 200, 200)
 # `/` for an API client (a browser is redirected to the dashboard): the 404 it always was
 ROOT_API = (           404, 404, 404, 404, 404, 404, 404, 404, 401, 401, 404, 404, 404, 404)
+# deleting one's own batches: anyone who may change datasets (a share token may not)
+DELETE_OWN = (         401, 200, 200, 200, 200, 403, 403, 403, 401, 401, 403, 403, 200, 200)
+OWN_KEYS = (           401, 200, 403, 403, 403, 403, 403, 403, 401, 401, 403, 403, 403, 200)
+OWN_KEYS_NEW = (       401, 201, 403, 403, 403, 403, 403, 403, 401, 401, 403, 403, 403, 201)
 EXTERNAL_TOKEN_ONLY = (401, 403, 403, 403, 403, 403, 403, 403, 403, 403, 403, 403, 403, 403)
+
+FORM = "form"
+"""A body ``{FORM: fields}`` is sent as an urlencoded form (DRMAAtic's ``POST /task``)."""
 
 MATRIX: list[tuple[str, str, Any, tuple[int, ...]]] = [
     ("GET", "/healthz", None, EVERYONE),
@@ -224,6 +231,32 @@ MATRIX: list[tuple[str, str, Any, tuple[int, ...]]] = [
     ("GET", "/dataset_overview", None, LIST_READABLE),
     ("GET", "/datasets/{dataset_id}/task_plots", None, READ),
     ("POST", "/config_check", {"text": "[]"}, USERS),
+    # the dialects (docs/dialects/): a world's script is for group physics; its DRMAAtic
+    # task is alice's, readable by rita and by a share token for it
+    ("GET", "/script", None, LIST_READABLE),
+    ("GET", "/script/{script}", None, LIST_READABLE),
+    ("PUT", "/script/{script}", {"command": "/bin/true"}, INTERNAL),
+    ("DELETE", "/script/{script}", None, INTERNAL),
+    ("POST", "/task", {FORM: {"task_name": "{script}", "n": "2"}}, SUBMIT),
+    ("POST", "/task/", {FORM: {"task_name": "{script}"}}, SUBMIT),
+    ("GET", "/task/{uuid}", None, READ),
+    ("DELETE", "/task/{uuid}", None, WRITE),
+    ("GET", "/task/{uuid}/file", None, READ),
+    ("GET", "/task/{uuid}/download", None, READ),
+    ("GET", "/batches", None, LIST_READABLE),
+    ("POST", "/batches", {"tool_id": "{script}", "n_jobs": 2}, SUBMIT),
+    ("DELETE", "/batches", None, DELETE_OWN),
+    ("GET", "/batches/{batch_id}", None, READ),
+    ("DELETE", "/batches/{batch_id}", None, WRITE),
+    ("GET", "/batches/{batch_id}/jobs", None, READ),
+    ("GET", "/batches/{batch_id}/jobs/{batch_job_id}", None, READ),
+    # API keys: a user manages its own (with an unscoped token), an admin anyone's
+    ("GET", "/users/alice/apikeys", None, OWN_KEYS),
+    ("POST", "/users/alice/apikeys", {"name": "{new_name}"}, OWN_KEYS_NEW),
+    ("DELETE", "/users/alice/apikeys/{key_name}", None, OWN_KEYS),
+    ("GET", "/users/{user_id}/apikeys", None, ADMIN_ONLY),
+    ("POST", "/users/{user_id}/apikeys", {"name": "{new_name}"}, ADMIN_NEW),
+    ("DELETE", "/users/{user_id}/apikeys/{key_name}", None, ADMIN_ONLY),
 ]
 
 
@@ -357,6 +390,50 @@ def build_accounts(admin: httpx.Client, path: str, body: Any) -> dict[str, str]:
     return ids
 
 
+def build_dialects(server: Server, alice: httpx.Client, admin: httpx.Client, path: str,
+                   body: Any, accounts: dict[str, str]) -> tuple[dict[str, str], dict[str, str]]:
+    """A fresh catalog entry (for group physics) and, when the cell names one, a DRMAAtic
+    task or a batch of alice's that rita may read, with a share token for it; or an API key
+    of the user the cell names (alice, or the fresh account)."""
+    needs = path + json.dumps(body)
+    ids: dict[str, str] = {}
+    own: dict[str, str] = {}
+    if path.startswith("/users/alice/"):  # alice's record, for an admin acting on it
+        r = admin.post("/users", json={"username": "alice"})
+        assert r.status_code in (201, 409), r.text
+    if "{key_name}" in needs:
+        ids["key_name"] = f"k{uuid.uuid4().hex[:12]}"
+        user = accounts.get("user_id", "alice") if "{user_id}" in path else "alice"
+        client = admin if "{user_id}" in path else alice
+        r = client.post(f"/users/{user}/apikeys", json={"name": ids["key_name"]})
+        assert r.status_code == 201, r.text
+    if "{script}" not in needs and "{uuid}" not in needs and "{batch_" not in needs:
+        return ids, own
+    ids["script"] = f"s{uuid.uuid4().hex[:12]}"
+    r = admin.put(f"/script/{ids['script']}", json={
+        "command": "/bin/echo", "args": ["$(param.n)"], "groups": ["physics"],
+        "param": [{"name": "n", "type": "int", "default": 1}]})
+    assert r.status_code == 200, r.text
+    if "{uuid}" in needs:
+        r = alice.post("/task", data={"task_name": ids["script"]})
+        assert r.status_code == 201, r.text
+        ids["uuid"] = r.json()["uuid"]
+        r = alice.put(f"/auths/{ids['uuid']}", json={"read_users": ["alice", "rita"]})
+        assert r.status_code == 200, r.text
+        own["share"] = server.token("alice", ["user"], ["physics"],
+                                    scope=f"dataset:{ids['uuid']}:read")
+    if "{batch_" in needs:
+        r = alice.post("/batches", json={"tool_id": ids["script"], "n_jobs": 2})
+        assert r.status_code == 201, r.text
+        ids["batch_id"] = r.json()["batch_id"]
+        ids["batch_job_id"] = alice.get(f"/batches/{ids['batch_id']}/jobs").json()[1]["job_id"]
+        r = alice.put(f"/auths/{ids['batch_id']}", json={"read_users": ["alice", "rita"]})
+        assert r.status_code == 200, r.text
+        own["share"] = server.token("alice", ["user"], ["physics"],
+                                    scope=f"dataset:{ids['batch_id']}:read")
+    return ids, own
+
+
 def fill(value: Any, ids: dict[str, str]) -> Any:
     if isinstance(value, str):
         return value.format(**ids) if "{" in value else value
@@ -388,7 +465,9 @@ def test_cell(server: Server, http: httpx.Client, setup: dict[str, httpx.Client]
     def fresh() -> World:
         ids, own = build_world(server, http, setup, tokens)
         ids.update(build_accounts(setup["admin"], path, body))
-        return ids, own
+        more_ids, more_own = build_dialects(server, setup["alice"], setup["admin"], path, body,
+                                            ids)
+        return {**ids, **more_ids}, {**own, **more_own}
 
     if expected < 300:
         ids, own = fresh()
@@ -397,8 +476,13 @@ def test_cell(server: Server, http: httpx.Client, setup: dict[str, httpx.Client]
             refusal_worlds[row] = fresh()
         ids, own = refusal_worlds[row]
     callers = {**tokens, **own}
-    r = http.request(method, fill(path, ids), json=fill(body, ids) if body is not None else None,
-                     headers=bearer(callers.get(role)))
+    if isinstance(body, dict) and FORM in body:
+        r = http.request(method, fill(path, ids), data=fill(body[FORM], ids),
+                         headers=bearer(callers.get(role)))
+    else:
+        r = http.request(method, fill(path, ids),
+                         json=fill(body, ids) if body is not None else None,
+                         headers=bearer(callers.get(role)))
     assert r.status_code == expected, f"{method} {path} as {role}: {r.status_code} {r.text}"
     if expected >= 400:
         err = r.json()
@@ -413,7 +497,9 @@ SAMPLE = {"dataset_id": "d" * 32, "job_id": "b" * 32, "task_id": "c" * 32,
           "pilot_id": "e" * 32, "grid_pilot_id": "5" * 32, "instance_id": "f" * 32, "grid_id": "a" * 32,
           "log_id": "1" * 32, "task_stat_id": "2" * 32, "user_id": "3" * 32,
           "group_id": "4" * 32, "role_name": "role", "group_name": "group", "new_name": "n",
-          "project": "p", "year": "2026", "month": "11"}
+          "project": "p", "year": "2026", "month": "11",
+          "script": "s", "uuid": "6" * 32, "batch_id": "7" * 32, "batch_job_id": "8" * 32,
+          "key_name": "k"}
 
 
 def test_matrix_covers_every_route_of_the_route_table() -> None:

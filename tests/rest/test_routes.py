@@ -163,6 +163,29 @@ OURS_ONLY: dict[tuple[str, str], str] = {
     ("GET", "/datasets/{dataset_id}/task_plots"): "what the dataset page plots: completions over "
                                                   "time, walltime/memory histograms, failures",
     ("POST", "/config_check"): "check a config's text (errors by line) without creating anything",
+    # the other seed systems' APIs (docs/dialects/): DRMAAtic's script catalog and tasks
+    ("GET", "/script"): "DRMAAtic: list the script catalog (paginated)",
+    ("GET", "/script/{name}"): "DRMAAtic: one catalog entry",
+    ("PUT", "/script/{name}"): "DRMAAtic: an admin creates or replaces a catalog entry",
+    ("DELETE", "/script/{name}"): "DRMAAtic: an admin removes a catalog entry",
+    ("POST", "/task"): "DRMAAtic: submit a task (multipart form)",
+    ("POST", "/task/"): "DRMAAtic: its usage examples post to /task/",
+    ("GET", "/task/{uuid}"): "DRMAAtic: a task's status in DRMAAtic's fields",
+    ("DELETE", "/task/{uuid}"): "DRMAAtic: stop a task and mark it deleted",
+    ("GET", "/task/{uuid}/file"): "DRMAAtic: list a task's working directory",
+    ("GET", "/task/{uuid}/download"): "DRMAAtic: a task's working directory as a zip",
+    # the batch API
+    ("GET", "/batches"): "batch API: the caller's batches",
+    ("POST", "/batches"): "batch API: submit a batch of jobs running a catalog entry",
+    ("DELETE", "/batches"): "batch API: delete all the caller's batches (dry_run previews)",
+    ("GET", "/batches/{batch_id}"): "batch API: a batch with its jobs counted by status",
+    ("DELETE", "/batches/{batch_id}"): "batch API: delete a batch",
+    ("GET", "/batches/{batch_id}/jobs"): "batch API: a batch's jobs",
+    ("GET", "/batches/{batch_id}/jobs/{job_id}"): "batch API: one job of a batch",
+    # API keys (the batch API's clients authenticate with one)
+    ("GET", "/users/{user_id}/apikeys"): "a user's API keys",
+    ("POST", "/users/{user_id}/apikeys"): "create a named, long-lived API key",
+    ("DELETE", "/users/{user_id}/apikeys/{name}"): "revoke an API key",
 }
 
 # A value of the right shape for each path parameter, so a probe reaches its handler.

@@ -37,7 +37,7 @@ from tests.conftest import BY_HAND, Server, start_server
 from tests.helpers import needs
 from tests.ldap_server import LdapServer, missing_tools, person, start_slapd
 from tests.rest.test_accounts import ldap_env
-from tests.rest.test_auth_matrix import MATRIX, build_world, fill
+from tests.rest.test_auth_matrix import MATRIX, build_dialects, build_world, fill
 
 NAN, INF, NEG_INF = "__NaN__", "__Infinity__", "__-Infinity__"
 RAW_CONSTANTS = {f'"{NAN}"': "NaN", f'"{INF}"': "Infinity", f'"{NEG_INF}"': "-Infinity"}
@@ -102,7 +102,10 @@ def ids(server: Server, clients: dict[str, httpx.Client]) -> dict[str, str]:
     group_id = r.json()["result"]
     r = admin.post("/users", json={"username": "hostile-user"})
     assert r.status_code == 201, r.text
-    return {**world, "role_name": "hostile-role", "group_id": group_id,
+    # a catalog entry, a DRMAAtic task, a batch and an API key (the dialects' routes)
+    dialects, _ = build_dialects(server, clients["owner"], admin, "{uuid}{batch_id}{key_name}",
+                                 None, {})
+    return {**world, **dialects, "role_name": "hostile-role", "group_id": group_id,
             "group_name": "hostile-group", "user_id": r.json()["result"],
             "new_name": "hostile-new", "username": "alice", "status": "suspended",
             "name": "a", "node": "hostile-node", "group": "hostile-group", "year": "2026",

@@ -17,7 +17,9 @@ from collections.abc import Sequence
 
 from iceprod.client import settings
 from iceprod.client.api import APIError, Forbidden, Invalid, NotFound, Unauthorized
-from iceprod.client.cli import admin, audit, auth, datasets, facility, grids, logs, projects, tasks
+from iceprod.client.cli import (
+    admin, audit, auth, datasets, facility, grids, logs, projects, scripts, tasks,
+)
 from iceprod.client.cli.context import (
     EXIT_API,
     EXIT_AUTH,
@@ -80,7 +82,8 @@ def build_parser() -> argparse.ArgumentParser:
     grids.add_grid_commands(sub)
     tasks.add_operator_commands(sub)
     auth.add_token_commands(sub)
-    admin.add_admin_commands(sub, projects.add_admin_facility)
+    scripts.add_script_commands(admin.add_admin_commands(sub, projects.add_admin_facility))
+    scripts.add_apikey_commands(sub)
     audit.add_audit_command(sub)
     projects.add_facility_commands(sub)
     return parser

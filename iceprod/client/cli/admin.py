@@ -282,7 +282,7 @@ class _Parsers:
         self.common = common
         self.epilog = epilog
         admin = sub.add_parser(
-            "admin", help="administer users, groups, roles, dataset rules and maintenance",
+            "admin", help="administer users, groups, roles, rules, maintenance, projects, scripts",
             description="Administration (needs an admin token; a user may read its own "
                         "record and dataset rules it can read).",
             parents=[common(False)], epilog=epilog,
@@ -304,9 +304,10 @@ class _Parsers:
         return p
 
 
-def add_admin_commands(sub: Any, *more: Callable[[Any], None]) -> None:
+def add_admin_commands(sub: Any, *more: Callable[[Any], None]) -> Any:
     """`iceprod admin users|groups|roles|rules|maintenance ...`; each of ``more`` adds kinds
-    of its own with the same parser builder (``_Parsers``)."""
+    of its own with the same parser builder (``_Parsers``), which is answered so other
+    command modules can add theirs too (`iceprod admin scripts`)."""
     parsers = _Parsers(sub, common_options, EXIT_CODES)
     _users_parsers(parsers)
     _groups_parsers(parsers)
@@ -315,6 +316,7 @@ def add_admin_commands(sub: Any, *more: Callable[[Any], None]) -> None:
     _maintenance_parsers(parsers)
     for add in more:
         add(parsers)
+    return parsers
 
 
 def _user_arg(p: Any) -> Any:

@@ -19,6 +19,7 @@ from typing import Generic, TypeVar
 
 from iceprod.common.errors import NotFound, Unauthorized
 from iceprod.db import Database
+from iceprod.rest.auth.apikeys import is_api_key, key_claims
 from iceprod.rest.auth.tokens import (
     Principal,
     custom_role_names,
@@ -70,7 +71,10 @@ class TokenResolver:
         self._not_before: TTLCache[str, float | None] = TTLCache(ttl)
 
     async def principal(self, token: str) -> Principal:
-        claims = decode_claims(self.secret, token)
+        if is_api_key(token):
+            claims = await key_claims(self.db, token)
+        else:
+            claims = decode_claims(self.secret, token)
         custom = await self.custom_scopes(custom_role_names(claims))
         principal = principal_from_claims(claims, custom)
         not_before = await self.not_before(principal.username)
