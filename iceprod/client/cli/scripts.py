@@ -13,7 +13,7 @@ from typing import Any
 from urllib.parse import quote
 
 from iceprod.client.cli.context import EXIT_CODES, Context
-from iceprod.client.cli.parsing import Sub, command
+from iceprod.client.cli.parsing import Formatter, Sub, command, common_options
 from iceprod.client.errors import UsageError
 
 
@@ -152,7 +152,8 @@ def add_apikey_commands(sub: Sub) -> None:
     """`iceprod apikeys list|create|delete`."""
     p = sub.add_parser("apikeys", help="your API keys", description=(
         "Long-lived, named, revocable keys for scripts and the batch API's clients "
-        "(sent as 'Authorization: Bearer KEY' or 'X-Api-Key: KEY')."), epilog=EXIT_CODES)
+        "(sent as 'Authorization: Bearer KEY' or 'X-Api-Key: KEY')."), epilog=EXIT_CODES,
+        formatter_class=Formatter, parents=[common_options(False)])
     keys = p.add_subparsers(dest="apikeys_command", metavar="COMMAND", required=True)
     for name, func, text in (("list", apikeys_list, "list your keys (never the keys)"),
                              ("create", apikeys_create, "create a key; prints it once"),
