@@ -20,7 +20,7 @@ class DatasetsRepo(Repository):
             Index((("status", 1),)),
             Index((("username", 1),)),
         ),
-        scalar_fields=frozenset({"jobs_submitted"}),
+        scalar_fields=frozenset({"jobs_submitted", "status_changed", "project"}),
     )
     kind = "dataset"
     machine = "dataset"

@@ -66,6 +66,7 @@ class SubmissionsRepo(Repository):
         id_field="dataset_id",
         columns={"username": "TEXT", "kind": "TEXT"},
         indexes=(Index((("username", 1), ("kind", 1))),),
+        scalar_fields=frozenset({"deleted"}),
     )
     kind = "submission"
 

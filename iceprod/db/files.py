@@ -29,6 +29,7 @@ class FilesRepo(Repository):
         id_field="file_id",
         columns={"dataset_id": "TEXT", "task_id": "TEXT"},
         indexes=(Index((("dataset_id", 1), ("task_id", 1))),),
+        scalar_fields=frozenset({"job_index", "task_name"}),
     )
     kind = "file"
 
