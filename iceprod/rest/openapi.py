@@ -23,7 +23,7 @@ from urllib.parse import urljoin
 import iceprod
 from iceprod.common.schema import load_schema, schema_names
 from iceprod.core.roles import SCOPES
-from iceprod.rest.base import MAX_LIMIT_ARG
+from iceprod.rest.base import DATASET_REF, MAX_LIMIT_ARG
 from iceprod.rest.handlers.schemas import MAX_INDEX, MAX_LOGS
 
 VERBS = ("get", "post", "put", "patch", "delete")
@@ -59,6 +59,8 @@ NUM: Schema = {"type": "integer", "minimum": 1, "maximum": MAX_LOGS,
                "description": "at most this many"}
 FLAG: Schema = {"type": "boolean"}
 ORDER: Schema = {"type": "string", "enum": ["asc", "desc"], "description": "by time"}
+DATASET: Schema = {"type": "string", "pattern": f"^{DATASET_REF}$",
+                   "description": "a dataset's 32-hex id or its number"}
 WAIT: Schema = {"type": "integer", "minimum": 0, "maximum": 20,
                 "description": "seconds to wait for tasks to be queued (long poll)"}
 SEQ: Schema = {"type": "integer", "minimum": 0,
