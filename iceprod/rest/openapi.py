@@ -23,7 +23,7 @@ from urllib.parse import urljoin
 import iceprod
 from iceprod.common.schema import load_schema, schema_names
 from iceprod.core.roles import SCOPES
-from iceprod.rest.base import MAX_INT_ARG, MAX_LIMIT_ARG
+from iceprod.rest.base import DATASET_REF, MAX_INT_ARG, MAX_LIMIT_ARG
 from iceprod.rest.handlers.schemas import MAX_INDEX, MAX_LOGS
 
 VERBS = ("get", "post", "put", "patch", "delete")
@@ -61,6 +61,8 @@ FLAG: Schema = {"type": "boolean"}
 TIME: Schema = {"type": "string", "format": "date-time",
                 "description": "an ISO-8601 / RFC 3339 time, e.g. 2026-11-29T18:00:00Z"}
 ORDER: Schema = {"type": "string", "enum": ["asc", "desc"], "description": "by time"}
+DATASET: Schema = {"type": "string", "pattern": f"^{DATASET_REF}$",
+                   "description": "a dataset's 32-hex id or its number"}
 WAIT: Schema = {"type": "integer", "minimum": 0, "maximum": 20,
                 "description": "seconds to wait for tasks to be queued (long poll)"}
 SEQ: Schema = {"type": "integer", "minimum": 0,

@@ -32,7 +32,7 @@ from iceprod.core.events import Subscription, public_event
 from iceprod.db.auths import allows
 from iceprod.db.store import Doc
 from iceprod.rest.base import DATASET_REF, APIHandler, requires
-from iceprod.rest.openapi import HEARTBEAT, SEQ, TEXT, query
+from iceprod.rest.openapi import DATASET, HEARTBEAT, SEQ, query
 
 DEFAULT_HEARTBEAT = 15
 BACKLOG_BATCH = 500
@@ -49,7 +49,7 @@ class EventsHandler(APIHandler):
         if self.sub is not None:
             self.sub.put(None)
 
-    @query(dataset_id=TEXT, heartbeat=HEARTBEAT, since=SEQ)
+    @query(dataset_id=DATASET, heartbeat=HEARTBEAT, since=SEQ)
     @requires("read:datasets")
     async def get(self) -> None:
         """With `Accept: text/event-stream`, a stream of state changes (see the module
