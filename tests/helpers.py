@@ -133,6 +133,18 @@ def claim(client: httpx.Client, pilot_id: str, **resources: Any) -> httpx.Respon
                        json={"requirements": resources, "pilot_id": pilot_id})
 
 
+def claim_this(client: httpx.Client, pilot_id: str, task_id: str,
+               **resources: Any) -> httpx.Response:
+    """Claim until the pilot holds ``task_id`` (or a claim is refused): the session's shared
+    server may hold other tests' queued tasks, which fit any pilot and which this pilot then
+    keeps. Fails when the task never comes."""
+    for _ in range(200):
+        r = claim(client, pilot_id, **resources)
+        if r.status_code != 200 or r.json()["task_id"] == task_id:
+            return r
+    raise AssertionError(f"task {task_id} was never claimed")
+
+
 def walk(node: Any, where: str = "#") -> Iterator[tuple[str, dict[str, Any]]]:
     """Every JSON object inside ``node`` with its JSON-pointer-like path (``where/key/0``)."""
     if isinstance(node, dict):

@@ -268,7 +268,7 @@ async def make_context(db: Database, task: Doc, queue_max: int, max_failures: in
                        cache: dict[str, list[Doc]] | None = None) -> Context:
     if dataset is None:
         dataset = await db.datasets.get(str(task["dataset_id"]),
-                                        keys=["status", "max_failures"])
+                                        keys=["status", "max_failures", "project"])
     return Context(db, task, dataset, queue_max, max_failures,
                    state if state is not None else await get_state(db),
                    cache if cache is not None else {})
@@ -300,7 +300,7 @@ async def explain_dataset(db: Database, dataset_id: str, queue_max: int,
                           max_failures: int) -> Doc:
     """Per task name and status, a count and one task's explanation; the dataset's own
     blockers (suspended, maintenance) and a summary."""
-    dataset = await db.datasets.get(dataset_id, keys=["status", "max_failures"])
+    dataset = await db.datasets.get(dataset_id, keys=["status", "max_failures", "project"])
     state = await get_state(db)
     counts = await db.tasks.counts_by_name_status(dataset_id)
     groups = []

@@ -35,8 +35,8 @@ from iceprod.rest.handlers import (
     system,
     task_stats,
     tasks,
-    usage,
     ui,
+    usage,
     users,
 )
 from iceprod.rest.handlers.dialects import apikeys, batches, drmaatic, scripts

@@ -13,7 +13,7 @@ import pytest
 from iceprod.client import cli
 from tests.client.test_cli import CLI
 from tests.conftest import Server
-from tests.helpers import create_dataset, create_job, create_task, register_pilot
+from tests.helpers import claim_this, create_dataset, create_job, create_task, register_pilot
 
 # the session's server is shared: a user and group of this module's own
 USER = f"cora{uuid.uuid4().hex[:6]}"
@@ -110,8 +110,7 @@ def test_usage_billing_and_rates(admin_cli: CLI, carol_cli: CLI, server: Server,
     task = create_task(system, ds, job, status="queued")
     pilot = server.client(server.token(unique("pilot"), ["pilot"]))
     pilot_id = register_pilot(pilot, cpu=4, memory=4)
-    r = pilot.post("/task_actions/process", json={"requirements": {"cpu": 4, "memory": 4},
-                                                  "pilot_id": pilot_id})
+    r = claim_this(pilot, pilot_id, task, cpu=4, memory=4)
     assert r.status_code == 200 and r.json()["task_id"] == task
     stats = {"walltime": 7200, "cpu_time": 3600, "max_rss": 2 * 1024 ** 3,
              "outcome": "complete", "site": "here", "requirements": {"cpu": 2, "gpu": 1}}

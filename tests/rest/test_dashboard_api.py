@@ -8,7 +8,7 @@ import httpx
 
 from tests.conftest import Server
 from tests.helpers import (
-    claim,
+    claim_this,
     create_dataset,
     create_job,
     create_task,
@@ -75,7 +75,7 @@ def test_task_plots_summarize_runs_and_completions(alice: httpx.Client,
                        requirements={"cpu": 1, "site": site})
     failed = create_task(system, ds, job, 1, "sim")
     pilot = register_pilot(system, cpu=1)
-    r = claim(system, pilot, cpu=1, site=site)
+    r = claim_this(system, pilot, done, cpu=1, site=site)
     assert r.status_code == 200 and r.json()["task_id"] == done, r.text
     r = system.post(f"/tasks/{done}/task_actions/complete",
                     json={"instance_id": r.json()["instance_id"], "time_used": 1800})
@@ -126,7 +126,7 @@ def test_config_check_reports_problems_by_line_and_creates_nothing(alice: httpx.
 def test_priority_is_set_by_writers_within_bounds(alice: httpx.Client, bob: httpx.Client) -> None:
     ds = create_dataset(alice, "physics")
     r = alice.put(f"/datasets/{ds}/priority", json={"priority": 0.25})
-    assert r.status_code == 200 and r.json() == {"priority": 0.25}
+    assert r.status_code == 200 and r.json() == {"changed": 1}
     assert alice.get(f"/datasets/{ds}").json()["priority"] == 0.25
     r = alice.put(f"/datasets/{ds}/priority", json={"priority": 1.5})
     assert r.status_code == 400 and r.json()["error"].startswith("priority:")

@@ -11,7 +11,7 @@ import httpx
 import pytest
 
 from tests.conftest import Server
-from tests.helpers import create_dataset, create_job, create_task
+from tests.helpers import claim_this, create_dataset, create_job, create_task
 
 
 def test_tasks_across_datasets_status_by_id_and_patch(alice: httpx.Client, bob: httpx.Client,
@@ -76,8 +76,7 @@ def finish(system: httpx.Client, server: Server, ds: str, task_id: str,
     pilot.headers["Authorization"] = f"Bearer {r.json()['token']}"
     pilot_id = r.json()["result"]
     assert system.put(f"/tasks/{task_id}/status", json={"status": "queued"}).status_code == 200
-    r = pilot.post("/task_actions/process", json={
-        "requirements": {"cpu": 1, "site": f"s-{task_id}"}, "pilot_id": pilot_id})
+    r = claim_this(pilot, pilot_id, task_id, cpu=1, site=f"s-{task_id}")
     assert r.status_code == 200 and r.json()["task_id"] == task_id, r.text
     instance = r.json()["instance_id"]
     if stats is not None:

@@ -18,7 +18,16 @@ from collections.abc import Sequence
 from iceprod.client import settings
 from iceprod.client.api import APIError, Forbidden, Invalid, NotFound, Unauthorized
 from iceprod.client.cli import (
-    admin, audit, auth, datasets, facility, grids, logs, projects, scripts, tasks,
+    admin,
+    audit,
+    auth,
+    datasets,
+    facility,
+    grids,
+    logs,
+    projects,
+    scripts,
+    tasks,
 )
 from iceprod.client.cli.context import (
     EXIT_API,

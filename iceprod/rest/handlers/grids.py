@@ -7,9 +7,9 @@ from iceprod.common.errors import Conflict, NotFound
 from iceprod.common.ids import new_id
 from iceprod.common.timeutil import iso
 from iceprod.core.maintenance import State, get_state, grid_names, why_stopped
+from iceprod.core.taskflow import wait_for_demand
 from iceprod.db.store import Doc
 from iceprod.rest.audit import audit
-from iceprod.core.taskflow import wait_for_demand
 from iceprod.rest.base import APIHandler, requires
 from iceprod.rest.handlers.schemas import body
 from iceprod.rest.openapi import KEYS, PAGE, SEQ, TEXT, WAIT, query
