@@ -233,7 +233,9 @@ JSON_VALUE: Schema = {
         {"type": "number", "not": {"multipleOf": 1}},
         {"type": ["string", "boolean", "null"]},
         {"type": "array", "items": {"$ref": COMPONENTS + "JsonValue"}},
-        {"type": "object", "additionalProperties": {"$ref": COMPONENTS + "JsonValue"}},
+        # the store holds no key with a NUL or a leading '$' (db/storable.py)
+        {"type": "object", "propertyNames": {"pattern": "^(?:[^$\\u0000][^\\u0000]*)?$"},
+         "additionalProperties": {"$ref": COMPONENTS + "JsonValue"}},
     ],
 }
 

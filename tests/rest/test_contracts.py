@@ -104,7 +104,9 @@ def test_one_id_and_one_status_body_per_state_machine() -> None:
 
 
 def test_enums_in_the_files_match_the_code() -> None:
-    assert API["dataset_status"]["properties"]["status"]["enum"] == statuses("dataset")
+    # archived is reached only through POST /archive, which compacts the tasks
+    assert API["dataset_status"]["properties"]["status"]["enum"] == [
+        s for s in statuses("dataset") if s != "archived"]
     assert API["job_status"]["properties"]["status"]["enum"] == statuses("job")
     assert API["jobs_patch"]["properties"]["status"]["enum"] == statuses("job")
     assert API["jobs_create"]["properties"]["status"]["enum"] == statuses("job")

@@ -77,7 +77,7 @@ class TaskStatsCreateHandler(OwnershipMixin, APIHandler):
         })
         dataset = await self.db.datasets.get(task["dataset_id"],
                                              keys=["username", "group", "project"])
-        await record_run(self.db, dataset, self.body["stats"])
+        await record_run(self.db, dataset, stats)
         self.write_json({"result": stat_id}, 201)
 
 
