@@ -227,7 +227,9 @@ def test_the_dashboard_end_to_end(server: Server, browser: Any, tmp_path: Path) 
     page.click("#act-reset")
     preview = page.locator("#confirm-preview")
     preview.wait_for()
-    assert "About 1 task(s) would go to waiting" in preview.inner_text()
+    # the server's dry run: what is selected, what would change and from which status
+    text = preview.inner_text()
+    assert "Matched: 1; would change: 1." in text and "By status: failed 1." in text, text
     tab.shot("reset-preview", full_page=False)
     page.click("#confirm-yes")
     page.wait_for_selector("#ds-notice .ok")
