@@ -58,7 +58,7 @@ def chain_config() -> dict[str, Any]:
 def watch(c: httpx.Client, ds: str, poll: float, timeout: float) -> dict[str, Any]:
     """Poll until the dataset completes; per task and status the server's stamp and the
     time the poll first saw it, and the same for the dataset."""
-    seen: dict[tuple[str, str], tuple[float, float]] = {}
+    seen: dict[tuple[str, str], tuple[float, float | None]] = {}
     deadline = time.monotonic() + timeout
     final: str | None = None
     while True:
@@ -69,6 +69,7 @@ def watch(c: httpx.Client, ds: str, poll: float, timeout: float) -> dict[str, An
             if key not in seen:
                 seen[key] = (parse(t["status_changed"]), now)
         if final is not None:  # the tasks as they were left once the dataset finished
+            missed_by_polls(c, ds, seen)
             return {"seen": seen, "status": final}
         dataset = c.get(f"/datasets/{ds}", params={"keys": "status|status_changed"}).json()
         if dataset["status"] != "processing":
@@ -78,6 +79,19 @@ def watch(c: httpx.Client, ds: str, poll: float, timeout: float) -> dict[str, An
         if time.monotonic() > deadline:
             raise SystemExit(f"timed out: tasks {sorted(seen)}")
         time.sleep(poll)
+
+
+def missed_by_polls(c: httpx.Client, ds: str, seen: dict[tuple[str, str], Any]) -> None:
+    """A task can pass through a status between two polls (a trivial task is processing
+    for a few ms): take the server's stamp of such a transition from its events log
+    (`GET /events`, a JSON page), with no time the poll saw it."""
+    r = c.get("/events", params={"dataset_id": ds, "since": 0})
+    if r.status_code != 200:
+        return
+    for event in r.json().get("events", []):
+        key = (event.get("name"), event.get("status"))
+        if event.get("type") == "task" and key not in seen and event.get("time"):
+            seen[key] = (parse(event["time"]), None)
 
 
 def num(seconds: float | None) -> str:
@@ -107,7 +121,7 @@ def run(server: Server, args: argparse.Namespace) -> None:
 
     def stamp(name: str, status: str, which: int = 0) -> float | None:
         got = seen.get((name, status))
-        return None if got is None else got[which] - t0
+        return None if got is None or got[which] is None else got[which] - t0
 
     first = stamp(order[0], "processing")
     done = stamp("dataset", result["status"])

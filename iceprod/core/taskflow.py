@@ -10,7 +10,7 @@ dataset (``"<dataset_id>:<name>"``) is left to the scheduler's round.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
 from iceprod.common.errors import Invalid
@@ -61,13 +61,19 @@ async def claim_tasks(db: Database, hub: EventHub | None, resources: Doc, pilot_
 async def claim_waiting(db: Database, hub: EventHub | None, resources: Doc, pilot_id: str,
                         lease_seconds: float, dataset_ids: Sequence[str] | None = None,
                         max_tasks: int = 1, wait: float = 0.0,
-                        on_wait: Callable[[], None] | None = None) -> list[Doc]:
+                        on_wait: Callable[[], None] | None = None,
+                        refused: Callable[[], Awaitable[bool]] | None = None) -> list[Doc]:
     """``claim_tasks``; when nothing fits, wait up to ``wait`` seconds (at most
     ``MAX_WAIT``) and try again each time tasks are queued anywhere on the store
     (``on_wait`` is called each time it starts waiting)."""
     deadline = time.monotonic() + min(max(wait, 0.0), MAX_WAIT)
+    first = True
     while True:
         gen = hub.queued.gen if hub is not None else 0
+        # a claim woken later asks again whether it may take work (maintenance, drain)
+        if not first and refused is not None and await refused():
+            return []
+        first = False
         tasks = await claim_tasks(db, hub, resources, pilot_id, lease_seconds, dataset_ids,
                                   max_tasks)
         left = deadline - time.monotonic()

@@ -358,6 +358,7 @@ class ProcessHandler(OwnershipMixin, APIHandler):
             wait=min(b.get("wait", 0.0), self.ctx.config.max_wait),
             on_wait=lambda: self.ctx.metrics.inc(
                 "iceprod_claim_waits_total", help="claims that found nothing and waited"),
+            refused=lambda: self.still_refused(pilot),
         )
         if self.closed:
             await self.give_back(tasks)  # nobody is left to run them
@@ -374,6 +375,11 @@ class ProcessHandler(OwnershipMixin, APIHandler):
         if not tasks:
             raise NotFound("no task fits these resources", quiet=True)
         self.write_json(tasks[0])
+
+    async def still_refused(self, pilot: Doc) -> bool:
+        """Whether maintenance or a drain now stops this pilot's claim (a waiting claim asks
+        again each time it wakes)."""
+        return await claim_refusal(self.db, pilot) is not None
 
     async def give_back(self, tasks: list[Doc]) -> None:
         for t in tasks:
