@@ -22,6 +22,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from iceprod.common.errors import Invalid
+from iceprod.common.ids import new_id
 from iceprod.common.timeutil import iso
 from iceprod.core.quota import project_of
 from iceprod.db import Database
@@ -70,6 +71,19 @@ async def record_run(db: Database, dataset: Doc, stats: Mapping[str, Any],
            "site": site if isinstance(site, str) else "",
            "dataset_id": dataset["dataset_id"]}
     await db.usage.add(key, run_amounts(stats))
+
+
+async def store_run(db: Database, task: Doc, stats: Doc, when: str | None = None) -> str:
+    """Keep one run's stats of ``task``: its stats record (answers its id) and its share of
+    the usage rollups, whichever route brought them (task_stats, or inline on complete)."""
+    now = when or iso()
+    stat_id = new_id()
+    await db.task_stats.create({"task_stat_id": stat_id, "task_id": task["task_id"],
+                                "dataset_id": task["dataset_id"], "name": task.get("name"),
+                                "create_date": now, "stats": stats})
+    dataset = await db.datasets.get(task["dataset_id"], keys=["username", "group", "project"])
+    await record_run(db, dataset, stats, now)
+    return stat_id
 
 
 def check_group_by(raw: str) -> list[str]:

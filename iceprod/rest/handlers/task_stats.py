@@ -6,10 +6,8 @@ import json
 
 from iceprod.common import strict_json
 from iceprod.common.errors import Invalid
-from iceprod.common.ids import new_id
 from iceprod.common.schema import validate
-from iceprod.common.timeutil import iso
-from iceprod.core.usage import record_run
+from iceprod.core.usage import store_run
 from iceprod.db.store import Doc
 from iceprod.rest.base import APIHandler, OwnershipMixin, requires
 from iceprod.rest.handlers.schemas import body
@@ -66,18 +64,7 @@ class TaskStatsCreateHandler(OwnershipMixin, APIHandler):
             raise Invalid("dataset_id: the task belongs to another dataset")
         if not self.principal.has("internal"):
             await self.check_task_holder(task)
-        stat_id = new_id()
-        await self.db.task_stats.create({
-            "task_stat_id": stat_id,
-            "task_id": task_id,
-            "dataset_id": task["dataset_id"],
-            "name": task.get("name"),
-            "create_date": iso(),
-            "stats": stats,
-        })
-        dataset = await self.db.datasets.get(task["dataset_id"],
-                                             keys=["username", "group", "project"])
-        await record_run(self.db, dataset, stats)
+        stat_id = await store_run(self.db, {**task, "task_id": task_id}, stats)
         self.write_json({"result": stat_id}, 201)
 
 

@@ -26,7 +26,7 @@ from iceprod.core.preview import preview_task_status
 from iceprod.core.queue import queue_exclusively
 from iceprod.core.rollup import cascade_dataset, rollup_job
 from iceprod.core.taskflow import claim_waiting, complete_task, publish_queued
-from iceprod.core.usage import record_run
+from iceprod.core.usage import store_run
 from iceprod.db import Database
 from iceprod.db.store import Doc
 from iceprod.db.tasks import TaskSelection
@@ -444,13 +444,7 @@ async def store_inline(db: Database, task: Doc, stats: Doc | None, logs: dict[st
                               "task_id": task["task_id"], "name": name, "data": text,
                               "timestamp": now})
     if stats is not None:
-        await db.task_stats.create({"task_stat_id": new_id(), "task_id": task["task_id"],
-                                    "dataset_id": task["dataset_id"], "name": task.get("name"),
-                                    "create_date": now, "stats": stats})
-        # usage and billing count inline stats as they count POST /tasks/{id}/task_stats
-        dataset = await db.datasets.get(task["dataset_id"],
-                                        keys=["username", "group", "project"])
-        await record_run(db, dataset, stats)
+        await store_run(db, task, stats, now)
 
 
 class ResetHandler(FencedAction):
