@@ -2,7 +2,8 @@
 
 Starts an `iceprod-server` (embedded store, no grid) with a dataset of `--tasks` queued
 one-step tasks, then, for each N of `--pilots` (default 200 then 500) in turn: N simulated
-pilots (asyncio tasks sharing one httpx client with a connection each, every pilot with its
+pilots (asyncio tasks in one client process, each on its own keep-alive connection through
+benchlib's light client so that the client costs little beside the server; every pilot with its
 own pilot token) register (`POST /pilots`), then claim (`POST /task_actions/process`) and
 complete (`POST /tasks/{id}/task_actions/complete`) tasks in a loop for `--seconds`
 (default 30). Nothing is run: the figures are the server's, under N pilots' traffic.
@@ -25,11 +26,13 @@ import time
 from collections.abc import Awaitable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import httpx
 from benchlib import (
     OFFER,
     TRIVIAL,
+    Conn,
     Server,
     auth,
     counts,
@@ -66,38 +69,44 @@ class Level:
     server_ms: dict[str, float] = field(default_factory=dict)
 
 
-async def timed(lat: list[float], request: Awaitable[httpx.Response]) -> httpx.Response:
+async def timed(lat: list[float], request: Awaitable[tuple[int, Any]]) -> tuple[int, Any]:
     t0 = time.perf_counter()
     r = await request
     lat.append(time.perf_counter() - t0)
     return r
 
 
-async def pilot(c: httpx.AsyncClient, server: Server, name: str, level: Level,
-                start: asyncio.Event, deadline: list[float]) -> None:
-    headers = auth(server.token(name, ["pilot"]))
-    r = await timed(level.register, c.post("/pilots", json={"resources": {"cpu": 1}},
-                                           headers=headers))
-    r.raise_for_status()
+async def pilot(server: Server, name: str, level: Level, start: asyncio.Event,
+                deadline: list[float]) -> None:
+    c = Conn(server.port, auth(server.token(name, ["pilot"])))
+    try:
+        await run_pilot(c, level, start, deadline)
+    finally:
+        c.close()
+
+
+async def run_pilot(c: Conn, level: Level, start: asyncio.Event, deadline: list[float]) -> None:
+    code, reg = await timed(level.register, c.request("POST", "/pilots",
+                                                      {"resources": {"cpu": 1}}))
+    if code != 201:
+        raise SystemExit(f"registration answered {code}: {reg}")
     # a registration token only registers: the pilot acts with the token bound to it
-    headers = auth(r.json()["token"])
-    body = {"pilot_id": r.json()["result"], "requirements": OFFER}
+    c.headers.update(auth(reg["token"]))
+    body = {"pilot_id": reg["result"], "requirements": OFFER}
     await start.wait()
     while running(level, deadline[0]):
-        r = await timed(level.claim, c.post("/task_actions/process", json=body,
-                                            headers=headers))
-        if r.status_code == 404:
+        code, task = await timed(level.claim, c.request("POST", "/task_actions/process", body))
+        if code == 404:
             level.empty += 1
             await asyncio.sleep(BACKOFF)
             continue
-        if r.status_code != 200:
+        if code != 200:
             level.errors += 1
             continue
-        task = r.json()
-        r = await timed(level.complete, c.post(
-            f"/tasks/{task['task_id']}/task_actions/complete",
-            json={"instance_id": task["instance_id"], "time_used": 0.01}, headers=headers))
-        if r.status_code == 200:
+        code, _ = await timed(level.complete, c.request(
+            "POST", f"/tasks/{task['task_id']}/task_actions/complete",
+            {"instance_id": task["instance_id"], "time_used": 0.01}))
+        if code == 200:
             level.done += 1
         else:
             level.errors += 1
@@ -113,26 +122,23 @@ def running(level: Level, deadline: float) -> bool:
 async def run_level(server: Server, admin: httpx.Client, n: int, seconds: float,
                     tag: str) -> Level:
     level = Level(n)
-    limits = httpx.Limits(max_connections=n, max_keepalive_connections=n)
     start = asyncio.Event()
     deadline = [float("inf")]
-    async with httpx.AsyncClient(base_url=server.url, limits=limits, timeout=120) as c:
-        workers = [asyncio.create_task(pilot(c, server, f"sim-{tag}-{i}", level, start,
-                                             deadline))
-                   for i in range(n)]
-        while len(level.register) < n and not any(w.done() for w in workers):
-            await asyncio.sleep(0.05)
-        level.rss_start = server.rss()
-        before = server_time(admin)
-        cpu0 = time.process_time()
-        t0 = time.perf_counter()
-        deadline[0] = t0 + seconds
-        start.set()
-        await asyncio.gather(*workers)
-        level.seconds = time.perf_counter() - t0
-        level.client_cpu = time.process_time() - cpu0
-        level.rss_end = server.rss()
-        after = server_time(admin)
+    workers = [asyncio.create_task(pilot(server, f"sim-{tag}-{i}", level, start, deadline))
+               for i in range(n)]
+    while len(level.register) < n and not any(w.done() for w in workers):
+        await asyncio.sleep(0.05)
+    level.rss_start = server.rss()
+    before = server_time(admin)
+    cpu0 = time.process_time()
+    t0 = time.perf_counter()
+    deadline[0] = t0 + seconds
+    start.set()
+    await asyncio.gather(*workers)
+    level.seconds = time.perf_counter() - t0
+    level.client_cpu = time.process_time() - cpu0
+    level.rss_end = server.rss()
+    after = server_time(admin)
     for route, name in ((CLAIM, "claim"), (COMPLETE, "complete")):
         spent = after.get(route, (0.0, 0))[0] - before.get(route, (0.0, 0))[0]
         n = after.get(route, (0.0, 0))[1] - before.get(route, (0.0, 0))[1]

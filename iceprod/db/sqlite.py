@@ -973,6 +973,7 @@ class SQLiteStore(Store):
         # held by whichever thread uses the connection: the worker, or the loop inline
         self._lock = threading.Lock()
         self._inline_deadline = 0.0
+        self._busy_ms = -1  # the connection's busy_timeout as last set
 
     def collection(self, spec: CollectionSpec) -> SQLiteCollection:
         return SQLiteCollection(self, spec, self._compiler(spec))
@@ -1010,7 +1011,7 @@ class SQLiteStore(Store):
         if conn is None or not self._lock.acquire(blocking=False):
             return await self.run(fn)
         try:
-            conn.execute("PRAGMA busy_timeout=0")
+            self._set_busy_timeout(conn, 0)  # inline: never wait for another process's lock
             try:
                 self._inline_deadline = time.perf_counter() + INLINE_BUDGET_S
                 conn.set_progress_handler(self._over_budget, _PROGRESS_STEPS)
@@ -1022,8 +1023,6 @@ class SQLiteStore(Store):
                 name = getattr(error, "sqlite_errorname", "")
                 if not name.startswith(_RETRY_ON_WORKER):
                     raise
-            finally:
-                conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
         finally:
             self._lock.release()
         return await self.run(fn)
@@ -1048,7 +1047,15 @@ class SQLiteStore(Store):
         with self._lock:
             if self._conn is None:
                 self._conn = self._connect()
+            self._set_busy_timeout(self._conn, BUSY_TIMEOUT_MS)
             return fn(self._conn)
+
+    def _set_busy_timeout(self, conn: sqlite3.Connection, ms: int) -> None:
+        """Set the lock wait (0 inline, ``BUSY_TIMEOUT_MS`` on the worker) when it differs
+        (the caller holds ``_lock``): back-to-back inline statements pay no PRAGMA."""
+        if self._busy_ms != ms:
+            conn.execute(f"PRAGMA busy_timeout={ms}")
+            self._busy_ms = ms
 
     def _connect(self) -> sqlite3.Connection:
         conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False,
@@ -1056,6 +1063,7 @@ class SQLiteStore(Store):
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute("PRAGMA synchronous=NORMAL")
         conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+        self._busy_ms = BUSY_TIMEOUT_MS
         conn.execute(f"PRAGMA cache_size=-{CACHE_KIB}")
         return conn
 
@@ -1073,6 +1081,7 @@ class SQLiteStore(Store):
                 log.debug("sqlite: PRAGMA optimize skipped at close: %s", e)
             self._conn.close()
             self._conn = None
+            self._busy_ms = -1
 
     def _ensure(self, conn: sqlite3.Connection, spec: CollectionSpec) -> None:
         """Create the table, its columns, indexes and maintained counts (idempotent, and

@@ -410,8 +410,10 @@ class OwnershipMixin:
 
     async def check_pilot(self, pilot_id: str) -> Doc:
         self.check_pilot_id(pilot_id)
-        doc = await self.db.pilots.get(pilot_id)
         p = self.principal
+        # the record the token's check read for this request, else the store's
+        doc = dict(p.pilot) if p.pilot is not None and p.pilot_id == pilot_id \
+            else await self.db.pilots.get(pilot_id)
         if not (p.privileged or p.pilot_id == pilot_id) and not doc.get("grid_id"):
             raise Forbidden("pilot_id: not a pilot of a grid")
         return doc

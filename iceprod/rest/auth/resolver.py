@@ -15,10 +15,12 @@ from __future__ import annotations
 
 import time
 from collections.abc import Hashable, Sequence
+from dataclasses import replace
 from typing import Generic, TypeVar
 
 from iceprod.common.errors import NotFound, Unauthorized
 from iceprod.db import Database
+from iceprod.db.store import Doc
 from iceprod.rest.auth.apikeys import is_api_key, key_claims
 from iceprod.rest.auth.tokens import (
     Principal,
@@ -81,13 +83,15 @@ class TokenResolver:
         if not_before is not None and (principal.iat or 0.0) < not_before:
             raise Unauthorized("token revoked")
         if principal.pilot_id:
-            await self.check_pilot_active(principal.pilot_id)
+            pilot = await self.check_pilot_active(principal.pilot_id)
+            principal = replace(principal, pilot=pilot)
         return principal
 
-    async def check_pilot_active(self, pilot_id: str) -> None:
-        """Refuse the credentials of a pilot that is gone: lost, finished or deleted."""
+    async def check_pilot_active(self, pilot_id: str) -> Doc:
+        """Refuse the credentials of a pilot that is gone: lost, finished or deleted; answers
+        its record (a claim reads it once, not twice)."""
         try:
-            doc = await self.db.pilots.get(pilot_id, keys=["status"])
+            doc = await self.db.pilots.get(pilot_id)
         except NotFound:
             raise Unauthorized(f"pilot {pilot_id} does not exist (deleted?): its credentials "
                                "are no longer valid") from None
@@ -95,6 +99,7 @@ class TokenResolver:
         if status not in ACTIVE_PILOT:
             raise Unauthorized(f"pilot {pilot_id} is {status}: its credentials are no longer "
                                "valid")
+        return doc
 
     async def custom_scopes(self, names: Sequence[str]) -> dict[str, frozenset[str]]:
         """Scopes of the named custom roles that exist (unknown names are left out)."""

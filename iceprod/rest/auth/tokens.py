@@ -39,6 +39,8 @@ class Principal:
     pilot_id: str | None = None
     scopes: frozenset[str] = field(default_factory=frozenset)
     iat: float | None = None
+    pilot: Mapping[str, Any] | None = field(default=None, compare=False, repr=False)
+    """The pilot record its token is bound to, as read when the request was authorized."""
 
     @property
     def authenticated(self) -> bool:
@@ -73,8 +75,33 @@ def share_scope(dataset_id: str) -> str:
     return f"dataset:{dataset_id}:read"
 
 
+VERIFIED_CACHE = 4096
+"""How many verified tokens ``decode_claims`` remembers (pilots send the same token with every
+request; checking its HMAC again each time cost more than the claim it authorizes)."""
+
+_verified: dict[tuple[str, str], dict[str, Any]] = {}
+
+
 def decode_claims(secret: str, token: str) -> dict[str, Any]:
-    """Verify the signature and expiry; answers the claims."""
+    """Verify the signature and expiry; answers the claims.
+
+    A token whose signature was verified before is not verified again: the same bytes under
+    the same secret verify the same way. Its expiry is checked on every call, and revocation
+    and pilot state are the resolver's, also on every call."""
+    key = (secret, token)
+    claims = _verified.get(key)
+    if claims is None:
+        claims = _verify(secret, token)
+        if len(_verified) >= VERIFIED_CACHE:
+            _verified.pop(next(iter(_verified)))  # the oldest entry
+        _verified[key] = claims
+    if float(claims["exp"]) <= time.time():
+        _verified.pop(key, None)
+        raise Unauthorized("token expired")
+    return dict(claims)
+
+
+def _verify(secret: str, token: str) -> dict[str, Any]:
     try:
         claims: dict[str, Any] = jwt.decode(
             token, secret, algorithms=[ALGORITHM], options={"require": ["sub", "exp"]}
@@ -83,6 +110,8 @@ def decode_claims(secret: str, token: str) -> dict[str, Any]:
         raise Unauthorized("token expired") from None
     except jwt.InvalidTokenError:
         raise Unauthorized("invalid token") from None
+    if not isinstance(claims.get("exp"), int | float) or isinstance(claims["exp"], bool):
+        raise Unauthorized("invalid token")
     return claims
 
 
