@@ -1,7 +1,9 @@
 """State-change events and the wake-ups they drive.
 
 Whoever changes a dataset, job or task state (REST handlers, the scheduler) builds an event
-with ``task_event`` / ``job_event`` / ``dataset_event`` and hands the batch to
+with ``task_event`` / ``job_event`` / ``dataset_event`` -- or, when many of one dataset's
+tasks change at once (an operator's bulk action, a cascade from a dataset or job, fair-share
+unqueueing, expired leases), one ``tasks_event`` for the lot -- and hands the batch to
 ``EventHub.publish``, which appends it to the store's events log (``db.events``: one
 monotonic sequence for every process on the store).
 
@@ -30,6 +32,7 @@ import logging
 import time
 from collections.abc import Iterable
 
+from iceprod.common.timeutil import iso
 from iceprod.db import Database
 from iceprod.db.store import Doc
 
@@ -59,15 +62,26 @@ def dataset_event(dataset_id: str, status: str, prev_status: str | None, when: s
             "prev_status": prev_status, "time": when}
 
 
+def tasks_event(dataset_id: str, status: str, changed: int, cause: str,
+                when: str | None = None) -> Doc:
+    """``changed`` of a dataset's tasks went to ``status`` at once, because of ``cause``
+    (``bulk_status``, ``cascade``, ``unqueued``, ``lease_expired``): one event for the lot,
+    so a 100k-task bulk action costs one log entry; a watcher reads the dataset again."""
+    return {"type": "tasks", "dataset_id": dataset_id, "status": status, "prev_status": None,
+            "changed": changed, "cause": cause, "time": when or iso()}
+
+
 def public_event(doc: Doc) -> Doc:
     """What a client sees of a stored event (the SSE ``data``): job and dataset events
-    carry no task fields."""
+    carry no task fields; a ``tasks`` event carries how many changed and why."""
     keys = ["seq", "type", "dataset_id"]
     if doc.get("type") in ("task", "job"):
         keys.append("job_id")
     if doc.get("type") == "task":
         keys += ["task_id", "name"]
     keys += ["status", "prev_status", "time"]
+    if doc.get("type") == "tasks":
+        keys += ["changed", "cause"]
     return {k: doc.get(k) for k in keys}
 
 

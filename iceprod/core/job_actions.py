@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from iceprod.common.states import allowed_from
+from iceprod.core.events import job_event
 from iceprod.core.rollup import ACTIVE, cascade_job
 from iceprod.db import Database
 from iceprod.db.store import Doc
@@ -64,16 +65,20 @@ async def preview_jobs_status(db: Database, dataset_id: str, status: str,
 
 
 async def set_jobs_status(db: Database, dataset_id: str, status: str,
-                          job_ids: Sequence[str]) -> Doc:
+                          job_ids: Sequence[str], events: list[Doc] | None = None) -> Doc:
     """Move the listed jobs the state machine allows to ``status`` (each one conditional
-    update) and cascade to their tasks. Answers ``{"changed": jobs, "tasks_changed": n}``."""
+    update) and cascade to their tasks. Answers ``{"changed": jobs, "tasks_changed": n}``;
+    the jobs' events and their tasks' go to ``events``."""
     _, movable = await movable_jobs(db, dataset_id, status, job_ids)
     changed = tasks_changed = 0
     for d in movable:
         job = await db.jobs.find(d["job_id"])
         if job is None or job.get("status") not in allowed_from("job", status):
             continue  # moved meanwhile
+        previous = job.get("status")
         job = await db.jobs.set_status(d["job_id"], status, dataset_id=dataset_id)
         changed += 1
-        tasks_changed += await cascade_job(db, job, status)
+        if events is not None:
+            events.append(job_event(job, status, previous, job.get("status_changed", "")))
+        tasks_changed += await cascade_job(db, job, status, events)
     return {"changed": changed, "tasks_changed": tasks_changed}

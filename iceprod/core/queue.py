@@ -12,10 +12,12 @@ import logging
 from collections.abc import Mapping
 
 from iceprod.common.errors import Unavailable
+from iceprod.core.events import tasks_event
 from iceprod.core.lease import LeaseLost, acquire_waiting, under_lease
 from iceprod.core.priority import load_from_docs, quotas, scores
 from iceprod.core.quota import QuotaGate
 from iceprod.db import Database
+from iceprod.db.store import Doc
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +43,8 @@ async def refresh_priorities(db: Database, group_weights: Mapping[str, float]) -
 
 async def queue_tasks(db: Database, queue_max: int, group_weights: Mapping[str, float],
                       num: int | None = None, score: Mapping[str, float] | None = None,
-                      queued_ids: list[str] | None = None) -> int:
+                      queued_ids: list[str] | None = None,
+                      events: list[Doc] | None = None) -> int:
     """Bring every dataset towards its share of ``queue_max`` queued slots and fill the
     rest; returns how many tasks were newly queued (at most ``num`` when given).
 
@@ -51,7 +54,8 @@ async def queue_tasks(db: Database, queue_max: int, group_weights: Mapping[str, 
     3. slots still free go to the datasets that had ready work, best score first.
 
     ``score`` lets a caller that just computed the scores pass them in; the ids of the
-    tasks queued are appended to ``queued_ids`` when given (for their events).
+    tasks queued are appended to ``queued_ids`` when given (for their events), and the
+    ``tasks`` events of step 2's give-backs to ``events``.
     """
     budget = num if num is not None else queue_max
     queued_now = await db.tasks.counts_by_dataset("queued")
@@ -77,7 +81,7 @@ async def queue_tasks(db: Database, queue_max: int, group_weights: Mapping[str, 
         total += got
         if got == deficit:
             has_more.append(dataset_id)
-    await _trim(db, queued_now, target, queue_max)
+    await _trim(db, queued_now, target, queue_max, events)
     room = min(queue_max - sum(queued_now.values()), budget - total)
     for dataset_id in has_more:
         if room <= 0:
@@ -94,7 +98,7 @@ async def queue_tasks(db: Database, queue_max: int, group_weights: Mapping[str, 
 
 
 async def _trim(db: Database, queued: dict[str, int], target: Mapping[str, int],
-                queue_max: int) -> None:
+                queue_max: int, events: list[Doc] | None = None) -> None:
     """Give back slots held above a dataset's share while the queue is over-full."""
     excess = sum(queued.values()) - queue_max
     for dataset_id, n in sorted(queued.items(), key=lambda kv: target.get(kv[0], 0) - kv[1]):
@@ -104,6 +108,8 @@ async def _trim(db: Database, queued: dict[str, int], target: Mapping[str, int],
         if over <= 0:
             continue
         back = await db.tasks.unqueue_dataset(dataset_id, min(over, excess))
+        if back and events is not None:
+            events.append(tasks_event(dataset_id, "waiting", back, "unqueued"))
         queued[dataset_id] = n - back
         excess -= back
 
@@ -111,7 +117,8 @@ async def _trim(db: Database, queued: dict[str, int], target: Mapping[str, int],
 async def queue_exclusively(db: Database, holder: str, queue_max: int,
                             group_weights: Mapping[str, float], num: int | None = None,
                             score: Mapping[str, float] | None = None,
-                            wait: float = 10.0, queued_ids: list[str] | None = None) -> int:
+                            wait: float = 10.0, queued_ids: list[str] | None = None,
+                            events: list[Doc] | None = None) -> int:
     """``queue_tasks`` under the queue lease: waits up to ``wait`` seconds for another
     queuer to finish (then ``Unavailable``), renews the lease while queueing and releases
     it after."""
@@ -120,7 +127,7 @@ async def queue_exclusively(db: Database, holder: str, queue_max: int,
     try:
         return await under_lease(
             db, QUEUE_LEASE, holder, QUEUE_LEASE_TTL,
-            lambda: queue_tasks(db, queue_max, group_weights, num, score, queued_ids))
+            lambda: queue_tasks(db, queue_max, group_weights, num, score, queued_ids, events))
     except LeaseLost:
         raise Unavailable("queueing stopped: the queue lease went to another queuer") from None
     finally:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 
 from iceprod.common.errors import BadTransition
-from iceprod.core.events import dataset_event, job_event
+from iceprod.core.events import dataset_event, job_event, tasks_event
 from iceprod.db import Database
 from iceprod.db.store import Doc
 
@@ -93,26 +93,39 @@ async def rollup_all(db: Database, events: list[Doc] | None = None) -> None:
         await rollup_dataset(db, ds["dataset_id"], events)
 
 
-async def cascade_dataset(db: Database, dataset_id: str, status: str) -> int:
+async def cascade_dataset(db: Database, dataset_id: str, status: str,
+                          events: list[Doc] | None = None) -> int:
     """Suspending a dataset suspends its jobs and unfinished tasks; resuming (to processing)
-    sends suspended tasks back to waiting. Returns how many tasks changed."""
+    sends suspended tasks back to waiting. Returns how many tasks changed (and adds their
+    ``tasks`` event to ``events``)."""
+    changed = 0
     if status == "suspended":
         await db.jobs.bulk_status(dataset_id, "suspended", ["processing", "errors"])
-        return await db.tasks.bulk_status(dataset_id, "suspended", None,
-                                          from_status=sorted(ACTIVE))
-    if status == "processing":
+        changed = await db.tasks.bulk_status(dataset_id, "suspended", None,
+                                             from_status=sorted(ACTIVE))
+    elif status == "processing":
         await db.jobs.bulk_status(dataset_id, "processing", ["suspended", "errors"])
-        return await db.tasks.bulk_status(dataset_id, "waiting", None,
-                                          from_status=["suspended"])
-    return 0
+        changed = await db.tasks.bulk_status(dataset_id, "waiting", None,
+                                             from_status=["suspended"])
+    _cascaded(events, dataset_id, status, changed)
+    return changed
 
 
-async def cascade_job(db: Database, job: Doc, status: str) -> int:
+async def cascade_job(db: Database, job: Doc, status: str,
+                      events: list[Doc] | None = None) -> int:
     """The same as ``cascade_dataset`` for one job."""
+    changed = 0
     if status == "suspended":
-        return await db.tasks.bulk_status(job["dataset_id"], "suspended", None,
-                                          job_id=job["job_id"], from_status=sorted(ACTIVE))
-    if status == "processing":
-        return await db.tasks.bulk_status(job["dataset_id"], "waiting", None,
-                                          job_id=job["job_id"], from_status=["suspended"])
-    return 0
+        changed = await db.tasks.bulk_status(job["dataset_id"], "suspended", None,
+                                             job_id=job["job_id"], from_status=sorted(ACTIVE))
+    elif status == "processing":
+        changed = await db.tasks.bulk_status(job["dataset_id"], "waiting", None,
+                                             job_id=job["job_id"], from_status=["suspended"])
+    _cascaded(events, job["dataset_id"], status, changed)
+    return changed
+
+
+def _cascaded(events: list[Doc] | None, dataset_id: str, status: str, changed: int) -> None:
+    if events is not None and changed:
+        events.append(tasks_event(dataset_id, "suspended" if status == "suspended"
+                                  else "waiting", changed, "cascade"))

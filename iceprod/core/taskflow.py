@@ -122,6 +122,18 @@ async def queue_dependents(db: Database, parent: Doc, job_tasks: list[Doc]) -> l
     return await db.tasks.queue_ready(ready, float(parent.get("dataset_priority") or 0.0))
 
 
+async def release_pilot(db: Database, hub: EventHub | None, pilot_id: str) -> int:
+    """Send a pilot's processing tasks back to waiting (it is gone or done) and publish each
+    one's change; answers how many went back."""
+    held = await db.tasks.held_by(pilot_id) if hub is not None else []
+    released = await db.tasks.release_pilot(pilot_id)
+    if hub is not None and released and held:
+        briefs = await db.tasks.briefs(held)
+        await hub.publish([task_event(t, "processing") for t in briefs
+                           if t.get("status") != "processing"])
+    return released
+
+
 async def publish_queued(db: Database, hub: EventHub | None, task_ids: Sequence[str],
                          prev_status: str = "waiting") -> None:
     """Publish the events of tasks a bulk step just queued (the scheduler's round)."""

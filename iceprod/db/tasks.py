@@ -289,10 +289,16 @@ class TasksRepo(Repository):
             {"$set": {"lease_expires": iso(time.time() + lease_seconds)}},
         )
 
-    async def expire_leases(self, now: float | None = None) -> int:
-        """Requeue processing tasks whose lease ran out (their pilot went silent)."""
-        return await self.coll.update_many(
-            {"status": "processing", "lease_expires": {"$lt": iso(now)}}, _evicted(now))
+    async def expire_leases(self, now: float | None = None,
+                            by_dataset: dict[str, int] | None = None) -> int:
+        """Requeue processing tasks whose lease ran out (their pilot went silent). With
+        ``by_dataset``, fills it with how many of each dataset's tasks were found expired."""
+        query = {"status": "processing", "lease_expires": {"$lt": iso(now)}}
+        if by_dataset is not None:
+            for row in await self.coll.group_count(query, ["dataset_id"]):
+                if row["dataset_id"]:
+                    by_dataset[row["dataset_id"]] = row["count"]
+        return await self.coll.update_many(query, _evicted(now))
 
     # -- queueing ------------------------------------------------------------------------
 

@@ -353,8 +353,11 @@ async def test_renew_and_expire_leases(db: Database) -> None:
     assert await db.tasks.renew_leases("p9", LEASE) == 0
 
     # an explicit clock: nothing has expired before the oldest lease ends
-    assert await db.tasks.expire_leases(now=past + 59) == 0
-    assert await db.tasks.expire_leases() == 1
+    found: dict[str, int] = {}
+    assert await db.tasks.expire_leases(now=past + 59, by_dataset=found) == 0
+    assert found == {}
+    assert await db.tasks.expire_leases(by_dataset=found) == 1
+    assert found == {"d1": 1}  # for the scheduler's events, per dataset
     expired = await db.tasks.get(a["task_id"])
     assert (expired["status"], expired["evictions"], expired["failures"]) == ("waiting", 1, 0)
     assert not expired.get("pilot_id") and not expired.get("lease_expires")

@@ -258,3 +258,70 @@ def test_a_second_rest_process_delivers_what_the_first_caused(rest: Server) -> N
         assert r.status_code == 400 and "Last-Event-ID" in r.json()["error"]
     finally:
         second.stop()
+
+
+def test_bulk_changes_and_released_pilots_are_events(rest: Server) -> None:
+    """Changes that move many tasks at once -- a dataset suspended and resumed (its cascade),
+    an operator's bulk status -- are each one `tasks` event naming the new status, how many
+    changed and why; a pilot deleted while it holds a task gives the task back with the task's
+    own event. A reader of another dataset sees none of it."""
+    alice = rest.client(rest.token("alice", ["user"], ["physics"]))
+    carol = rest.client(rest.token("carol", ["user"], ["astro"]))
+    system = rest.client(rest.token("sys", ["system"]))
+    start = alice.get("/events").json()["last_event_id"]
+    ds = submit(alice, minimal_config(["only"]), jobs=3)
+    assert alice.get(f"/datasets/{ds}/task_counts/status").json() == {"queued": 3}
+    pilot, pilot_id = pilot_client(rest)
+    held = pilot.post("/task_actions/process", json={"requirements": OFFER,
+                                                      "pilot_id": pilot_id}).json()
+
+    def claimed() -> int | None:
+        page = alice.get("/events", params={"since": start}).json()
+        return page["last_event_id"] if any(
+            e.get("task_id") == held["task_id"] and e["status"] == "processing"
+            for e in page["events"]) else None
+
+    mark = wait_for(claimed, what="the claim's event")
+
+    assert alice.put(f"/datasets/{ds}/status", json={"status": "suspended"}).json() == \
+        {"changed": 3, "tasks_changed": 3}
+    assert alice.put(f"/datasets/{ds}/status", json={"status": "processing"}).json()[
+        "changed"] == 3
+    r = alice.post(f"/datasets/{ds}/task_actions/bulk_status/suspended",
+                   json={"filter": {"status": ["waiting"]}})
+    assert r.json() == {"changed": 3}
+    r = alice.post(f"/datasets/{ds}/task_actions/bulk_status/waiting",
+                   json={"filter": {"status": ["suspended"]}})
+    assert r.json() == {"changed": 3}
+    assert system.post("/task_actions/queue", json={"num_tasks": 3}).json() == {"queued": 3}
+    held = pilot.post("/task_actions/process", json={"requirements": OFFER,
+                                                      "pilot_id": pilot_id}).json()
+    assert system.delete(f"/pilots/{pilot_id}").json() == {"released": 1}
+
+    def seen() -> list[tuple[Any, ...]]:
+        page = alice.get("/events", params={"since": mark}).json()["events"]
+        return [(e["type"], e.get("task_id"), e["prev_status"], e["status"], e.get("changed"),
+                 e.get("cause")) for e in page if e["dataset_id"] == ds]
+
+    expected = [
+        ("dataset", None, "processing", "suspended", None, None),
+        ("tasks", None, None, "suspended", 3, "cascade"),
+        ("dataset", None, "suspended", "processing", None, None),
+        ("tasks", None, None, "waiting", 3, "cascade"),
+        ("tasks", None, None, "suspended", 3, "bulk_status"),
+        ("tasks", None, None, "waiting", 3, "bulk_status"),
+        *[("task", None, "waiting", "queued", None, None)] * 3,
+        ("task", held["task_id"], "queued", "processing", None, None),
+        ("task", held["task_id"], "processing", "waiting", None, None),
+    ]
+
+    def matches() -> bool:
+        got = seen()
+        return len(got) == len(expected) and all(
+            g == e or (e[1] is None and g[:1] + g[2:] == e[:1] + e[2:])
+            for g, e in zip(got, expected, strict=True))
+
+    wait_for(matches, what=f"the events of every change, in order (saw {seen()})")
+    # a reader of another dataset sees none of this dataset's events
+    others = carol.get("/events", params={"since": start}).json()["events"]
+    assert others == []

@@ -330,7 +330,7 @@ def test_a_stopped_scheduler_releases_its_lease_to_a_standby(tmp_path: Path) -> 
         assert f":{procs[1].pid}:" in standby
         assert time.monotonic() - stopped < 4.0, "the standby waited for the lease to expire"
         # the active scheduler's counts are what /metrics shows (the scrape counts nothing)
-        alice, system, _ = clients(rest)
+        alice, _system, _ = clients(rest)
         ds = create_dataset(alice, "physics", jobs=1, tasks_per_job=1)
 
         def tasks_gauge() -> str | None:

@@ -21,7 +21,7 @@ class AuditBase(APIHandler):
         if not raw:
             return None
         try:
-            when = datetime.fromisoformat(raw.upper().replace("Z", "+00:00"))
+            when = datetime.fromisoformat(raw.upper())
         except ValueError:
             raise Invalid(f"{name}: expected an ISO-8601 time such as 2026-11-29T18:00:00Z",
                           field=name) from None

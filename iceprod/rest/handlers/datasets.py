@@ -151,9 +151,10 @@ class DatasetStatusHandler(DryRunHandler):
         doc = await self.db.datasets.set_status(dataset_id, status)
         changed = 0
         if status != old["status"]:
-            changed = await cascade_dataset(self.db, dataset_id, status)
-            await self.ctx.events.publish([dataset_event(
-                dataset_id, status, old["status"], doc.get("status_changed", ""))])
+            events = [dataset_event(dataset_id, status, old["status"],
+                                    doc.get("status_changed", ""))]
+            changed = await cascade_dataset(self.db, dataset_id, status, events)
+            await self.ctx.events.publish(events)
         await audit(self, "dataset.status", dataset_id, None, {"changed": changed},
                     {"status": status, "previous": old["status"]})
         self.write_json({"changed": changed, "tasks_changed": changed})

@@ -5,11 +5,12 @@ the events after ``since=``, a poll).
 Each event is
 
     id: <seq>
-    event: task | job | dataset
+    event: task | job | dataset | tasks
     data: {"seq", "type", "dataset_id", "job_id", "task_id", "name", "status", "prev_status",
            "time"}
 
-(job and dataset events carry no task fields; job events no ``task_id``/``name``), in
+(job and dataset events carry no task fields; job events no ``task_id``/``name``; a
+``tasks`` event -- many of a dataset's tasks at once -- carries ``changed`` and ``cause``), in
 sequence order, filtered to the datasets the token may read (a share token: its dataset
 only), or to one dataset with ``dataset_id=`` (its id or number). A comment line
 (``: heartbeat``) goes out when nothing happened for ``heartbeat`` seconds (15). A client

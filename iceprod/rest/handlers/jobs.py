@@ -62,9 +62,9 @@ class DatasetJobStatusHandler(DryRunHandler):
         job = await self.db.jobs.set_status(job_id, status, dataset_id=dataset_id)
         changed = 0
         if status != old["status"]:
-            changed = await cascade_job(self.db, job, status)
-            await self.ctx.events.publish([job_event(job, status, old["status"],
-                                                     job.get("status_changed", ""))])
+            events = [job_event(job, status, old["status"], job.get("status_changed", ""))]
+            changed = await cascade_job(self.db, job, status, events)
+            await self.ctx.events.publish(events)
         await audit(self, "job.status", dataset_id, {"jobs": [job_id]}, {"changed": changed},
                     {"status": status, "previous": old["status"]})
         self.write_json({"changed": changed, "tasks_changed": changed})
@@ -90,7 +90,9 @@ class JobBulkStatusHandler(DryRunHandler):
         if self.dry_run:
             self.write_preview(await preview_jobs_status(self.db, dataset_id, status, jobs))
             return
-        result = await set_jobs_status(self.db, dataset_id, status, jobs)
+        events: list[Doc] = []
+        result = await set_jobs_status(self.db, dataset_id, status, jobs, events)
+        await self.ctx.events.publish(events)
         await audit(self, "jobs.bulk_status", dataset_id, selection_record(self.body),
                     result, {"status": status})
         self.write_json(result)

@@ -11,6 +11,7 @@ from iceprod.common.errors import Conflict, Forbidden, Invalid
 from iceprod.common.ids import new_id
 from iceprod.common.timeutil import iso
 from iceprod.core.maintenance import State, claim_refusal, get_state, pilot_names, why_stopped
+from iceprod.core.taskflow import release_pilot
 from iceprod.core.tokens import pilot_subject, pilot_token, token_expiry
 from iceprod.db.store import Doc
 from iceprod.rest.auth.resolver import ACTIVE_PILOT
@@ -137,7 +138,7 @@ class PilotHandler(OwnershipMixin, PilotTokens):
         else:
             # a pilot given up (or done) holds nothing: its credentials died with it, so its
             # tasks go back to waiting now rather than when their leases run out
-            await self.db.tasks.release_pilot(pilot_id)
+            await release_pilot(self.db, self.ctx.events, pilot_id)
         doc["tasks"] = await self.db.tasks.held_by(pilot_id)
         p = self.principal
         if p.pilot_id == pilot_id and doc.get("status") in ACTIVE_PILOT and p.renewal_due():
@@ -148,7 +149,7 @@ class PilotHandler(OwnershipMixin, PilotTokens):
     async def delete(self, pilot_id: str) -> None:
         """Remove a pilot; the tasks it was processing go back to waiting."""
         await self.check_pilot(pilot_id)
-        released = await self.db.tasks.release_pilot(pilot_id)
+        released = await release_pilot(self.db, self.ctx.events, pilot_id)
         await self.db.pilots.delete(pilot_id)
         self.write_json({"released": released})
 

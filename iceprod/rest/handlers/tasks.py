@@ -20,7 +20,7 @@ from iceprod.common.reasons import classify
 from iceprod.common.schema import validate
 from iceprod.common.states import statuses
 from iceprod.common.timeutil import iso
-from iceprod.core.events import task_event
+from iceprod.core.events import dataset_event, task_event, tasks_event
 from iceprod.core.maintenance import claim_refusal
 from iceprod.core.preview import preview_task_status
 from iceprod.core.queue import queue_exclusively
@@ -186,6 +186,9 @@ class BulkStatusHandler(DryRunHandler):
                 await self.db.tasks.preview_selected(dataset_id, status, selection))
             return
         changed = await self.db.tasks.bulk_status_selected(dataset_id, status, selection)
+        if changed:
+            await self.ctx.events.publish([tasks_event(dataset_id, status, changed,
+                                                       "bulk_status")])
         if changed and status == "waiting":
             await reopen_dataset(self, dataset_id)
         await audit(self, "tasks.bulk_status", dataset_id, selection_record(self.body),
@@ -198,8 +201,11 @@ async def reopen_dataset(h: APIHandler, dataset_id: str) -> None:
     the same cascade as `PUT /datasets/{id}/status`."""
     dataset = await h.db.datasets.get(dataset_id, keys=["status"])
     if dataset.get("status") == "errors":
-        await h.db.datasets.set_status(dataset_id, "processing")
-        await cascade_dataset(h.db, dataset_id, "processing")
+        doc = await h.db.datasets.set_status(dataset_id, "processing")
+        events = [dataset_event(dataset_id, "processing", "errors",
+                                doc.get("status_changed", ""))]
+        await cascade_dataset(h.db, dataset_id, "processing", events)
+        await h.ctx.events.publish(events)
 
 
 class BulkRequirementsHandler(DryRunHandler):
@@ -506,10 +512,12 @@ class QueueHandler(APIHandler):
         `queue_max` (503 when another queuer holds it for more than a few seconds)."""
         cfg = self.ctx.config
         ids: list[str] = []
+        given_back: list[Doc] = []
         queued = await queue_exclusively(self.db, f"rest:{new_id()}", cfg.queue_max,
                                          cfg.group_weights, self.body.get("num_tasks", 100),
-                                         queued_ids=ids)
+                                         queued_ids=ids, events=given_back)
         await publish_queued(self.db, self.ctx.events, ids)
+        await self.ctx.events.publish(given_back)
         self.write_json({"queued": queued})
 
 

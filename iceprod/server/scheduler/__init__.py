@@ -19,7 +19,7 @@ from collections.abc import Callable
 from iceprod.common.config import ServerConfig
 from iceprod.common.ids import new_id
 from iceprod.core import archive
-from iceprod.core.events import EventHub
+from iceprod.core.events import EventHub, tasks_event
 from iceprod.core.lease import LeaseLost, under_lease
 from iceprod.core.materialize import materialize_all
 from iceprod.core.queue import queue_exclusively, refresh_priorities
@@ -83,9 +83,13 @@ class Scheduler:
     async def round(self) -> None:
         """Every duty once, in order; run under the lease (``under_lease`` stops it the
         moment the lease is lost)."""
-        expired = await self.db.tasks.expire_leases()
+        changes: list[Doc] = []
+        by_dataset: dict[str, int] = {}
+        expired = await self.db.tasks.expire_leases(by_dataset=by_dataset)
         if expired:
             log.info("requeued %d task(s) whose pilot lease expired", expired)
+            changes += [tasks_event(ds, "waiting", n, "lease_expired")
+                        for ds, n in sorted(by_dataset.items())]
         cfg = self.config
         await materialize_all(self.db, cfg.materialize_buffer, cfg.materialize_batch)
         now = time.monotonic()
@@ -96,9 +100,8 @@ class Scheduler:
         # under the queue lease, which POST /task_actions/queue takes too: queue_max holds
         queued: list[str] = []
         await queue_exclusively(self.db, self.holder, cfg.queue_max, cfg.group_weights,
-                                score=score, queued_ids=queued)
+                                score=score, queued_ids=queued, events=changes)
         await publish_queued(self.db, self.events, queued)
-        changes: list[Doc] = []
         await rollup_all(self.db, changes)
         if self.events is not None and changes:
             await self.events.publish(changes)

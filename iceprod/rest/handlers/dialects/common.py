@@ -9,6 +9,7 @@ from iceprod.common.errors import Forbidden, NotFound
 from iceprod.common.ids import new_id
 from iceprod.common.schema import validate_dataset_config
 from iceprod.common.timeutil import iso
+from iceprod.core.events import dataset_event
 from iceprod.core.rollup import cascade_dataset
 from iceprod.db.store import Doc
 from iceprod.rest.auth.tokens import Principal
@@ -84,5 +85,9 @@ async def stop(h: APIHandler, dataset_id: str) -> int:
     ds = await h.db.datasets.get(dataset_id, keys=["status"])
     if ds["status"] not in ("processing", "errors"):
         return 0
-    await h.db.datasets.set_status(dataset_id, "suspended")
-    return await cascade_dataset(h.db, dataset_id, "suspended")
+    doc = await h.db.datasets.set_status(dataset_id, "suspended")
+    events = [dataset_event(dataset_id, "suspended", ds["status"],
+                            doc.get("status_changed", ""))]
+    changed = await cascade_dataset(h.db, dataset_id, "suspended", events)
+    await h.ctx.events.publish(events)
+    return changed
