@@ -96,9 +96,19 @@ def test_batch_refusals_and_deletion(users: dict[str, Session], catalog: Path) -
     assert alice.delete(f"/batches/{ids[0]}").status_code == 403
     r = bob.delete("/batches")
     assert r.status_code == 200 and r.json()["matched"] == 2, r.text
+    stopped = r.json()["changed"]
     assert bob.get("/batches").json() == []
     doc = bob.get(f"/batches/{ids[0]}").json()
     assert doc["deleted"] is True
+    # each deleted batch leaves one audit record with its actor; their counts add up to the
+    # answer's
+    audited = []
+    for batch_id in ids:
+        records = bob.get(f"/datasets/{batch_id}/audit").json()["records"]
+        deleted = [r for r in records if r["action"] == "batch.delete"]
+        assert [r["username"] for r in deleted] == ["bob"]
+        audited.append(deleted[0]["counts"]["changed"])
+    assert sum(audited) == stopped
     # bob's jobs never ran (the local grid runs only alice's): all stopped
     assert doc["submitted_jobs"]["FAILED"] == 3
     job = bob.get(f"/batches/{ids[0]}/jobs").json()[0]["job_id"]

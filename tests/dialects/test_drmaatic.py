@@ -142,6 +142,10 @@ def test_deleting_a_running_task_stops_it(users: dict[str, Session], catalog: Pa
     r = alice.delete(f"/task/{uuid}")
     assert r.status_code == 200, r.text
     assert r.json()["deleted"] is True and r.json()["status"] == "stopped"
+    records = alice.get(f"/datasets/{uuid}/audit").json()["records"]
+    assert [(r["action"], r["username"], r["counts"]) for r in records
+            if r["action"].startswith("drmaatic")] == [("drmaatic.delete", "alice",
+                                                        {"changed": 1})]
 
     def gone() -> bool:
         try:

@@ -23,6 +23,7 @@ from iceprod.common.timeutil import iso, parse
 from iceprod.core.keys import task_id_for
 from iceprod.core.scripts import check_values, task_config
 from iceprod.db.store import Doc
+from iceprod.rest.audit import audit
 from iceprod.rest.base import APIHandler, requires
 from iceprod.rest.handlers.dialects.common import dataset_group, stop, submit, usable_script
 from iceprod.rest.handlers.schemas import body
@@ -159,7 +160,10 @@ class BatchesHandler(BatchBase):
                 changed += sum(n for s, n in (await self.db.tasks.counts_by_status(
                     sub["dataset_id"])).items() if s in ("waiting", "queued", "processing"))
             else:
-                changed += await stop(self, sub["dataset_id"])
+                stopped = await stop(self, sub["dataset_id"])
+                changed += stopped
+                await audit(self, "batch.delete", sub["dataset_id"],
+                            {"batches": "all of the caller's"}, {"changed": stopped})
         ids = [s["dataset_id"] for s in subs]
         if not dry_run:
             await self.db.submissions.mark_deleted(ids)
@@ -187,6 +191,8 @@ class BatchHandler(BatchBase):
         sub = await self.batch(batch_id, "write")
         changed = await stop(self, batch_id)
         await self.db.submissions.mark_deleted([sub["dataset_id"]])
+        await audit(self, "batch.delete", batch_id, {"batches": [batch_id]},
+                    {"changed": changed})
         self.write_json({"batch_id": batch_id, "deleted": True, "changed": changed})
 
 

@@ -24,6 +24,7 @@ from iceprod.common.errors import Forbidden, Invalid, NotFound, TooLarge
 from iceprod.common.ids import new_id
 from iceprod.core.scripts import INPUT_PREFIX, OUTPUT_PREFIX, check_values, task_config
 from iceprod.db.store import Doc
+from iceprod.rest.audit import audit
 from iceprod.rest.base import APIHandler, requires
 from iceprod.rest.handlers.dialects.common import dataset_group, stop, submit, usable_script
 from iceprod.rest.handlers.schemas import definition
@@ -203,8 +204,9 @@ class TaskHandler(DrmaaticBase):
         """Stop the task if it has not finished (its pilot kills a running one) and mark it
         deleted; answers the task."""
         await self.submission(uuid, "write")
-        await stop(self, uuid)
+        changed = await stop(self, uuid)
         await self.db.submissions.mark_deleted([uuid])
+        await audit(self, "drmaatic.delete", uuid, {"tasks": [uuid]}, {"changed": changed})
         self.write_json(await self.task_model(await self.db.submissions.of_kind(uuid,
                                                                                 "drmaatic")))
 
