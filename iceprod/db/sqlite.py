@@ -26,14 +26,17 @@ sqlite3's prepared-statement cache reuses the prepared statement. Updates are on
 ``UPDATE ... SET doc = json_set(...) RETURNING doc`` statement, so ``update_one`` (the claim)
 is atomic.
 
-All database work runs on one dedicated worker thread that owns the only connection; the event
-loop only awaits it. The exception is the short statements of a request (``update_one``, the
-claim and every status change, and ``find`` with a small limit): when the worker is idle,
-they run at once on the event loop's thread, under a budget of ``INLINE_BUDGET_S`` (a
-progress handler interrupts a statement that runs longer, and a zero busy timeout refuses
-to wait for another process's lock); an interrupted or refused statement has had no effect
-and runs again on the worker. Handing a 50 µs statement to a thread and back costs more
-than the statement on a busy machine (two thread switches, each a wait for the GIL).
+One dedicated worker thread owns the only connection, but a statement first tries the event
+loop's own thread: when the worker is idle, every statement (finds, counts, inserts,
+updates, deletes; each one statement or one transaction) runs at once on the loop's thread
+under a budget of ``INLINE_BUDGET_S`` (a progress handler interrupts a statement that runs
+longer, and a zero busy timeout refuses to wait for another process's lock); an interrupted
+or refused statement has had no effect (a transaction is rolled back) and runs again on the
+worker, as does one arriving while the worker is busy. So a request's short statements
+never cross threads, and a long one (a big listing, a bulk update) costs the loop at most
+the budget. Handing a 50 µs statement to a thread and back costs more than the statement on
+a busy machine (two thread switches, each a wait for the GIL, and the GIL convoy that
+follows).
 
 Differences from MongoDB, inherent to JSON in SQLite: booleans compare equal to 1/0 in filters
 on non-array fields; a unique index accepts several documents missing its fields (NULLs
@@ -88,7 +91,6 @@ CACHED_STATEMENTS = 512
 # indexes of a million-task table in memory; memory stays flat as the store grows
 CACHE_KIB = 64 * 1024
 INLINE_BUDGET_S = 0.002
-INLINE_LIMIT = 100  # a find with at most this many results may run inline
 _PROGRESS_STEPS = 1000  # virtual machine steps between checks of the inline budget
 
 _SQL_TYPE = re.compile(r"^[A-Za-z][A-Za-z0-9_ ]*$")
@@ -738,6 +740,8 @@ def transaction(conn: sqlite3.Connection) -> Iterator[None]:
     try:
         yield
     except BaseException:
+        # an inline budget's progress handler must not interrupt the rollback itself
+        conn.set_progress_handler(None, 0)
         conn.execute("ROLLBACK")
         raise
     conn.execute("COMMIT")
@@ -801,7 +805,7 @@ class SQLiteCollection(Collection):
 
     async def _fetch(self, statement: Statement, values: Sequence[Any]) -> list[Any]:
         params = statement.params(values)
-        return await self._run(lambda conn: conn.execute(statement.sql, params).fetchall())
+        return await self._run_short(lambda conn: conn.execute(statement.sql, params).fetchall())
 
     def _row(self, doc: Doc, text: str) -> tuple[Any, ...]:
         """The row of a document: its id, its JSON and its column values as ``json_extract``
@@ -874,7 +878,7 @@ class SQLiteCollection(Collection):
                     self._count_inserted(conn, last)
                 return inserted
 
-        return await self._run(op)
+        return await self._run_short(op)
 
     async def _find(
         self, filter: Filter, keys: Sequence[str] | None, sort: Sort | None, limit: int | None
@@ -887,9 +891,7 @@ class SQLiteCollection(Collection):
             rows = conn.execute(statement.sql, params).fetchall()
             return [project(json.loads(row[0]), keys, id_field) for row in rows]
 
-        if limit is not None and limit <= INLINE_LIMIT:
-            return await self._run_short(op)
-        return await self._run(op)
+        return await self._run_short(op)
 
     async def _count(self, filter: Filter) -> int:
         flat = Flattener()
@@ -935,13 +937,13 @@ class SQLiteCollection(Collection):
             with duplicate_key_errors():
                 return conn.execute(statement.sql, params).rowcount
 
-        return await self._run(op)
+        return await self._run_short(op)
 
     async def _delete_many(self, filter: Filter) -> int:
         flat = Flattener()
         statement = self._sql.delete(flat.filter(filter))
         params = statement.params(flat.values)
-        return await self._run(lambda conn: conn.execute(statement.sql, params).rowcount)
+        return await self._run_short(lambda conn: conn.execute(statement.sql, params).rowcount)
 
     async def explain(self, filter: Filter, sort: Sort | None = None) -> list[str]:
         """SQLite's query plan for ``find(filter, sort=sort)`` (one line per plan step)."""
