@@ -41,27 +41,29 @@ class Paging:
 ALL = Paging()
 
 
+class OneOf(list[Any]):
+    """Values of which a matching document's field holds any one (``$in``); made by
+    ``one_of``, read by ``where``."""
+
+
 def where(**criteria: Any) -> dict[str, Any]:
     """A filter from a repository method's typed parameters: a ``None`` criterion is left
-    out, a list, tuple or set means "one of these" (``$in``; empty matches nothing), any
-    other value equality."""
+    out, a ``OneOf`` means "any of these" (``$in``; empty matches nothing), any other value
+    equality (a plain list too: it is a value, never read as a set of alternatives)."""
     out: dict[str, Any] = {}
     for name, value in criteria.items():
         if value is None:
             continue
-        if isinstance(value, list | tuple | set | frozenset):
-            out[name] = {"$in": list(value)}
-        else:
-            out[name] = value
+        out[name] = {"$in": list(value)} if isinstance(value, OneOf) else value
     return out
 
 
-def one_of(values: Sequence[Any] | None) -> list[Any] | None:
-    """A typed "any of these" parameter as ``where`` reads it (a ``str`` is one value, not
-    a sequence of letters, so it is refused)."""
+def one_of(values: Sequence[Any] | None) -> OneOf | None:
+    """A typed "any of these" parameter as ``where`` reads it (``None``: no criterion; a
+    ``str`` is one value, not a sequence of letters, so it is refused)."""
     if isinstance(values, str):
         raise TypeError("one_of takes a sequence of values, not a str")
-    return None if values is None else list(values)
+    return None if values is None else OneOf(values)
 
 
 def encode_cursor(last_id: str) -> str:

@@ -13,7 +13,7 @@ import pytest
 
 from iceprod.common.errors import Invalid, NotFound, UndeclaredField
 from iceprod.db import Database
-from iceprod.db.base import Paging, Repository
+from iceprod.db.base import Paging, Repository, one_of, where
 from iceprod.db.store import CollectionSpec, Store
 from tests.db.builders import dataset_doc, job_doc, task_doc
 
@@ -141,6 +141,15 @@ async def test_stats_logs_and_files_of_a_dataset(db: Database) -> None:
     assert page.docs == [{"file_id": "f0", "filename": "x0"}] and page.next_after
     rest = await db.files.of_dataset("d1", Paging(after=page.next_after))
     assert ids(rest, "file_id") == ["f2"] and rest.next_after is None
+
+
+def test_where_reads_only_one_of_as_alternatives() -> None:
+    """A typed parameter's value is compared as given; only ``one_of`` means "any of" (a
+    list from a request body stays a value, never a set of alternatives)."""
+    assert where(a=None, b=1, c=["x"], d=one_of(["x", "y"]), e=one_of([]), f=one_of(None)) \
+        == {"b": 1, "c": ["x"], "d": {"$in": ["x", "y"]}, "e": {"$in": []}}
+    with pytest.raises(TypeError):
+        one_of("queued")
 
 
 class _Careless(Repository):
