@@ -50,6 +50,19 @@ class BadTransition(Conflict):
         self.new = new
 
 
+class UndeclaredField(IceProdError):
+    """A filter compares a field whose shape its collection does not declare. Filters are
+    built only in ``db/``, from typed parameters, so this is a bug in a repository, never
+    the caller's input: a 500 answered as "internal server error" and logged as one ERROR
+    line naming the collection and the field."""
+
+    code = 500
+
+    def __init__(self, message: str, field: str) -> None:
+        super().__init__(message)
+        self.field = field
+
+
 class TooLarge(IceProdError):
     code = 413
 

@@ -31,6 +31,7 @@ from typing import IO, Any
 
 from iceprod.common.timeutil import iso
 from iceprod.db import Database
+from iceprod.db.base import Paging
 from iceprod.db.store import Doc
 
 log = logging.getLogger(__name__)
@@ -67,7 +68,7 @@ async def summarize(db: Database, dataset: Doc) -> Doc:
         "finished_status": dataset["status"],
         "finished_at": dataset.get("status_changed"),
         "tasks": await db.archive.task_summary(dataset_id),
-        "jobs": await db.jobs.status_counts({"dataset_id": dataset_id}),
+        "jobs": await db.jobs.counts_by_status(dataset_id),
         "task_stats": await db.tasks.stats_by_name(dataset_id),
         "totals": await db.archive.task_totals(dataset_id),
         "usage": usage[0] if usage else {},
@@ -84,7 +85,7 @@ async def write_logs(db: Database, dataset_id: str, dest: Path) -> tuple[int, in
     try:
         after: str | None = None
         while True:
-            page = await db.logs.page({"dataset_id": dataset_id}, limit=LOG_PAGE, after=after)
+            page = await db.logs.page(Paging(limit=LOG_PAGE, after=after), dataset_id=dataset_id)
             if page.docs:
                 data = "".join(json.dumps(d) + "\n" for d in page.docs).encode()
                 await asyncio.to_thread(fh.write, data)
@@ -134,8 +135,8 @@ async def run(db: Database, sel: Selection, data_dir: str, remove_files: RemoveF
             "dataset_id": ds["dataset_id"], "dataset": ds.get("dataset"),
             "status": ds["status"], "finished_at": ds.get("status_changed"),
             "tags": ds.get("tags") or [],
-            "tasks": await db.tasks.count({"dataset_id": ds["dataset_id"]}),
-            "logs": await db.logs.count({"dataset_id": ds["dataset_id"]}),
+            "tasks": await db.tasks.count(dataset_id=ds["dataset_id"]),
+            "logs": await db.logs.count(dataset_id=ds["dataset_id"]),
         }
         if not sel.dry_run:
             record = await archive_one(db, ds, sel.logs, data_dir, remove_files)

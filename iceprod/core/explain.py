@@ -26,6 +26,7 @@ from typing import Any
 from iceprod.core.maintenance import State, get_state, pilot_names
 from iceprod.core.quota import quota_blockers
 from iceprod.db import Database
+from iceprod.db.base import Paging
 from iceprod.db.store import Doc
 
 KINDS = ("dependency", "suspended", "quota", "queue", "resources", "drained", "maintenance",
@@ -68,13 +69,13 @@ class Context:
 
     async def pilots(self) -> list[Doc]:
         if "pilots" not in self.cache:
-            page = await self.db.pilots.page({"status": {"$in": list(ACTIVE)}})
+            page = await self.db.pilots.page(status=list(ACTIVE))
             self.cache["pilots"] = page.docs
         return self.cache["pilots"]
 
     async def grids(self) -> list[Doc]:
         if "grids" not in self.cache:
-            self.cache["grids"] = (await self.db.grids.page({})).docs
+            self.cache["grids"] = (await self.db.grids.page()).docs
         return self.cache["grids"]
 
     @property
@@ -125,8 +126,8 @@ async def check_dependencies(ctx: Context) -> list[Blocker]:
     deps = list(ctx.task.get("depends") or [])
     if not deps or ctx.status != "waiting":
         return []
-    page = await ctx.db.tasks.page({"task_id": {"$in": deps}},
-                                   keys=["task_id", "dataset_id", "name", "status"])
+    page = await ctx.db.tasks.page(Paging(["task_id", "dataset_id", "name", "status"]),
+                                   ids=deps)
     found = {d["task_id"]: d for d in page.docs}
     pending = [found.get(t) or {"task_id": t, "status": "missing"} for t in deps
                if found.get(t, {}).get("status") != "complete"]
@@ -149,7 +150,7 @@ async def check_queue(ctx: Context) -> list[Blocker]:
     db = ctx.db
     if ctx.status == "waiting" and ctx.dataset.get("status") == "processing" \
             and not ctx.pending_dependencies:
-        queued = await db.tasks.count({"status": "queued"})
+        queued = await db.tasks.count(status=["queued"])
         return [Blocker("queue", f"ready, waiting for a queue slot: {queued} task(s) are "
                         f"queued, the queue holds at most {ctx.queue_max}",
                         {"queued": queued, "queue_max": ctx.queue_max})]
@@ -157,10 +158,8 @@ async def check_queue(ctx: Context) -> list[Blocker]:
         return []
     dp = float(ctx.task.get("dataset_priority") or 0.0)
     p = float(ctx.task.get("priority") or 0.0)
-    ahead = await db.tasks.count({"status": "queued", "$or": [
-        {"dataset_priority": {"$gt": dp}},
-        {"dataset_priority": dp, "priority": {"$gt": p}}]})
-    queued = await db.tasks.count({"status": "queued"})
+    ahead = await db.tasks.queued_ahead(dp, p)
+    queued = await db.tasks.count(status=["queued"])
     return [Blocker("queue", f"queued: {ahead} of {queued} queued task(s) come before it "
                     f"(queue limit {ctx.queue_max})",
                     {"position": ahead + 1, "queued": queued, "queue_max": ctx.queue_max})]
@@ -309,8 +308,8 @@ async def explain_dataset(db: Database, dataset_id: str, queue_max: int,
         for status, n in by_status.items():
             if status == "complete":
                 continue
-            page = await db.tasks.page({"dataset_id": dataset_id, "name": name,
-                                        "status": status}, limit=1)
+            page = await db.tasks.page(Paging(limit=1), dataset_id=dataset_id, name=name,
+                                       status=[status])
             if not page.docs:
                 continue
             ctx = await make_context(db, page.docs[0], queue_max, max_failures, state,

@@ -15,8 +15,9 @@ from iceprod.common.states import allowed_from
 from iceprod.core.events import job_event
 from iceprod.core.rollup import ACTIVE, cascade_job
 from iceprod.db import Database
+from iceprod.db.base import Paging
 from iceprod.db.store import Doc
-from iceprod.db.tasks import SAMPLE, bulk_status_filter
+from iceprod.db.tasks import SAMPLE
 
 BATCH = 1000
 
@@ -39,8 +40,8 @@ async def movable_jobs(db: Database, dataset_id: str, status: str,
     matched, movable = 0, []
     for i in range(0, len(ids), BATCH):
         chunk = ids[i:i + BATCH]
-        page = await db.jobs.page({"dataset_id": dataset_id, "job_id": {"$in": chunk}},
-                                  ["job_id", "status"], limit=BATCH)
+        page = await db.jobs.page(Paging(["job_id", "status"], BATCH),
+                                  dataset_id=dataset_id, ids=chunk)
         matched += len(page.docs)
         movable += [d for d in page.docs if d.get("status") in allowed]
     return matched, movable
@@ -54,11 +55,9 @@ async def preview_jobs_status(db: Database, dataset_id: str, status: str,
         by_status[d["status"]] = by_status.get(d["status"], 0) + 1
     tasks_changed = 0
     if target := cascade_target(status):
-        ids = [d["job_id"] for d in movable]
-        for i in range(0, len(ids), BATCH):
-            changing = {**bulk_status_filter(dataset_id, target[0], None, None, target[1]),
-                        "job_id": {"$in": ids[i:i + BATCH]}}
-            tasks_changed += (await db.tasks.preview(changing, changing))["changed"]
+        preview = await db.tasks.preview_status(dataset_id, target[0], from_status=target[1],
+                                                job_ids=[d["job_id"] for d in movable])
+        tasks_changed = preview["changed"]
     return {"matched": matched, "changed": len(movable), "by_status": dict(sorted(
         by_status.items())), "sample": [d["job_id"] for d in movable[:SAMPLE]],
         "tasks_changed": tasks_changed}

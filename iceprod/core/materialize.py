@@ -134,8 +134,7 @@ async def materialize_dataset(db: Database, ds: Doc, buffer: int, batch_jobs: in
     start = int(ds.get("jobs_materialized", 0))
     batches = 0
     while start < ds["jobs_submitted"] and (max_batches is None or batches < max_batches):
-        backlog = await db.tasks.count({"dataset_id": ds["dataset_id"],
-                                        "status": {"$in": BACKLOG}})
+        backlog = await db.tasks.count(dataset_id=ds["dataset_id"], status=BACKLOG)
         room = buffer - backlog
         if room <= 0:
             break

@@ -46,7 +46,7 @@ async def preview_dataset_status(db: Database, dataset_id: str, status: str) -> 
 async def preview_job_status(db: Database, dataset_id: str, job_id: str, status: str) -> Doc:
     """What ``PUT /datasets/{id}/jobs/{job_id}/status`` would do to the job's tasks (the
     cascade of ``core.rollup.cascade_job``)."""
-    job = await db.jobs.get_in(job_id, {"dataset_id": dataset_id}, keys=["status"])
+    job = await db.jobs.get_in(job_id, dataset_id, keys=["status"])
     moves = check_transition("job", job["status"], status)
     if status == "suspended" and moves:
         return await db.tasks.preview_status(dataset_id, "suspended", job_id=job_id,
@@ -59,7 +59,7 @@ async def preview_job_status(db: Database, dataset_id: str, job_id: str, status:
 
 async def preview_task_status(db: Database, dataset_id: str, task_id: str, status: str) -> Doc:
     """What ``PUT /datasets/{id}/tasks/{task_id}/status`` would do to the one task."""
-    task = await db.tasks.get_in(task_id, {"dataset_id": dataset_id}, keys=["status"])
+    task = await db.tasks.get_in(task_id, dataset_id, keys=["status"])
     moves = check_transition("task", task["status"], status)
     if not moves:
         return {**NOTHING, "matched": 1}

@@ -68,7 +68,7 @@ async def rollup_dataset(db: Database, dataset_id: str,
         return None
     if int(ds.get("jobs_materialized", 0)) < ds["jobs_submitted"]:
         return "processing"
-    counts = await db.jobs.status_counts({"dataset_id": dataset_id})
+    counts = await db.jobs.counts_by_status(dataset_id)
     if counts.get("complete", 0) >= ds["jobs_submitted"]:
         new = "complete"
     elif sum(counts.values()) >= ds["jobs_submitted"] and not counts.get("processing") \

@@ -13,7 +13,7 @@ import time
 from typing import Any
 
 from iceprod.common.timeutil import iso
-from iceprod.db.base import Page, Repository
+from iceprod.db.base import Page, Paging, Repository
 from iceprod.db.store import CollectionSpec, Doc, Index
 
 
@@ -64,4 +64,4 @@ class AuditRepo(Repository):
             window["$lte"] = until
         if window:
             query["time"] = window
-        return await self.page(query, None, limit, after)
+        return await self._page(query, Paging(None, limit, after))

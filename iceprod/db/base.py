@@ -1,4 +1,8 @@
-"""The shared part of every repository: lookup by id and cursor pagination."""
+"""The shared part of every repository: lookup by id and cursor pagination.
+
+Queries live in this package: a repository's public methods take typed parameters (an id,
+``dataset_id``, ``status: Sequence[str] | None``, a ``Paging``) and build their filters
+inside; the filter-taking helpers here are ``_``-prefixed, for repositories only."""
 
 from __future__ import annotations
 
@@ -22,6 +26,44 @@ class Page:
 
     docs: list[Doc]
     next_after: str | None
+
+
+@dataclass(frozen=True)
+class Paging:
+    """Which page of a list to answer: the fields to project (``keys``), at most ``limit``
+    documents (``MAX_PAGE`` when absent), resuming after the opaque cursor ``after``."""
+
+    keys: Sequence[str] | None = None
+    limit: int | None = None
+    after: str | None = None
+
+
+ALL = Paging()
+
+
+class OneOf(list[Any]):
+    """Values of which a matching document's field holds any one (``$in``); made by
+    ``one_of``, read by ``where``."""
+
+
+def where(**criteria: Any) -> dict[str, Any]:
+    """A filter from a repository method's typed parameters: a ``None`` criterion is left
+    out, a ``OneOf`` means "any of these" (``$in``; empty matches nothing), any other value
+    equality (a plain list too: it is a value, never read as a set of alternatives)."""
+    out: dict[str, Any] = {}
+    for name, value in criteria.items():
+        if value is None:
+            continue
+        out[name] = {"$in": list(value)} if isinstance(value, OneOf) else value
+    return out
+
+
+def one_of(values: Sequence[Any] | None) -> OneOf | None:
+    """A typed "any of these" parameter as ``where`` reads it (``None``: no criterion; a
+    ``str`` is one value, not a sequence of letters, so it is refused)."""
+    if isinstance(values, str):
+        raise TypeError("one_of takes a sequence of values, not a str")
+    return None if values is None else OneOf(values)
 
 
 def encode_cursor(last_id: str) -> str:
@@ -56,15 +98,16 @@ class Repository:
         return self.spec.id_field
 
     async def get(self, doc_id: str, keys: Sequence[str] | None = None) -> Doc:
-        doc = await self.coll.find_one({self.id_field: doc_id}, keys=keys)
-        if doc is None:
-            raise NotFound(f"{self.kind} not found")
-        return doc
+        return await self._get_where(doc_id, {}, keys)
 
-    async def get_in(self, doc_id: str, scope: Filter, keys: Sequence[str] | None = None
+    async def get_in(self, doc_id: str, dataset_id: str, keys: Sequence[str] | None = None
                      ) -> Doc:
-        """A document by id that must also match ``scope`` (e.g. its dataset), so a route
-        for one dataset can never hand out another's documents."""
+        """A document by id that must also belong to ``dataset_id``, so a route for one
+        dataset can never hand out another's documents."""
+        return await self._get_where(doc_id, {"dataset_id": dataset_id}, keys)
+
+    async def _get_where(self, doc_id: str, scope: Filter, keys: Sequence[str] | None
+                         ) -> Doc:
         doc = await self.coll.find_one({**scope, self.id_field: doc_id}, keys=keys)
         if doc is None:
             raise NotFound(f"{self.kind} not found")
@@ -73,25 +116,20 @@ class Repository:
     async def find(self, doc_id: str) -> Doc | None:
         return await self.coll.find_one({self.id_field: doc_id})
 
-    async def page(
-        self,
-        filter: Filter,
-        keys: Sequence[str] | None = None,
-        limit: int | None = None,
-        after: str | None = None,
-    ) -> Page:
-        """Documents in id order, ``limit`` at a time, resuming after an opaque cursor."""
+    async def _page(self, filter: Filter, paging: Paging = ALL) -> Page:
+        """Matching documents in id order, a page at a time (see ``Paging``)."""
         query: dict[str, Any] = dict(filter)
-        if after:
-            query = {"$and": [query, {self.id_field: {"$gt": decode_cursor(after)}}]}
-        n = min(limit or MAX_PAGE, MAX_PAGE)
-        docs = await self.coll.find(query, keys=keys, sort=[(self.id_field, 1)], limit=n + 1)
+        if paging.after:
+            query = {"$and": [query, {self.id_field: {"$gt": decode_cursor(paging.after)}}]}
+        n = min(paging.limit or MAX_PAGE, MAX_PAGE)
+        docs = await self.coll.find(query, keys=paging.keys, sort=[(self.id_field, 1)],
+                                    limit=n + 1)
         more = len(docs) > n
         docs = docs[:n]
         nxt = encode_cursor(docs[-1][self.id_field]) if more and docs else None
         return Page(docs, nxt)
 
-    async def transition(
+    async def _transition(
         self, query: Filter, status: str, extra: Update | None = None
     ) -> Doc:
         """Move the matching document to ``status`` with one conditional update naming the
@@ -111,15 +149,18 @@ class Repository:
             return old
         raise BadTransition(old.get("status"), status)
 
-    async def status_counts(self, filter: Filter | None = None) -> dict[str, int]:
-        """Counts of matching documents by status: ``{status: n}``."""
-        rows = await self.coll.group_count(filter or {}, ["status"])
+    async def status_counts(self) -> dict[str, int]:
+        """Counts of the collection's documents by status: ``{status: n}``."""
+        return await self._status_counts({})
+
+    async def _status_counts(self, filter: Filter) -> dict[str, int]:
+        rows = await self.coll.group_count(filter, ["status"])
         return {r["status"]: r["count"] for r in rows if r["status"] is not None}
 
-    async def count(self, filter: Filter) -> int:
+    async def _count(self, filter: Filter) -> int:
         return await self.coll.count(filter)
 
-    async def ids_grouped_by_status(self, query: Filter, sort: Sort) -> dict[str, list[str]]:
+    async def _ids_grouped_by_status(self, query: Filter, sort: Sort) -> dict[str, list[str]]:
         """Ids of matching documents grouped by status (in ``sort`` order within a status):
         ``{status: [id, ...]}``; a document without a status counts as in its state
         machine's first status."""

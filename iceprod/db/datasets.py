@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from iceprod.common.errors import Conflict, Invalid, NotFound
-from iceprod.db.base import Repository
+from iceprod.db.base import ALL, Page, Paging, Repository, one_of, where
 from iceprod.db.store import CollectionSpec, Doc, Index
 
 
@@ -30,7 +30,7 @@ class DatasetsRepo(Repository):
         return doc
 
     async def set_status(self, dataset_id: str, status: str) -> Doc:
-        return await self.transition({"dataset_id": dataset_id}, status)
+        return await self._transition({"dataset_id": dataset_id}, status)
 
     async def set_fields(self, dataset_id: str, fields: dict[str, Any]) -> Doc:
         doc = await self.coll.update_one({"dataset_id": dataset_id}, {"$set": fields})
@@ -64,7 +64,7 @@ class DatasetsRepo(Repository):
         query: dict[str, Any] = {}
         if dataset_ids is not None:
             query["dataset_id"] = {"$in": list(dataset_ids)}
-        return await self.ids_grouped_by_status(query, [("dataset_id", 1)])
+        return await self._ids_grouped_by_status(query, [("dataset_id", 1)])
 
     async def id_of_number(self, number: int) -> str | None:
         """The id of the dataset with this human number, if any."""
@@ -76,10 +76,24 @@ class DatasetsRepo(Repository):
         docs = await self.coll.find({"username": username}, keys=["dataset_id"])
         return [d["dataset_id"] for d in docs]
 
-    async def listing(self, filter: Doc, keys: Sequence[str]) -> list[Doc]:
-        """Every matching dataset (``keys`` only), newest number first: the dashboard's
-        table filters and pages these in memory (a search on the description included)."""
-        return await self.coll.find(filter, keys=list(keys), sort=[("dataset", -1)])
+    async def page(self, paging: Paging = ALL, *, status: Sequence[str] | None = None,
+                   username: str | None = None, group: str | None = None,
+                   ids: Sequence[str] | None = None) -> Page:
+        """One page of the datasets in ``status`` (any of), of ``username`` and ``group``,
+        among ``ids`` (each criterion only when given; ``ids=[]`` matches nothing)."""
+        return await self._page(where(status=one_of(status), username=username, group=group,
+                                      dataset_id=one_of(ids)), paging)
+
+    async def listing(self, keys: Sequence[str], *, status: Sequence[str] | None = None,
+                      username: str | None = None, group: str | None = None,
+                      ids: Sequence[str] | None = None) -> list[Doc]:
+        """Every matching dataset (``keys`` only; criteria as for ``page``), newest number
+        first: the dashboard's table filters and pages these in memory (a search on the
+        description included)."""
+        return await self.coll.find(
+            where(status=one_of(status), username=username, group=group,
+                  dataset_id=one_of(ids)),
+            keys=list(keys), sort=[("dataset", -1)])
 
     async def advance_materialized(self, dataset_id: str, jobs: int) -> None:
         """Record that jobs ``[0, jobs)`` exist (a resume hint; never moves back)."""
@@ -93,3 +107,4 @@ class DatasetsRepo(Repository):
     async def needing_materialization(self) -> list[Doc]:
         return [d for d in await self.processing()
                 if int(d.get("jobs_materialized", 0)) < int(d["jobs_submitted"])]
+

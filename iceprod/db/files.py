@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from iceprod.db.base import Page, Repository
+from iceprod.db.base import ALL, Page, Paging, Repository
 from iceprod.db.store import CollectionSpec, Doc, Index
 
 
@@ -41,8 +41,12 @@ class FilesRepo(Repository):
                        task_name: str | None = None, keys: Sequence[str] | None = None,
                        limit: int | None = None, after: str | None = None) -> Page:
         """One page of a task's files (see ``task_files_filter``)."""
-        return await self.page(task_files_filter(dataset_id, task_id, job_index, task_name),
-                               keys, limit, after)
+        return await self._page(task_files_filter(dataset_id, task_id, job_index, task_name),
+                                Paging(keys, limit, after))
+
+    async def of_dataset(self, dataset_id: str, paging: Paging = ALL) -> Page:
+        """One page of a dataset's files (its own and its tasks')."""
+        return await self._page({"dataset_id": dataset_id}, paging)
 
     async def delete_for_task(self, dataset_id: str, task_id: str,
                               job_index: int | None = None,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from iceprod.db.base import Repository
+from iceprod.db.base import ALL, Page, Paging, Repository, where
 from iceprod.db.store import CollectionSpec, Doc, Index
 
 
@@ -18,6 +18,10 @@ class GridsRepo(Repository):
     async def create(self, doc: Doc) -> Doc:
         await self.coll.insert_one(doc)
         return doc
+
+    async def page(self, paging: Paging = ALL, *, host: str | None = None) -> Page:
+        """One page of the grids (on ``host`` when given)."""
+        return await self._page(where(host=host), paging)
 
     async def set_fields(self, grid_id: str, fields: Doc) -> Doc | None:
         return await self.coll.update_one({"grid_id": grid_id}, {"$set": fields})

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from iceprod.common.errors import Conflict, DuplicateKey
 from iceprod.common.ids import new_id
 from iceprod.common.timeutil import iso
-from iceprod.db.base import Repository
+from iceprod.db.base import ALL, Page, Paging, Repository, where
 from iceprod.db.store import CollectionSpec, Doc, Index
 
 
@@ -34,6 +34,10 @@ class GroupsRepo(Repository):
         except DuplicateKey:
             raise Conflict(f"name: group {name!r} already exists") from None
         return doc
+
+    async def page(self, paging: Paging = ALL, *, name: str | None = None) -> Page:
+        """One page of the groups (the one named ``name`` when given)."""
+        return await self._page(where(name=name), paging)
 
     async def ensure(self, names: Sequence[str]) -> None:
         """Create the groups that do not exist yet (idempotent, safe under races)."""

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from iceprod.common.timeutil import iso
-from iceprod.db.base import Repository
+from iceprod.db.base import ALL, Page, Paging, Repository, one_of, where
 from iceprod.db.store import CollectionSpec, Doc, Index
 
 
@@ -36,7 +36,7 @@ class JobsRepo(Repository):
         query: dict[str, Any] = {"job_id": job_id}
         if dataset_id:
             query["dataset_id"] = dataset_id
-        return await self.transition(query, status)
+        return await self._transition(query, status)
 
     async def patch(self, job_id: str, fields: Doc) -> Doc:
         if "status" in fields:
@@ -50,10 +50,18 @@ class JobsRepo(Repository):
         return doc
 
     async def counts_by_status(self, dataset_id: str) -> dict[str, int]:
-        return await self.status_counts({"dataset_id": dataset_id})
+        return await self._status_counts({"dataset_id": dataset_id})
 
     async def ids_by_status(self, dataset_id: str) -> dict[str, list[str]]:
-        return await self.ids_grouped_by_status({"dataset_id": dataset_id}, [("job_index", 1)])
+        return await self._ids_grouped_by_status({"dataset_id": dataset_id}, [("job_index", 1)])
+
+    async def page(self, paging: Paging = ALL, *, dataset_id: str,
+                   status: Sequence[str] | None = None, job_index: int | None = None,
+                   ids: Sequence[str] | None = None) -> Page:
+        """One page of a dataset's jobs matching every given criterion (``status`` and
+        ``ids``: any of)."""
+        return await self._page(where(dataset_id=dataset_id, status=one_of(status),
+                                      job_index=job_index, job_id=one_of(ids)), paging)
 
     async def bulk_status(self, dataset_id: str, status: str,
                           from_status: Sequence[str]) -> int:

@@ -22,7 +22,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from iceprod.common.errors import DuplicateKey, NotFound
-from iceprod.db.base import Page, Repository
+from iceprod.db.base import ALL, Page, Paging, Repository
 from iceprod.db.storable import check_document
 from iceprod.db.store import Collection, CollectionSpec, Doc, Filter, Index, Store
 
@@ -111,11 +111,8 @@ class LogsRepo(Repository):
 
     # -- reads ---------------------------------------------------------------------------------
 
-    async def get(self, doc_id: str, keys: Sequence[str] | None = None) -> Doc:
-        return await self.get_in(doc_id, {}, keys)
-
-    async def get_in(self, doc_id: str, scope: Filter, keys: Sequence[str] | None = None
-                     ) -> Doc:
+    async def _get_where(self, doc_id: str, scope: Filter, keys: Sequence[str] | None
+                         ) -> Doc:
         docs = await self._read({**scope, self.id_field: doc_id}, keys)
         if not docs:
             raise NotFound(f"{self.kind} not found")
@@ -125,16 +122,19 @@ class LogsRepo(Repository):
         docs = await self._read({self.id_field: doc_id}, None)
         return docs[0] if docs else None
 
-    async def page(
-        self,
-        filter: Filter,
-        keys: Sequence[str] | None = None,
-        limit: int | None = None,
-        after: str | None = None,
-    ) -> Page:
-        """Logs in id order, a page at a time (see ``Repository.page``), text included."""
+    async def page(self, paging: Paging = ALL, *, dataset_id: str) -> Page:
+        """A dataset's logs in id order, a page at a time (see ``Paging``), text included."""
+        return await self._page({"dataset_id": dataset_id}, paging)
+
+    async def count(self, *, dataset_id: str) -> int:
+        """How many logs a dataset has."""
+        return await self._count({"dataset_id": dataset_id})
+
+    async def _page(self, filter: Filter, paging: Paging = ALL) -> Page:
+        keys = paging.keys
         wanted = self._wants_data(keys)
-        page = await super().page(filter, self._stored_keys(keys, wanted), limit, after)
+        page = await super()._page(
+            filter, Paging(self._stored_keys(keys, wanted), paging.limit, paging.after))
         return Page(await self._shown(page.docs, keys, wanted), page.next_after)
 
     async def for_task(

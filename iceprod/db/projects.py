@@ -8,7 +8,7 @@ from typing import Any
 
 from iceprod.common.errors import Conflict, DuplicateKey, NotFound
 from iceprod.common.timeutil import iso
-from iceprod.db.base import Repository
+from iceprod.db.base import ALL, Page, Paging, Repository
 from iceprod.db.datasets import DatasetsRepo
 from iceprod.db.store import CollectionSpec, Doc, Store
 from iceprod.db.tasks import TasksRepo
@@ -43,6 +43,10 @@ class ProjectsRepo(Repository):
         except DuplicateKey:
             raise Conflict(f"name: project {doc['name']!r} already exists") from None
         return doc
+
+    async def page(self, paging: Paging = ALL) -> Page:
+        """One page of the projects."""
+        return await self._page({}, paging)
 
     async def update(self, name: str, fields: dict[str, Any]) -> Doc:
         """``$set`` the given top-level fields (description, users, groups)."""

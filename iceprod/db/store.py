@@ -42,7 +42,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from iceprod.common.errors import Invalid
+from iceprod.common.errors import Invalid, UndeclaredField
 from iceprod.db.storable import (
     check_document,
     check_filter,
@@ -80,8 +80,10 @@ class CollectionSpec:
     The shape of every field a filter compares is declared: a column, the id, one of
     ``scalar_fields`` (a single value, a scalar or an embedded document, never an array) or
     one of ``array_fields`` (arrays of scalars, where equality means "contains"). A filter
-    comparing any other field is ``Invalid`` on every backend: MongoDB looks inside arrays
-    and SQLite does not, so an undeclared field holding an array would answer differently.
+    comparing any other field raises ``UndeclaredField`` on every backend (MongoDB looks
+    inside arrays and SQLite does not, so an undeclared field holding an array would answer
+    differently). Filters are built only in this package, from typed parameters, so that
+    is a bug in a repository (a 500), never bad input.
 
     ``counts`` are groupings (tuples of scalar columns) whose document counts the SQLite
     backend keeps up to date in the same transaction as every write, so a ``group_count``
@@ -209,7 +211,7 @@ def check_shapes(filter: Filter, spec: CollectionSpec) -> None:
             continue  # an unknown operator is refused by the backend
         if isinstance(value, Mapping) and value and all(op == "$exists" for op in value):
             continue
-        raise Invalid(
+        raise UndeclaredField(
             f"{key}: {spec.name} does not declare this field's shape (a column, "
             "scalar_fields or array_fields), so a filter may not compare it", field=key)
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from iceprod.db.base import Repository
+from iceprod.db.base import ALL, Page, Paging, Repository, where
 from iceprod.db.store import CollectionSpec, Doc, Index
 
 
@@ -21,6 +21,17 @@ class TaskStatsRepo(Repository):
     async def create(self, doc: Doc) -> Doc:
         await self.coll.insert_one(doc)
         return doc
+
+    async def page(self, paging: Paging = ALL, *, dataset_id: str,
+                   task_id: str | None = None) -> Page:
+        """One page of a dataset's records (of one task when given)."""
+        return await self._page(where(dataset_id=dataset_id, task_id=task_id), paging)
+
+    async def get_of_task(self, task_stat_id: str, dataset_id: str, task_id: str,
+                          keys: list[str] | None = None) -> Doc:
+        """A record by id that must belong to this dataset's task."""
+        return await self._get_where(task_stat_id, {"dataset_id": dataset_id,
+                                                    "task_id": task_id}, keys)
 
     async def latest(self, dataset_id: str, task_id: str, keys: list[str] | None = None
                      ) -> list[Doc]:

@@ -15,7 +15,7 @@ from iceprod.common.ids import new_id
 from iceprod.common.reasons import EVICTED
 from iceprod.common.states import allowed_from
 from iceprod.common.timeutil import iso
-from iceprod.db.base import Repository
+from iceprod.db.base import ALL, Page, Paging, Repository, one_of, where
 from iceprod.db.store import CollectionSpec, Doc, Filter, Index
 
 NUMERIC_REQUIREMENTS = ("cpu", "gpu", "memory", "disk", "time")
@@ -151,7 +151,7 @@ class TasksRepo(Repository):
         extra: dict[str, dict[str, Any]] = {}
         if status != "processing":
             extra["$unset"] = dict(LEAVING_PROCESSING)
-        return await self.transition(query, status, extra)
+        return await self._transition(query, status, extra)
 
     async def patch(self, task_id: str, fields: Doc) -> Doc:
         fields = dict(fields)
@@ -440,43 +440,50 @@ class TasksRepo(Repository):
         if selection.empty:
             return {"matched": 0, "changed": 0, "by_status": {}, "sample": []}
         matched, changing, ids = selected_filters(dataset_id, status, selection)
-        return await self.preview(matched, changing, ids)
+        return await self._preview(matched, changing, "task_id", ids)
 
     async def preview_status(
         self, dataset_id: str, status: str, name: str | None = None,
         job_id: str | None = None, from_status: Sequence[str] | None = None,
+        job_ids: Sequence[str] | None = None,
     ) -> Doc:
         """What ``bulk_status`` (with no ids: a cascade) would change, changing nothing; the
-        matched tasks are all of the dataset's (narrowed by ``name`` and ``job_id``)."""
+        matched tasks are all of the dataset's (narrowed by ``name`` and ``job_id``, or to
+        the tasks of ``job_ids``: a cascade from several jobs)."""
         changing = bulk_status_filter(dataset_id, status, name, job_id, from_status)
         matched = {k: v for k, v in changing.items() if k != "status"}
-        return await self.preview(matched, changing)
+        if job_ids is not None:
+            return await self._preview(matched, changing, "job_id", job_ids)
+        return await self._preview(matched, changing)
 
     async def preview_requirements(self, dataset_id: str, name: str) -> Doc:
         """What ``bulk_requirements`` would change, changing nothing."""
         matched = {"dataset_id": dataset_id, "name": name}
-        return await self.preview(matched, requirements_filter(dataset_id, name))
+        return await self._preview(matched, requirements_filter(dataset_id, name))
 
-    async def preview(self, matched: Filter, changing: Filter,
-                      task_ids: Sequence[str] | None = None) -> Doc:
+    async def _preview(self, matched: Filter, changing: Filter, field: str = "task_id",
+                       values: Sequence[str] | None = None) -> Doc:
         """A dry run's answer: how many tasks ``matched`` selects, how many of them
         ``changing`` (the update's own filter) would change, those by current status, and
-        the first ``SAMPLE`` of their ids in id order. With ``task_ids`` both filters are
-        narrowed to those ids (read in batches)."""
+        the first ``SAMPLE`` of their ids in id order. With ``values`` both filters are
+        narrowed to the tasks whose ``field`` (``task_id`` or ``job_id``) is one of them
+        (read in batches)."""
         chunks: Iterable[list[str] | None] = (
-            _chunks(sorted(set(task_ids)), BATCH) if task_ids is not None else [None])
+            _chunks(sorted(set(values)), BATCH) if values is not None else [None])
         total = 0
         by_status: dict[str, int] = {}
         sample: list[str] = []
         for chunk in chunks:
-            narrow: dict[str, Any] = {"task_id": {"$in": chunk}} if chunk is not None else {}
+            narrow: dict[str, Any] = {field: {"$in": chunk}} if chunk is not None else {}
             total += await self.coll.count({**matched, **narrow})
             for row in await self.coll.group_count({**changing, **narrow}, ["status"]):
                 by_status[row["status"]] = by_status.get(row["status"], 0) + row["count"]
-            if len(sample) < SAMPLE:
+            # task id chunks come in id order; job id chunks may each hold the first ones
+            want = SAMPLE - len(sample) if field == "task_id" else SAMPLE
+            if want > 0:
                 rows = await self.coll.find({**changing, **narrow}, keys=["task_id"],
-                                            sort=[("task_id", 1)], limit=SAMPLE - len(sample))
-                sample += [r["task_id"] for r in rows]
+                                            sort=[("task_id", 1)], limit=want)
+                sample = sorted([*sample, *(r["task_id"] for r in rows)])[:SAMPLE]
         return {"matched": total, "changed": sum(by_status.values()),
                 "by_status": dict(sorted(by_status.items())), "sample": sample}
 
@@ -544,11 +551,34 @@ class TasksRepo(Repository):
         return sorted(out, key=lambda g: -g["count"])
 
     async def counts_by_status(self, dataset_id: str) -> dict[str, int]:
-        return await self.status_counts({"dataset_id": dataset_id})
+        return await self._status_counts({"dataset_id": dataset_id})
 
     async def ids_by_status(self, dataset_id: str) -> dict[str, list[str]]:
-        return await self.ids_grouped_by_status(
+        return await self._ids_grouped_by_status(
             {"dataset_id": dataset_id}, [("job_index", 1), ("task_index", 1)])
+
+    async def page(self, paging: Paging = ALL, *, dataset_id: str | None = None,
+                   status: Sequence[str] | None = None, job_id: str | None = None,
+                   job_index: int | None = None, name: str | None = None,
+                   pilot_id: str | None = None, ids: Sequence[str] | None = None) -> Page:
+        """One page of the tasks matching every given criterion (``status`` and ``ids``:
+        any of)."""
+        return await self._page(where(dataset_id=dataset_id, status=one_of(status),
+                                      job_id=job_id, job_index=job_index, name=name,
+                                      pilot_id=pilot_id, task_id=one_of(ids)), paging)
+
+    async def count(self, *, dataset_id: str | None = None,
+                    status: Sequence[str] | None = None, pilot_id: str | None = None) -> int:
+        """How many tasks match every given criterion (``status``: any of)."""
+        return await self._count(where(dataset_id=dataset_id, status=one_of(status),
+                                       pilot_id=pilot_id))
+
+    async def queued_ahead(self, dataset_priority: float, priority: float) -> int:
+        """How many queued tasks a claim takes before a queued task with these priorities
+        (a higher dataset priority, or the same one and a higher task priority)."""
+        return await self._count({"status": "queued", "$or": [
+            {"dataset_priority": {"$gt": dataset_priority}},
+            {"dataset_priority": dataset_priority, "priority": {"$gt": priority}}]})
 
     async def counts_by_datasets(self, dataset_ids: Sequence[str]) -> dict[str, dict[str, int]]:
         """Task counts by status for several datasets at once: ``{dataset_id: {status: n}}``

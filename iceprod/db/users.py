@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from iceprod.common.errors import Conflict, DuplicateKey, NotFound
-from iceprod.db.base import Repository
+from iceprod.db.base import ALL, Page, Paging, Repository, where
 from iceprod.db.store import CollectionSpec, Doc, Index
 
 IDENTITY_FIELDS = ("email", "orcid")
@@ -45,6 +45,11 @@ class UsersRepo(Repository):
         if field not in IDENTITY_FIELDS:
             raise ValueError(f"not an identity field: {field}")
         return await self.coll.find({field: value}, limit=2)
+
+    async def page(self, paging: Paging = ALL, *, username: str | None = None,
+                   group: str | None = None) -> Page:
+        """One page of the users (named ``username``, in ``group``: each when given)."""
+        return await self._page(where(username=username, groups=group), paging)
 
     async def set_fields(self, user_id: str, fields: dict[str, Any]) -> Doc:
         """``$set`` the non-None fields and ``$unset`` the None ones."""

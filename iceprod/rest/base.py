@@ -21,12 +21,19 @@ import tornado.web
 
 from iceprod.common import strict_json
 from iceprod.common.config import Network, ServerConfig
-from iceprod.common.errors import Forbidden, IceProdError, Invalid, NotFound, Unauthorized
+from iceprod.common.errors import (
+    Forbidden,
+    IceProdError,
+    Invalid,
+    NotFound,
+    Unauthorized,
+    UndeclaredField,
+)
 from iceprod.common.schema import validate
 from iceprod.core.events import EventHub
 from iceprod.db import Database
 from iceprod.db.auths import allows
-from iceprod.db.base import Repository
+from iceprod.db.base import Page, Paging, Repository
 from iceprod.db.store import Doc
 from iceprod.rest.auth.apikeys import is_api_key
 from iceprod.rest.auth.external import ExternalVerifier
@@ -261,13 +268,17 @@ class APIHandler(tornado.web.RequestHandler):
             raise Invalid(f"{name}: must be <= {maximum}", field=name)
         return value
 
-    async def list_page(self, repo: Repository, query: Doc,
+    def paging(self) -> Paging:
+        """The page a list request asks for: its ``keys``, ``limit`` and ``after``."""
+        return Paging(self.keys_arg(), self.int_arg("limit", minimum=1, maximum=MAX_LIMIT_ARG),
+                      self.get_argument("after", None))
+
+    async def list_page(self, repo: Repository, fetch: Callable[[Paging], Awaitable[Page]],
                         shown: Callable[[Doc], Doc] | None = None) -> None:
-        """Answer one page of ``repo`` matching ``query``, from the request's ``keys``,
-        ``limit`` and ``after`` (``shown`` may trim each document)."""
-        page = await repo.page(query, self.keys_arg(),
-                               self.int_arg("limit", minimum=1, maximum=MAX_LIMIT_ARG),
-                               self.get_argument("after", None))
+        """Answer the page of ``repo``'s documents that ``fetch`` (one of its typed ``page``
+        methods) reads for the request's ``keys``, ``limit`` and ``after`` (``shown`` may
+        trim each document)."""
+        page = await fetch(self.paging())
         docs = [shown(d) for d in page.docs] if shown else page.docs
         self.write_page(docs, repo.id_field, page.next_after)
 
@@ -285,7 +296,9 @@ class APIHandler(tornado.web.RequestHandler):
 
     def write_error(self, status_code: int, **kwargs: Any) -> None:
         exc = kwargs.get("exc_info", (None, None, None))[1]
-        if isinstance(exc, IceProdError):
+        if isinstance(exc, UndeclaredField):
+            message = "internal server error"  # our bug: the log names it, not the answer
+        elif isinstance(exc, IceProdError):
             message = exc.message
         elif isinstance(exc, tornado.web.HTTPError):
             message = exc.log_message or self._reason
@@ -304,6 +317,10 @@ class APIHandler(tornado.web.RequestHandler):
         super().send_error(status_code, **kwargs)
 
     def log_exception(self, typ: Any, value: Any, tb: Any) -> None:
+        if isinstance(value, UndeclaredField):
+            log.error("%s %s -> 500 a repository's filter is refused: %s",
+                      self.request.method, self.request.path, value.message)
+            return
         if isinstance(value, IceProdError):
             self.quiet_log = value.quiet
             log.log(logging.DEBUG if value.quiet else logging.INFO, "%s %s -> %d %s", self.request.method, self.request.path, value.code,

@@ -51,7 +51,7 @@ async def test_cores_quota_holds_back_and_frees(db: Database) -> None:
     assert await quota_blockers(db, ds) == []
     await queue_tasks(db, 100, {})
     assert (await db.tasks.counts_by_dataset("queued"))["d1"] == 2
-    assert await db.tasks.count({"dataset_id": "d1", "status": "waiting"}) == 1
+    assert await db.tasks.count(dataset_id="d1", status=["waiting"]) == 1
     # raising the quota releases the rest
     await db.projects.set_quota("ice", {"cores": None})
     await queue_tasks(db, 100, {})

@@ -110,11 +110,11 @@ async def test_groups_create_ensure_missing_delete(db: Database) -> None:
     await db.groups.ensure(["ana", "zed"])
     await db.groups.ensure([])
     assert await db.groups.missing(["ana", "sim", "zed"]) == []
-    assert await db.groups.count({}) == 3
+    assert await db.groups.coll.count({}) == 3
     assert await db.groups.get(sim["group_id"]) == sim  # ensure never replaces
 
     await asyncio.gather(*(db.groups.ensure(["x", "y"]) for _ in range(5)))
-    assert await db.groups.count({"name": {"$in": ["x", "y"]}}) == 2
+    assert await db.groups.coll.count({"name": {"$in": ["x", "y"]}}) == 2
 
     assert await db.groups.delete(sim["group_id"]) == sim
     assert await db.groups.missing(["sim"]) == ["sim"]
@@ -148,7 +148,7 @@ async def test_roles_put_all_scopes_delete(db: Database) -> None:
 
     results = await asyncio.gather(*(db.roles.put("new", [f"s{i}"]) for i in range(5)))
     assert [created for _, created in results].count(True) == 1
-    assert await db.roles.count({"name": "new"}) == 1
+    assert await db.roles.coll.count({"name": "new"}) == 1
 
 
 async def test_revocations(db: Database) -> None:
@@ -164,4 +164,4 @@ async def test_revocations(db: Database) -> None:
     got = await asyncio.gather(*(db.revocations.revoke("carol", t) for t in times))
     assert max(got) == NOW + 9
     assert await db.revocations.not_before("carol") == NOW + 9
-    assert await db.revocations.count({}) == 2
+    assert await db.revocations.coll.count({}) == 2

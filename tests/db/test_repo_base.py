@@ -15,8 +15,7 @@ import pytest
 from iceprod.common.errors import BadTransition, Conflict, Invalid, NotFound
 from iceprod.common.timeutil import parse
 from iceprod.db import Database
-from iceprod.db.base import MAX_PAGE, encode_cursor
-from iceprod.db.store import Doc
+from iceprod.db.base import MAX_PAGE, Paging, encode_cursor
 from tests.db.builders import (
     dataset_doc,
     job_doc,
@@ -42,11 +41,13 @@ async def test_get_find_and_projection(db: Database) -> None:
 async def test_get_in_scopes_by_dataset(db: Database) -> None:
     await db.logs.create({"log_id": "l1", "dataset_id": "d1", "task_id": "t1",
                           "name": "stdout", "data": "x", "timestamp": "2026-01-01T00:00:00.000000Z"})
-    assert (await db.logs.get_in("l1", {"dataset_id": "d1"}, keys=["name"])) == \
+    assert (await db.logs.get_in("l1", "d1", keys=["name"])) == \
         {"log_id": "l1", "name": "stdout"}
-    for scope in ({"dataset_id": "d2"}, {"dataset_id": "d1", "task_id": "t2"}):
-        with pytest.raises(NotFound, match="log not found"):
-            await db.logs.get_in("l1", scope, keys=["name"])
+    with pytest.raises(NotFound, match="log not found"):
+        await db.logs.get_in("l1", "d2", keys=["name"])
+    # the scope every lookup of the base narrows by, wider than a dataset
+    with pytest.raises(NotFound, match="log not found"):
+        await db.logs._get_where("l1", {"dataset_id": "d1", "task_id": "t2"}, ["name"])
 
 
 async def test_page_visits_every_doc_exactly_once(db: Database) -> None:
@@ -57,10 +58,10 @@ async def test_page_visits_every_doc_exactly_once(db: Database) -> None:
     await db.grids.coll.insert_many(list(reversed(grids)))
     all_ids = [g["grid_id"] for g in grids]
 
-    async def walk(filter: Doc, limit: int | None) -> list[list[str]]:
+    async def walk(host: str | None, limit: int | None) -> list[list[str]]:
         pages, after = [], None
         while True:
-            page = await db.grids.page(filter, limit=limit, after=after)
+            page = await db.grids.page(Paging(limit=limit, after=after), host=host)
             pages.append([d["grid_id"] for d in page.docs])
             if page.next_after is None:
                 return pages
@@ -68,23 +69,23 @@ async def test_page_visits_every_doc_exactly_once(db: Database) -> None:
             after = page.next_after
             assert len(pages) < 30
 
-    pages = await walk({}, 7)
+    pages = await walk(None, 7)
     assert [len(p) for p in pages] == [7, 7, 7, 2]
     assert [i for p in pages for i in p] == all_ids
     # a limit dividing the total exactly ends without an empty trailing page
-    pages = await walk({"host": "a"}, 4)
+    pages = await walk("a", 4)
     assert [len(p) for p in pages] == [4, 4]
     assert [i for p in pages for i in p] == [g["grid_id"] for g in grids if g["host"] == "a"]
-    assert await walk({}, None) == [all_ids]
-    assert await walk({}, MAX_PAGE * 10) == [all_ids]
-    assert await walk({"host": "zzz"}, 5) == [[]]
+    assert await walk(None, None) == [all_ids]
+    assert await walk(None, MAX_PAGE * 10) == [all_ids]
+    assert await walk("zzz", 5) == [[]]
 
-    page = await db.grids.page({"host": "b"}, keys=["n"], limit=2)
+    page = await db.grids.page(Paging(keys=["n"], limit=2), host="b")
     assert page.docs == [{"grid_id": "g01", "n": 1}, {"grid_id": "g04", "n": 4}]
-    after_last = await db.grids.page({}, after=encode_cursor("g22"))
+    after_last = await db.grids.page(Paging(after=encode_cursor("g22")))
     assert after_last.docs == [] and after_last.next_after is None
     # a cursor need not name an existing document
-    assert [d["grid_id"] for d in (await db.grids.page({}, after=encode_cursor("g20a"))).docs] == [
+    assert [d["grid_id"] for d in (await db.grids.page(Paging(after=encode_cursor("g20a")))).docs] == [
         "g21", "g22"
     ]
 
@@ -93,40 +94,43 @@ async def test_page_visits_every_doc_exactly_once(db: Database) -> None:
 async def test_page_bad_cursor_is_invalid(db: Database, cursor: str) -> None:
     await db.grids.create({"grid_id": "g1", "host": "h"})
     with pytest.raises(Invalid, match="after"):
-        await db.grids.page({}, limit=2, after=cursor)
+        await db.grids.page(Paging(limit=2, after=cursor))
 
 
 async def test_transition_follows_the_state_machine(db: Database) -> None:
     await db.tasks.create(task_doc("t1", status="waiting"))
-    doc = await db.tasks.transition({"task_id": "t1"}, "queued", {"$set": {"note": "x"}})
+    doc = await db.tasks._transition({"task_id": "t1"}, "queued", {"$set": {"note": "x"}})
     assert doc["status"] == "queued" and doc["note"] == "x"
     changed = doc["status_changed"]
     assert abs(parse(changed) - time.time()) < 60
 
     # the same state again: a no-op returning the document unchanged
-    again = await db.tasks.transition({"task_id": "t1"}, "queued", {"$set": {"note": "y"}})
+    again = await db.tasks._transition({"task_id": "t1"}, "queued", {"$set": {"note": "y"}})
     assert again == doc
     assert (await db.tasks.get("t1"))["note"] == "x"
 
     await db.tasks.coll.update_one({"task_id": "t1"}, {"$set": {"status": "complete"}})
     with pytest.raises(BadTransition, match="bad transition: complete -> queued") as err:
-        await db.tasks.transition({"task_id": "t1"}, "queued")
+        await db.tasks._transition({"task_id": "t1"}, "queued")
     assert (err.value.old, err.value.new) == ("complete", "queued")
     assert isinstance(err.value, Conflict)
     assert (await db.tasks.get("t1"))["status"] == "complete"
 
     with pytest.raises(NotFound, match="task not found"):
-        await db.tasks.transition({"task_id": "missing"}, "queued")
+        await db.tasks._transition({"task_id": "missing"}, "queued")
     # the query narrows the match: a wrong dataset is "not found", not a transition
     with pytest.raises(NotFound):
-        await db.tasks.transition({"task_id": "t1", "dataset_id": "other"}, "waiting")
+        await db.tasks._transition({"task_id": "t1", "dataset_id": "other"}, "waiting")
 
-    # the pilot machine, which has no set_status of its own
+    # the pilot machine, through the pilots' own set_status (a reason is recorded)
     await db.pilots.create({"pilot_id": "p1", "status": "submitted", "grid_id": "g"})
-    assert (await db.pilots.transition({"pilot_id": "p1"}, "running"))["status"] == "running"
-    assert (await db.pilots.transition({"pilot_id": "p1"}, "finished"))["status"] == "finished"
+    assert (await db.pilots.set_status("p1", "running"))["status"] == "running"
+    done = await db.pilots.set_status("p1", "finished", "drained")
+    assert (done["status"], done["reason"]) == ("finished", "drained")
     with pytest.raises(BadTransition, match="finished -> running"):
-        await db.pilots.transition({"pilot_id": "p1"}, "running")
+        await db.pilots.set_status("p1", "running")
+    with pytest.raises(NotFound, match="pilot not found"):
+        await db.pilots.set_status("p9", "running")
 
 
 async def test_status_counts(db: Database) -> None:
@@ -140,8 +144,8 @@ async def test_status_counts(db: Database) -> None:
         ]
     )
     assert await db.pilots.status_counts() == {"running": 3, "lost": 1}
-    assert await db.pilots.status_counts({"grid_id": "g2"}) == {"running": 1, "lost": 1}
-    assert await db.pilots.status_counts({"grid_id": "none"}) == {}
+    assert await db.pilots._status_counts({"grid_id": "g2"}) == {"running": 1, "lost": 1}
+    assert await db.pilots._status_counts({"grid_id": "none"}) == {}
 
 
 async def test_ids_grouped_by_status(db: Database) -> None:
@@ -151,10 +155,10 @@ async def test_ids_grouped_by_status(db: Database) -> None:
         {"job_id": "j1", "dataset_id": "d1", "job_index": 1},
         {"job_id": "j9", "dataset_id": "d2", "job_index": 0, "status": "errors"},
     ])
-    got = await db.jobs.ids_grouped_by_status({"dataset_id": "d1"}, [("job_index", 1)])
+    got = await db.jobs._ids_grouped_by_status({"dataset_id": "d1"}, [("job_index", 1)])
     # in sort order within a status; no status counts as the machine's first (processing)
     assert got == {"complete": ["j0", "j2"], "processing": ["j1"]}
-    got = await db.jobs.ids_grouped_by_status({}, [("job_index", -1)])
+    got = await db.jobs._ids_grouped_by_status({}, [("job_index", -1)])
     assert got["complete"] == ["j2", "j0"] and got["errors"] == ["j9"]
 
 
@@ -162,7 +166,7 @@ async def test_count(db: Database) -> None:
     await db.jobs.insert_missing(
         [job_doc("d1", 0), job_doc("d1", 1, "complete"), job_doc("d2", 0)]
     )
-    assert await db.jobs.count({}) == 3
-    assert await db.jobs.count({"dataset_id": "d1"}) == 2
-    assert await db.jobs.count({"dataset_id": "d1", "status": {"$ne": "complete"}}) == 1
-    assert await db.grids.count({}) == 0
+    assert await db.jobs._count({}) == 3
+    assert await db.jobs._count({"dataset_id": "d1"}) == 2
+    assert await db.jobs._count({"dataset_id": "d1", "status": {"$ne": "complete"}}) == 1
+    assert await db.grids._count({}) == 0

@@ -174,10 +174,13 @@ async def test_datasets_listing_newest_first_with_keys(db: Database) -> None:
         await db.datasets.create(dataset_doc(f"d{i}", 30 + i, username=user, status=status,
                                              description=f"run {i}"))
     keys = ["dataset_id", "dataset", "description"]
-    assert await db.datasets.listing({}, keys) == [
+    assert await db.datasets.listing(keys) == [
         {"dataset_id": f"d{i}", "dataset": 30 + i, "description": f"run {i}"}
         for i in (2, 1, 0)]
-    rows = await db.datasets.listing({"username": "alice", "status": {"$in": ["processing"]}},
-                                     ["dataset_id", "status"])
+    rows = await db.datasets.listing(["dataset_id", "status"], username="alice",
+                                     status=["processing"])
     assert rows == [{"dataset_id": "d0", "status": "processing"}]
-    assert await db.datasets.listing({"dataset_id": {"$in": []}}, keys) == []
+    assert await db.datasets.listing(keys, ids=[]) == []
+    assert [r["dataset_id"] for r in await db.datasets.listing(keys, ids=["d0", "d2", "x"])] \
+        == ["d2", "d0"]
+    assert await db.datasets.listing(keys, group="nobody") == []

@@ -140,12 +140,12 @@ async def test_archive_candidates_summary_compact_record(db: Database) -> None:
         "walltime_hours": 0, "error_hours": 0, "failures": 0, "evictions": 0}
 
     assert await db.archive.compact("d1") == {"tasks": 2, "jobs": 2}
-    assert await db.tasks.count({"dataset_id": "d1"}) == 0
-    assert await db.tasks.count({"dataset_id": "d2"}) == 1
+    assert await db.tasks.count(dataset_id="d1") == 0
+    assert await db.tasks.count(dataset_id="d2") == 1
     assert await db.archive.compact("d1") == {"tasks": 0, "jobs": 0}
 
     rec = await db.archive.record("d1", {"logs": {"policy": "drop", "count": 3}})
     assert rec["dataset_id"] == "d1" and rec["archived_at"].endswith("Z")
     rec2 = await db.archive.record("d1", {"logs": {"policy": "compress", "count": 0}})
     assert await db.archive.get("d1") == rec2
-    assert await db.archive.count({}) == 1
+    assert await db.archive.coll.count({}) == 1

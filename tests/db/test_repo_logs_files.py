@@ -12,6 +12,7 @@ import pytest
 from iceprod.common.errors import DuplicateKey, Invalid
 from iceprod.common.timeutil import iso
 from iceprod.db import Database
+from iceprod.db.base import Paging
 from iceprod.db.logs import CHUNK_CHARS
 from iceprod.db.store import Doc
 from tests.db.builders import (
@@ -75,7 +76,7 @@ async def test_logs_are_stored_in_chunks_and_read_whole(db: Database) -> None:
     assert await db.logs.get("l1") == big
     assert await db.logs.find("l2") == empty
     assert await db.logs.find("nope") is None
-    assert await db.logs.get_in("l1", {"dataset_id": "d1"}, keys=["data"]) == \
+    assert await db.logs.get_in("l1", "d1", keys=["data"]) == \
         {"log_id": "l1", "data": text}
     assert await db.logs.get("l1", keys=["name", "timestamp"]) == \
         {"log_id": "l1", "name": "stdout", "timestamp": big["timestamp"]}
@@ -83,7 +84,7 @@ async def test_logs_are_stored_in_chunks_and_read_whole(db: Database) -> None:
     # grouping needs the name even when keys leave it out, and does not show it
     assert await db.logs.for_task("d1", "t1", None, True, True, keys=["data"]) == \
         [{"log_id": "l2", "data": ""}, {"log_id": "l1", "data": text}]
-    page = await db.logs.page({"task_id": "t1"}, keys=["data"], limit=1)
+    page = await db.logs.page(Paging(keys=["data"], limit=1), dataset_id="d1")
     assert page.docs == [{"log_id": "l1", "data": text}] and page.next_after
 
 
@@ -181,7 +182,7 @@ async def test_files_delete_for_task(db: Database) -> None:
         assert await db.files.create(f) == f
     assert await db.files.delete_for_task("d1", "t1") == 2
     assert await db.files.delete_for_task("d1", "t1") == 0
-    remaining = await db.files.page({})
+    remaining = await db.files._page({})
     assert remaining.docs == files[2:]
 
 
@@ -208,4 +209,4 @@ async def test_files_for_task_by_id_or_by_job_and_name(db: Database) -> None:
     rest = await db.files.for_task("d1", "t1", 3, "sim", after=first.next_after)
     assert [f["file_id"] for f in rest.docs] == ["f2"] and rest.next_after is None
     assert await db.files.delete_for_task("d1", "t1", 3, "sim") == 2
-    assert [f["file_id"] for f in (await db.files.page({})).docs] == ["f3", "f4", "f5"]
+    assert [f["file_id"] for f in (await db.files._page({})).docs] == ["f3", "f4", "f5"]

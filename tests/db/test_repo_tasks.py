@@ -499,8 +499,8 @@ async def test_previews_predict_the_bulk_changes_exactly(db: Database) -> None:
                        "sample": ["g3"]}
     assert (await db.tasks.preview_status("d1", "waiting", from_status=[]))["changed"] == 0
     # the general form: any matched / changing filters
-    direct = await db.tasks.preview({"dataset_id": "d1", "name": "gen"},
-                                    {"dataset_id": "d1", "name": "gen", "job_index": 0})
+    direct = await db.tasks._preview({"dataset_id": "d1", "name": "gen"},
+                                     {"dataset_id": "d1", "name": "gen", "job_index": 0})
     assert direct == {"matched": 4, "changed": 1, "by_status": {"waiting": 1},
                       "sample": ["g0"]}
     reqs = await db.tasks.preview_requirements("d1", "sim")

@@ -36,16 +36,10 @@ class DatasetOverviewHandler(APIHandler):
         task_counts: {status: n}}]}`. Filters: `status=a|b`, `username=`, `group=`,
         `search=` (words that must all appear in the description, or a dataset number);
         `limit` rows (default 25, at most 500) from `offset`."""
-        filt: dict[str, Any] = {}
-        if status := self.status_arg():
-            filt["status"] = {"$in": status}
-        for name in ("username", "group"):
-            if value := self.get_argument(name, ""):
-                filt[name] = value
-        ids = await visible_ids(self)
-        if ids is not None:
-            filt["dataset_id"] = {"$in": ids}
-        rows = await self.db.datasets.listing(filt, OVERVIEW_KEYS)
+        rows = await self.db.datasets.listing(
+            OVERVIEW_KEYS, status=self.status_arg(),
+            username=self.get_argument("username", "") or None,
+            group=self.get_argument("group", "") or None, ids=await visible_ids(self))
         if search := self.get_argument("search", "").strip():
             rows = [r for r in rows if _matches(r, search)]
         limit = min(self.int_arg("limit", PAGE_SIZE, minimum=1, maximum=MAX_LIMIT_ARG)

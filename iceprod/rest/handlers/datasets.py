@@ -41,15 +41,11 @@ class DatasetsHandler(APIHandler):
     @requires("read:datasets")
     async def get(self) -> None:
         """List the datasets the caller may read (`status=`, `username=`, `keys=`, paged)."""
-        query: dict = {}
-        if status := self.status_arg():
-            query["status"] = {"$in": status}
-        if username := self.get_argument("username", ""):
-            query["username"] = username
+        status = self.status_arg()
+        username = self.get_argument("username", "") or None
         ids = await visible_ids(self)
-        if ids is not None:
-            query["dataset_id"] = {"$in": ids}
-        await self.list_page(self.db.datasets, query)
+        await self.list_page(self.db.datasets, lambda paging: self.db.datasets.page(
+            paging, status=status, username=username, ids=ids))
 
     @requires("create:datasets", body=CREATE_BODY, created=True)
     async def post(self) -> None:

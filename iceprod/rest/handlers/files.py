@@ -10,7 +10,7 @@ from __future__ import annotations
 from iceprod.common.errors import Invalid
 from iceprod.common.ids import new_id
 from iceprod.common.timeutil import iso
-from iceprod.db.base import Page
+from iceprod.db.base import Page, Paging
 from iceprod.db.store import Doc
 from iceprod.rest.audit import audit
 from iceprod.rest.base import MAX_LIMIT_ARG, APIHandler, requires
@@ -38,8 +38,8 @@ class FileHandler(APIHandler):
             b.setdefault("task_name", task.get("name"))
         elif "job_index" in b and "task_name" in b:
             found = await self.db.tasks.page(
-                {"dataset_id": dataset_id, "job_index": b["job_index"], "name": b["task_name"]},
-                ["task_id"], 1)
+                Paging(["task_id"], 1), dataset_id=dataset_id, job_index=b["job_index"],
+                name=b["task_name"])
             task_id = found.docs[0]["task_id"] if found.docs else None
         elif "job_index" in b or "task_name" in b:
             missing = "task_name" if "job_index" in b else "job_index"
@@ -60,7 +60,7 @@ class FileHandler(APIHandler):
 
     async def task_of(self, dataset_id: str, task_id: str) -> tuple[int | None, str | None]:
         """The task's job index and name (404 for a task of another dataset)."""
-        task = await self.db.tasks.get_in(task_id, {"dataset_id": dataset_id},
+        task = await self.db.tasks.get_in(task_id, dataset_id,
                                           ["job_index", "name"])
         return task.get("job_index"), task.get("name")
 
@@ -70,10 +70,9 @@ class DatasetFilesHandler(FileHandler):
     @requires("read:datasets", dataset="read")
     async def get(self, dataset_id: str) -> None:
         """A dataset's files: `{"files": [file, ...]}` (paged)."""
-        self.answer(await self.db.files.page(
-            {"dataset_id": dataset_id}, self.keys_arg(),
-            self.int_arg("limit", minimum=1, maximum=MAX_LIMIT_ARG),
-            self.get_argument("after", None)))
+        self.answer(await self.db.files.of_dataset(dataset_id, Paging(
+            self.keys_arg(), self.int_arg("limit", minimum=1, maximum=MAX_LIMIT_ARG),
+            self.get_argument("after", None))))
 
     @requires("write:datasets", dataset="write", body=DATASET_FILE_BODY, created=True)
     async def post(self, dataset_id: str) -> None:

@@ -117,8 +117,8 @@ class StoreHandler(APIHandler):
             return False
         if not p.pilot_id:  # a registration token holds nothing
             return False
-        held = await self.db.tasks.count({"dataset_id": dataset_id, "status": "processing",
-                                          "pilot_id": p.pilot_id})
+        held = await self.db.tasks.count(dataset_id=dataset_id, status=["processing"],
+                                         pilot_id=p.pilot_id)
         return held > 0
 
     def check_scopes(self, scopes: tuple[str, ...]) -> None:

@@ -33,9 +33,10 @@ class GridsHandler(APIHandler):
     async def get(self) -> None:
         """Grids as `{grid_id: grid}` (`host=`, `keys=`, paged); `drain` says why a grid
         starts no new pilots."""
-        query = {"host": h} if (h := self.get_argument("host", "")) else {}
+        host = self.get_argument("host", "") or None
         state = await get_state(self.db)
-        await self.list_page(self.db.grids, query, lambda d: with_drain(d, state))
+        await self.list_page(self.db.grids, lambda paging: self.db.grids.page(
+            paging, host=host), lambda d: with_drain(d, state))
 
     @requires("write:grids", body=CREATE_BODY, created=True)
     async def post(self) -> None:

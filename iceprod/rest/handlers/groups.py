@@ -17,8 +17,9 @@ class GroupsHandler(APIHandler):
     @requires("read:accounts")
     async def get(self) -> None:
         """Groups as `{group_id: group}` (`name=`, `keys=`, paged)."""
-        query = {"name": n} if (n := self.get_argument("name", "")) else {}
-        await self.list_page(self.db.groups, query)
+        name = self.get_argument("name", "") or None
+        await self.list_page(self.db.groups, lambda paging: self.db.groups.page(
+            paging, name=name))
 
     @requires("write:accounts", body=CREATE_BODY, created=True)
     async def post(self) -> None:

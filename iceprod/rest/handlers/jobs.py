@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from iceprod.common.errors import Invalid
 from iceprod.common.ids import new_id
 from iceprod.common.schema import validate
@@ -30,12 +28,10 @@ class DatasetJobsHandler(APIHandler):
     @requires("read:datasets", dataset="read")
     async def get(self, dataset_id: str) -> None:
         """A dataset's jobs as `{job_id: job}` (`status=`, `job_index=`, `keys=`, paged)."""
-        query: dict[str, Any] = {"dataset_id": dataset_id}
-        if status := self.status_arg():
-            query["status"] = {"$in": status}
-        if (idx := self.int_arg("job_index", maximum=MAX_INDEX)) is not None:
-            query["job_index"] = idx
-        await self.list_page(self.db.jobs, query)
+        status = self.status_arg()
+        idx = self.int_arg("job_index", maximum=MAX_INDEX)
+        await self.list_page(self.db.jobs, lambda paging: self.db.jobs.page(
+            paging, dataset_id=dataset_id, status=status, job_index=idx))
 
 
 class DatasetJobHandler(APIHandler):
@@ -43,7 +39,7 @@ class DatasetJobHandler(APIHandler):
     @requires("read:datasets", dataset="read")
     async def get(self, dataset_id: str, job_id: str) -> None:
         """One job of a dataset."""
-        job = await self.db.jobs.get_in(job_id, {"dataset_id": dataset_id}, self.keys_arg())
+        job = await self.db.jobs.get_in(job_id, dataset_id, self.keys_arg())
         self.write_json(job)
 
 
@@ -57,7 +53,7 @@ class DatasetJobStatusHandler(DryRunHandler):
         if self.dry_run:
             self.write_preview(await preview_job_status(self.db, dataset_id, job_id, status))
             return
-        old = await self.db.jobs.get_in(job_id, {"dataset_id": dataset_id},
+        old = await self.db.jobs.get_in(job_id, dataset_id,
                                         keys=["status", "dataset_id"])
         job = await self.db.jobs.set_status(job_id, status, dataset_id=dataset_id)
         changed = 0

@@ -44,7 +44,7 @@ class DatasetLogHandler(APIHandler):
     @requires("read:datasets", dataset="read")
     async def get(self, dataset_id: str, log_id: str) -> None:
         """One log of a dataset."""
-        doc = await self.db.logs.get_in(log_id, {"dataset_id": dataset_id}, self.keys_arg())
+        doc = await self.db.logs.get_in(log_id, dataset_id, self.keys_arg())
         self.write_json(doc)
 
 

@@ -5,8 +5,6 @@ names; registering answers a token bound to the new record, which the pilot uses
 
 from __future__ import annotations
 
-from typing import Any
-
 from iceprod.common.errors import Conflict, Forbidden, Invalid
 from iceprod.common.ids import new_id
 from iceprod.common.timeutil import iso
@@ -47,16 +45,16 @@ class PilotsHandler(OwnershipMixin, PilotTokens):
         """Pilots as `{pilot_id: pilot}` (`grid_id=`, `status=`, `keys=`, paged); a pilot
         token sees only its own. `drain` says why a pilot takes no new work (maintenance,
         or its site, host or grid drained)."""
-        query: dict[str, Any] = {}
-        if grid_id := self.get_argument("grid_id", ""):
-            query["grid_id"] = grid_id
-        if status := self.status_arg():
-            query["status"] = {"$in": status}
+        grid_id = self.get_argument("grid_id", "") or None
+        status = self.status_arg()
         p = self.principal
+        own: str | None = None
         if "pilot" in p.roles and not (p.privileged or p.has("read:datasets")):
-            query["pilot_id"] = p.pilot_id or ""
+            own = p.pilot_id or ""
         state = await get_state(self.db)
-        await self.list_page(self.db.pilots, query, lambda d: with_drain(d, state))
+        await self.list_page(self.db.pilots, lambda paging: self.db.pilots.page(
+            paging, status=status, grid_id=grid_id, pilot_id=own),
+            lambda d: with_drain(d, state))
 
     @requires("write:pilots", body=CREATE_BODY, created=True)
     async def post(self) -> None:
@@ -128,8 +126,7 @@ class PilotHandler(OwnershipMixin, PilotTokens):
         status = fields.pop("status", None)
         if status:
             reason = fields.pop("reason", None)
-            extra = {"$set": {"reason": reason}} if reason else None
-            await self.db.pilots.transition({"pilot_id": pilot_id}, status, extra)
+            await self.db.pilots.set_status(pilot_id, status, reason)
         doc = await self.db.pilots.heartbeat(pilot_id, fields)
         if doc.get("status") in ACTIVE_PILOT:
             await self.db.tasks.renew_leases(pilot_id, self.ctx.config.lease_seconds)

@@ -35,7 +35,7 @@ class ProjectsHandler(APIHandler):
         caller's own."""
         p = self.principal
         if p.has("read:accounts"):
-            await self.list_page(self.db.projects, {})
+            await self.list_page(self.db.projects, self.db.projects.page)
             return
         docs = await self.db.projects.of_member(p.username, p.groups)
         self.write_page(docs, "name", None)

@@ -8,6 +8,7 @@ from iceprod.common import strict_json
 from iceprod.common.errors import Invalid
 from iceprod.common.schema import validate
 from iceprod.core.usage import store_run
+from iceprod.db.base import Paging
 from iceprod.db.store import Doc
 from iceprod.rest.base import APIHandler, OwnershipMixin, requires
 from iceprod.rest.handlers.schemas import body
@@ -22,12 +23,12 @@ class DatasetTaskStatsListHandler(APIHandler):
     async def get(self, dataset_id: str, task_id: str) -> None:
         """A task's stats records as `{task_stat_id: record}` (paged; `last=true` gives the
         newest only)."""
-        query = {"dataset_id": dataset_id, "task_id": task_id}
         if self.get_argument("last", "false").lower() == "true":
             docs = await self.db.task_stats.latest(dataset_id, task_id, self.keys_arg())
             self.write_page(docs, "task_stat_id", None)
             return
-        await self.list_page(self.db.task_stats, query)
+        await self.list_page(self.db.task_stats, lambda paging: self.db.task_stats.page(
+            paging, dataset_id=dataset_id, task_id=task_id))
 
 
 class DatasetTaskStatHandler(APIHandler):
@@ -35,8 +36,8 @@ class DatasetTaskStatHandler(APIHandler):
     @requires("read:datasets", dataset="read")
     async def get(self, dataset_id: str, task_id: str, task_stat_id: str) -> None:
         """One stats record."""
-        doc = await self.db.task_stats.get_in(
-            task_stat_id, {"dataset_id": dataset_id, "task_id": task_id}, self.keys_arg())
+        doc = await self.db.task_stats.get_of_task(
+            task_stat_id, dataset_id, task_id, self.keys_arg())
         self.write_json(doc)
 
 
@@ -78,8 +79,8 @@ class DatasetTaskStatsExportHandler(APIHandler):
         self.set_header("Content-Type", "application/x-ndjson")
         after: str | None = None
         while True:
-            page = await self.db.task_stats.page({"dataset_id": dataset_id}, None,
-                                                 self.PAGE, after)
+            page = await self.db.task_stats.page(Paging(None, self.PAGE, after),
+                                                 dataset_id=dataset_id)
             if page.docs:
                 self.write("".join(json.dumps(d) + "\n" for d in page.docs))
                 await self.flush()

@@ -64,14 +64,13 @@ class DatasetTasksHandler(APIHandler):
     async def get(self, dataset_id: str) -> None:
         """A dataset's tasks as `{task_id: task}` (`status=`, `job_id=`, `name=`, `keys=`,
         paged)."""
-        query: dict[str, Any] = {"dataset_id": dataset_id}
-        if status := self.status_arg():
-            query["status"] = {"$in": status}
-        for arg in ("job_id", "name", "pilot_id"):
-            if value := self.get_argument(arg, ""):
-                query[arg] = value
+        status = self.status_arg()
+        job_id, name, pilot_id = (self.get_argument(arg, "") or None
+                                  for arg in ("job_id", "name", "pilot_id"))
         privileged = self.principal.privileged
-        await self.list_page(self.db.tasks, query, lambda d: visible_task(d, privileged))
+        await self.list_page(self.db.tasks, lambda paging: self.db.tasks.page(
+            paging, dataset_id=dataset_id, status=status, job_id=job_id, name=name,
+            pilot_id=pilot_id), lambda d: visible_task(d, privileged))
 
 
 class DatasetTaskHandler(APIHandler):
@@ -79,7 +78,7 @@ class DatasetTaskHandler(APIHandler):
     @requires("read:datasets", dataset="read")
     async def get(self, dataset_id: str, task_id: str) -> None:
         """One task of a dataset."""
-        task = await self.db.tasks.get_in(task_id, {"dataset_id": dataset_id}, self.keys_arg())
+        task = await self.db.tasks.get_in(task_id, dataset_id, self.keys_arg())
         self.write_json(visible_task(task, self.principal.privileged))
 
 
@@ -93,7 +92,7 @@ class DatasetTaskStatusHandler(DryRunHandler):
         if self.dry_run:
             self.write_preview(plan)
             return
-        old = await self.db.tasks.get_in(task_id, {"dataset_id": dataset_id}, ["status"])
+        old = await self.db.tasks.get_in(task_id, dataset_id, ["status"])
         doc = await self.db.tasks.set_status(task_id, status, dataset_id=dataset_id)
         await publish_change(self, doc, old.get("status"))
         await audit(self, "task.status", dataset_id, {"tasks": [task_id]},
@@ -237,13 +236,13 @@ class TasksHandler(APIHandler):
     async def get(self) -> None:
         """Every dataset's tasks as `{task_id: task}` (admin, system): `dataset_id=`,
         `status=a|b`, `job_id=`, `name=`, `pilot_id=`, `keys=`, paged."""
-        query: dict[str, Any] = {}
-        if status := self.status_arg():
-            query["status"] = {"$in": status}
-        for arg in ("dataset_id", "job_id", "name", "pilot_id"):
-            if value := self.get_argument(arg, ""):
-                query[arg] = value
-        await self.list_page(self.db.tasks, query)
+        status = self.status_arg()
+        dataset_id, job_id, name, pilot_id = (
+            self.get_argument(arg, "") or None
+            for arg in ("dataset_id", "job_id", "name", "pilot_id"))
+        await self.list_page(self.db.tasks, lambda paging: self.db.tasks.page(
+            paging, dataset_id=dataset_id, status=status, job_id=job_id, name=name,
+            pilot_id=pilot_id))
 
     @requires("internal", body=CREATE_BODY, created=True)
     async def post(self) -> None:

@@ -66,12 +66,10 @@ class UsersHandler(UserBase):
     @requires("read:accounts")
     async def get(self) -> None:
         """Users as `{user_id: user}` (`username=`, `group=`, `keys=`, paged)."""
-        query: dict[str, Any] = {}
-        if username := self.get_argument("username", ""):
-            query["username"] = username
-        if group := self.get_argument("group", ""):
-            query["groups"] = group
-        await self.list_page(self.db.users, query)
+        username = self.get_argument("username", "") or None
+        group = self.get_argument("group", "") or None
+        await self.list_page(self.db.users, lambda paging: self.db.users.page(
+            paging, username=username, group=group))
 
     @requires("write:accounts", body=CREATE_BODY, created=True)
     async def post(self) -> None:

@@ -23,6 +23,7 @@ from typing import Any
 from iceprod.common.errors import Forbidden, Invalid, NotFound, TooLarge
 from iceprod.common.ids import new_id
 from iceprod.core.scripts import INPUT_PREFIX, OUTPUT_PREFIX, check_values, task_config
+from iceprod.db.base import Paging
 from iceprod.db.store import Doc
 from iceprod.rest.audit import audit
 from iceprod.rest.base import APIHandler, requires
@@ -68,7 +69,7 @@ class DrmaaticBase(APIHandler):
     async def task_model(self, sub: Doc) -> Doc:
         dataset_id = sub["dataset_id"]
         ds = await self.db.datasets.get(dataset_id, keys=["status", "status_changed"])
-        page = await self.db.tasks.page({"dataset_id": dataset_id}, None, 1)
+        page = await self.db.tasks.page(Paging(limit=1), dataset_id=dataset_id)
         task = page.docs[0] if page.docs else None
         status = STATUS.get(task["status"], task["status"]) if task else "created"
         if (sub["deleted"] or ds["status"] == "suspended") and \
