@@ -48,13 +48,23 @@ class EventsRepo(Repository):
     def __init__(self, store: Any) -> None:
         super().__init__(store)
         self.counter = store.collection(SettingsRepo.spec)
+        self._counter_made = False
 
     async def reserve(self, n: int) -> int:
-        """Reserve ``n`` sequence numbers; answers the first of them."""
-        await self.counter.insert_many([{"key": COUNTER, "value": 0}], skip_duplicates=True)
+        """Reserve ``n`` sequence numbers; answers the first of them. The counter is created
+        once per process (again if it went missing), not before every reservation."""
+        if not self._counter_made:
+            await self._make_counter()
         doc = await self.counter.update_one({"key": COUNTER}, {"$inc": {"value": n}})
+        if doc is None:  # the counter was removed under us (a store restored, a test reset)
+            await self._make_counter()
+            doc = await self.counter.update_one({"key": COUNTER}, {"$inc": {"value": n}})
         assert doc is not None
         return int(doc["value"]) - n + 1
+
+    async def _make_counter(self) -> None:
+        await self.counter.insert_many([{"key": COUNTER, "value": 0}], skip_duplicates=True)
+        self._counter_made = True
 
     async def append(self, events: Sequence[Doc]) -> list[Doc]:
         """Number and store ``events`` (each gets ``seq`` and ``ts``); answers them as
