@@ -740,9 +740,11 @@ def transaction(conn: sqlite3.Connection) -> Iterator[None]:
     try:
         yield
     except BaseException:
-        # an inline budget's progress handler must not interrupt the rollback itself
+        # an inline budget's progress handler must not interrupt the rollback itself; an
+        # interrupted statement has already rolled the whole transaction back
         conn.set_progress_handler(None, 0)
-        conn.execute("ROLLBACK")
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
         raise
     conn.execute("COMMIT")
 

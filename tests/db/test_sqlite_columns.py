@@ -197,6 +197,15 @@ async def test_short_statements_run_inline_within_their_budget(
     assert found is not None and found["thing_id"] == "t02999"
     assert len(on_worker) == 1
     assert await things.count({"status": "b"}) == 1  # once, not twice
+    # a transaction over budget (SQLite rolls an interrupted one back whole) runs again on
+    # the worker and lands once, its counts with it
+    before = len(on_worker)
+    more = [{"thing_id": f"u{i:05d}", "dataset_id": "e", "job_index": i} for i in range(2000)]
+    assert await things.insert_many(more) == 2000
+    assert len(on_worker) == before + 1
+    assert await things.count({"dataset_id": "e"}) == 2000
+    assert {r["dataset_id"]: r["count"] for r in await things.group_count(
+        {}, ["dataset_id"])} == {"d": 3000, "e": 2000}
     monkeypatch.setattr(sqlite_module, "INLINE_BUDGET_S", 2.0)
     # the worker busy: the statement waits its turn on the worker
     release = threading.Event()
