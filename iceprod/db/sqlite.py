@@ -739,14 +739,15 @@ def transaction(conn: sqlite3.Connection) -> Iterator[None]:
     conn.execute("BEGIN IMMEDIATE")
     try:
         yield
+        conn.execute("COMMIT")
     except BaseException:
         # an inline budget's progress handler must not interrupt the rollback itself; an
-        # interrupted statement has already rolled the whole transaction back
+        # interrupted write has already rolled the whole transaction back (an interrupted
+        # read or COMMIT has not)
         conn.set_progress_handler(None, 0)
         if conn.in_transaction:
             conn.execute("ROLLBACK")
         raise
-    conn.execute("COMMIT")
 
 
 @contextmanager
@@ -1027,6 +1028,8 @@ class SQLiteStore(Store):
                 name = getattr(error, "sqlite_errorname", "")
                 if not name.startswith(_RETRY_ON_WORKER):
                     raise
+                if conn.in_transaction:  # whatever fn left open has no effect: drop it
+                    conn.execute("ROLLBACK")
         finally:
             self._lock.release()
         return await self.run(fn)
