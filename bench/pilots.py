@@ -160,6 +160,14 @@ def report(level: Level) -> None:
         print(f"  {name:9} p50 {ms(values, 50):>6} ms   p99 {ms(values, 99):>6} ms   "
               f"({len(values)} requests"
               + (f"; {inside:.1f} ms mean inside the server)" if inside is not None else ")"))
+    if level.done:
+        # N pilots claiming back to back keep N requests in the system: by Little's law
+        # the mean request waits N / (2 X) at X tasks/s (two requests per task)
+        rate = level.done / level.seconds
+        print(f"  closed loop: {level.pilots} pilots at {rate:,.0f} tasks/s keep each request "
+              f"{1000 * level.pilots / (2 * rate):,.0f} ms on average (Little's law); a "
+              f"{TARGET_P99_MS:g} ms mean needs {level.pilots / (2 * TARGET_P99_MS / 1000):,.0f} "
+              "tasks/s")
     print(f"  client CPU {level.client_cpu / level.seconds:.0%} of one core (the simulated "
           "pilots' own cost, on the same machine)")
     print(f"  server RSS {mb(level.rss_start)} at start, {mb(level.rss_end)} at end")
