@@ -34,6 +34,7 @@ class Resources(TypedDict, total=False):
     time: float
     os: str | list[str]
     site: str
+    containers: list[str]  # an offer: the container runtimes the pilot runs images with
 
 
 @dataclass

@@ -25,6 +25,7 @@ from iceprod.core.keys import foreign_task_index, job_id_for, task_id_for
 from iceprod.core.priority import within_dataset
 from iceprod.db import Database
 from iceprod.db.store import Doc
+from iceprod.db.tasks import ANY_RUNTIME
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +59,10 @@ class TaskTemplate:
                 self.requirements(ctx), None, f"tasks[{self.index}].requirements")
         depends = [task_id_for(dataset_id, job_index, i) for i in self.local_deps]
         depends += [task_id_for(other, job_index, i) for other, i in self.foreign_deps]
+        body = self.body(ctx)
+        if isinstance(container := body.get("container"), dict):
+            # only a pilot offering this runtime (any, when the task names none) claims it
+            body["container_runtime"] = container.get("runtime") or ANY_RUNTIME
         return {
             "task_id": task_id_for(dataset_id, job_index, self.index),
             "dataset_id": dataset_id,
@@ -75,7 +80,7 @@ class TaskTemplate:
             "walltime": 0.0,
             "walltime_err": 0.0,
             "walltime_err_n": 0,
-            **self.body(ctx),
+            **body,
         }
 
 

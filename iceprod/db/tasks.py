@@ -120,6 +120,7 @@ class TasksRepo(Repository):
             "requirements.disk": "REAL",
             "requirements.time": "REAL",
             "requirements.site": "TEXT",
+            "container_runtime": "TEXT",
         },
         indexes=(
             Index((("status", 1), ("dataset_priority", -1), ("priority", -1))),
@@ -661,12 +662,18 @@ class TasksRepo(Repository):
             await asyncio.sleep(0)
 
 
+ANY_RUNTIME = "*"
+"""``container_runtime`` of a task whose image may run under any of a pilot's runtimes."""
+
+
 def claim_filter(resources: Doc) -> Filter:
     """The claim query: queued tasks whose requirements fit the pilot's free resources.
 
     Built only from validated, typed values (never from raw client filter fragments).
     Numeric requirements match when absent or <= the offer; a GPU offer takes only GPU
-    tasks; ``os`` must contain the pilot's os when set; ``site`` must equal when set.
+    tasks; ``os`` must contain the pilot's os when set; ``site`` must equal when set; a task
+    with a container image needs its runtime (any, for ``*``) among the offer's
+    ``containers``.
     """
     clauses: list[Doc] = [{"status": "queued"}]
     gpu = resources.get("gpu") or 0
@@ -687,6 +694,13 @@ def claim_filter(resources: Doc) -> Filter:
     if resources.get("site"):
         site_any.append({"requirements.site": resources["site"]})
     clauses.append({"$or": site_any})
+    # a task running in a container image goes only to a pilot offering its runtime
+    runtimes = [str(r) for r in resources.get("containers") or []]
+    if runtimes:
+        clauses.append({"$or": [{"container_runtime": None},
+                                {"container_runtime": {"$in": [ANY_RUNTIME, *runtimes]}}]})
+    else:
+        clauses.append({"container_runtime": None})
     return {"$and": clauses}
 
 

@@ -289,6 +289,8 @@ class Pilot:
         server without that (it answers 400 to the new form; remembered)."""
         assert self.pool is not None and self.pilot_id
         offer = cast(Resources, self.pool.offer())
+        if self.containers.runtimes:  # tasks with an image come only to a pilot that can run it
+            offer["containers"] = self.containers.names
         self.claim_waited = False
         try:
             if self.multi_claim:

@@ -112,6 +112,21 @@ async def test_claim_os_unset_pilot_takes_only_unconstrained(db: Database) -> No
     assert await claim_all(db, {"os": None}) == ["any"]
 
 
+async def test_claim_container_tasks_only_by_pilots_offering_their_runtime(
+        db: Database) -> None:
+    docs = queued({"plain": {}, "any_runtime": {}, "apptainer": {}, "bwrap": {}})
+    for doc, runtime in zip(docs[1:], ("*", "apptainer", "bwrap"), strict=True):
+        doc["container"] = {"image": "busybox"}
+        doc["container_runtime"] = runtime
+    await db.tasks.insert_missing(docs)
+    # no runtime offered: only the plain task
+    assert await claim_all(db, {}, "p1") == ["plain"]
+    # an offer of bwrap: the task that names it and the one any runtime runs
+    assert sorted(await claim_all(db, {"containers": ["bwrap"]}, "p2")) == \
+        ["any_runtime", "bwrap"]
+    assert await claim_all(db, {"containers": ["podman", "apptainer"]}, "p3") == ["apptainer"]
+
+
 async def test_claim_site_must_equal_when_set(db: Database) -> None:
     await db.tasks.insert_missing(
         queued({"at_a": {"site": "A"}, "at_b": {"site": "B"}, "blank": {"site": ""}, "any": {}})

@@ -27,7 +27,7 @@ import pytest
 
 from iceprod.client import cli
 from tests.conftest import Server, start_server
-from tests.helpers import create_dataset, needs
+from tests.helpers import create_dataset, needs, register_pilot
 from tests.pilot.support import (
     FAST,
     ROOTFS_MARK,
@@ -301,6 +301,15 @@ def test_a_task_with_a_container_image_runs_inside_it(
                          "requirements": {"site": "boxes"},
                          "steps": [{"command": "/bin/sh", "args": ["-c", script]}]}]}
     ds = submit(alice, config)
+    # a pilot at the site offering no container runtime is not handed the task
+    plain = srv.client(srv.token("plain-pilot", ["pilot"]))
+    plain_id = register_pilot(plain, cpu=1, memory=1)
+    offer = {"cpu": 1, "memory": 1, "disk": 1, "time": 1, "site": "boxes"}
+    wait_for(lambda: tasks(alice, ds) and next(iter(tasks(alice, ds).values()))["status"]
+             == "queued", 30, "the container task queued")
+    r = plain.post("/task_actions/process", json={"requirements": offer,
+                                                   "pilot_id": plain_id})
+    assert r.status_code == 404, r.text
     pilots.start("boxes", "--site", "boxes", "--container-runtime", "bwrap", "--image-dir",
                  str(images))
     wait_for(lambda: finished(alice, ds), 60, "container task done")
