@@ -8,8 +8,8 @@ from iceprod.core.archive import Selection, run
 from iceprod.rest.audit import audit
 from iceprod.rest.base import APIHandler, requires
 from iceprod.rest.handlers.schemas import body
-from iceprod.rest.storeops import remover
 from iceprod.rest.responses import responds
+from iceprod.rest.storeops import remover
 
 ARCHIVE_BODY = body("archive")
 

@@ -22,8 +22,8 @@ from iceprod.common.errors import Forbidden, IceProdError, Invalid, NotFound, To
 from iceprod.core.quota import storage_message, storage_room
 from iceprod.rest.base import APIHandler, AuthSpec, requires
 from iceprod.rest.filestore import Upload
-from iceprod.rest.storeops import stored_bytes
 from iceprod.rest.responses import responds
+from iceprod.rest.storeops import stored_bytes
 
 CHUNK = 1 << 20
 PILOT_VERBS = ("get", "put")  # a pilot holding a task of the dataset may read and write

@@ -11,8 +11,8 @@ from iceprod.rest.audit import audit
 from iceprod.rest.base import APIHandler, requires
 from iceprod.rest.handlers.schemas import body
 from iceprod.rest.openapi import PAGE, query
-from iceprod.rest.storeops import stored_bytes
 from iceprod.rest.responses import responds
+from iceprod.rest.storeops import stored_bytes
 
 CREATE_BODY = body("projects_create")
 UPDATE_BODY = body("projects_update")
