@@ -237,16 +237,19 @@ JSON_VALUE: Schema = {
 }
 
 
-def with_int64_bounds(schema: Any) -> Any:
+def with_int64_bounds(schema: Any, free_form: bool = True) -> Any:
     """A copy of ``schema`` where every integer has bounds a 64-bit store holds: input past
     them is refused (issue 10), so no integer field accepts more than this. Free-form
-    objects and arrays hold ``JsonValue``s, which say the same of nested integers."""
+    objects and arrays hold ``JsonValue``s, which say the same of nested integers (unless
+    ``free_form`` is false: answers, whose free-form parts stay plain ``object``s)."""
     out = copy.deepcopy(schema)
     for node in _walk(out):
         types = node.get("type")
         if types == "integer" or (isinstance(types, list) and "integer" in types):
             node["maximum"] = min(node.get("maximum", INT64_MAX), INT64_MAX)
             node["minimum"] = max(node.get("minimum", INT64_MIN), INT64_MIN)
+        elif not free_form:
+            continue
         elif types == "object" and not ({"properties", "additionalProperties",
                                          "patternProperties"} & node.keys()):
             node["additionalProperties"] = {"$ref": COMPONENTS + "JsonValue"}
@@ -278,7 +281,9 @@ def build(routes: list[tuple[str, type]]) -> dict[str, Any]:
                            "description": "scopes: " + "; ".join(
                                f"{k}: {v}" for k, v in SCOPES.items())},
             },
-            "schemas": {**with_int64_bounds(components), "JsonValue": JSON_VALUE},
+            "schemas": {**{name: with_int64_bounds(schema, not name.startswith("responses."))
+                           for name, schema in components.items()},
+                        "JsonValue": JSON_VALUE},
         },
     }
 
