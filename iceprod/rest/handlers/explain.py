@@ -10,7 +10,7 @@ from iceprod.rest.responses import responds
 
 
 class TaskExplainHandler(APIHandler):
-    @responds("Explanation")
+    @responds("TaskExplanation")
     @requires("read:datasets")
     async def get(self, task_id: str) -> None:
         """Why the task is (not) running: `{task_id, status, summary, blockers: [{kind,
@@ -23,7 +23,7 @@ class TaskExplainHandler(APIHandler):
 
 
 class DatasetExplainHandler(APIHandler):
-    @responds("Explanation")
+    @responds("DatasetExplanation")
     @requires("read:datasets", dataset="read")
     async def get(self, dataset_id: str) -> None:
         """Why the dataset's tasks are (not) running, per task name and status: `{dataset_id,

@@ -174,7 +174,7 @@ class BatchesHandler(BatchBase):
 
 
 class BatchHandler(BatchBase):
-    @responds("Batch")
+    @responds("BatchStatus")
     @requires("read:datasets")
     async def get(self, batch_id: str) -> None:
         """A batch with `n_submitted` (jobs handed to the scheduler) and `submitted_jobs`
