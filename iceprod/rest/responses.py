@@ -47,11 +47,6 @@ def check_enabled() -> bool:
     return os.environ.get(CHECK_ENV, "") not in ("", "0")
 
 
-def model_names() -> list[str]:
-    """Every response model."""
-    return list(load_schema(RESPONSES)["$defs"])
-
-
 def model_ref(name: str) -> dict[str, str]:
     """A ``$ref`` to model ``name`` (absolute, as the schema registry resolves it)."""
     if name not in load_schema(RESPONSES)["$defs"]:
@@ -94,31 +89,75 @@ def _follow(schema: Mapping[str, Any], base: str) -> tuple[Mapping[str, Any], st
     return schema, base
 
 
+Projector = Callable[[Any], Any]
+"""Reduces a value to what its schema declares; ``None`` stands for "keep it as it is"."""
+
+
 def project(data: Any, model: str) -> Any:
     """``data`` reduced to what model ``model`` declares (see the module's doc)."""
-    schema, base = _follow(model_ref(model), RESPONSES_URI)
-    return _project(data, schema, base)
+    projector = _projector(model)
+    return data if projector is None else projector(data)
 
 
-def _project(data: Any, schema: Mapping[str, Any], base: str) -> Any:
+@functools.cache
+def _projector(model: str) -> Projector | None:
+    """Model ``model`` compiled once into a function (the schema is walked, and every
+    ``$ref`` resolved, here rather than on each answer)."""
+    return _compile(model_ref(model), RESPONSES_URI, {})
+
+
+def _compile(schema: Mapping[str, Any], base: str,
+             seen: dict[tuple[int, str], Projector | None]) -> Projector | None:
     schema, base = _follow(schema, base)
-    if isinstance(data, dict):
-        props: Mapping[str, Any] = schema.get("properties", {})
-        extra = schema.get("additionalProperties", True)
-        if not props and extra is True:
-            return data  # free-form: kept as it is
+    key = (id(schema), base)
+    if key in seen:  # a schema that contains itself: leave its inner values alone
+        return seen[key]
+    seen[key] = None
+    props: Mapping[str, Any] = schema.get("properties", {})
+    extra = schema.get("additionalProperties", True)
+    items = schema.get("items")
+    out: Projector | None = None
+    if props or extra is not True:
+        subs = {name: _compile(sub, base, seen) for name, sub in props.items()}
+        rest = _compile(extra, base, seen) if isinstance(extra, Mapping) else None
+        out = _object(subs, extra is not False, rest)
+    elif isinstance(items, Mapping) and (each := _compile(items, base, seen)) is not None:
+        out = _array(each)
+    seen[key] = out
+    return out
+
+
+def _object(subs: dict[str, Projector | None], open_: bool, rest: Projector | None
+            ) -> Projector:
+    if not open_ and not any(subs.values()):
+        names = frozenset(subs)
+
+        def closed(data: Any) -> Any:
+            if not isinstance(data, dict):
+                return data
+            return {k: v for k, v in data.items() if k in names}
+        return closed
+
+    def project_object(data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
         out = {}
-        for key, value in data.items():
-            if key in props:
-                out[key] = _project(value, props[key], base)
-            elif isinstance(extra, Mapping):
-                out[key] = _project(value, extra, base)
-            elif extra is not False:
-                out[key] = value
+        for k, v in data.items():
+            if k in subs:
+                sub = subs[k]
+            elif open_:
+                sub = rest
+            else:
+                continue
+            out[k] = v if sub is None else sub(v)
         return out
-    if isinstance(data, list) and isinstance(items := schema.get("items"), Mapping):
-        return [_project(value, items, base) for value in data]
-    return data
+    return project_object
+
+
+def _array(each: Projector) -> Projector:
+    def project_array(data: Any) -> Any:
+        return [each(v) for v in data] if isinstance(data, list) else data
+    return project_array
 
 
 def check(data: Any, model: str, where: str) -> None:

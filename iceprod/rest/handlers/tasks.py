@@ -51,9 +51,11 @@ BULK_STATUS_BODY = body("tasks_bulk_status")
 BULK_REQ_BODY = body("tasks_bulk_req")
 
 
-def task_model(privileged: bool) -> str:
+def task_model(privileged: bool, page: bool = False) -> str:
     """The fencing token is a capability: only the server's own roles, the claim and the
     pilot holding the task see it (``HeldTask``); others get ``Task``, without it."""
+    if page:
+        return "HeldTaskPage" if privileged else "TaskPage"
     return "HeldTask" if privileged else "Task"
 
 
@@ -71,7 +73,7 @@ class DatasetTasksHandler(APIHandler):
             if value := self.get_argument(arg, ""):
                 query[arg] = value
         await self.list_page(self.db.tasks, query,
-                             model=task_model(self.principal.privileged) + "Page")
+                             model=task_model(self.principal.privileged, page=True))
 
 
 class DatasetTaskHandler(APIHandler):
