@@ -6,8 +6,9 @@ by ``$ref``). A handler declares the models a method may answer::
 
     @responds("Task")
     @requires("read:datasets", dataset="read")
-    async def get(self, dataset_id, task_id): ...
-        self.reply(task)
+    async def get(self, dataset_id, task_id):
+        task = await self.db.tasks.get_in(task_id, {"dataset_id": dataset_id})
+        self.reply(task)  # or self.reply(task, "HeldTask"): another model it declares
 
 and ``APIHandler.reply`` *projects* the document onto the model before sending it: an object
 model that closes its properties (``"additionalProperties": false``) keeps only the fields it
