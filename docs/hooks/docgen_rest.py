@@ -124,6 +124,9 @@ def response_models(doc: Doc) -> list[str]:
         if text := str(schema.get("description", "")):
             text = text[:1].upper() + text[1:]
             out += [md_text(text if text.endswith(".") else text + "."), ""]
+        if schemas[key].get("$ref") == "#/components/schemas/dataset_config":
+            out += ["A dataset config: see the [dataset config reference](config.md).", ""]
+            continue
         out += [f"Type: {_model_type(schemas[key], resolver)}.", ""]
         rows = list(fields(schema, resolver, max_depth=2))
         if rows:
