@@ -320,7 +320,10 @@ class APIHandler(tornado.web.RequestHandler):
         if (retry_after := getattr(exc, "retry_after", None)) is not None:
             self.set_header("Retry-After", str(retry_after))
         self.set_header("Content-Type", "application/json; charset=UTF-8")
-        self.finish(json.dumps({"code": status_code, "error": message}))
+        body = {"code": status_code, "error": message}
+        if self.ctx.check_responses:
+            check(body, "Error", f"{type(self).__name__}.write_error")
+        self.finish(json.dumps(body))
 
     def send_error(self, status_code: int = 500, **kwargs: Any) -> None:
         exc = kwargs.get("exc_info", (None, None, None))[1]
