@@ -66,6 +66,7 @@ bench: venv
 	$(PY) bench/scale.py $(BENCH_ARGS)
 	$(PY) bench/archive.py $(BENCH_ARGS)
 	$(PY) bench/ui.py $(BENCH_ARGS)
+	$(PY) bench/responses.py $(BENCH_ARGS)
 
 # The dashboard's third-party browser files, from the npm registry as pinned by
 # ui/package-lock.json. Their copies in iceprod/ui/static/vendor are committed (package data),

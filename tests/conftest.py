@@ -18,6 +18,10 @@ import pytest
 from iceprod.core.tokens import create_token
 
 SECRET = "test-secret-" + "x" * 20
+os.environ.setdefault("ICEPROD_CHECK_RESPONSES", "1")
+"""Every server the tests start (they inherit the environment) validates each JSON success
+answer against its response model and answers 500 on a mismatch: the whole suite is a
+contract test of ``resources/schemas/responses.schema.json``."""
 BY_HAND = {"ICEPROD_MATERIALIZE_ON_PUT": "0"}
 """For servers whose tests build jobs and tasks by hand after a config PUT: the PUT then
 leaves materializing to a scheduler round (none runs with ``--only rest``)."""

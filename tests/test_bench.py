@@ -45,6 +45,9 @@ RUNS: dict[str, tuple[list[str], list[str], list[str]]] = {
     "archive": (["--quick"], ["archived_per_s", "tasks_before", "tasks_after",
                               "all_counts_ratio", "second_history_growth_ratio"],
                 [r"archived \d+ datasets in [\d.]+ s", r"all_counts_ms +[\d.]+ +[\d.]+"]),
+    "responses": (["--quick"], ["dumps_ms", "projection_ms", "validation_ms",
+                                "projection_over_dumps", "validation_over_dumps"],
+                  [r"projection +[\d.]+ ms +\([\d.]+x json.dumps"]),
 }
 
 

@@ -69,19 +69,83 @@ def _body(op: Doc, doc: Doc) -> list[str]:
     return out
 
 
+MODEL = "#/components/schemas/responses."
+
+
+def model_link(name: str) -> str:
+    """A link to a response model's section on this page."""
+    return f"[{name}](#response-{name.lower()})"
+
+
+def _success(content: Doc) -> str:
+    """What a success answer carries: its response models (links) and other media types."""
+    parts = []
+    for media, spec in content.items():
+        schema = spec.get("schema", {})
+        refs = [schema] if "$ref" in schema else schema.get("anyOf", [])
+        names = [str(r.get("$ref", "")).removeprefix(MODEL) for r in refs
+                 if str(r.get("$ref", "")).startswith(MODEL)]
+        if media == "application/json" and names:
+            parts.append(" or ".join(model_link(n) for n in names))
+        else:
+            parts.append(code(media))
+    return ": " + ", or ".join(parts) if parts else " (no body)"
+
+
 def _responses(op: Doc, doc: Doc) -> list[str]:
     answers = []
     for status, resp in op.get("responses", {}).items():
-        resolver = Resolver(doc)
-        resp = resolver.resolve(resp)
+        resp = Resolver(doc).resolve(resp)
         line = f"`{status}` {md_text(resp.get('description', ''))}"
-        schema = resp.get("content", {}).get("application/json", {}).get("schema")
-        if schema and "Error" not in str(schema.get("$ref", "")):
-            rows = list(fields(resolver.resolve(schema), Resolver(schema, doc), max_depth=2))
-            if rows:
-                line += ": " + ", ".join(code(f.path) for f in rows)
+        if status.startswith("2"):
+            line += _success(resp.get("content", {}))
         answers.append(line)
     return ["", "**Responses:** " + "; ".join(answers)] if answers else []
+
+
+def response_models(doc: Doc) -> list[str]:
+    """Every response model (``resources/schemas/responses.schema.json``) with its fields."""
+    schemas = doc.get("components", {}).get("schemas", {})
+    out = [
+        "## Response models",
+        "",
+        ("What the routes answer on success, from `resources/schemas/responses.schema.json`. "
+         "An object model lists every field a client may see: the server builds each answer "
+         "by projecting the stored document onto its model, so a field not listed here is "
+         "never sent (`keys=` may trim an answer further; only the listed required fields "
+         "are always present). Errors answer the `Error` model."),
+        "",
+    ]
+    resolver = Resolver(doc)
+    for key in sorted(k for k in schemas if k.startswith("responses.")):
+        name = key.removeprefix("responses.")
+        schema = resolver.resolve(schemas[key])
+        out += [f"### Response: {name}", ""]
+        if text := str(schema.get("description", "")):
+            text = text[:1].upper() + text[1:]
+            out += [md_text(text if text.endswith(".") else text + "."), ""]
+        if schemas[key].get("$ref") == "#/components/schemas/dataset_config":
+            out += ["A dataset config: see the [dataset config reference](config.md).", ""]
+            continue
+        out += [f"Type: {_model_type(schemas[key], resolver)}.", ""]
+        rows = list(fields(schema, resolver, max_depth=2))
+        if rows:
+            out += [field_table(rows, resolver), ""]
+    return out
+
+
+def _model_type(schema: Doc, resolver: Resolver) -> str:
+    """The model's type, naming the models it holds (``object of Task``)."""
+    ref = str(schema.get("$ref", ""))
+    if ref.startswith(MODEL):
+        return model_link(ref.removeprefix(MODEL))
+    schema = resolver.resolve(schema)
+    kind = schema.get("type")
+    for key, word in (("additionalProperties", "object of"), ("items", "array of")):
+        sub = schema.get(key)
+        if isinstance(sub, Mapping) and str(sub.get("$ref", "")).startswith(MODEL):
+            return f"{word} {_model_type(sub, resolver)}"
+    return md_text(type_of(schema, resolver)) if kind or "anyOf" in schema else "any JSON"
 
 
 def operation(verb: str, path: str, op: Doc, path_item: Doc, doc: Doc,
@@ -122,6 +186,8 @@ def conventions(scopes: Mapping[str, str],
         "bad state transition (`bad transition: complete -> queued`), 413 too large, "
         "429 too many failed logins (with `Retry-After`), 503 a dependency (LDAP) is down."),
         "- Creating answers `201 {\"result\": id}`.",
+        ("- Every success answer is one of the [response models](#response-models) below "
+         "(named on each route); fields a model does not declare are never sent."),
         ("- Lists answer `{id: document}` in id order. `keys=a|b` projects fields, "
         "`status=a|b` filters. Pages hold at most `limit` documents (10,000 at most); "
         "when there are more, the `X-Next-After` response header carries an opaque cursor: "
@@ -165,4 +231,5 @@ def rest_reference(doc: Doc, section_of: Mapping[str, str], scopes: Mapping[str,
             for verb in VERBS:
                 if verb in item:
                     out += operation(verb, path, item[verb], item, doc, role_scopes)
+    out += response_models(doc)
     return "\n".join(out)

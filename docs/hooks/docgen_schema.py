@@ -132,6 +132,11 @@ _BOUNDS = (
 )
 
 
+def _int64_limit(key: str, value: Any) -> bool:
+    """A bound that only says "a 64-bit integer" (every integer field has it): not shown."""
+    return (key, value) in (("minimum", -(2**63)), ("maximum", 2**63 - 1))
+
+
 def bounds_of(schema: Schema, resolver: Resolver,
               seen: frozenset[str] = frozenset()) -> list[str]:
     """The constraints a value must meet, each as a short Markdown phrase (a schema that
@@ -148,7 +153,8 @@ def bounds_of(schema: Schema, resolver: Resolver,
             inner = bounds_of(alt, resolver, seen)
             if inner:
                 out.append(f"as {type_of(alt, resolver)}: {', '.join(inner)}")
-    out += [fmt.format(code(schema[key])) for key, fmt in _BOUNDS if key in schema]
+    out += [fmt.format(code(schema[key])) for key, fmt in _BOUNDS
+            if key in schema and not _int64_limit(key, schema[key])]
     if "enum" in schema:
         out.append("one of " + ", ".join(code(v) for v in schema["enum"]))
     if "const" in schema:

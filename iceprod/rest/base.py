@@ -42,6 +42,7 @@ from iceprod.rest.auth.resolver import TokenResolver
 from iceprod.rest.auth.tokens import ANONYMOUS, UNBOUND_PILOT, Principal
 from iceprod.rest.filestore import FileStore, make_file_store
 from iceprod.rest.metrics import Metrics
+from iceprod.rest.responses import ResponseMismatch, check, check_enabled, project
 
 log = logging.getLogger(__name__)
 access = logging.getLogger("tornado.access")
@@ -67,6 +68,8 @@ class AppContext:
     config: ServerConfig
     metrics: Metrics = field(default_factory=Metrics)
     started: float = field(default_factory=time.time)
+    check_responses: bool = field(default_factory=check_enabled)
+    """Validate every JSON success answer against its model (``ICEPROD_CHECK_RESPONSES``)."""
     resolver: TokenResolver = field(init=False)
     login_limiter: LoginLimiter = field(init=False)
     external: ExternalVerifier | None = field(init=False)
@@ -274,23 +277,45 @@ class APIHandler(tornado.web.RequestHandler):
                       self.get_argument("after", None))
 
     async def list_page(self, repo: Repository, fetch: Callable[[Paging], Awaitable[Page]],
-                        shown: Callable[[Doc], Doc] | None = None) -> None:
+                        shown: Callable[[Doc], Doc] | None = None,
+                        model: str | None = None) -> None:
         """Answer the page of ``repo``'s documents that ``fetch`` (one of its typed ``page``
         methods) reads for the request's ``keys``, ``limit`` and ``after`` (``shown`` may
-        trim each document)."""
+        add to each document), as response model ``model`` (default: the method's first)."""
         page = await fetch(self.paging())
         docs = [shown(d) for d in page.docs] if shown else page.docs
-        self.write_page(docs, repo.id_field, page.next_after)
+        self.write_page(docs, repo.id_field, page.next_after, model)
 
-    def write_page(self, docs: list[Doc], id_field: str, next_after: str | None) -> None:
+    def write_page(self, docs: list[Doc], id_field: str, next_after: str | None,
+                   model: str | None = None) -> None:
         """Lists answer ``{id: doc}``; the next page's cursor travels in ``X-Next-After``."""
         if next_after:
             self.set_header("X-Next-After", next_after)
-        self.write_json({d[id_field]: d for d in docs})
+        self.reply({d[id_field]: d for d in docs}, model)
 
     # -- responses ----------------------------------------------------------------------------
 
     def write_json(self, data: Any, status: int = 200) -> None:
+        self.reply(data, status=status)
+
+    def reply(self, data: Any, model: str | None = None, status: int = 200) -> None:
+        """Answer ``data`` as response model ``model`` (by default the first the method
+        declares with ``@responds``): projected onto the model, so undeclared (internal)
+        fields never leave the server, and with ``ICEPROD_CHECK_RESPONSES`` on, validated
+        against it (a mismatch raises ``ResponseMismatch``: logged, answered 500)."""
+        method = (self.request.method or "").lower()
+        models = getattr(getattr(type(self), method, None), "response_models", ())
+        name = model or (models[0] if models else None)
+        where = f"{type(self).__name__}.{method}"
+        if name is not None:
+            if name not in models:
+                raise ResponseMismatch(f"{where}: answers {name!r}, which it does not "
+                                       "declare with @responds")
+            data = project(data, name)
+        if self.ctx.check_responses:
+            if name is None:
+                raise ResponseMismatch(f"{where}: declares no response model")
+            check(data, name, where)
         self.set_status(status)
         self.finish(json.dumps(data))
 
@@ -307,7 +332,10 @@ class APIHandler(tornado.web.RequestHandler):
         if (retry_after := getattr(exc, "retry_after", None)) is not None:
             self.set_header("Retry-After", str(retry_after))
         self.set_header("Content-Type", "application/json; charset=UTF-8")
-        self.finish(json.dumps({"code": status_code, "error": message}))
+        body = {"code": status_code, "error": message}
+        if self.ctx.check_responses:
+            check(body, "Error", f"{type(self).__name__}.write_error")
+        self.finish(json.dumps(body))
 
     def send_error(self, status_code: int = 500, **kwargs: Any) -> None:
         exc = kwargs.get("exc_info", (None, None, None))[1]

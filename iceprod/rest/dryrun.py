@@ -46,4 +46,4 @@ class DryRunHandler(APIHandler):
         return data  # type: ignore[no-any-return]
 
     def write_preview(self, preview: Doc) -> None:
-        self.write_json({"dry_run": True, **preview})
+        self.reply({"dry_run": True, **preview}, "DryRun")

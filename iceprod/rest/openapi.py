@@ -25,6 +25,7 @@ from iceprod.common.schema import load_schema, schema_names
 from iceprod.core.roles import SCOPES
 from iceprod.rest.base import DATASET_REF, MAX_INT_ARG, MAX_LIMIT_ARG
 from iceprod.rest.handlers.schemas import MAX_INDEX, MAX_LOGS
+from iceprod.rest.responses import RESPONSES, model_ref
 
 VERBS = ("get", "post", "put", "patch", "delete")
 INT64_MAX = 2**63 - 1
@@ -34,12 +35,8 @@ COMPONENTS = "#/components/schemas/"
 Schema = dict[str, Any]
 F = TypeVar("F", bound=Callable[..., Any])
 
-ERROR: Schema = {
-    "type": "object",
-    "description": "every error answer: the HTTP code and one line naming the field",
-    "properties": {"code": {"type": "integer"}, "error": {"type": "string"}},
-    "required": ["code", "error"],
-}
+ERROR: Schema = load_schema(RESPONSES)["$defs"]["Error"]
+"""Every error answer (the ``Error`` response model)."""
 
 # -- query parameters --------------------------------------------------------------------------
 
@@ -240,16 +237,19 @@ JSON_VALUE: Schema = {
 }
 
 
-def with_int64_bounds(schema: Any) -> Any:
+def with_int64_bounds(schema: Any, free_form: bool = True) -> Any:
     """A copy of ``schema`` where every integer has bounds a 64-bit store holds: input past
     them is refused (issue 10), so no integer field accepts more than this. Free-form
-    objects and arrays hold ``JsonValue``s, which say the same of nested integers."""
+    objects and arrays hold ``JsonValue``s, which say the same of nested integers (unless
+    ``free_form`` is false: answers, whose free-form parts stay plain ``object``s)."""
     out = copy.deepcopy(schema)
     for node in _walk(out):
         types = node.get("type")
         if types == "integer" or (isinstance(types, list) and "integer" in types):
             node["maximum"] = min(node.get("maximum", INT64_MAX), INT64_MAX)
             node["minimum"] = max(node.get("minimum", INT64_MIN), INT64_MIN)
+        elif not free_form:
+            continue
         elif types == "object" and not ({"properties", "additionalProperties",
                                          "patternProperties"} & node.keys()):
             node["additionalProperties"] = {"$ref": COMPONENTS + "JsonValue"}
@@ -262,7 +262,7 @@ def with_int64_bounds(schema: Any) -> Any:
 
 
 def build(routes: list[tuple[str, type]]) -> dict[str, Any]:
-    components: dict[str, Schema] = {"Error": ERROR}
+    components: dict[str, Schema] = {"Error": copy.deepcopy(ERROR)}
     paths: dict[str, Any] = {}
     for pattern, handler in routes:
         params = path_parameters(pattern)
@@ -281,7 +281,9 @@ def build(routes: list[tuple[str, type]]) -> dict[str, Any]:
                            "description": "scopes: " + "; ".join(
                                f"{k}: {v}" for k, v in SCOPES.items())},
             },
-            "schemas": {**with_int64_bounds(components), "JsonValue": JSON_VALUE},
+            "schemas": {**{name: with_int64_bounds(schema, not name.startswith("responses."))
+                           for name, schema in components.items()},
+                        "JsonValue": JSON_VALUE},
         },
     }
 
@@ -312,7 +314,7 @@ def _operation(verb: str, fn: Any, params: list[Schema], handler: type,
         "operationId": f"{handler.__name__}.{verb}",
         "summary": summary.replace("\n", " "),
         "parameters": params + queries,
-        "responses": _responses(verb, fn, handler, bool(params), bool(queries)),
+        "responses": _responses(verb, fn, handler, bool(params), bool(queries), components),
     }
     if description:
         op["description"] = description
@@ -349,8 +351,22 @@ _RAISED = {"NotFound": "404", "Conflict": "409", "BadTransition": "409", "TooLar
            "Unavailable": "503", "Forbidden": "403", "Invalid": "400"}
 
 
+def _success(fn: Any, components: dict[str, Schema]) -> dict[str, Any]:
+    """The success body: the response models the method declares (``@responds``), as
+    ``$ref``s into the hoisted ``responses`` schema file, or its non-JSON media type."""
+    refs = [schema_file_ref(model_ref(m)["$ref"], components)
+            for m in getattr(fn, "response_models", ())]
+    content: dict[str, Any] = {}
+    if refs:
+        content["application/json"] = {"schema": refs[0] if len(refs) == 1 else
+                                       {"anyOf": refs}}
+    for media in getattr(fn, "response_media", ()):
+        content[media] = {"schema": {} if media == "application/json" else {"type": "string"}}
+    return {"content": content} if content else {}
+
+
 def _responses(verb: str, fn: Any, handler: type, has_path: bool,
-               has_query: bool) -> dict[str, Any]:
+               has_query: bool, components: dict[str, Schema]) -> dict[str, Any]:
     """The success code and every error code the operation can answer, each error with the
     ``Error`` body."""
     spec = fn.auth_spec
@@ -369,7 +385,7 @@ def _responses(verb: str, fn: Any, handler: type, has_path: bool,
     error = {"content": {"application/json": {"schema": {"$ref": COMPONENTS + "Error"}}}}
     out: dict[str, Any] = {
         "201" if spec.created else "200": {"description": "created" if spec.created
-                                           else "success"},
+                                           else "success", **_success(fn, components)},
     }
     for code in sorted(codes):
         out[code] = {"description": ERROR_CODES[code], **error}

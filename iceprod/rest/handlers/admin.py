@@ -13,11 +13,13 @@ from iceprod.rest.audit import audit
 from iceprod.rest.base import APIHandler, requires
 from iceprod.rest.handlers.schemas import body, definition
 from iceprod.rest.openapi import path
+from iceprod.rest.responses import responds
 
 SET_BODY = body("maintenance_set")
 
 
 class MaintenanceHandler(APIHandler):
+    @responds("Maintenance")
     @requires("maintenance")
     async def get(self) -> None:
         """Maintenance status: `{general: {status, message, retry_after, since, by},
@@ -26,6 +28,7 @@ class MaintenanceHandler(APIHandler):
 
 
 class MaintenanceSetHandler(APIHandler):
+    @responds("Maintenance")
     @path(node=definition("maintenance_node"), status=definition("maintenance_status"))
     @requires("maintenance", body=SET_BODY)
     async def post(self, node: str, status: str) -> None:

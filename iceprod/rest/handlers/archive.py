@@ -8,12 +8,14 @@ from iceprod.core.archive import Selection, run
 from iceprod.rest.audit import audit
 from iceprod.rest.base import APIHandler, requires
 from iceprod.rest.handlers.schemas import body
+from iceprod.rest.responses import responds
 from iceprod.rest.storeops import remover
 
 ARCHIVE_BODY = body("archive")
 
 
 class ArchiveHandler(APIHandler):
+    @responds("ArchiveResult")
     @requires("facility", body=ARCHIVE_BODY)
     async def post(self) -> None:
         """Archive the finished datasets older than `older_than_days` (carrying `tag` when

@@ -10,6 +10,7 @@ from iceprod.common.errors import Invalid
 from iceprod.common.timeutil import iso
 from iceprod.rest.base import MAX_LIMIT_ARG, APIHandler, requires
 from iceprod.rest.openapi import AFTER, LIMIT, TEXT, TIME, query
+from iceprod.rest.responses import responds
 
 FILTERS = {"username": TEXT, "action": TEXT, "since": TIME, "until": TIME}
 
@@ -43,6 +44,7 @@ class AuditBase(APIHandler):
 
 
 class AuditHandler(AuditBase):
+    @responds("AuditPage")
     @query(dataset_id=TEXT, **FILTERS, limit=LIMIT, after=AFTER)
     @requires("read:audit")
     async def get(self) -> None:
@@ -57,6 +59,7 @@ class AuditHandler(AuditBase):
 
 
 class DatasetAuditHandler(AuditBase):
+    @responds("AuditPage")
     @query(**FILTERS, limit=LIMIT, after=AFTER)
     @requires("read:datasets", dataset="read")
     async def get(self, dataset_id: str) -> None:

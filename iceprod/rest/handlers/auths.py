@@ -10,11 +10,13 @@ from iceprod.rest.audit import audit
 from iceprod.rest.base import APIHandler, requires
 from iceprod.rest.dryrun import DryRunHandler
 from iceprod.rest.handlers.schemas import body
+from iceprod.rest.responses import responds
 
 PUT_BODY = body("auths_put")
 
 
 class AuthsHandler(DryRunHandler):
+    @responds("DatasetRules")
     @requires("read:datasets", dataset="read")
     async def get(self, dataset_id: str) -> None:
         """A dataset's rules: `{dataset_id, read_users, read_groups, write_users,
@@ -22,6 +24,7 @@ class AuthsHandler(DryRunHandler):
         rules = await self.db.auths.find(dataset_id) or {}
         self.write_json({"dataset_id": dataset_id, **{f: rules.get(f, []) for f in RULE_FIELDS}})
 
+    @responds("DatasetRulesSet", "DryRun")
     @requires("write:datasets", dataset="write", body=PUT_BODY)
     async def put(self, dataset_id: str) -> None:
         """Set some of a dataset's rule lists (each list given replaces the stored one; lists
@@ -45,6 +48,7 @@ class AuthsHandler(DryRunHandler):
 
 
 class AuthReadHandler(APIHandler):
+    @responds("Empty")
     @requires("read:datasets", dataset="read")
     async def get(self, dataset_id: str) -> None:
         """200 when the caller's token may read the dataset, else 403."""
@@ -52,6 +56,7 @@ class AuthReadHandler(APIHandler):
 
 
 class AuthWriteHandler(APIHandler):
+    @responds("Empty")
     @requires("write:datasets", dataset="write")
     async def get(self, dataset_id: str) -> None:
         """200 when the caller's token may write the dataset, else 403."""

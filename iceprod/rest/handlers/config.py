@@ -14,16 +14,19 @@ from iceprod.db.store import Doc
 from iceprod.rest.audit import audit
 from iceprod.rest.base import APIHandler, requires
 from iceprod.rest.handlers.schemas import body
+from iceprod.rest.responses import responds
 
 CHECK_BODY = body("config_check")
 
 
 class ConfigHandler(APIHandler):
+    @responds("DatasetConfig")
     @requires("read:datasets", dataset="read")
     async def get(self, dataset_id: str) -> None:
         """A dataset's config."""
         self.write_json(await self.db.config.get_config(dataset_id))
 
+    @responds("Empty")
     @requires("write:datasets", dataset="write", body=load_schema("dataset_config"))
     async def put(self, dataset_id: str) -> None:
         """Create or replace a dataset's config (schema-checked; errors name the field).
@@ -84,6 +87,7 @@ async def check_foreign_depends(db: Database, dataset_id: str, config: Doc,
 
 
 class ConfigCheckHandler(APIHandler):
+    @responds("ConfigCheck")
     @requires("create:datasets", body=CHECK_BODY)
     async def post(self) -> None:
         """Check a config's text with the schema and cross-checks a submission applies,

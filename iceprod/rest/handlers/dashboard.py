@@ -15,6 +15,7 @@ from iceprod.db.store import Doc
 from iceprod.rest.base import MAX_LIMIT_ARG, APIHandler, requires
 from iceprod.rest.handlers.datasets import visible_ids
 from iceprod.rest.openapi import LIMIT, OFFSET, STATUS, TEXT, query
+from iceprod.rest.responses import responds
 
 OVERVIEW_KEYS = ("dataset_id", "dataset", "description", "username", "group", "status",
                  "priority", "start_date", "jobs_submitted", "tasks_submitted")
@@ -27,6 +28,7 @@ TIME_BUCKETS = 60
 
 
 class DatasetOverviewHandler(APIHandler):
+    @responds("DatasetOverview")
     @query(status=STATUS, username=TEXT, group=TEXT, search=TEXT, limit=LIMIT, offset=OFFSET)
     @requires("read:datasets")
     async def get(self) -> None:
@@ -60,6 +62,7 @@ def _matches(row: Doc, search: str) -> bool:
 
 
 class TaskPlotsHandler(APIHandler):
+    @responds("TaskPlots")
     @requires("read:datasets", dataset="read")
     async def get(self, dataset_id: str) -> None:
         """What the dataset page plots: `{"completed": [{"time": iso, "count": n}] (tasks

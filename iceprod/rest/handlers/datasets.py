@@ -17,6 +17,7 @@ from iceprod.rest.base import APIHandler, requires
 from iceprod.rest.dryrun import DryRunHandler
 from iceprod.rest.handlers.schemas import body
 from iceprod.rest.openapi import KEYS, PAGE, STATUS, TEXT, query
+from iceprod.rest.responses import responds
 
 MAX_TASKS = 1000
 CREATE_BODY = body("datasets_create")
@@ -37,6 +38,7 @@ async def visible_ids(h: APIHandler) -> list[str] | None:
 
 
 class DatasetsHandler(APIHandler):
+    @responds("DatasetPage")
     @query(**PAGE, status=STATUS, username=TEXT)
     @requires("read:datasets")
     async def get(self) -> None:
@@ -47,6 +49,7 @@ class DatasetsHandler(APIHandler):
         await self.list_page(self.db.datasets, lambda paging: self.db.datasets.page(
             paging, status=status, username=username, ids=ids))
 
+    @responds("DatasetCreated")
     @requires("create:datasets", body=CREATE_BODY, created=True)
     async def post(self) -> None:
         """Submit a dataset; answers its path. Rules: the submitter reads and writes, its
@@ -122,6 +125,7 @@ def _unique(names: list[str]) -> list[str]:
 
 
 class DatasetHandler(APIHandler):
+    @responds("Dataset")
     @query(keys=KEYS)
     @requires("read:datasets", dataset="read")
     async def get(self, dataset_id: str) -> None:
@@ -130,6 +134,7 @@ class DatasetHandler(APIHandler):
 
 
 class DatasetStatusHandler(DryRunHandler):
+    @responds("TasksChanged", "DryRun")
     @requires("write:datasets", dataset="write", body=STATUS_BODY)
     async def put(self, dataset_id: str) -> None:
         """Change a dataset's status (state machine; illegal -> 409). Suspending suspends its
@@ -157,6 +162,7 @@ class DatasetStatusHandler(DryRunHandler):
 
 
 class DatasetPriorityHandler(DryRunHandler):
+    @responds("Changed", "DryRun")
     @requires("write:datasets", dataset="write", body=PRIORITY_BODY)
     async def put(self, dataset_id: str) -> None:
         """Set a dataset's priority (0..1; the scheduler weighs datasets by it). Answers
@@ -177,6 +183,7 @@ class DatasetPriorityHandler(DryRunHandler):
 
 
 class DatasetDescriptionHandler(APIHandler):
+    @responds("Empty")
     @requires("write:datasets", dataset="write", body=DESCRIPTION_BODY)
     async def put(self, dataset_id: str) -> None:
         """Change a dataset's description."""
@@ -187,6 +194,7 @@ class DatasetDescriptionHandler(APIHandler):
 
 
 class DatasetJobsSubmittedHandler(APIHandler):
+    @responds("Empty")
     @requires("write:datasets", dataset="write", body=JOBS_BODY)
     async def put(self, dataset_id: str) -> None:
         """Raise jobs_submitted (it may only grow; refused when jobs_immutable)."""
@@ -197,6 +205,7 @@ class DatasetJobsSubmittedHandler(APIHandler):
 
 
 class DatasetSummariesStatusHandler(APIHandler):
+    @responds("DatasetSummary")
     @requires("read:datasets")
     async def get(self) -> None:
         """Dataset ids grouped by status: `{status: [dataset_id, ...]}`."""

@@ -34,6 +34,7 @@ from iceprod.db.auths import allows
 from iceprod.db.store import Doc
 from iceprod.rest.base import DATASET_REF, APIHandler, requires
 from iceprod.rest.openapi import DATASET, HEARTBEAT, SEQ, query
+from iceprod.rest.responses import responds
 
 DEFAULT_HEARTBEAT = 15
 BACKLOG_BATCH = 500
@@ -50,6 +51,7 @@ class EventsHandler(APIHandler):
         if self.sub is not None:
             self.sub.put(None)
 
+    @responds("EventPage", media="text/event-stream")
     @query(dataset_id=DATASET, heartbeat=HEARTBEAT, since=SEQ)
     @requires("read:datasets")
     async def get(self) -> None:

@@ -6,9 +6,11 @@ from __future__ import annotations
 
 from iceprod.core.explain import explain_dataset, explain_task
 from iceprod.rest.base import APIHandler, requires
+from iceprod.rest.responses import responds
 
 
 class TaskExplainHandler(APIHandler):
+    @responds("TaskExplanation")
     @requires("read:datasets")
     async def get(self, task_id: str) -> None:
         """Why the task is (not) running: `{task_id, status, summary, blockers: [{kind,
@@ -21,6 +23,7 @@ class TaskExplainHandler(APIHandler):
 
 
 class DatasetExplainHandler(APIHandler):
+    @responds("DatasetExplanation")
     @requires("read:datasets", dataset="read")
     async def get(self, dataset_id: str) -> None:
         """Why the dataset's tasks are (not) running, per task name and status: `{dataset_id,

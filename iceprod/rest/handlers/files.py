@@ -16,6 +16,7 @@ from iceprod.rest.audit import audit
 from iceprod.rest.base import MAX_LIMIT_ARG, APIHandler, requires
 from iceprod.rest.handlers.schemas import body
 from iceprod.rest.openapi import PAGE, query
+from iceprod.rest.responses import responds
 
 DATASET_FILE_BODY = body("files_dataset_file")
 TASK_FILE_BODY = body("files_task_file")
@@ -66,6 +67,7 @@ class FileHandler(APIHandler):
 
 
 class DatasetFilesHandler(FileHandler):
+    @responds("FileList")
     @query(**PAGE)
     @requires("read:datasets", dataset="read")
     async def get(self, dataset_id: str) -> None:
@@ -74,6 +76,7 @@ class DatasetFilesHandler(FileHandler):
             self.keys_arg(), self.int_arg("limit", minimum=1, maximum=MAX_LIMIT_ARG),
             self.get_argument("after", None))))
 
+    @responds("Created")
     @requires("write:datasets", dataset="write", body=DATASET_FILE_BODY, created=True)
     async def post(self, dataset_id: str) -> None:
         """Register a file (`filename`, or `remote`) for a dataset, optionally for one task:
@@ -83,6 +86,7 @@ class DatasetFilesHandler(FileHandler):
 
 
 class TaskFilesHandler(FileHandler):
+    @responds("FileList")
     @query(**PAGE)
     @requires("read:datasets", dataset="read")
     async def get(self, dataset_id: str, task_id: str) -> None:
@@ -93,11 +97,13 @@ class TaskFilesHandler(FileHandler):
             self.int_arg("limit", minimum=1, maximum=MAX_LIMIT_ARG),
             self.get_argument("after", None)))
 
+    @responds("Created")
     @requires("write:datasets", dataset="write", body=TASK_FILE_BODY, created=True)
     async def post(self, dataset_id: str, task_id: str) -> None:
         """Register a file (`filename`, or `remote`) for a task."""
         await self.add(dataset_id, task_id)
 
+    @responds("Deleted")
     @requires("write:datasets", dataset="write")
     async def delete(self, dataset_id: str, task_id: str) -> None:
         """Remove every file registered for a task (by id, or by its job and name)."""

@@ -22,6 +22,7 @@ from iceprod.common.errors import Forbidden, IceProdError, Invalid, NotFound, To
 from iceprod.core.quota import storage_message, storage_room
 from iceprod.rest.base import APIHandler, AuthSpec, requires
 from iceprod.rest.filestore import Upload
+from iceprod.rest.responses import responds
 from iceprod.rest.storeops import stored_bytes
 
 CHUNK = 1 << 20
@@ -191,6 +192,7 @@ class StoreHandler(APIHandler):
 
 
 class StoreFileHandler(StoreHandler):
+    @responds(media="application/octet-stream")
     @requires("read:datasets", "pilot", dataset="read")
     async def get(self, dataset_id: str, name: str) -> None:
         """A stored file's bytes (`application/octet-stream`). Pilots may read the files of
@@ -206,6 +208,7 @@ class StoreFileHandler(StoreHandler):
             await f.close()
         self.finish()
 
+    @responds("StoredFile")
     @requires("write:datasets", "pilot", dataset="write", created=True)
     async def put(self, dataset_id: str, name: str) -> None:
         """Store the raw request body as `name` (replacing any file of that name), at most
@@ -225,6 +228,7 @@ class StoreFileHandler(StoreHandler):
             await self._discard()
         self.write_json({"name": check_name(name), "size": self._received}, 201)
 
+    @responds("Deleted")
     @requires("write:datasets", dataset="write")
     async def delete(self, dataset_id: str, name: str) -> None:
         """Remove a stored file."""
@@ -233,6 +237,7 @@ class StoreFileHandler(StoreHandler):
 
 
 class StoreListHandler(StoreHandler):
+    @responds("StoredFiles")
     @requires("read:datasets", "pilot", dataset="read")
     async def get(self, dataset_id: str) -> None:
         """The dataset's stored files as `{name: {name, size, modified}}`."""

@@ -13,6 +13,7 @@ from iceprod.rest.audit import audit
 from iceprod.rest.base import APIHandler, requires
 from iceprod.rest.handlers.schemas import body
 from iceprod.rest.openapi import KEYS, PAGE, SEQ, TEXT, WAIT, query
+from iceprod.rest.responses import responds
 
 CREATE_BODY = body("grids_create")
 PUT_BODY = body("grids_put")
@@ -28,6 +29,7 @@ def with_drain(doc: Doc, state: State) -> Doc:
 
 
 class GridsHandler(APIHandler):
+    @responds("GridPage")
     @query(**PAGE, host=TEXT)
     @requires("read:grids")
     async def get(self) -> None:
@@ -38,6 +40,7 @@ class GridsHandler(APIHandler):
         await self.list_page(self.db.grids, lambda paging: self.db.grids.page(
             paging, host=host), lambda d: with_drain(d, state))
 
+    @responds("Created")
     @requires("write:grids", body=CREATE_BODY, created=True)
     async def post(self) -> None:
         """Register a grid."""
@@ -52,6 +55,7 @@ class GridsHandler(APIHandler):
 
 
 class GridHandler(APIHandler):
+    @responds("Grid")
     @query(keys=KEYS)
     @requires("read:grids")
     async def get(self, grid_id: str) -> None:
@@ -59,6 +63,7 @@ class GridHandler(APIHandler):
         doc = await self.db.grids.get(grid_id, self.keys_arg())
         self.write_json(with_drain(doc, await get_state(self.db)))
 
+    @responds("Grid")
     @requires("write:grids", body=PUT_BODY)
     async def put(self, grid_id: str) -> None:
         """Register or update a grid under an id its manager chose (stable across restarts):
@@ -81,6 +86,7 @@ class GridHandler(APIHandler):
         doc = await self.db.grids.get(grid_id)
         self.write_json(with_drain(doc, await get_state(self.db)))
 
+    @responds("Grid")
     @requires("write:grids", body=PATCH_BODY)
     async def patch(self, grid_id: str) -> None:
         """Update some of a grid's fields (IceProd v2.7); 404 for an unknown grid. Answers
@@ -93,6 +99,7 @@ class GridHandler(APIHandler):
 
 
 class DemandHandler(APIHandler):
+    @responds("Demand")
     @query(wait=WAIT, after=SEQ)
     @requires("grid")
     async def get(self) -> None:

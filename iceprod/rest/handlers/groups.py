@@ -8,11 +8,13 @@ from iceprod.rest.auth.accounts import revoke
 from iceprod.rest.base import APIHandler, requires
 from iceprod.rest.handlers.schemas import body
 from iceprod.rest.openapi import KEYS, PAGE, TEXT, query
+from iceprod.rest.responses import responds
 
 CREATE_BODY = body("groups_create")
 
 
 class GroupsHandler(APIHandler):
+    @responds("GroupPage")
     @query(**PAGE, name=TEXT)
     @requires("read:accounts")
     async def get(self) -> None:
@@ -21,6 +23,7 @@ class GroupsHandler(APIHandler):
         await self.list_page(self.db.groups, lambda paging: self.db.groups.page(
             paging, name=name))
 
+    @responds("Created")
     @requires("write:accounts", body=CREATE_BODY, created=True)
     async def post(self) -> None:
         """Add a group (409 when the name is taken)."""
@@ -31,12 +34,14 @@ class GroupsHandler(APIHandler):
 
 
 class GroupHandler(APIHandler):
+    @responds("Group")
     @query(keys=KEYS)
     @requires("read:accounts")
     async def get(self, group_id: str) -> None:
         """One group."""
         self.write_json(await self.db.groups.get(group_id, self.keys_arg()))
 
+    @responds("Empty")
     @requires("write:accounts")
     async def delete(self, group_id: str) -> None:
         """Delete a group: its members leave it and their tokens are revoked."""

@@ -16,6 +16,7 @@ from iceprod.rest.base import APIHandler, requires
 from iceprod.rest.dryrun import DryRunHandler
 from iceprod.rest.handlers.schemas import MAX_INDEX, body
 from iceprod.rest.openapi import INDEX, KEYS, PAGE, STATUS, query
+from iceprod.rest.responses import responds
 
 STATUS_BODY = body("job_status")
 CREATE_BODY = body("jobs_create")
@@ -24,6 +25,7 @@ BULK_STATUS_BODY = body("jobs_bulk_status")
 
 
 class DatasetJobsHandler(APIHandler):
+    @responds("JobPage")
     @query(**PAGE, status=STATUS, job_index=INDEX)
     @requires("read:datasets", dataset="read")
     async def get(self, dataset_id: str) -> None:
@@ -35,6 +37,7 @@ class DatasetJobsHandler(APIHandler):
 
 
 class DatasetJobHandler(APIHandler):
+    @responds("Job")
     @query(keys=KEYS)
     @requires("read:datasets", dataset="read")
     async def get(self, dataset_id: str, job_id: str) -> None:
@@ -44,6 +47,7 @@ class DatasetJobHandler(APIHandler):
 
 
 class DatasetJobStatusHandler(DryRunHandler):
+    @responds("TasksChanged", "DryRun")
     @requires("write:datasets", dataset="write", body=STATUS_BODY)
     async def put(self, dataset_id: str, job_id: str) -> None:
         """Set a job's status (state machine; illegal -> 409); suspending or resuming
@@ -74,6 +78,7 @@ class JobBulkStatusHandler(DryRunHandler):
         validate(data, schema)
         return data  # type: ignore[no-any-return]
 
+    @responds("TasksChanged", "DryRun")
     @requires("write:datasets", dataset="write", body=BULK_STATUS_BODY)
     async def post(self, dataset_id: str, status: str) -> None:
         """Set a status on the listed jobs (`{"jobs": [ids]}`; an empty list is a 400):
@@ -95,6 +100,7 @@ class JobBulkStatusHandler(DryRunHandler):
 
 
 class JobSummariesHandler(APIHandler):
+    @responds("DatasetSummary")
     @requires("read:datasets", dataset="read")
     async def get(self, dataset_id: str) -> None:
         """Job ids grouped by status: `{status: [job_id, ...]}`."""
@@ -102,6 +108,7 @@ class JobSummariesHandler(APIHandler):
 
 
 class JobCountsHandler(APIHandler):
+    @responds("StatusCounts")
     @requires("read:datasets", dataset="read")
     async def get(self, dataset_id: str) -> None:
         """Job counts by status: `{status: n}`."""
@@ -109,6 +116,7 @@ class JobCountsHandler(APIHandler):
 
 
 class JobsHandler(APIHandler):
+    @responds("Created")
     @requires("internal", body=CREATE_BODY, created=True)
     async def post(self) -> None:
         """Create a job (internal)."""
@@ -125,12 +133,14 @@ class JobsHandler(APIHandler):
 
 
 class JobHandler(APIHandler):
+    @responds("Job")
     @query(keys=KEYS)
     @requires("internal")
     async def get(self, job_id: str) -> None:
         """One job (internal)."""
         self.write_json(await self.db.jobs.get(job_id, self.keys_arg()))
 
+    @responds("Job")
     @requires("internal", body=PATCH_BODY)
     async def patch(self, job_id: str) -> None:
         """Update a job (internal); a status change follows the state machine."""

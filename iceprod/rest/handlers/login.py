@@ -24,6 +24,7 @@ from iceprod.rest.auth.ldap_login import (
 from iceprod.rest.auth.subtokens import default_exp, plan
 from iceprod.rest.base import APIHandler, public, requires
 from iceprod.rest.handlers.schemas import body
+from iceprod.rest.responses import responds
 
 log = logging.getLogger(__name__)
 
@@ -73,6 +74,7 @@ class LdapHandler(APIHandler):
             raise Invalid(f"{field}: expected {{username, password}} strings",
                           field=field) from None
 
+    @responds("Token")
     @public(body=LDAP_BODY)
     async def post(self) -> None:
         """Log in with an LDAP username and password: `{token, username, roles, groups,
@@ -104,6 +106,7 @@ class LdapHandler(APIHandler):
 
 
 class CreateTokenHandler(APIHandler):
+    @responds("Token")
     @requires("token", body=CREATE_TOKEN_BODY)
     async def post(self) -> None:
         """Mint a sub-token of the caller's token: never longer-lived and never with more
@@ -132,6 +135,7 @@ class TokenExchangeHandler(APIHandler):
         """The bearer token here is the external provider's, not ours: not decoded here."""
         self.check_request()
 
+    @responds("Token")
     @public()
     async def get(self, username: str) -> None:
         """Exchange an external OpenID provider's token (`Authorization: Bearer ...`) for

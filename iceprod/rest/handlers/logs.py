@@ -8,6 +8,7 @@ from iceprod.common.timeutil import iso
 from iceprod.rest.base import APIHandler, OwnershipMixin, requires
 from iceprod.rest.handlers.schemas import MAX_LOGS, body
 from iceprod.rest.openapi import FLAG, KEYS, NUM, ORDER, query
+from iceprod.rest.responses import responds
 
 DATASET_LOG_BODY = body("logs_dataset_log")
 LOG_BODY = body("logs_log")
@@ -28,6 +29,7 @@ class LogWriter(OwnershipMixin, APIHandler):
 
 
 class DatasetLogsHandler(LogWriter):
+    @responds("Created")
     @requires("write:datasets", dataset="write", body=DATASET_LOG_BODY, created=True)
     async def post(self, dataset_id: str) -> None:
         """Attach a log to a dataset (or one of its tasks)."""
@@ -40,6 +42,7 @@ class DatasetLogsHandler(LogWriter):
 
 
 class DatasetLogHandler(APIHandler):
+    @responds("Log")
     @query(keys=KEYS)
     @requires("read:datasets", dataset="read")
     async def get(self, dataset_id: str, log_id: str) -> None:
@@ -49,6 +52,7 @@ class DatasetLogHandler(APIHandler):
 
 
 class DatasetTaskLogsHandler(APIHandler):
+    @responds("LogPage")
     @query(keys=KEYS, num=NUM, group=FLAG, order=ORDER)
     @requires("read:datasets", dataset="read")
     async def get(self, dataset_id: str, task_id: str) -> None:
@@ -66,6 +70,7 @@ class DatasetTaskLogsHandler(APIHandler):
 
 
 class LogsHandler(LogWriter):
+    @responds("Created")
     @requires("pilot", "internal", body=LOG_BODY, created=True)
     async def post(self) -> None:
         """Store a log (internal; a pilot only for the tasks it holds)."""
@@ -84,6 +89,7 @@ class LogsHandler(LogWriter):
 
 
 class LogHandler(APIHandler):
+    @responds("Log")
     @query(keys=KEYS)
     @requires("internal")
     async def get(self, log_id: str) -> None:

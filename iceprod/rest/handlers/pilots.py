@@ -16,6 +16,7 @@ from iceprod.rest.auth.resolver import ACTIVE_PILOT
 from iceprod.rest.base import APIHandler, OwnershipMixin, requires
 from iceprod.rest.handlers.schemas import body
 from iceprod.rest.openapi import KEYS, PAGE, STATUS, TEXT, query
+from iceprod.rest.responses import responds
 
 CREATE_BODY = body("pilots_create")
 PATCH_BODY = body("pilots_patch")
@@ -39,6 +40,7 @@ class PilotTokens(APIHandler):
 
 
 class PilotsHandler(OwnershipMixin, PilotTokens):
+    @responds("PilotPage")
     @query(**PAGE, status=STATUS, grid_id=TEXT)
     @requires("read:pilots")
     async def get(self) -> None:
@@ -56,6 +58,7 @@ class PilotsHandler(OwnershipMixin, PilotTokens):
             paging, status=status, grid_id=grid_id, pilot_id=own),
             lambda d: with_drain(d, state))
 
+    @responds("PilotRegistered")
     @requires("write:pilots", body=CREATE_BODY, created=True)
     async def post(self) -> None:
         """Register a pilot: answers `{result: pilot_id, token, expires}`, the token being
@@ -104,6 +107,7 @@ class PilotsHandler(OwnershipMixin, PilotTokens):
 
 
 class PilotHandler(OwnershipMixin, PilotTokens):
+    @responds("Pilot")
     @query(keys=KEYS)
     @requires("read:pilots")
     async def get(self, pilot_id: str) -> None:
@@ -114,6 +118,7 @@ class PilotHandler(OwnershipMixin, PilotTokens):
         doc["tasks"] = await self.db.tasks.held_by(pilot_id)
         self.write_json(doc)
 
+    @responds("PilotHeartbeat")
     @requires("write:pilots", body=PATCH_BODY)
     async def patch(self, pilot_id: str) -> None:
         """Heartbeat: update the pilot and renew the leases of its tasks. Answers the pilot
@@ -142,6 +147,7 @@ class PilotHandler(OwnershipMixin, PilotTokens):
             doc.update(self.bound_token(pilot_id))
         self.write_json(doc)
 
+    @responds("Released")
     @requires("write:pilots")
     async def delete(self, pilot_id: str) -> None:
         """Remove a pilot; the tasks it was processing go back to waiting."""

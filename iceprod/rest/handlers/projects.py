@@ -11,6 +11,7 @@ from iceprod.rest.audit import audit
 from iceprod.rest.base import APIHandler, requires
 from iceprod.rest.handlers.schemas import body
 from iceprod.rest.openapi import PAGE, query
+from iceprod.rest.responses import responds
 from iceprod.rest.storeops import stored_bytes
 
 CREATE_BODY = body("projects_create")
@@ -28,6 +29,7 @@ class ProjectReader(APIHandler):
 
 
 class ProjectsHandler(APIHandler):
+    @responds("ProjectPage")
     @query(**PAGE)
     @requires("account")
     async def get(self) -> None:
@@ -40,6 +42,7 @@ class ProjectsHandler(APIHandler):
         docs = await self.db.projects.of_member(p.username, p.groups)
         self.write_page(docs, "name", None)
 
+    @responds("Created")
     @requires("facility", body=CREATE_BODY, created=True)
     async def post(self) -> None:
         """Create a project (409 when the name is taken)."""
@@ -58,11 +61,13 @@ def _quota(quota: Doc) -> Doc:
 
 
 class ProjectHandler(ProjectReader):
+    @responds("Project")
     @requires("account")
     async def get(self, name: str) -> None:
         """One project (members and admins)."""
         self.write_json(await self.readable_project(name))
 
+    @responds("Project")
     @requires("facility", body=UPDATE_BODY)
     async def put(self, name: str) -> None:
         """Change a project's description or members (the lists given replace the old)."""
@@ -70,6 +75,7 @@ class ProjectHandler(ProjectReader):
         await audit(self, "project.update", detail={"name": name, **self.body})
         self.write_json(doc)
 
+    @responds("Empty")
     @requires("facility")
     async def delete(self, name: str) -> None:
         """Delete a project; its datasets keep its name (and no quota holds them back)."""
@@ -79,11 +85,13 @@ class ProjectHandler(ProjectReader):
 
 
 class ProjectQuotaHandler(ProjectReader):
+    @responds("Quota")
     @requires("account")
     async def get(self, name: str) -> None:
         """A project's quota (members and admins)."""
         self.write_json((await self.readable_project(name)).get("quota") or {})
 
+    @responds("Quota")
     @requires("facility", body=QUOTA_BODY)
     async def put(self, name: str) -> None:
         """Set quota fields (`null` removes one: no limit); answers the whole quota. Work
@@ -94,6 +102,7 @@ class ProjectQuotaHandler(ProjectReader):
 
 
 class ProjectUsageHandler(ProjectReader):
+    @responds("ProjectUsage")
     @requires("account")
     async def get(self, name: str) -> None:
         """What the project holds against its quota now, and what holds its work back:

@@ -10,6 +10,7 @@ from iceprod.db.store import Doc
 from iceprod.rest.audit import audit
 from iceprod.rest.base import APIHandler, requires
 from iceprod.rest.handlers.schemas import body
+from iceprod.rest.responses import responds
 
 PUT_BODY = body("roles_put")
 
@@ -30,6 +31,7 @@ def refuse_builtin(name: str) -> None:
 
 
 class RolesHandler(APIHandler):
+    @responds("Roles")
     @requires("read:accounts", "account")
     async def get(self) -> None:
         """Every role with its scopes: `{name: {name, scopes, builtin, description}}`."""
@@ -39,6 +41,7 @@ class RolesHandler(APIHandler):
 
 
 class RoleHandler(APIHandler):
+    @responds("Role")
     @requires("read:accounts", "account")
     async def get(self, role_name: str) -> None:
         """One role."""
@@ -50,6 +53,7 @@ class RoleHandler(APIHandler):
             raise NotFound("role not found")
         self.write_json(custom(doc))
 
+    @responds("Role")
     @requires("write:accounts", body=PUT_BODY)
     async def put(self, role_name: str) -> None:
         """Create or replace a custom role (built-in roles are fixed: 409)."""
@@ -62,6 +66,7 @@ class RoleHandler(APIHandler):
                                               "scopes": self.body["scopes"]})
         self.write_json(custom(doc))
 
+    @responds("Empty")
     @requires("write:accounts")
     async def delete(self, role_name: str) -> None:
         """Delete a custom role; users lose it, and tokens naming it no longer get its

@@ -10,9 +10,11 @@ from iceprod.common.timeutil import parse
 from iceprod.core.maintenance import get_state, health
 from iceprod.db.settings import METRICS_SNAPSHOT
 from iceprod.rest.base import APIHandler, public
+from iceprod.rest.responses import responds
 
 
 class HealthHandler(APIHandler):
+    @responds("Health")
     @public()
     async def get(self) -> None:
         """Liveness and store reachability, and `maintenance`: `{status: on|off, message,
@@ -24,6 +26,7 @@ class HealthHandler(APIHandler):
 
 
 class OpenAPIHandler(APIHandler):
+    @responds("OpenAPI")
     @public()
     async def get(self) -> None:
         """The OpenAPI 3.1 description of every route."""
@@ -31,6 +34,7 @@ class OpenAPIHandler(APIHandler):
 
 
 class MetricsHandler(APIHandler):
+    @responds(media="text/plain")
     @public()
     async def get(self) -> None:
         """Prometheus metrics (text format): requests by route template, tasks by status,

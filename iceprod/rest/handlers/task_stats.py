@@ -13,11 +13,13 @@ from iceprod.db.store import Doc
 from iceprod.rest.base import APIHandler, OwnershipMixin, requires
 from iceprod.rest.handlers.schemas import body
 from iceprod.rest.openapi import FLAG, KEYS, PAGE, query
+from iceprod.rest.responses import responds
 
 CREATE_BODY = body("task_stats_create")
 
 
 class DatasetTaskStatsListHandler(APIHandler):
+    @responds("TaskStatPage")
     @query(**PAGE, last=FLAG)
     @requires("read:datasets", dataset="read")
     async def get(self, dataset_id: str, task_id: str) -> None:
@@ -32,6 +34,7 @@ class DatasetTaskStatsListHandler(APIHandler):
 
 
 class DatasetTaskStatHandler(APIHandler):
+    @responds("TaskStat")
     @query(keys=KEYS)
     @requires("read:datasets", dataset="read")
     async def get(self, dataset_id: str, task_id: str, task_stat_id: str) -> None:
@@ -51,6 +54,7 @@ class TaskStatsCreateHandler(OwnershipMixin, APIHandler):
         validate(data, schema)
         return data  # type: ignore[no-any-return]
 
+    @responds("Created")
     @requires("pilot", "internal", body=CREATE_BODY, created=True)
     async def post(self, task_id: str) -> None:
         """Store a stats record for a task (a pilot only for tasks it holds). The body is
@@ -72,6 +76,7 @@ class TaskStatsCreateHandler(OwnershipMixin, APIHandler):
 class DatasetTaskStatsExportHandler(APIHandler):
     PAGE = 1000
 
+    @responds(media="application/x-ndjson")
     @requires("read:datasets", dataset="read")
     async def get(self, dataset_id: str) -> None:
         """Every stats record of the dataset as NDJSON (one JSON document per line), in id

@@ -35,6 +35,7 @@ from iceprod.rest.base import APIHandler, OwnershipMixin, requires
 from iceprod.rest.dryrun import DryRunHandler
 from iceprod.rest.handlers.schemas import body, definition
 from iceprod.rest.openapi import KEYS, PAGE, STATUS, TEXT, path, query
+from iceprod.rest.responses import responds
 
 STATUS_BODY = body("task_status")
 MAX_BULK = 100_000
@@ -48,17 +49,18 @@ RESET_BODY = body("tasks_reset")
 QUEUE_BODY = body("tasks_queue")
 BULK_STATUS_BODY = body("tasks_bulk_status")
 BULK_REQ_BODY = body("tasks_bulk_req")
-PRIVATE_FIELDS = ("instance_id",)
 
 
-def visible_task(doc: Doc, privileged: bool) -> Doc:
-    """The fencing token is a capability: only the server's own roles and the claim see it."""
-    if privileged:
-        return doc
-    return {k: v for k, v in doc.items() if k not in PRIVATE_FIELDS}
+def task_model(privileged: bool, page: bool = False) -> str:
+    """The fencing token is a capability: only the server's own roles, the claim and the
+    pilot holding the task see it (``HeldTask``); others get ``Task``, without it."""
+    if page:
+        return "HeldTaskPage" if privileged else "TaskPage"
+    return "HeldTask" if privileged else "Task"
 
 
 class DatasetTasksHandler(APIHandler):
+    @responds("TaskPage", "HeldTaskPage")
     @query(**PAGE, status=STATUS, job_id=TEXT, name=TEXT, pilot_id=TEXT)
     @requires("read:datasets", dataset="read")
     async def get(self, dataset_id: str) -> None:
@@ -67,22 +69,23 @@ class DatasetTasksHandler(APIHandler):
         status = self.status_arg()
         job_id, name, pilot_id = (self.get_argument(arg, "") or None
                                   for arg in ("job_id", "name", "pilot_id"))
-        privileged = self.principal.privileged
         await self.list_page(self.db.tasks, lambda paging: self.db.tasks.page(
             paging, dataset_id=dataset_id, status=status, job_id=job_id, name=name,
-            pilot_id=pilot_id), lambda d: visible_task(d, privileged))
+            pilot_id=pilot_id), model=task_model(self.principal.privileged, page=True))
 
 
 class DatasetTaskHandler(APIHandler):
+    @responds("Task", "HeldTask")
     @query(keys=KEYS)
     @requires("read:datasets", dataset="read")
     async def get(self, dataset_id: str, task_id: str) -> None:
         """One task of a dataset."""
         task = await self.db.tasks.get_in(task_id, dataset_id, self.keys_arg())
-        self.write_json(visible_task(task, self.principal.privileged))
+        self.reply(task, task_model(self.principal.privileged))
 
 
 class DatasetTaskStatusHandler(DryRunHandler):
+    @responds("Changed", "DryRun")
     @requires("write:datasets", dataset="write", body=STATUS_BODY)
     async def put(self, dataset_id: str, task_id: str) -> None:
         """Set a task's status (state machine; illegal -> 409); `"dry_run": true` answers
@@ -107,6 +110,7 @@ async def publish_change(h: APIHandler, doc: Doc, prev: str | None) -> None:
 
 
 class TaskSummariesHandler(APIHandler):
+    @responds("DatasetSummary")
     @requires("read:datasets", dataset="read")
     async def get(self, dataset_id: str) -> None:
         """Task ids grouped by status: `{status: [task_id, ...]}`."""
@@ -114,6 +118,7 @@ class TaskSummariesHandler(APIHandler):
 
 
 class TaskCountsHandler(APIHandler):
+    @responds("StatusCounts")
     @requires("read:datasets", dataset="read")
     async def get(self, dataset_id: str) -> None:
         """Task counts by status: `{status: n}`."""
@@ -121,6 +126,7 @@ class TaskCountsHandler(APIHandler):
 
 
 class TaskCountsNameHandler(APIHandler):
+    @responds("NameStatusCounts")
     @requires("read:datasets", dataset="read")
     async def get(self, dataset_id: str) -> None:
         """Task counts by name and status, in task-index order: `{name: {status: n}}`."""
@@ -168,6 +174,7 @@ class BulkStatusHandler(DryRunHandler):
         validate(data, schema)
         return data  # type: ignore[no-any-return]
 
+    @responds("Changed", "DryRun")
     @path(status=definition("task_status")["properties"]["status"])
     @requires("write:datasets", dataset="write", body=BULK_STATUS_BODY)
     async def post(self, dataset_id: str, status: str) -> None:
@@ -208,6 +215,7 @@ async def reopen_dataset(h: APIHandler, dataset_id: str) -> None:
 
 
 class BulkRequirementsHandler(DryRunHandler):
+    @responds("Changed", "DryRun")
     @requires("write:datasets", dataset="write", body=BULK_REQ_BODY)
     async def patch(self, dataset_id: str, name: str) -> None:
         """Set requirements on every unfinished task with this name (unknown name -> 404);
@@ -223,6 +231,7 @@ class BulkRequirementsHandler(DryRunHandler):
 
 
 class DatasetTaskStatsHandler(APIHandler):
+    @responds("TaskStatsSummary")
     @requires("read:datasets", dataset="read")
     async def get(self, dataset_id: str) -> None:
         """Per task name with completed tasks (IceProd's summary): `count`, `total_hrs`,
@@ -231,6 +240,7 @@ class DatasetTaskStatsHandler(APIHandler):
 
 
 class TasksHandler(APIHandler):
+    @responds("HeldTaskPage")
     @query(**PAGE, dataset_id=TEXT, status=STATUS, job_id=TEXT, name=TEXT, pilot_id=TEXT)
     @requires("internal")
     async def get(self) -> None:
@@ -244,6 +254,7 @@ class TasksHandler(APIHandler):
             paging, dataset_id=dataset_id, status=status, job_id=job_id, name=name,
             pilot_id=pilot_id))
 
+    @responds("Created")
     @requires("internal", body=CREATE_BODY, created=True)
     async def post(self) -> None:
         """Create a task (internal)."""
@@ -277,6 +288,7 @@ class TasksHandler(APIHandler):
 
 
 class TaskHandler(OwnershipMixin, APIHandler):
+    @responds("Task", "HeldTask")
     @query(keys=KEYS)
     @requires("read:datasets", "internal", "pilot")
     async def get(self, task_id: str) -> None:
@@ -292,7 +304,7 @@ class TaskHandler(OwnershipMixin, APIHandler):
             else:
                 await self.check_task_holder(found)
         task = await self.db.tasks.get(task_id, self.keys_arg())
-        self.write_json(visible_task(task, p.privileged or p.has("internal") or holder))
+        self.reply(task, task_model(p.privileged or p.has("internal") or holder))
 
     def parse_body(self, schema: Doc) -> Doc:
         raw = self.request.body
@@ -303,6 +315,7 @@ class TaskHandler(OwnershipMixin, APIHandler):
         validate(data, schema)
         return data  # type: ignore[no-any-return]
 
+    @responds("HeldTask")
     @requires("internal", body=PATCH_BODY)
     async def patch(self, task_id: str) -> None:
         """Update a task's fields (internal): priority, requirements, reason, site,
@@ -314,6 +327,7 @@ class TaskHandler(OwnershipMixin, APIHandler):
 
 
 class TaskStatusHandler(DryRunHandler):
+    @responds("Changed", "DryRun")
     @requires("internal", body=STATUS_BODY)
     async def put(self, task_id: str) -> None:
         """Set a task's status by id alone (admin, system; IceProd v2.7): through the state
@@ -340,6 +354,7 @@ class ProcessHandler(OwnershipMixin, APIHandler):
     def on_connection_close(self) -> None:
         self.closed = True
 
+    @responds("HeldTask", "ClaimedTasks")
     @requires("pilot", "internal", body=PROCESS_BODY)
     async def post(self) -> None:
         """Claim the highest-priority queued task that fits the pilot's free resources;
@@ -375,7 +390,7 @@ class ProcessHandler(OwnershipMixin, APIHandler):
             self.ctx.metrics.inc("iceprod_claims_empty_total",
                                  help="claims that found no task (after waiting, if asked)")
         if "max_tasks" in b:
-            self.write_json({"tasks": tasks})
+            self.reply({"tasks": tasks}, "ClaimedTasks")
             return
         if not tasks:
             raise NotFound("no task fits these resources", quiet=True)
@@ -406,6 +421,7 @@ class FencedAction(OwnershipMixin, APIHandler):
 
 
 class CompleteHandler(FencedAction):
+    @responds("Empty")
     @requires("pilot", "internal", body=COMPLETE_BODY)
     async def post(self, task_id: str) -> None:
         """Mark a processing task complete (not the caller's pilot's -> 403; stale
@@ -455,6 +471,7 @@ async def store_inline(db: Database, task: Doc, stats: Doc | None, logs: dict[st
 class ResetHandler(FencedAction):
     fail = False
 
+    @responds("RunReport")
     @requires("pilot", "internal", body=RESET_BODY)
     async def post(self, task_id: str) -> None:
         """Report a failed run: count it, grow requirements from measured use, and retry the
@@ -497,6 +514,7 @@ class ResetHandler(FencedAction):
 class FailedHandler(ResetHandler):
     fail = True
 
+    @responds("RunReport")
     @requires("pilot", "internal", body=FAILED_BODY)
     async def post(self, task_id: str) -> None:
         """Report a run that must not be retried: the task goes straight to failed."""
@@ -504,6 +522,7 @@ class FailedHandler(ResetHandler):
 
 
 class QueueHandler(APIHandler):
+    @responds("Queued")
     @requires("internal", body=QUEUE_BODY)
     async def post(self) -> None:
         """Queue up to `num_tasks` waiting tasks whose dependencies are complete, under the

@@ -21,6 +21,7 @@ from pathlib import Path
 from iceprod.common.errors import NotFound
 from iceprod.rest.base import APIHandler, public
 from iceprod.rest.openapi import FILE_NAME, path
+from iceprod.rest.responses import responds
 
 UI_DIR = Path(__file__).resolve().parents[2] / "ui"
 """``iceprod/ui``: index.html and static/ (package data)."""
@@ -33,6 +34,8 @@ TYPES = {".js": "text/javascript; charset=utf-8", ".css": "text/css; charset=utf
          ".html": "text/html; charset=utf-8", ".svg": "image/svg+xml",
          ".png": "image/png", ".txt": "text/plain; charset=utf-8",
          ".json": "application/json; charset=utf-8"}
+STATIC_MEDIA = tuple(sorted({t.split(";")[0] for t in TYPES.values()}))
+"""What the dashboard's static files are served as (for the OpenAPI document)."""
 LDAP_OFF = b'<meta name="iceprod-ldap" content="off">'
 LDAP_ON = b'<meta name="iceprod-ldap" content="on">'
 STATIC_NAME = FILE_NAME["pattern"][1:-1]
@@ -95,6 +98,7 @@ def _etag(body: bytes) -> str:
 
 
 class RootHandler(PageHandler):
+    @responds()
     @public()
     async def get(self) -> None:
         """A browser (Accept preferring text/html) is sent to the dashboard at `/ui/`;
@@ -105,6 +109,7 @@ class RootHandler(PageHandler):
 
 
 class DashboardHandler(PageHandler):
+    @responds(media="text/html")
     @public()
     async def get(self) -> None:
         """The dashboard (HTML). Public: the page holds no data; it logs in and reads
@@ -118,6 +123,7 @@ class DashboardHandler(PageHandler):
 
 
 class StaticHandler(PageHandler):
+    @responds(media=STATIC_MEDIA)
     @path(name=FILE_NAME)
     @public()
     async def get(self, name: str) -> None:

@@ -16,6 +16,7 @@ from iceprod.rest.audit import audit
 from iceprod.rest.base import APIHandler, requires
 from iceprod.rest.handlers.schemas import body, definition
 from iceprod.rest.openapi import TEXT, path, query
+from iceprod.rest.responses import responds
 
 RATES_BODY = body("billing_rates")
 FORMAT = definition("csv_format")
@@ -47,6 +48,7 @@ def _day(name: str, value: str | None) -> str | None:
 
 
 class UsageHandler(CsvMixin):
+    @responds("Usage", media="text/csv")
     @query(user=TEXT, group=TEXT, project=TEXT, site=TEXT, dataset_id=TEXT, start=DAY,
            end=DAY, group_by=GROUP_BY, format=FORMAT)
     @requires("account")
@@ -112,6 +114,7 @@ class BillingHandler(CsvMixin):
 class UserBillingHandler(BillingHandler):
     kind = "user"
 
+    @responds("Bill", media="text/csv")
     @query(format=FORMAT)
     @path(year=YEAR, month=MONTH)
     @requires("account")
@@ -124,6 +127,7 @@ class UserBillingHandler(BillingHandler):
 class GroupBillingHandler(BillingHandler):
     kind = "group"
 
+    @responds("Bill", media="text/csv")
     @query(format=FORMAT)
     @path(year=YEAR, month=MONTH)
     @requires("account")
@@ -135,6 +139,7 @@ class GroupBillingHandler(BillingHandler):
 class ProjectBillingHandler(BillingHandler):
     kind = "project"
 
+    @responds("Bill", media="text/csv")
     @query(format=FORMAT)
     @path(year=YEAR, month=MONTH)
     @requires("account")
@@ -144,11 +149,13 @@ class ProjectBillingHandler(BillingHandler):
 
 
 class RatesHandler(APIHandler):
+    @responds("Rates")
     @requires("account")
     async def get(self) -> None:
         """The billing rate table: a price per unit of each metric, and the currency."""
         self.write_json(await rates(self.db))
 
+    @responds("Rates")
     @requires("facility", body=RATES_BODY)
     async def put(self) -> None:
         """Change rates (those not given stay); answers the whole table."""

@@ -22,6 +22,7 @@ from iceprod.rest.auth.external import normalize_identity
 from iceprod.rest.base import APIHandler, requires
 from iceprod.rest.handlers.schemas import body
 from iceprod.rest.openapi import PAGE, TEXT, query
+from iceprod.rest.responses import responds
 
 CREATE_BODY = body("users_create")
 PATCH_BODY = body("users_patch")
@@ -62,6 +63,7 @@ class UserBase(APIHandler):
 
 
 class UsersHandler(UserBase):
+    @responds("UserPage")
     @query(**PAGE, username=TEXT, group=TEXT)
     @requires("read:accounts")
     async def get(self) -> None:
@@ -71,6 +73,7 @@ class UsersHandler(UserBase):
         await self.list_page(self.db.users, lambda paging: self.db.users.page(
             paging, username=username, group=group))
 
+    @responds("Created")
     @requires("write:accounts", body=CREATE_BODY, created=True)
     async def post(self) -> None:
         """Add a user (roles default to user, groups to users; 409 when the username is
@@ -94,11 +97,13 @@ class UsersHandler(UserBase):
 
 
 class UserHandler(UserBase):
+    @responds("User")
     @requires("read:accounts", "account")
     async def get(self, user_id: str) -> None:
         """One user (a user may read its own record)."""
         self.write_json(await self.own_or_reader(user_id))
 
+    @responds("User")
     @requires("write:accounts", body=PATCH_BODY)
     async def patch(self, user_id: str) -> None:
         """Set or clear (null) a user's email or ORCID iD."""
@@ -108,6 +113,7 @@ class UserHandler(UserBase):
         await audit(self, "user.identities", detail={"user_id": user_id, **ids})
         self.write_json(doc)
 
+    @responds("Empty")
     @requires("write:accounts")
     async def delete(self, user_id: str) -> None:
         """Delete a user and revoke its tokens (an LDAP user is created anew at its next
@@ -120,12 +126,14 @@ class UserHandler(UserBase):
 
 
 class UserGroupsHandler(UserBase):
+    @responds("UserGroups")
     @requires("read:accounts", "account")
     async def get(self, user_id: str) -> None:
         """A user's groups: `{"groups": [name, ...]}`."""
         user = await self.own_or_reader(user_id)
         self.write_json({"groups": user.get("groups", [])})
 
+    @responds("UserGroups")
     @requires("write:accounts", body=ADD_GROUP_BODY)
     async def post(self, user_id: str) -> None:
         """Add a user to a group."""
@@ -136,6 +144,7 @@ class UserGroupsHandler(UserBase):
                                                     "group": self.body["group"]})
         self.write_json({"groups": user.get("groups", [])})
 
+    @responds("UserGroups")
     @requires("write:accounts", body=GROUPS_BODY)
     async def put(self, user_id: str) -> None:
         """Set a user's groups; leaving a group revokes the user's tokens."""
@@ -153,6 +162,7 @@ class UserGroupsHandler(UserBase):
 
 
 class UserRolesHandler(UserBase):
+    @responds("UserRoles")
     @requires("write:accounts", body=ROLES_BODY)
     async def put(self, user_id: str) -> None:
         """Set a user's roles (built-in or custom); losing a role revokes its tokens."""
@@ -170,6 +180,7 @@ class UserRolesHandler(UserBase):
 
 
 class UserRevokeTokensHandler(APIHandler):
+    @responds("TokensRevoked")
     @requires("write:accounts")
     async def post(self, user_id: str) -> None:
         """Revoke every token the user holds now (it may log in again)."""

@@ -11,6 +11,7 @@ from iceprod.db.store import Doc
 from iceprod.rest.auth.apikeys import PREFIX, new_key
 from iceprod.rest.base import APIHandler, requires
 from iceprod.rest.handlers.schemas import body
+from iceprod.rest.responses import responds
 
 CREATE_BODY = body("apikeys_create")
 _ID = 32
@@ -43,12 +44,14 @@ class KeysBase(APIHandler):
 
 
 class KeysHandler(KeysBase):
+    @responds("ApiKeys")
     @requires("token", "write:accounts")
     async def get(self, user_id: str) -> None:
         """The user's API keys (names, ids, rights, dates; never the keys)."""
         username, _ = await self.owner(user_id)
         self.write_json([key_model(d) for d in await self.db.apikeys.of_user(username)])
 
+    @responds("ApiKeyCreated")
     @requires("token", "write:accounts", body=CREATE_BODY, created=True)
     async def post(self, user_id: str) -> None:
         """Create a named API key holding the user's rights (its own roles and groups when
@@ -72,6 +75,7 @@ class KeysHandler(KeysBase):
 
 
 class KeyHandler(KeysBase):
+    @responds("Deleted")
     @requires("token", "write:accounts")
     async def delete(self, user_id: str, name: str) -> None:
         """Delete (revoke) a key: it is refused from the next request on."""

@@ -28,6 +28,7 @@ from iceprod.rest.base import APIHandler, requires
 from iceprod.rest.handlers.dialects.common import dataset_group, stop, submit, usable_script
 from iceprod.rest.handlers.schemas import body
 from iceprod.rest.openapi import FLAG, query
+from iceprod.rest.responses import responds
 
 log = logging.getLogger(__name__)
 CREATE_BODY = body("batches_create")
@@ -97,6 +98,7 @@ class BatchBase(APIHandler):
 
 
 class BatchesHandler(BatchBase):
+    @responds("Batches")
     @requires("read:datasets")
     async def get(self) -> None:
         """The caller's batches (not deleted), oldest first."""
@@ -104,6 +106,7 @@ class BatchesHandler(BatchBase):
                                                  limit=MAX_BATCHES)
         self.write_json([batch_model(s) for s in subs])
 
+    @responds("Batch")
     @requires("create:datasets", body=CREATE_BODY, created=True)
     async def post(self) -> None:
         """Submit a batch of `n_jobs` jobs running the catalog entry `tool_id`, each with its
@@ -137,6 +140,7 @@ class BatchesHandler(BatchBase):
         sub = await self.db.submissions.of_kind(batch_id, "batch")
         self.write_json(batch_model(sub), 201)
 
+    @responds("BatchesCancelled")
     @query(dry_run=FLAG)
     @requires("write:datasets")
     async def delete(self) -> None:
@@ -174,6 +178,7 @@ class BatchesHandler(BatchBase):
 
 
 class BatchHandler(BatchBase):
+    @responds("BatchStatus")
     @requires("read:datasets")
     async def get(self, batch_id: str) -> None:
         """A batch with `n_submitted` (jobs handed to the scheduler) and `submitted_jobs`
@@ -184,6 +189,7 @@ class BatchHandler(BatchBase):
         self.write_json({**batch_model(sub), "n_submitted": made, "submitted_jobs": counts,
                          "deleted": sub["deleted"]})
 
+    @responds("BatchDeleted")
     @requires("write:datasets")
     async def delete(self, batch_id: str) -> None:
         """Delete a batch: stop its unfinished jobs (running ones are killed by their
@@ -197,6 +203,7 @@ class BatchHandler(BatchBase):
 
 
 class BatchJobsHandler(BatchBase):
+    @responds("BatchJobs")
     @requires("read:datasets")
     async def get(self, batch_id: str) -> None:
         """The batch's jobs in order: `[{job_id, log_id, args}]`."""
@@ -205,6 +212,7 @@ class BatchJobsHandler(BatchBase):
 
 
 class BatchJobHandler(BatchBase):
+    @responds("BatchJob")
     @requires("read:datasets")
     async def get(self, batch_id: str, job_id: str) -> None:
         """One job: `args`, `status`, `reason`, `create_time`, `start_time`, `stop_time`,

@@ -29,6 +29,7 @@ from iceprod.rest.audit import audit
 from iceprod.rest.base import APIHandler, requires
 from iceprod.rest.handlers.dialects.common import dataset_group, stop, submit, usable_script
 from iceprod.rest.handlers.schemas import definition
+from iceprod.rest.responses import responds
 
 RESERVED = ("task_name", "depends_on", "dependency_type")
 DEPENDENCY_TYPES = ("afterok",)
@@ -96,6 +97,7 @@ class DrmaaticBase(APIHandler):
 
 
 class TasksHandler(DrmaaticBase):
+    @responds("DrmaaticTask")
     @requires("create:datasets", created=True)
     async def post(self) -> None:
         """Submit a task: a one-job dataset running the catalog entry `task_name` with the
@@ -194,12 +196,14 @@ class TasksHandler(DrmaaticBase):
 
 
 class TaskHandler(DrmaaticBase):
+    @responds("DrmaaticTask")
     @requires("read:datasets")
     async def get(self, uuid: str) -> None:
         """A task in DRMAAtic's fields (status mapped as the module docstring says), plus
         `reason` when it failed."""
         self.write_json(await self.task_model(await self.submission(uuid)))
 
+    @responds("DrmaaticTask")
     @requires("write:datasets")
     async def delete(self, uuid: str) -> None:
         """Stop the task if it has not finished (its pilot kills a running one) and mark it
@@ -221,6 +225,7 @@ async def output_files(h: APIHandler, sub: Doc) -> dict[str, dict[str, Any]]:
 
 
 class TaskFilesHandler(DrmaaticBase):
+    @responds("FileNames")
     @requires("read:datasets")
     async def get(self, uuid: str) -> None:
         """The files of the task's working directory after it ran (`[path, ...]`; empty
@@ -250,6 +255,7 @@ class _Sink:
 
 
 class TaskDownloadHandler(DrmaaticBase):
+    @responds(media="application/zip")
     @requires("read:datasets")
     async def get(self, uuid: str) -> None:
         """The task's working directory as a zip, streamed as it is built (a directory

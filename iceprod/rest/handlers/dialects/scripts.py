@@ -10,6 +10,7 @@ from iceprod.db.store import Doc
 from iceprod.rest.base import APIHandler, requires
 from iceprod.rest.handlers.schemas import body, definition
 from iceprod.rest.openapi import query
+from iceprod.rest.responses import responds
 
 PUT_BODY = body("scripts_put")
 DEFAULT_PAGE_SIZE = 100
@@ -30,6 +31,7 @@ def script_model(doc: Doc) -> Doc:
 
 
 class ScriptsHandler(APIHandler):
+    @responds("ScriptPage")
     @query(page=PAGE_NUMBER, page_size=PAGE_SIZE)
     @requires("read:datasets")
     async def get(self) -> None:
@@ -53,12 +55,14 @@ class ScriptsHandler(APIHandler):
 
 
 class ScriptHandler(APIHandler):
+    @responds("Script")
     @requires("read:datasets")
     async def get(self, name: str) -> None:
         """One catalog entry: its command, parameters with their types and rules, groups,
         clock time and whether outputs are visible."""
         self.write_json(script_model(await self.db.scripts.get(name)))
 
+    @responds("Script")
     @requires("write:scripts", body=PUT_BODY)
     async def put(self, name: str) -> None:
         """Create or replace an entry (admin). `$(param.NAME)` may appear in `args` only
@@ -68,6 +72,7 @@ class ScriptHandler(APIHandler):
         await self.db.scripts.put(doc)
         self.write_json(script_model(await self.db.scripts.get(name)))
 
+    @responds("Deleted")
     @requires("write:scripts")
     async def delete(self, name: str) -> None:
         """Remove an entry (datasets already submitted from it are not affected)."""
