@@ -153,6 +153,17 @@ class QuotaGate:
             self.loads[name].cores_held += got * self.task_cores.get(dataset_id, 1.0)
 
 
+async def quota_allows(db: Database, dataset_id: str, n: int) -> int:
+    """How many of ``n`` ready tasks the dataset's project quota lets it queue now (what a
+    completion may queue of its dependents at once; the rest wait for a queueing round)."""
+    dataset = await db.datasets.find(dataset_id)
+    if dataset is None:
+        return 0
+    gate = await QuotaGate.load(db, [dataset])
+    await gate.prepare(db, dataset_id)
+    return gate.allow(dataset_id, n)
+
+
 async def storage_room(db: Database, dataset: Doc, stored: StoredBytes) -> tuple[str, int, int] | None:
     """``(project, limit, used)`` when the dataset's project has a stored-bytes quota, else
     None: ``used`` is what all the project's datasets keep in the file store now."""

@@ -17,6 +17,7 @@ from iceprod.common.errors import Invalid
 from iceprod.core.events import EventHub, task_event
 from iceprod.core.materialize import materialize_dataset
 from iceprod.core.queue import queue_tasks
+from iceprod.core.quota import quota_allows
 from iceprod.core.rollup import rollup_job
 from iceprod.db import Database
 from iceprod.db.store import Doc
@@ -117,6 +118,8 @@ async def queue_dependents(db: Database, parent: Doc, job_tasks: list[Doc]) -> l
     done = await db.tasks.complete_ids(sorted(outside)) if outside else set()
     ready = [t["task_id"] for t in waiting
              if all(status.get(d) == "complete" or d in done for d in t.get("depends") or [])]
+    # a project over its quota queues nothing more here: the round queues it when quota frees
+    ready = ready[:await quota_allows(db, parent["dataset_id"], len(ready))] if ready else []
     if not ready:
         return []
     return await db.tasks.queue_ready(ready, float(parent.get("dataset_priority") or 0.0))

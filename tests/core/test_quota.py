@@ -11,6 +11,7 @@ import pytest
 
 from iceprod.core.queue import queue_tasks
 from iceprod.core.quota import QuotaGate, period_start, quota_blockers
+from iceprod.core.taskflow import complete_task
 from iceprod.db import Database
 from tests.db.builders import dataset_doc, task_doc
 
@@ -92,3 +93,27 @@ async def test_the_gate_shares_a_project_between_its_datasets(db: Database) -> N
     await queue_tasks(db, 100, {})
     counts = await db.tasks.counts_by_dataset("queued")
     assert counts.get("d1", 0) + counts.get("d3", 0) == 3 and counts["d2"] == 4
+
+
+async def test_a_completion_queues_dependents_only_within_the_quota(db: Database) -> None:
+    """Completing a task queues its ready dependents at once, but no more than the project's
+    core quota leaves room for: the rest wait for a round, as any over-quota work does."""
+    await db.projects.create(db.projects.new_doc("ice", quota={"cores": 2}))
+    await db.datasets.create(dataset_doc("d1", 1, project="ice"))
+    await db.tasks.insert_missing([
+        task_doc("parent", status="queued", requirements={"cpu": 1}),
+        task_doc("child1", task_index=1, status="waiting", requirements={"cpu": 1},
+                 depends=["parent"]),
+        task_doc("child2", task_index=2, status="waiting", requirements={"cpu": 1},
+                 depends=["parent"]),
+        task_doc("other", job_index=1, status="queued", requirements={"cpu": 1}),
+    ])
+    held = [await db.tasks.claim({"cpu": 1}, "p1", 600) for _ in range(2)]
+    assert sorted(t["task_id"] for t in held if t) == ["other", "parent"]
+    parent = next(t for t in held if t and t["task_id"] == "parent")
+    await complete_task(db, None, "parent", parent["instance_id"])
+    # "other" still holds one of the two cores: one child is queued, one waits
+    assert await db.tasks.counts_by_status("d1") == {"complete": 1, "processing": 1,
+                                                       "queued": 1, "waiting": 1}
+    (blocker,) = await quota_blockers(db, await db.datasets.get("d1"))
+    assert blocker["quota"] == "cores" and blocker["used"] == 2.0
