@@ -10,10 +10,9 @@ from __future__ import annotations
 
 import secrets
 import time
-from typing import Any
 
 from iceprod.common.timeutil import iso
-from iceprod.db.base import Page, Paging, Repository
+from iceprod.db.base import Page, Paging, Repository, between, where
 from iceprod.db.store import CollectionSpec, Doc, Index
 
 
@@ -50,18 +49,6 @@ class AuditRepo(Repository):
     ) -> Page:
         """One page of records, oldest first, matching every given filter (``since`` and
         ``until`` are ISO times, inclusive)."""
-        query: dict[str, Any] = {}
-        if dataset_id:
-            query["dataset_id"] = dataset_id
-        if username:
-            query["username"] = username
-        if action:
-            query["action"] = action
-        window: dict[str, str] = {}
-        if since:
-            window["$gte"] = since
-        if until:
-            window["$lte"] = until
-        if window:
-            query["time"] = window
+        query = where(dataset_id=dataset_id or None, username=username or None,
+                      action=action or None, time=between(since or None, until or None))
         return await self._page(query, Paging(None, limit, after))

@@ -46,16 +46,38 @@ class OneOf(list[Any]):
     ``one_of``, read by ``where``."""
 
 
+@dataclass(frozen=True)
+class Between:
+    """An inclusive range (either bound may be absent); made by ``between``, read by
+    ``where``."""
+
+    low: Any = None
+    high: Any = None
+
+
 def where(**criteria: Any) -> dict[str, Any]:
     """A filter from a repository method's typed parameters: a ``None`` criterion is left
-    out, a ``OneOf`` means "any of these" (``$in``; empty matches nothing), any other value
-    equality (a plain list too: it is a value, never read as a set of alternatives)."""
+    out, a ``OneOf`` means "any of these" (``$in``; empty matches nothing), a ``Between``
+    an inclusive range, any other value equality (a plain list too: it is a value, never
+    read as a set of alternatives)."""
     out: dict[str, Any] = {}
     for name, value in criteria.items():
         if value is None:
             continue
-        out[name] = {"$in": list(value)} if isinstance(value, OneOf) else value
+        if isinstance(value, OneOf):
+            out[name] = {"$in": list(value)}
+        elif isinstance(value, Between):
+            out[name] = {op: bound for op, bound in (("$gte", value.low), ("$lte", value.high))
+                         if bound is not None}
+        else:
+            out[name] = value
     return out
+
+
+def between(low: Any, high: Any) -> Between | None:
+    """An inclusive range parameter as ``where`` reads it (``None``: no criterion, when
+    neither bound is given)."""
+    return None if low is None and high is None else Between(low, high)
 
 
 def one_of(values: Sequence[Any] | None) -> OneOf | None:

@@ -15,7 +15,7 @@ from iceprod.common.ids import new_id
 from iceprod.common.reasons import EVICTED
 from iceprod.common.states import allowed_from
 from iceprod.common.timeutil import iso
-from iceprod.db.base import ALL, Page, Paging, Repository, one_of, where
+from iceprod.db.base import ALL, Page, Paging, Repository, between, one_of, where
 from iceprod.db.store import CollectionSpec, Doc, Filter, Index
 
 NUMERIC_REQUIREMENTS = ("cpu", "gpu", "memory", "disk", "time")
@@ -47,19 +47,10 @@ class TaskSelection:
 
 def selection_filter(dataset_id: str, selection: TaskSelection) -> dict[str, Any]:
     """The store filter of a selection (the state machine's sources are added by the caller)."""
-    query: dict[str, Any] = {"dataset_id": dataset_id}
-    if selection.task_ids:
-        query["task_id"] = {"$in": list(selection.task_ids)}
-    if selection.names:
-        query["name"] = {"$in": list(selection.names)}
-    index: dict[str, int] = {}
-    if selection.job_index_min is not None:
-        index["$gte"] = selection.job_index_min
-    if selection.job_index_max is not None:
-        index["$lte"] = selection.job_index_max
-    if index:
-        query["job_index"] = index
-    return query
+    return where(dataset_id=dataset_id,
+                 task_id=one_of(selection.task_ids) if selection.task_ids else None,
+                 name=one_of(selection.names) if selection.names else None,
+                 job_index=between(selection.job_index_min, selection.job_index_max))
 
 
 def selected_filters(dataset_id: str, status: str, selection: TaskSelection

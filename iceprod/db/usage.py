@@ -8,7 +8,7 @@ import hashlib
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from iceprod.db.base import Repository
+from iceprod.db.base import Repository, between, where
 from iceprod.db.store import CollectionSpec, Doc, Index, Store
 
 KEY_FIELDS = ("day", "user", "group", "project", "site", "dataset_id")
@@ -75,16 +75,10 @@ class UsageRepo(Repository):
               end: str | None = None) -> dict[str, Any]:
         """The filter for rollups matching ``filters`` (key fields) with ``start <= day <=
         end`` (ISO dates, either may be absent)."""
-        query: dict[str, Any] = {k: v for k, v in filters.items()
-                                 if k in KEY_FIELDS and v is not None}
-        day: dict[str, str] = {}
-        if start:
-            day["$gte"] = start
-        if end:
-            day["$lte"] = end
-        if day:
-            query["day"] = day
-        return query
+        criteria: dict[str, Any] = {k: v for k, v in filters.items() if k in KEY_FIELDS}
+        if (window := between(start or None, end or None)) is not None:
+            criteria["day"] = window  # a range replaces an exact day
+        return where(**criteria)
 
     async def totals(self, filters: Mapping[str, str | None], start: str | None = None,
                      end: str | None = None, group_by: Sequence[str] = ()) -> list[Doc]:

@@ -13,7 +13,7 @@ import pytest
 
 from iceprod.common.errors import Invalid, NotFound, UndeclaredField
 from iceprod.db import Database
-from iceprod.db.base import Paging, Repository, one_of, where
+from iceprod.db.base import Paging, Repository, between, one_of, where
 from iceprod.db.store import CollectionSpec, Store
 from tests.db.builders import dataset_doc, job_doc, task_doc
 
@@ -150,6 +150,10 @@ def test_where_reads_only_one_of_as_alternatives() -> None:
         == {"b": 1, "c": ["x"], "d": {"$in": ["x", "y"]}, "e": {"$in": []}}
     with pytest.raises(TypeError):
         one_of("queued")
+    # an inclusive range, either bound optional (0 is a bound); no bound is no criterion
+    assert where(a=between(0, 5), b=between(None, "z"), c=between("a", None),
+                 d=between(None, None)) == \
+        {"a": {"$gte": 0, "$lte": 5}, "b": {"$lte": "z"}, "c": {"$gte": "a"}}
 
 
 class _Careless(Repository):
