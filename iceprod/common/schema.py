@@ -98,15 +98,6 @@ def registry() -> Registry[Any]:
 
 
 @functools.cache
-def _named_validator(ref: str) -> Validator:
-    """Validator for "name" or "name#/json/pointer" (a part of a schema, e.g. one `$defs`)."""
-    name, _, pointer = ref.partition("#")
-    root = load_schema(name)
-    uri = root.get("$id", f"urn:iceprod:schema:{name}")
-    return _ref_validator(f"{uri}#{pointer}")
-
-
-@functools.cache
 def _ref_validator(ref: str) -> Validator:
     return Draft202012Validator({"$ref": ref}, registry=registry())
 
@@ -168,7 +159,9 @@ def _fast_validator(ref: str) -> Validator | None:
 
 
 def _ref_of(schema: Mapping[str, Any] | str) -> str | None:
-    """The absolute reference a named or `{"$ref": ...}` schema stands for."""
+    """The absolute reference a named schema ("name" or "name#/json/pointer", a part of a
+    schema such as one `$defs`) or a `{"$ref": ...}` schema stands for (None for any other
+    schema)."""
     if isinstance(schema, str):
         name, _, pointer = schema.partition("#")
         root = load_schema(name)
@@ -179,10 +172,9 @@ def _ref_of(schema: Mapping[str, Any] | str) -> str | None:
 
 
 def _validator(schema: Mapping[str, Any] | str) -> Validator:
-    if isinstance(schema, str):
-        return _named_validator(schema)
-    if set(schema) == {"$ref"}:
-        return _ref_validator(str(schema["$ref"]))
+    ref = _ref_of(schema)
+    if ref is not None:
+        return _ref_validator(ref)
     return Draft202012Validator(schema, registry=registry())
 
 
