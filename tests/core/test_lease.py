@@ -19,16 +19,34 @@ async def test_work_stops_when_its_lease_is_taken(tmp_path: Path) -> None:
         ttl = 0.3
         assert await db.settings.acquire_lease("scheduler", "a", ttl)
         steps: list[float] = []
+        # the store's own acquire_lease, with each successful call (a renewal) counted
+        renewals = [0]
+        renewed = asyncio.Event()
+        acquire = db.settings.acquire_lease
+
+        async def counted(name: str, holder: str, lease_ttl: float) -> bool:
+            held = await acquire(name, holder, lease_ttl)
+            if held:
+                renewals[0] += 1
+                renewed.set()
+            return held
+
+        db.settings.acquire_lease = counted  # type: ignore[method-assign]
+
+        async def next_renewal() -> None:
+            renewed.clear()
+            await renewed.wait()
 
         async def work() -> None:
-            while True:  # a round that would go on acting
+            while True:  # a round that would go on acting, a step every 10 ms
                 steps.append(time.monotonic())
                 await asyncio.sleep(0.01)
 
         async def take_over() -> float:
-            # renewals keep it alive past its ttl; then another holder takes it
-            while len(steps) < 3 * ttl / 0.01:
-                await asyncio.sleep(0.01)
+            # renewals (every ttl / 3) keep it alive for three ttls; then another holder
+            # takes it
+            while renewals[0] < 9:
+                await next_renewal()
             await db.settings.release_lease("scheduler", "a")
             assert await db.settings.acquire_lease("scheduler", "b", 60)
             return time.monotonic()
@@ -48,7 +66,7 @@ async def test_work_stops_when_its_lease_is_taken(tmp_path: Path) -> None:
         assert await db.settings.acquire_lease("q", "c", ttl)
 
         async def quick() -> int:
-            await asyncio.sleep(ttl)  # spans a renewal
+            await next_renewal()  # a work that spans a renewal
             return 7
 
         assert await under_lease(db, "q", "c", ttl, quick) == 7
