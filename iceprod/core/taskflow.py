@@ -14,11 +14,11 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
 from iceprod.common.errors import Invalid
-from iceprod.core.events import EventHub, task_event
+from iceprod.core.events import EventHub, dataset_event, task_event
 from iceprod.core.materialize import materialize_dataset
 from iceprod.core.queue import queue_tasks
 from iceprod.core.quota import quota_allows
-from iceprod.core.rollup import rollup_job
+from iceprod.core.rollup import cascade_dataset, rollup_job
 from iceprod.db import Database
 from iceprod.db.store import Doc
 
@@ -123,6 +123,20 @@ async def queue_dependents(db: Database, parent: Doc, job_tasks: list[Doc]) -> l
     if not ready:
         return []
     return await db.tasks.queue_ready(ready, float(parent.get("dataset_priority") or 0.0))
+
+
+async def carry_dataset_status(db: Database, hub: EventHub | None, dataset: Doc,
+                               previous: str) -> int:
+    """After a dataset's status was set (``dataset`` as stored now; it was ``previous``):
+    carry it to the dataset's jobs and tasks (``cascade_dataset``) and publish the dataset's
+    event and its tasks'. Answers how many tasks changed."""
+    status = dataset["status"]
+    events = [dataset_event(dataset["dataset_id"], status, previous,
+                            dataset.get("status_changed", ""))]
+    changed = await cascade_dataset(db, dataset["dataset_id"], status, events)
+    if hub is not None:
+        await hub.publish(events)
+    return changed
 
 
 async def release_pilot(db: Database, hub: EventHub | None, pilot_id: str) -> int:

@@ -5,11 +5,10 @@ from __future__ import annotations
 from iceprod.common.errors import Forbidden, Invalid
 from iceprod.common.ids import new_id
 from iceprod.common.timeutil import iso
-from iceprod.core.events import dataset_event
 from iceprod.core.maintenance import submission_refusal
 from iceprod.core.preview import preview_dataset_status
 from iceprod.core.projects import project_for_submission
-from iceprod.core.rollup import cascade_dataset
+from iceprod.core.taskflow import carry_dataset_status
 from iceprod.db.store import Doc
 from iceprod.rest.audit import audit
 from iceprod.rest.auth.tokens import Principal
@@ -152,10 +151,7 @@ class DatasetStatusHandler(DryRunHandler):
         doc = await self.db.datasets.set_status(dataset_id, status)
         changed = 0
         if status != old["status"]:
-            events = [dataset_event(dataset_id, status, old["status"],
-                                    doc.get("status_changed", ""))]
-            changed = await cascade_dataset(self.db, dataset_id, status, events)
-            await self.ctx.events.publish(events)
+            changed = await carry_dataset_status(self.db, self.ctx.events, doc, old["status"])
         await audit(self, "dataset.status", dataset_id, None, {"changed": changed},
                     {"status": status, "previous": old["status"]})
         self.write_json({"changed": changed, "tasks_changed": changed})

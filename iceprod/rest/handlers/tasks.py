@@ -20,12 +20,17 @@ from iceprod.common.reasons import classify
 from iceprod.common.schema import validate
 from iceprod.common.states import statuses
 from iceprod.common.timeutil import iso
-from iceprod.core.events import dataset_event, task_event, tasks_event
+from iceprod.core.events import task_event, tasks_event
 from iceprod.core.maintenance import claim_refusal
 from iceprod.core.preview import preview_task_status
 from iceprod.core.queue import queue_exclusively
-from iceprod.core.rollup import cascade_dataset, rollup_job
-from iceprod.core.taskflow import claim_waiting, complete_task, publish_queued
+from iceprod.core.rollup import rollup_job
+from iceprod.core.taskflow import (
+    carry_dataset_status,
+    claim_waiting,
+    complete_task,
+    publish_queued,
+)
 from iceprod.core.usage import store_run
 from iceprod.db import Database
 from iceprod.db.store import Doc
@@ -208,10 +213,7 @@ async def reopen_dataset(h: APIHandler, dataset_id: str) -> None:
     dataset = await h.db.datasets.get(dataset_id, keys=["status"])
     if dataset.get("status") == "errors":
         doc = await h.db.datasets.set_status(dataset_id, "processing")
-        events = [dataset_event(dataset_id, "processing", "errors",
-                                doc.get("status_changed", ""))]
-        await cascade_dataset(h.db, dataset_id, "processing", events)
-        await h.ctx.events.publish(events)
+        await carry_dataset_status(h.db, h.ctx.events, doc, "errors")
 
 
 class BulkRequirementsHandler(DryRunHandler):

@@ -9,8 +9,7 @@ from iceprod.common.errors import Forbidden, NotFound
 from iceprod.common.ids import new_id
 from iceprod.common.schema import validate_dataset_config
 from iceprod.common.timeutil import iso
-from iceprod.core.events import dataset_event
-from iceprod.core.rollup import cascade_dataset
+from iceprod.core.taskflow import carry_dataset_status
 from iceprod.db.store import Doc
 from iceprod.rest.auth.tokens import Principal
 from iceprod.rest.base import APIHandler
@@ -86,8 +85,4 @@ async def stop(h: APIHandler, dataset_id: str) -> int:
     if ds["status"] not in ("processing", "errors"):
         return 0
     doc = await h.db.datasets.set_status(dataset_id, "suspended")
-    events = [dataset_event(dataset_id, "suspended", ds["status"],
-                            doc.get("status_changed", ""))]
-    changed = await cascade_dataset(h.db, dataset_id, "suspended", events)
-    await h.ctx.events.publish(events)
-    return changed
+    return await carry_dataset_status(h.db, h.ctx.events, doc, ds["status"])
