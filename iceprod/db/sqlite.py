@@ -31,8 +31,11 @@ loop's own thread: when the worker is idle, every statement (finds, counts, inse
 updates, deletes; each one statement or one transaction) runs at once on the loop's thread
 under a budget of ``INLINE_BUDGET_S`` (a progress handler interrupts a statement that runs
 longer, and a zero busy timeout refuses to wait for another process's lock); an interrupted
-or refused statement has had no effect (a transaction is rolled back) and runs again on the
-worker, as does one arriving while the worker is busy. So a request's short statements
+or refused statement has had no effect and runs again on the worker, as does one arriving
+while the worker is busy. A write runs inline inside a transaction of its own whose COMMIT
+is outside the budget: SQLite can report an interrupted autocommit write or COMMIT that it
+did commit, and running that again would apply it twice (a log stored twice, a counter
+incremented twice); interrupted before its COMMIT, the transaction is rolled back whole. So a request's short statements
 never cross threads, and a long one (a big listing, a bulk update) costs the loop at most
 the budget. Handing a 50 µs statement to a thread and back costs more than the statement on
 a busy machine (two thread switches, each a wait for the GIL, and the GIL convoy that
@@ -736,15 +739,16 @@ class Compiler:
 
 @contextmanager
 def transaction(conn: sqlite3.Connection) -> Iterator[None]:
+    """One write transaction around the block; inside one already open (an inline write,
+    see ``SQLiteStore.run_short``) the block joins it."""
+    if conn.in_transaction:
+        yield
+        return
     conn.execute("BEGIN IMMEDIATE")
     try:
         yield
         conn.execute("COMMIT")
     except BaseException:
-        # an inline budget's progress handler must not interrupt the rollback itself; an
-        # interrupted write has already rolled the whole transaction back (an interrupted
-        # read or COMMIT has not)
-        conn.set_progress_handler(None, 0)
         if conn.in_transaction:
             conn.execute("ROLLBACK")
         raise
@@ -800,11 +804,13 @@ class SQLiteCollection(Collection):
 
         return await self._store.run(prepared)
 
-    async def _run_short(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        """``_run`` for one statement expected to be short (see the module docstring)."""
+    async def _run_short(self, fn: Callable[[sqlite3.Connection], T], write: bool = False
+                         ) -> T:
+        """``_run`` for one statement (or transaction) expected to be short, ``write`` when
+        it changes anything (see ``SQLiteStore.run_short``)."""
         if self._store._ensured.get(self.spec.name) is not self.spec:
             return await self._run(fn)
-        return await self._store.run_short(fn)
+        return await self._store.run_short(fn, write)
 
     async def _fetch(self, statement: Statement, values: Sequence[Any]) -> list[Any]:
         params = statement.params(values)
@@ -863,7 +869,7 @@ class SQLiteCollection(Collection):
                     conn.execute(self._insert, row)
                     self._count_inserted(conn, last)
 
-        await self._run(op)
+        await self._run_short(op, write=True)
 
     async def _insert_many(self, docs: Sequence[Doc], texts: Sequence[str],
                            skip_duplicates: bool) -> int:
@@ -881,7 +887,7 @@ class SQLiteCollection(Collection):
                     self._count_inserted(conn, last)
                 return inserted
 
-        return await self._run_short(op)
+        return await self._run_short(op, write=True)
 
     async def _find(
         self, filter: Filter, keys: Sequence[str] | None, sort: Sort | None, limit: int | None
@@ -929,7 +935,7 @@ class SQLiteCollection(Collection):
                 rows = conn.execute(statement.sql, params).fetchall()
             return json.loads(rows[0][0]) if rows else None
 
-        return await self._run_short(op)
+        return await self._run_short(op, write=True)
 
     async def _update_many(self, filter: Filter, update: Update) -> int:
         flat = Flattener()
@@ -940,13 +946,14 @@ class SQLiteCollection(Collection):
             with duplicate_key_errors():
                 return conn.execute(statement.sql, params).rowcount
 
-        return await self._run_short(op)
+        return await self._run_short(op, write=True)
 
     async def _delete_many(self, filter: Filter) -> int:
         flat = Flattener()
         statement = self._sql.delete(flat.filter(filter))
         params = statement.params(flat.values)
-        return await self._run_short(lambda conn: conn.execute(statement.sql, params).rowcount)
+        return await self._run_short(
+            lambda conn: conn.execute(statement.sql, params).rowcount, write=True)
 
     async def explain(self, filter: Filter, sort: Sort | None = None) -> list[str]:
         """SQLite's query plan for ``find(filter, sort=sort)`` (one line per plan step)."""
@@ -1007,9 +1014,14 @@ class SQLiteStore(Store):
             raise RuntimeError("the SQLite store is closed")
         return await asyncio.get_running_loop().run_in_executor(self._executor, self._call, fn)
 
-    async def run_short(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        """Run ``fn(connection)``, one statement, on this thread when the worker is idle and
-        it finishes within the budget; else on the worker thread."""
+    async def run_short(self, fn: Callable[[sqlite3.Connection], T], write: bool = False) -> T:
+        """Run ``fn(connection)``, one statement or one transaction, on this thread when the
+        worker is idle and it finishes within the budget; else on the worker thread.
+
+        A ``write`` runs inline inside its own transaction, and only its statements are under
+        the budget, never the COMMIT: SQLite may report an interrupted autocommit write (or
+        COMMIT) that it has in fact committed, and running that again on the worker would
+        apply it twice. Interrupted before COMMIT, the transaction is rolled back whole."""
         if self._closed:
             raise RuntimeError("the SQLite store is closed")
         conn = self._conn
@@ -1018,18 +1030,26 @@ class SQLiteStore(Store):
         try:
             self._set_busy_timeout(conn, 0)  # inline: never wait for another process's lock
             try:
+                if conn.in_transaction:  # left open by a failure: it has no effect, drop it
+                    conn.execute("ROLLBACK")
+                if write:
+                    conn.execute("BEGIN IMMEDIATE")
                 self._inline_deadline = time.perf_counter() + INLINE_BUDGET_S
                 conn.set_progress_handler(self._over_budget, _PROGRESS_STEPS)
                 try:
-                    return fn(conn)
+                    result = fn(conn)
                 finally:
                     conn.set_progress_handler(None, 0)
-            except sqlite3.OperationalError as error:
-                name = getattr(error, "sqlite_errorname", "")
-                if not name.startswith(_RETRY_ON_WORKER):
-                    raise
-                if conn.in_transaction:  # whatever fn left open has no effect: drop it
+                if write:
+                    conn.execute("COMMIT")
+                return result
+            except BaseException as error:
+                if conn.in_transaction:  # nothing of it was committed: drop it
                     conn.execute("ROLLBACK")
+                name = getattr(error, "sqlite_errorname", "")
+                if not (isinstance(error, sqlite3.OperationalError)
+                        and name.startswith(_RETRY_ON_WORKER)):
+                    raise
         finally:
             self._lock.release()
         return await self.run(fn)

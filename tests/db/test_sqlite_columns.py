@@ -248,3 +248,56 @@ async def test_concurrent_claims_over_budget_all_land_once(
     claimed = [t for got in await asyncio.gather(*(claimer(n) for n in range(16))) for t in got]
     assert len(claimed) == len(set(claimed)) == 320
     assert await things.count({"status": "processing"}) == 320
+
+
+async def test_writes_interrupted_at_any_point_land_exactly_once(
+        sqlite_store: SQLiteStore, monkeypatch: Any) -> None:
+    """An inline write interrupted at any point of its run (swept over the checks of the
+    progress handler, one per instruction, its last ones included) lands exactly once: SQLite may report an
+    interrupted autocommit write or COMMIT it did commit, so a write is never retried
+    after its COMMIT began."""
+    counted_spec = dataclasses.replace(COUNTED, name="counted_things")
+    await sqlite_store.ensure_indexes([THINGS, counted_spec])
+    things = sqlite_store.collection(THINGS)
+    counted = sqlite_store.collection(counted_spec)
+    await things.insert_many([{"thing_id": "c", "dataset_id": "d", "n": 0}])
+    monkeypatch.setattr(sqlite_module, "_PROGRESS_STEPS", 1)
+    checks = [0]
+    target = [0]
+
+    def over_budget(self: SQLiteStore) -> int:
+        checks[0] += 1
+        return int(checks[0] == target[0])
+
+    monkeypatch.setattr(SQLiteStore, "_over_budget", over_budget)
+
+    async def sweep(write: Any) -> int:
+        """Run ``write(i)`` once without interruption to learn its number of checks ``n``,
+        then interrupted at its k-th check for k spread over 1..n, the last ones included
+        (where an autocommit write commits); answers how many runs there were."""
+        checks[0], target[0] = 0, 0
+        await write(1)
+        n = checks[0]
+        points = sorted({*range(1, n + 1, max(1, n // 25)), *range(max(1, n - 3), n + 1)})
+        for i, k in enumerate(points, start=2):
+            checks[0], target[0] = 0, k
+            await write(i)
+            assert checks[0] == k  # interrupted there (then run again on the worker)
+        return len(points) + 1
+
+    async def inc(k: int) -> None:
+        doc = await things.update_one({"thing_id": "c"}, {"$inc": {"n": 1}})
+        assert doc is not None and doc["n"] == k
+
+    runs = await sweep(inc)
+    assert runs > 5  # the sweep did interrupt the write at several points
+    assert (await things.find_one({"thing_id": "c"}) or {})["n"] == runs
+    runs = await sweep(lambda k: things.insert_one({"thing_id": f"i{k}", "dataset_id": "d"}))
+    assert runs > 5
+    assert await things.count({"thing_id": {"$gt": "i"}}) == runs
+    # a transaction of its own (the maintained counts) inside the inline one
+    runs = await sweep(lambda k: counted.insert_one({"thing_id": f"j{k}", "dataset_id": "d",
+                                                     "status": "q"}))
+    assert runs > 5
+    assert await counted.count({"dataset_id": "d", "status": "q"}) == runs
+    assert await counted.count({"dataset_id": "d"}) == runs
