@@ -54,15 +54,27 @@ def reap(pid: int) -> tuple[int, resource.struct_rusage]:
 
 
 class TreeMonitor:
-    """Samples a process tree: memory now and at peak, cpu time, average cores recently."""
+    """Samples a process tree: memory now and at peak, cpu time, average cores recently.
+
+    The root's psutil handle is made at the first sample, not at the start: a step that
+    ends before its first sample (most trivial steps) costs no /proc reads. Until it is
+    reaped the root's pid cannot be reused, so a late handle names the same process."""
 
     def __init__(self, pid: int) -> None:
-        self.root = psutil.Process(pid)
-        self.procs: dict[int, psutil.Process] = {pid: self.root}
+        self.pid = pid
+        self._root: psutil.Process | None = None
+        self.procs: dict[int, psutil.Process] = {}
         self.cpu_seen: dict[int, float] = {}
         self.rss = 0
         self.peak_rss = 0
         self.history: list[tuple[float, float]] = []
+
+    @property
+    def root(self) -> psutil.Process:
+        if self._root is None:
+            self._root = psutil.Process(self.pid)
+            self.procs[self.pid] = self._root
+        return self._root
 
     def sample(self) -> None:
         try:
@@ -78,7 +90,7 @@ class TreeMonitor:
                     rss += p.memory_info().rss
                     t = p.cpu_times()
                     used = t.user + t.system + (t.children_user + t.children_system
-                                                if pid == self.root.pid else 0.0)
+                                                if pid == self.pid else 0.0)
             except psutil.Error:
                 continue
             self.cpu_seen[pid] = max(self.cpu_seen.get(pid, 0.0), used)
@@ -103,6 +115,7 @@ class TreeMonitor:
         return (latest - first) / (now - start)
 
     def alive(self) -> list[psutil.Process]:
+        """The tree's processes still running (the root included while it is not reaped)."""
         out = []
         for p in self.procs.values():
             try:
@@ -111,6 +124,11 @@ class TreeMonitor:
             except psutil.Error:
                 pass
         return out
+
+    def leftovers(self) -> list[psutil.Process]:
+        """After the root was reaped: the descendants seen by a sample that still run."""
+        self.procs.pop(self.pid, None)
+        return self.alive()
 
 
 def signal_tree(procs: list[psutil.Process], sig: int) -> None:

@@ -393,7 +393,7 @@ class TaskRunner:
         code, usage = waiter.result()
         proc.returncode = code  # reaped here: keep Popen from waiting again
         code = (runtime or sandbox).exit_code(code, killed is not None)
-        signal_tree(monitor.alive(), signal.SIGKILL)  # leftovers that outlived the step
+        signal_tree(monitor.leftovers(), signal.SIGKILL)  # descendants that outlived the step
         cpu = max(monitor.cpu_time, usage.ru_utime + usage.ru_stime)
         peak = max(monitor.peak_rss, usage.ru_maxrss * 1024)
         result = StepResult(name, code, time.monotonic() - t0, cpu, peak)
@@ -527,7 +527,7 @@ class TaskRunner:
             if name != "stdlog" and size == 0:
                 continue
             if size <= INLINE_LOG_BYTES:
-                inline[name] = await asyncio.to_thread(tail_text, path, INLINE_LOG_BYTES)
+                inline[name] = tail_text(path, INLINE_LOG_BYTES)  # small: no thread hop
             else:
                 await self._upload_log(name)
         s = self.settings
