@@ -11,14 +11,16 @@ Starts a real `iceprod-server` (embedded store, a local grid of `--pilots` pilot
    done), server requests per task by route (from `/metrics`), and the per-task overhead
    of a full run (stage, run, logs, stats, complete) against a bare claim;
 3. the node's spawn limit, before both: as many trivial processes (`/bin/true`) as there
-   are tasks, started the way the pilot starts a step (`iceprod.pilot.process.spawn` with
-   its output appended to log files, a `TreeMonitor`, `wait_pid`), as many at once as the
-   pilots have slots; with `--sandbox bwrap` each is wrapped in bubblewrap. End-to-end
+   are tasks, started the way the pilot starts a step (the pilot's own `Sandbox.wrap`,
+   `iceprod.pilot.process.spawn` with its output appended to log files, a `TreeMonitor`,
+   `wait_pid`), as many at once as the pilots have slots. The sandbox is resolved as the
+   local pilots resolve theirs (`auto`: bubblewrap when it works here, which roughly
+   triples the cost of a start); `--sandbox none` measures bare starts instead. End-to-end
    tasks/s is printed as a fraction of it (target >= 50%), and requests per task against
    the target of 2.
 
     .venv/bin/python bench/e2e.py [--tasks 5000] [--pilots 8] [--slots 2] [--claim-tasks 2000]
-                                  [--sandbox none|bwrap] [--quick]
+                                  [--sandbox auto|bwrap|none] [--quick]
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ import asyncio
 import json
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -46,6 +49,14 @@ sys.path.insert(0, str(ROOT))
 
 from iceprod.core.tokens import create_token
 from iceprod.pilot.process import TreeMonitor, spawn, wait_pid
+from iceprod.pilot.sandbox import (
+    MODES,
+    Sandbox,
+    StepContext,
+    resolve_mode,
+    step_environment,
+)
+from iceprod.server.grids.local import pilot_bwrap_args, pilot_environment
 
 SECRET = "bench-secret-" + "x" * 24
 METRIC = re.compile(r'^iceprod_http_requests_total\{method="(\w+)",route="([^"]*)",'
@@ -166,36 +177,26 @@ def claim_rate(url: str, admin: httpx.Client, system: httpx.Client, n: int,
     return sum(done) / elapsed
 
 
-def sandboxed(argv: list[str], sandbox: str) -> list[str]:
-    """`argv` as the node would start it: bare, or inside bubblewrap (the system read-only,
-    own /proc, /dev and pid namespace)."""
-    if sandbox == "none":
-        return argv
-    wrap = ["bwrap"]
-    for path in ("/usr", "/bin", "/lib", "/lib64", "/sbin"):
-        p = Path(path)
-        if p.is_symlink():  # merged-/usr systems: /bin -> usr/bin
-            wrap += ["--symlink", os.readlink(p), path]
-        elif p.exists():
-            wrap += ["--ro-bind", path, path]
-    return [*wrap, "--proc", "/proc", "--dev", "/dev", "--unshare-pid", "--die-with-parent",
-            *argv]
-
-
-async def spawn_limit(n: int, concurrency: int, sandbox: str) -> float:
-    """Trivial processes per second, started as the pilot starts a step, `concurrency` at
-    once."""
-    argv = sandboxed(["/bin/true"], sandbox)
-    env = {k: v for k, v in os.environ.items() if not k.startswith("ICEPROD_")}
+async def spawn_limit(n: int, concurrency: int, sandbox: Sandbox) -> float:
+    """Trivial processes per second, started as the pilot starts a step (its own
+    ``Sandbox.wrap`` around the command, each slot with its run and tmp directories, the
+    step's allow-listed environment), `concurrency` at once."""
     left = [n]
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
 
         async def slot(i: int) -> None:
-            out, err = root / f"{i}.out", root / f"{i}.err"
+            run_dir, tmp_dir = root / f"{i}" / "run", root / f"{i}" / "tmp"
+            run_dir.mkdir(parents=True)
+            tmp_dir.mkdir()
+            empty = root / f"{i}" / ".empty"
+            empty.touch(mode=0o400)
+            out, err = root / f"{i}" / "stdout", root / f"{i}" / "stderr"
+            env = step_environment(StepContext({}, str(tmp_dir), str(tmp_dir), 1, ""))
+            argv = sandbox.wrap(["/bin/true"], run_dir, tmp_dir, empty)
             while left[0] > 0:
                 left[0] -= 1
-                proc = spawn(argv, root, env, out, err)
+                proc = spawn(argv, run_dir, env, out, err)
                 TreeMonitor(proc.pid)
                 code, _ = await wait_pid(proc.pid)
                 proc.returncode = code
@@ -207,15 +208,45 @@ async def spawn_limit(n: int, concurrency: int, sandbox: str) -> float:
         return n / (time.perf_counter() - t0)
 
 
+def measure_spawn_limit(n: int, concurrency: int, mode: str) -> tuple[float, str]:
+    """The spawn limit measured where a local pilot runs: when the local grid isolates its
+    pilots (bubblewrap works here), inside the same pilot sandbox (`pilot_bwrap_args`),
+    with the steps' sandbox nested in it as the pilot nests it. Answers the rate and a
+    description of how it was measured."""
+    step_mode = resolve_mode(mode)
+    bwrap = shutil.which("bwrap")
+    outer = mode != "none" and bwrap is not None
+    with tempfile.TemporaryDirectory(prefix="iceprod-bench-") as tmp:
+        argv = [sys.executable, __file__, "--spawn-child", str(n), str(concurrency), step_mode]
+        if outer:
+            assert bwrap is not None
+            data, own = Path(tmp) / "data", Path(tmp) / "data" / "pilot"
+            own.mkdir(parents=True)
+            argv = [bwrap, *pilot_bwrap_args(data, own), "--", *argv]
+        env = {**pilot_environment(), "TMPDIR": tmp if not outer else str(own)}
+        out = subprocess.run(argv, env=env, capture_output=True, text=True, check=False)
+    if out.returncode != 0:
+        raise SystemExit(f"spawn limit: {(out.stderr or out.stdout).strip().splitlines()[-1:]}")
+    where = f"steps sandbox {step_mode}" + (", inside a local pilot's sandbox" if outer else "")
+    return float(out.stdout.strip().splitlines()[-1]), where
+
+
 def end_to_end(admin: httpx.Client, n: int) -> dict[str, Any]:
     before, lat_before = scrape(admin)
     t0 = time.monotonic()
     ds = submit(admin, n, {"name": "trivial", "requirements": {"cpu": 1},
                            "steps": [{"command": "/bin/true"}]})
     marks: dict[float, float] = {}
+    shown = 0.0
     while True:
-        done = counts(admin, ds).get("complete", 0)
+        now_counts = counts(admin, ds)
+        done = now_counts.get("complete", 0)
         now = time.monotonic() - t0
+        if now - shown >= 5:  # progress: one line every 5 s
+            shown = now
+            print(f"  {now:5.1f}s: {done}/{n} complete "
+                  f"({', '.join(f'{k} {v}' for k, v in sorted(now_counts.items()))})",
+                  file=sys.stderr, flush=True)
         for frac in (0.1, 0.9):
             if done >= frac * n and frac not in marks:
                 marks[frac] = now
@@ -240,11 +271,17 @@ def main() -> None:
     parser.add_argument("--pilots", type=int, default=8)
     parser.add_argument("--slots", type=int, default=2, help="cores per pilot")
     parser.add_argument("--claim-tasks", type=int, default=2000)
-    parser.add_argument("--sandbox", choices=["none", "bwrap"], default="none",
-                        help="how the spawn-limit baseline starts its processes")
+    parser.add_argument("--sandbox", choices=MODES, default="auto",
+                        help="how the spawn-limit baseline starts its processes: as the "
+                             "local pilots do (auto: bubblewrap when it works here)")
     parser.add_argument("--quick", action="store_true",
                         help="a smoke run: 100 tasks, 2 pilots, 200 claims")
+    parser.add_argument("--spawn-child", nargs=3, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.spawn_child is not None:  # the spawn-limit loop, run where a pilot runs
+        n, concurrency, mode = args.spawn_child
+        print(asyncio.run(spawn_limit(int(n), int(concurrency), Sandbox(mode))))
+        return
     if args.quick:
         args.tasks, args.pilots, args.claim_tasks = 100, 2, 200
     with tempfile.TemporaryDirectory() as tmp:
@@ -262,9 +299,9 @@ def run(url: str, args: argparse.Namespace) -> None:
     print(f"server {url}; {os.cpu_count()} cores here; local grid: {args.pilots} pilots x "
           f"{args.slots} cores")
     slots = args.pilots * args.slots
-    limit = asyncio.run(spawn_limit(args.tasks, slots, args.sandbox))
+    limit, where = measure_spawn_limit(args.tasks, slots, args.sandbox)
     print(f"node spawn limit: {limit:,.0f} processes/s ({args.tasks} /bin/true started as the "
-          f"pilot starts a step, {slots} at once, sandbox {args.sandbox})")
+          f"pilot starts a step, {slots} at once, {where})")
     rate = claim_rate(url, admin, system, args.claim_tasks, args.pilots)
     print(f"claim rate: {rate:,.0f} claims/s ({args.claim_tasks} tasks, {args.pilots} "
           f"concurrent claimers)")
