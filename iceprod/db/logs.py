@@ -4,14 +4,15 @@ A log is stored as one metadata document in ``logs`` (``log_id, dataset_id, task
 timestamp`` plus ``chunks``, how many pieces its text has, and ``bytes``, its UTF-8 size)
 and its text in ``log_chunks``, ``CHUNK_CHARS`` characters per document (at most 4 MiB of
 UTF-8), so no log the API accepts comes near MongoDB's 16 MiB document limit and both
-backends store the same way. Readers get the log as it was posted, ``data`` included; the
-bookkeeping fields never leave this module.
+backends store the same way. A log of at most ``INLINE_CHARS`` characters keeps its text
+in the metadata document instead (``data``, no ``chunks``): one write. Readers get the log
+as it was posted, ``data`` included; the bookkeeping fields never leave this module.
 
 Writes keep a log whole or absent: the chunks go in first and the metadata last (a reader
 finds a log only once all its text is there), and a failed write removes its chunks.
 Deletion removes the metadata first, then the chunks; a reader that raced a deletion and
-finds fewer chunks than the metadata promised treats the log as gone. Logs written before
-chunking carry their ``data`` inline and are answered as they are.
+finds fewer chunks than the metadata promised treats the log as gone. Logs with their
+``data`` inline (small ones, and any written before chunking) are answered as they are.
 
 Reading a list fetches the text of at most ``READ_BATCH_BYTES`` of logs per query, so no
 single result needs more than one document's worth of data.
@@ -27,6 +28,9 @@ from iceprod.db.storable import check_document
 from iceprod.db.store import Collection, CollectionSpec, Doc, Filter, Index, Store
 
 CHUNK_CHARS = 1 << 20
+INLINE_CHARS = 64 * 1024
+"""A log of at most this many characters keeps its text in its metadata document (one
+write; most logs, every log inline in a completion): at most 256 KiB of UTF-8."""
 READ_BATCH_BYTES = 16 * 1024 * 1024
 _HIDDEN = frozenset({"chunks", "bytes"})
 
@@ -67,6 +71,11 @@ class LogsRepo(Repository):
     async def create(self, doc: Doc) -> Doc:
         """Store a log (``data`` is its text) and answer it as given."""
         data: str = doc.get("data") or ""
+        if len(data) <= INLINE_CHARS:  # small: one document, text inline
+            meta = {**doc, "data": data, "bytes": _utf8_bytes(data)}
+            check_document(meta)
+            await self.coll.insert_one(meta)
+            return doc
         meta = {k: v for k, v in doc.items() if k != "data"}
         log_id = meta.get(self.id_field)
         pieces = [data[i:i + CHUNK_CHARS] for i in range(0, len(data), CHUNK_CHARS)]

@@ -63,10 +63,12 @@ class UsageRepo(Repository):
         """Add ``amounts`` (of ``METRICS``) to the rollup of ``key`` (every ``KEY_FIELDS``
         entry), creating it at zero first."""
         doc_id = rollup_id(key)
+        inc = {m: v for m, v in amounts.items() if m in METRICS and v}
+        if inc and await self.coll.update_one({"usage_id": doc_id}, {"$inc": inc}):
+            return  # the usual case: the rollup exists (one statement)
         base: Doc = {"usage_id": doc_id, **{f: str(key.get(f, "")) for f in KEY_FIELDS},
                      **{m: 0 for m in METRICS}}
         await self.coll.insert_many([base], skip_duplicates=True)
-        inc = {m: v for m, v in amounts.items() if m in METRICS and v}
         if inc:
             await self.coll.update_one({"usage_id": doc_id}, {"$inc": inc})
 

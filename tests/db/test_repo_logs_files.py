@@ -13,7 +13,7 @@ from iceprod.common.errors import DuplicateKey, Invalid
 from iceprod.common.timeutil import iso
 from iceprod.db import Database
 from iceprod.db.base import Paging
-from iceprod.db.logs import CHUNK_CHARS
+from iceprod.db.logs import CHUNK_CHARS, INLINE_CHARS
 from iceprod.db.store import Doc
 from tests.db.builders import (
     NOW,
@@ -88,6 +88,22 @@ async def test_logs_are_stored_in_chunks_and_read_whole(db: Database) -> None:
     assert page.docs == [{"log_id": "l1", "data": text}] and page.next_after
 
 
+async def test_small_logs_are_one_document_with_their_text(db: Database) -> None:
+    small = {**log_doc("s1", "stdlog", 1), "data": "é" * INLINE_CHARS}
+    big = {**log_doc("s2", "stdout", 2), "data": "x" * (INLINE_CHARS + 1)}
+    for log in (small, big):
+        assert await db.logs.create(log) == log
+    assert await db.logs.chunks.count({"log_id": "s1"}) == 0
+    assert await db.logs.chunks.count({"log_id": "s2"}) == 1
+    stored = await db.logs.coll.find_one({"log_id": "s1"})
+    assert stored is not None and stored["data"] == small["data"]
+    assert await db.logs.get("s1") == small
+    assert await db.logs.get("s1", keys=["name"]) == {"log_id": "s1", "name": "stdlog"}
+    assert await db.logs.for_task("d1", "t1", None, False, False) == [small, big]
+    assert await db.logs.delete_for_task("d1", "t1") == 2
+    assert await db.logs.find("s1") is None and await db.logs.chunks.count({}) == 0
+
+
 async def test_logs_answer_inline_data_of_logs_written_before_chunking(db: Database) -> None:
     legacy = log_doc("l0", "stdout", 0)
     await db.logs.coll.insert_one(legacy)
@@ -101,6 +117,8 @@ async def test_logs_failed_write_leaves_nothing(db: Database) -> None:
     await db.logs.create(first)
     # same id, now with text: the chunks go in, the metadata is refused, the chunks go again
     with pytest.raises(DuplicateKey):
+        await db.logs.create({**first, "data": "x" * (INLINE_CHARS + 10)})
+    with pytest.raises(DuplicateKey):  # a small text: one document, refused whole
         await db.logs.create({**first, "data": "x" * 10})
     assert await db.logs.chunks.count({}) == 0
     assert await db.logs.get("l1") == first
