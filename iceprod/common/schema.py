@@ -13,7 +13,7 @@ import functools
 import importlib.resources
 import json
 import re
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, cast
 
@@ -26,6 +26,7 @@ from referencing.jsonschema import DRAFT202012
 from iceprod.common import params
 from iceprod.common.errors import Invalid
 from iceprod.common.fieldpath import format_path, join_path
+from iceprod.common.schema_compile import NotCompilable, compile_schema
 
 MAX_REPORTED = 5
 """How many problems one `Invalid` message lists."""
@@ -106,8 +107,8 @@ def _ref_validator(ref: str) -> Validator:
 #
 # jsonschema resolves every `$ref` through the registry on each use, which costs more than the
 # rest of a request body's check. For a valid instance (nearly every request) a schema with its
-# `$ref`s inlined answers the same yes/no without any lookup; only an invalid one goes through
-# the original validator, for its messages.
+# `$ref`s inlined, compiled to Python closures, answers the same yes/no without any lookup or
+# keyword walk; only an invalid one goes through the original validator, for its messages.
 
 _LITERALS = frozenset({"const", "enum", "default", "examples"})
 _SCHEMA_MAPS = frozenset({"properties", "patternProperties", "$defs", "definitions",
@@ -148,14 +149,18 @@ def _inline(node: Any, resolver: Any, seen: frozenset[int]) -> Any:
 
 
 @functools.cache
-def _fast_validator(ref: str) -> Validator | None:
-    """A validator of the same schema as ``_ref_validator(ref)`` with every ``$ref`` inlined
-    (None for a recursive schema)."""
+def _fast_check(ref: str) -> Callable[[Any], bool] | None:
+    """``is_valid`` of the same schema as ``_ref_validator(ref)`` with every ``$ref``
+    inlined: compiled to Python closures (``schema_compile``), else jsonschema's on the
+    inlined schema (None for a recursive schema)."""
     try:
         inlined = _inline({"$ref": ref}, registry().resolver(), frozenset())
     except _NotInlinable:
         return None
-    return Draft202012Validator(inlined)
+    try:
+        return compile_schema(inlined)
+    except NotCompilable:
+        return Draft202012Validator(inlined).is_valid
 
 
 def _ref_of(schema: Mapping[str, Any] | str) -> str | None:
@@ -199,8 +204,8 @@ def schema_problems(instance: Any, schema: Mapping[str, Any] | str,
                     what: str = "") -> list[Problem]:
     """What `validate` would report, as a list (empty when `instance` is valid)."""
     ref = _ref_of(schema)
-    fast = _fast_validator(ref) if ref is not None else None
-    if fast is not None and fast.is_valid(instance):
+    fast = _fast_check(ref) if ref is not None else None
+    if fast is not None and fast(instance):
         return []
     errors = list(_validator(schema).iter_errors(instance))
     return _problems(errors, what) if errors else []
