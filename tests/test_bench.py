@@ -6,7 +6,6 @@ about as long as the slowest one."""
 
 from __future__ import annotations
 
-import asyncio
 import importlib.util
 import math
 import re

@@ -18,7 +18,7 @@ for ``1``, ``pattern`` is ``re.search``, ``format`` is an annotation (no format 
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sized
 from typing import Any
 
 Check = Callable[[Any], bool]
@@ -156,7 +156,7 @@ def _required(value: Any, _schema: Mapping[str, Any]) -> Check:
     return lambda x: not isinstance(x, dict) or all(n in x for n in names)
 
 
-def _count(kind: type, low: bool) -> Callable[[Any, Mapping[str, Any]], Check]:
+def _count(kind: type[Sized], low: bool) -> Callable[[Any, Mapping[str, Any]], Check]:
     def make(value: Any, _schema: Mapping[str, Any]) -> Check:
         n = int(value)
         if low:
