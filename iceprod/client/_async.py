@@ -587,14 +587,26 @@ class AsyncTasks(AsyncGroup):
 
     async def complete(self, task_id: str, instance_id: str, *, time_used: float | None = None,
                        site: str | None = None, stats: Doc | None = None,
-                       log: Mapping[str, str] | None = None) -> None:
+                       log: Mapping[str, str] | None = None,
+                       claim: tuple[Resources, int] | None = None) -> Sequence[Doc] | None:
         """Report success (`time_used` in seconds), with the run's `stats` and short logs
         (`{stdout, stderr, stdlog}`, each at most 64 KiB) inline when given. A stale
-        `instance_id` raises `Conflict`."""
+        `instance_id` raises `Conflict`. With `claim=(resources, max_tasks)` the same
+        request claims the holding pilot's next tasks (up to `max_tasks` fitting together
+        in `resources`) and answers them, possibly none; without it, None. A server
+        without `claim` answers `Invalid` (400)."""
         body = drop_none({"instance_id": instance_id, "time_used": time_used, "site": site,
                           "stats": stats, "log": dict(log) if log else None})
-        await self.client.request("POST", f"/tasks/{task_id}/task_actions/complete", body,
-                                  idempotent=True)
+        if claim is not None:
+            body["claim"] = {"requirements": dict(claim[0]), "max_tasks": claim[1]}
+        # safe to retry even with a claim: once the completion is done, a retry is refused
+        # (the task is no longer held) before it could claim again
+        result = await self.client.request("POST", f"/tasks/{task_id}/task_actions/complete",
+                                           body, idempotent=True)
+        if claim is None:
+            return None
+        tasks: Sequence[Doc] = result["tasks"]
+        return tasks
 
     async def reset(self, task_id: str, instance_id: str, *, time_used: float | None = None,
                     resources: Resources | None = None, site: str | None = None,

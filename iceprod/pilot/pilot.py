@@ -140,6 +140,7 @@ class Pilot:
         """Set while the server says this pilot is to take no new work (its site, host or
         grid drained, or maintenance): it claims nothing and exits once idle."""
         self.multi_claim = True  # until the server refuses multi-task claims
+        self.combined_claims = True  # until the server refuses claims with completions
         self.claim_waited = False
 
     # -- lifecycle -----------------------------------------------------------------------
@@ -350,13 +351,42 @@ class Pilot:
             pilot_end=self.pool.capacity.end_time, sandbox=self.sandbox,
             stage_roots=tuple(self.config.stage_roots), containers=self.containers,
         )
-        runner = TaskRunner(task, alloc, self.config.work_dir, settings, self.client, self.http)
+        runner = TaskRunner(task, alloc, self.config.work_dir, settings, self.client, self.http,
+                            next_work=self)
         self.runners[task_id] = runner
         job = asyncio.create_task(runner.execute())
         self.jobs[task_id] = job
         job.add_done_callback(lambda _: self.finished(task_id))
         self.tasks_run += 1
         self.last_work = time.monotonic()
+
+    # -- the next work, claimed with a completion (runner.NextWork) --------------------------
+
+    def next_offer(self, task_id: str) -> tuple[Resources, int] | None:
+        """What ``task_id`` frees, as an offer for the tasks that take its place."""
+        if not (self.multi_claim and self.combined_claims) or self.pool is None \
+                or self.stopping.is_set() or self.drain_reason:
+            return None
+        alloc = self.pool.held.get(task_id)
+        left = self.pool.time_left()
+        if alloc is None or alloc.cpu < 1 or (left is not None and left <= 0):
+            return None
+        offer = self.pool.offer()  # walltime left, os, site
+        offer.update(cpu=alloc.cpu, gpu=len(alloc.gpus), memory=alloc.memory, disk=alloc.disk)
+        if self.containers.runtimes:
+            offer["containers"] = self.containers.names
+        return cast(Resources, offer), int(alloc.cpu)
+
+    def take_over(self, task_id: str, tasks: Sequence[dict[str, Any]]) -> None:
+        assert self.pool is not None
+        self.pool.release(task_id)
+        self.last_contact = time.monotonic()
+        for task in tasks:
+            self.start(task)
+
+    def claims_refused(self, why: Exception) -> None:
+        log.info("the server does not take claims with completions (%s); claiming apart", why)
+        self.combined_claims = False
 
     def finished(self, task_id: str) -> None:
         job = self.jobs.pop(task_id, None)

@@ -30,10 +30,10 @@ import shutil
 import signal
 import socket
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, cast
+from typing import Any, Protocol, cast
 
 import httpx
 
@@ -142,6 +142,25 @@ class Killed(Exception):
         self.requeue = requeue
 
 
+class NextWork(Protocol):
+    """The pilot's side of a completion that claims the next work in the same request: the
+    offer is what the finishing task frees (its allocation), so it never overlaps what the
+    pilot's own claims offer; the answer's tasks take that allocation over."""
+
+    def next_offer(self, task_id: str) -> tuple[Resources, int] | None:
+        """The resources freed by ``task_id`` and how many tasks may share them, or None
+        (stopping, draining, out of walltime, or the server does not take such claims)."""
+        ...
+
+    def take_over(self, task_id: str, tasks: Sequence[dict[str, Any]]) -> None:
+        """``task_id`` is done: its allocation goes to ``tasks``, which start now."""
+        ...
+
+    def claims_refused(self, why: Exception) -> None:
+        """The server refused a claim with a completion (an older server): stop asking."""
+        ...
+
+
 class TaskLog:
     """The pilot's log of one task: lines go to the task's `stdlog` and the pilot's log."""
 
@@ -212,8 +231,10 @@ class TaskRunner:
 
     def __init__(self, task: Mapping[str, Any], alloc: Allocation, work_dir: Path,
                  settings: RunnerSettings, client: AsyncClient,
-                 http: httpx.AsyncClient | None = None) -> None:
+                 http: httpx.AsyncClient | None = None,
+                 next_work: NextWork | None = None) -> None:
         self.task = task
+        self.next_work = next_work
         self.task_id: str = task["task_id"]
         self.instance_id: str = task["instance_id"]
         self.alloc = alloc
@@ -531,10 +552,25 @@ class TaskRunner:
             else:
                 await self._upload_log(name)
         s = self.settings
-        await self.client.tasks.complete(self.task_id, self.instance_id,
-                                         time_used=round(outcome.walltime, 3),
-                                         site=s.site or None, stats=self.stats(outcome),
-                                         log=inline)
+        stats = self.stats(outcome)
+
+        async def complete(claim: tuple[Resources, int] | None) -> Sequence[dict[str, Any]] | None:
+            return await self.client.tasks.complete(
+                self.task_id, self.instance_id, time_used=round(outcome.walltime, 3),
+                site=s.site or None, stats=stats, log=inline, claim=claim)
+
+        nxt = self.next_work.next_offer(self.task_id) if self.next_work is not None else None
+        if nxt is None:
+            await complete(None)
+        else:
+            assert self.next_work is not None
+            try:
+                tasks = await complete(nxt)
+            except Invalid as e:  # a server without claims on completion: report alone
+                self.next_work.claims_refused(e)
+                await complete(None)
+            else:
+                self.next_work.take_over(self.task_id, tasks or [])
         log.debug("task %s complete", self.task_id)
 
     async def _finish(self, outcome: Outcome) -> None:

@@ -275,3 +275,26 @@ def test_iceprod_remotes_stage_through_the_server_store(pilots: Pilots, alice: h
     assert len(ends) == 1, ends
     listing = alice.get(f"/datasets/{ds}/store").json()
     assert set(listing) == {"inputs/in.txt", "p.bin", "results/0/out.txt"}
+
+
+def claimed_via(srv: Server) -> dict[str, float]:
+    """``iceprod_tasks_claimed_total`` by its ``via`` label."""
+    out: dict[str, float] = {}
+    for line in httpx.get(srv.url + "/metrics", timeout=10).text.splitlines():
+        if line.startswith("iceprod_tasks_claimed_total{"):
+            via = line.split('via="', 1)[1].split('"', 1)[0]
+            out[via] = out.get(via, 0.0) + float(line.rsplit(" ", 1)[1])
+    return out
+
+
+def test_each_completion_claims_the_next_task(pilots: Pilots, alice: httpx.Client,
+                                              srv: Server) -> None:
+    """One request per task: the pilot's first claim takes a task, and each completion
+    claims the task that takes its place (one core: one at a time)."""
+    ds = submit(alice, one_task([{"command": "/bin/true"}],
+                                requirements={"cpu": 1, "memory": 0.5}), jobs=6)
+    wait_for(lambda: alice.get(f"/datasets/{ds}/task_counts/status").json()
+             == {"queued": 6}, what="six queued tasks")
+    pilots.start(resources="cpu=1,memory=2,disk=1")
+    assert wait_for(lambda: finished(alice, ds), what="the dataset") == "complete"
+    assert claimed_via(srv) == {"process": 1, "completion": 5}

@@ -6,6 +6,7 @@ through the wrapper)."""
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import re
 import sys
@@ -14,6 +15,7 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
+import httpx
 import psutil
 import pytest
 
@@ -205,3 +207,60 @@ async def test_a_signal_is_the_steps_exit_reason(
     outcome = await r.run()
     assert outcome.exit_code == -11
     assert outcome.reason == "step 0 killed by signal SIGSEGV"
+
+
+class Handoff:
+    """A pilot's side of claims made with completions, recording what the runner asks."""
+
+    def __init__(self) -> None:
+        self.offered: list[str] = []
+        self.taken: list[tuple[str, list[dict[str, Any]]]] = []
+        self.refusals: list[str] = []
+
+    def next_offer(self, task_id: str) -> tuple[dict[str, Any], int] | None:
+        self.offered.append(task_id)
+        return {"cpu": 2, "memory": 1, "disk": 1}, 2
+
+    def take_over(self, task_id: str, tasks: Any) -> None:
+        self.taken.append((task_id, list(tasks)))
+
+    def claims_refused(self, why: Exception) -> None:
+        self.refusals.append(str(why))
+
+
+async def test_a_server_without_claims_on_completion_gets_the_completion_alone(
+        tmp_path: Path, runner: Make) -> None:
+    """An older server refuses the `claim` field (400 naming it): the runner completes
+    without it and tells the pilot to stop asking; a newer one answers the next tasks."""
+    bodies: list[dict[str, Any]] = []
+
+    def older_server(request: httpx.Request) -> httpx.Response:
+        body = json.loads(request.content)
+        bodies.append(body)
+        if "claim" in body:
+            return httpx.Response(400, json={"code": 400, "error": "claim: unknown field"})
+        return httpx.Response(200, json={})
+
+    async with AsyncClient("http://server.invalid",
+                           transport=httpx.MockTransport(older_server)) as c:
+        handoff = Handoff()
+        r = runner(c, tmp_path, task([{"command": "/bin/true"}]))
+        r.next_work = handoff
+        outcome = await r.execute()
+    assert outcome.ok
+    assert handoff.offered == ["a" * 32] and handoff.taken == []
+    assert handoff.refusals == ["400 claim: unknown field"]
+    assert [sorted(b) for b in bodies] == [
+        ["claim", "instance_id", "log", "site", "stats", "time_used"],
+        ["instance_id", "log", "site", "stats", "time_used"]]
+
+    def newer_server(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, json={"tasks": [{"task_id": "e" * 32}]})
+
+    async with AsyncClient("http://server.invalid",
+                           transport=httpx.MockTransport(newer_server)) as c:
+        handoff = Handoff()
+        r = runner(c, tmp_path / "again", task([{"command": "/bin/true"}]))
+        r.next_work = handoff
+        assert (await r.execute()).ok
+    assert handoff.taken == [("a" * 32, [{"task_id": "e" * 32}])] and handoff.refusals == []

@@ -350,53 +350,47 @@ class TaskStatusHandler(DryRunHandler):
         self.write_json({"changed": plan["changed"]})
 
 
-class ProcessHandler(OwnershipMixin, APIHandler):
+class ClaimMixin(OwnershipMixin):
+    """Hands a pilot its next tasks: the claim of ``POST /task_actions/process`` and of a
+    completion that asks for the next work in the same request."""
+
+    ctx: Any
     closed = False
 
     def on_connection_close(self) -> None:
         self.closed = True
 
-    @responds("HeldTask", "ClaimedTasks")
-    @requires("pilot", "internal", body=PROCESS_BODY)
-    async def post(self) -> None:
-        """Claim the highest-priority queued task that fits the pilot's free resources;
-        answers the task with its fencing `instance_id` and lease, or 404 (also while the
-        server is in maintenance or the pilot's site, host or grid is drained). With
-        `max_tasks: N`, up to N tasks that fit together, answered as `{"tasks": [...]}`
-        (200, possibly empty). With `wait: s` (at most 20), a claim that finds nothing waits
-        up to s seconds and is answered as soon as a fitting task is queued."""
-        b = self.body
-        pilot_id = b["pilot_id"]
+    async def claim_for(self, pilot_id: str, requirements: Doc, max_tasks: int,
+                        wait: float = 0.0, via: str = "process") -> tuple[list[Doc], str | None]:
+        """Claim up to ``max_tasks`` tasks fitting ``requirements`` for the pilot (waiting up
+        to ``wait`` s when none is queued): the tasks, and why none were claimed when
+        maintenance or a drain refuses the pilot. ``via`` labels the claimed-tasks metric
+        (``process``, ``completion``)."""
         pilot = await self.check_pilot(pilot_id)
         if (why := await claim_refusal(self.db, pilot)) is not None:
-            raise NotFound(f"no task for this pilot now: {why}", quiet=True)
+            return [], why
         # a pilot of a grid without isolation runs only its operator's datasets
         only = await self.db.datasets.ids_of_user(pilot["only_user"]) \
             if pilot.get("only_user") else None
         tasks = await claim_waiting(
-            self.db, self.ctx.events, b["requirements"], pilot_id,
-            self.ctx.config.lease_seconds, dataset_ids=only,
-            max_tasks=b.get("max_tasks", 1),
-            wait=min(b.get("wait", 0.0), self.ctx.config.max_wait),
+            self.db, self.ctx.events, requirements, pilot_id,
+            self.ctx.config.lease_seconds, dataset_ids=only, max_tasks=max_tasks,
+            wait=min(wait, self.ctx.config.max_wait),
             on_wait=lambda: self.ctx.metrics.inc(
                 "iceprod_claim_waits_total", help="claims that found nothing and waited"),
             refused=lambda: self.still_refused(pilot),
         )
         if self.closed:
             await self.give_back(tasks)  # nobody is left to run them
-            return
+            return [], None
         if tasks:
-            self.ctx.metrics.inc("iceprod_tasks_claimed_total", help="tasks handed to pilots",
-                                 amount=len(tasks))
+            self.ctx.metrics.inc("iceprod_tasks_claimed_total",
+                                 help="tasks handed to pilots, by the request that claimed them",
+                                 amount=len(tasks), via=via)
         else:
             self.ctx.metrics.inc("iceprod_claims_empty_total",
                                  help="claims that found no task (after waiting, if asked)")
-        if "max_tasks" in b:
-            self.reply({"tasks": tasks}, "ClaimedTasks")
-            return
-        if not tasks:
-            raise NotFound("no task fits these resources", quiet=True)
-        self.write_json(tasks[0])
+        return tasks, None
 
     async def still_refused(self, pilot: Doc) -> bool:
         """Whether maintenance or a drain now stops this pilot's claim (a waiting claim asks
@@ -411,6 +405,31 @@ class ProcessHandler(OwnershipMixin, APIHandler):
                 await self.ctx.events.publish([task_event(doc, "processing")])
 
 
+class ProcessHandler(ClaimMixin, APIHandler):
+    @responds("HeldTask", "ClaimedTasks")
+    @requires("pilot", "internal", body=PROCESS_BODY)
+    async def post(self) -> None:
+        """Claim the highest-priority queued task that fits the pilot's free resources;
+        answers the task with its fencing `instance_id` and lease, or 404 (also while the
+        server is in maintenance or the pilot's site, host or grid is drained). With
+        `max_tasks: N`, up to N tasks that fit together, answered as `{"tasks": [...]}`
+        (200, possibly empty). With `wait: s` (at most 20), a claim that finds nothing waits
+        up to s seconds and is answered as soon as a fitting task is queued."""
+        b = self.body
+        tasks, why = await self.claim_for(b["pilot_id"], b["requirements"],
+                                          b.get("max_tasks", 1), b.get("wait", 0.0))
+        if why is not None:
+            raise NotFound(f"no task for this pilot now: {why}", quiet=True)
+        if self.closed:
+            return
+        if "max_tasks" in b:
+            self.reply({"tasks": tasks}, "ClaimedTasks")
+            return
+        if not tasks:
+            raise NotFound("no task fits these resources", quiet=True)
+        self.write_json(tasks[0])
+
+
 class FencedAction(OwnershipMixin, APIHandler):
     """Complete/reset/failed: a pilot must hold the task (else 403, whatever instance_id it
     sends, so a non-holder learns nothing of the task's state), and must present the task's
@@ -422,15 +441,18 @@ class FencedAction(OwnershipMixin, APIHandler):
         return task
 
 
-class CompleteHandler(FencedAction):
-    @responds("Empty")
+class CompleteHandler(ClaimMixin, FencedAction):
+    @responds("Empty", "ClaimedTasks")
     @requires("pilot", "internal", body=COMPLETE_BODY)
     async def post(self, task_id: str) -> None:
         """Mark a processing task complete (not the caller's pilot's -> 403; stale
         instance_id -> 409). Optional inline `stats` (stored as by `POST
         /tasks/{id}/task_stats`) and `log` (`{stdout, stderr, stdlog}`, each at most 64 KiB;
         bigger logs go through the log routes) make it the one request that finishes a task.
-        Dependents whose every dependency is now complete are queued before the answer."""
+        Dependents whose every dependency is now complete are queued before the answer.
+        With `claim: {requirements, max_tasks}` the holding pilot also claims its next tasks
+        in the same request (as `POST /task_actions/process` would), answered as
+        `{"tasks": [...]}`: one request per task in steady state."""
         task = await self.held_task(task_id)
         b = self.body
         inline_log = check_inline_log(b.get("log") or {})
@@ -443,7 +465,17 @@ class CompleteHandler(FencedAction):
                             b.get("time_used"), b.get("site"))
         self.ctx.metrics.inc("iceprod_tasks_finished_total", help="tasks finished by outcome",
                              outcome="complete")
-        self.write_json({})
+        claim = b.get("claim")
+        if claim is None:
+            self.write_json({})
+            return
+        # the completion stands whatever the claim answers: a refusal is no tasks
+        tasks: list[Doc] = []
+        if task.get("pilot_id"):
+            tasks, _why = await self.claim_for(task["pilot_id"], claim["requirements"],
+                                               claim.get("max_tasks", 1), via="completion")
+        if not self.closed:
+            self.reply({"tasks": tasks}, "ClaimedTasks")
 
 
 INLINE_LOG_BYTES = 64 * 1024
