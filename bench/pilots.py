@@ -6,7 +6,9 @@ pilots (asyncio tasks in one client process, each on its own keep-alive connecti
 benchlib's light client so that the client costs little beside the server; every pilot with its
 own pilot token) register (`POST /pilots`), then claim (`POST /task_actions/process`) and
 complete (`POST /tasks/{id}/task_actions/complete`) tasks in a loop for `--seconds`
-(default 30). Nothing is run: the figures are the server's, under N pilots' traffic.
+(default 30), as the pilot does: each completion claims the next task (`claim`), so a claim
+of its own is sent only when a pilot has none (`--separate`: a claim and a completion per
+task). Nothing is run: the figures are the server's, under N pilots' traffic.
 
 Prints per N: tasks/s, p50/p99 of register, claim and complete latency (as the client saw
 it: the client shares the machine, so it adds its own queueing), next to the mean time the
@@ -14,7 +16,7 @@ server itself spent per claim and complete (from `/metrics`) and the client's CP
 the server's RSS at the start and end. Target: p99 < 250 ms at 200 pilots.
 
     .venv/bin/python bench/pilots.py [--pilots 200,500] [--seconds 30] [--tasks 40000]
-                                     [--quick]
+                                     [--separate] [--quick]
 """
 
 from __future__ import annotations
@@ -67,6 +69,7 @@ class Level:
     rss_end: int = 0
     client_cpu: float = 0.0
     server_ms: dict[str, float] = field(default_factory=dict)
+    combined: bool = True
 
 
 async def timed(lat: list[float], request: Awaitable[tuple[int, Any]]) -> tuple[int, Any]:
@@ -94,20 +97,30 @@ async def run_pilot(c: Conn, level: Level, start: asyncio.Event, deadline: list[
     c.headers.update(auth(reg["token"]))
     body = {"pilot_id": reg["result"], "requirements": OFFER}
     await start.wait()
+    task: dict[str, Any] | None = None
     while running(level, deadline[0]):
-        code, task = await timed(level.claim, c.request("POST", "/task_actions/process", body))
-        if code == 404:
-            level.empty += 1
-            await asyncio.sleep(BACKOFF)
-            continue
-        if code != 200:
-            level.errors += 1
-            continue
-        code, _ = await timed(level.complete, c.request(
-            "POST", f"/tasks/{task['task_id']}/task_actions/complete",
-            {"instance_id": task["instance_id"], "time_used": 0.01}))
+        if task is None:
+            code, got = await timed(level.claim,
+                                    c.request("POST", "/task_actions/process", body))
+            if code == 404:
+                level.empty += 1
+                await asyncio.sleep(BACKOFF)
+                continue
+            if code != 200:
+                level.errors += 1
+                continue
+            task = got
+        assert task is not None
+        report: dict[str, Any] = {"instance_id": task["instance_id"], "time_used": 0.01}
+        if level.combined:  # as the pilot does: the completion claims the next task
+            report["claim"] = {"requirements": OFFER, "max_tasks": 1}
+        code, answer = await timed(level.complete, c.request(
+            "POST", f"/tasks/{task['task_id']}/task_actions/complete", report))
+        task = None
         if code == 200:
             level.done += 1
+            if level.combined and answer["tasks"]:
+                task = answer["tasks"][0]
         else:
             level.errors += 1
 
@@ -120,8 +133,8 @@ def running(level: Level, deadline: float) -> bool:
 
 
 async def run_level(server: Server, admin: httpx.Client, n: int, seconds: float,
-                    tag: str) -> Level:
-    level = Level(n)
+                    tag: str, combined: bool) -> Level:
+    level = Level(n, combined=combined)
     start = asyncio.Event()
     deadline = [float("inf")]
     workers = [asyncio.create_task(pilot(server, f"sim-{tag}-{i}", level, start, deadline))
@@ -161,13 +174,14 @@ def report(level: Level) -> None:
               f"({len(values)} requests"
               + (f"; {inside:.1f} ms mean inside the server)" if inside is not None else ")"))
     if level.done:
-        # N pilots claiming back to back keep N requests in the system: by Little's law
-        # the mean request waits N / (2 X) at X tasks/s (two requests per task)
+        # N pilots sending back to back keep N requests in the system: by Little's law the
+        # mean request waits N / (k X) at X tasks/s and k requests per task
         rate = level.done / level.seconds
-        print(f"  closed loop: {level.pilots} pilots at {rate:,.0f} tasks/s keep each request "
-              f"{1000 * level.pilots / (2 * rate):,.0f} ms on average (Little's law); a "
-              f"{TARGET_P99_MS:g} ms mean needs {level.pilots / (2 * TARGET_P99_MS / 1000):,.0f} "
-              "tasks/s")
+        k = (len(level.claim) + len(level.complete)) / level.done
+        print(f"  closed loop: {level.pilots} pilots at {rate:,.0f} tasks/s and {k:.2f} "
+              f"requests per task keep each request {1000 * level.pilots / (k * rate):,.0f} ms "
+              f"on average (Little's law); a {TARGET_P99_MS:g} ms mean needs "
+              f"{level.pilots / (k * TARGET_P99_MS / 1000):,.0f} tasks/s")
     print(f"  client CPU {level.client_cpu / level.seconds:.0%} of one core (the simulated "
           "pilots' own cost, on the same machine)")
     print(f"  server RSS {mb(level.rss_start)} at start, {mb(level.rss_end)} at end")
@@ -180,6 +194,9 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=30.0)
     parser.add_argument("--tasks", type=int, default=40_000)
     parser.add_argument("--quick", action="store_true", help="a smoke run: 5 and 10 pilots, 2 s")
+    parser.add_argument("--separate", action="store_true",
+                        help="claim and complete in separate requests (a pilot against a "
+                             "server without claims on completion)")
     args = parser.parse_args()
     if args.quick:
         args.pilots, args.seconds, args.tasks = "5,10", 2.0, 1000
@@ -204,7 +221,8 @@ def run(server: Server, levels: list[int], args: argparse.Namespace) -> None:
           f"in {time.monotonic() - t0:.1f} s; RSS {mb(server.rss())}")
     results = []
     for i, n in enumerate(levels):
-        level = asyncio.run(run_level(server, admin, n, args.seconds, str(i)))
+        level = asyncio.run(run_level(server, admin, n, args.seconds, str(i),
+                                      combined=not args.separate))
         report(level)
         results.append(level)
     left = counts(admin, ds).get("queued", 0)
