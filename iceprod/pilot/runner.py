@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import shutil
 import signal
 import socket
@@ -162,11 +163,16 @@ class NextWork(Protocol):
 
 
 class TaskLog:
-    """The pilot's log of one task: lines go to the task's `stdlog` and the pilot's log."""
+    """The pilot's log of one task: lines go to the task's `stdlog` and the pilot's log.
+
+    The file is opened once, at the first line, and each line is one append (no text-mode
+    file object per line); ``close`` ends it (the runner closes it when the task ends)."""
 
     def __init__(self, path: Path, task_id: str) -> None:
         self.path = path
         self.task_id = task_id
+        self._fd: int | None = None
+        self._closed = False
 
     def info(self, msg: str, *args: Any) -> None:
         self.write(logging.INFO, msg, *args)
@@ -178,11 +184,22 @@ class TaskLog:
         text = msg % args if args else msg
         log.log(level, "task %s: %s", self.task_id, text)
         stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        line = f"{stamp} {logging.getLevelName(level)} {text}\n".encode()
         try:
-            with open(self.path, "a") as f:
-                f.write(f"{stamp} {logging.getLevelName(level)} {text}\n")
+            if self._fd is None:
+                self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT
+                                   | os.O_CLOEXEC, 0o600)
+            os.write(self._fd, line)
         except OSError:
             pass
+        if self._closed:  # a line after the end: written, and the file closed again
+            self.close()
+
+    def close(self) -> None:
+        self._closed = True
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
 
 
 def tail_text(path: Path, limit: int) -> str:
@@ -271,7 +288,10 @@ class TaskRunner:
 
     async def execute(self) -> Outcome:
         """Run and report; never raises for the task's own failures."""
-        outcome = await self.run()
+        try:
+            outcome = await self.run()
+        finally:
+            self.tlog.close()  # all of stdlog is written: the report reads it
         await self.report(outcome)
         if not self.settings.keep_dirs:
             await asyncio.to_thread(shutil.rmtree, self.root, True)
