@@ -27,6 +27,7 @@ from iceprod.common.errors import (
     Invalid,
     NotFound,
     Unauthorized,
+    Unavailable,
     UndeclaredField,
 )
 from iceprod.common.schema import validate
@@ -60,6 +61,15 @@ _DATASET_NUMBER = re.compile(r"[0-9]{1,18}")
 F = TypeVar("F", bound=Callable[..., Awaitable[None]])
 
 
+class ShuttingDown(Unavailable):
+    """503 for a request caught by the process's shutdown."""
+
+    retry_after = 5
+
+
+SHUTTING_DOWN = ShuttingDown("the server is shutting down; try again shortly")
+
+
 @dataclass
 class AppContext:
     """Everything handlers need, created once per process."""
@@ -70,6 +80,9 @@ class AppContext:
     started: float = field(default_factory=time.time)
     check_responses: bool = field(default_factory=check_enabled)
     """Validate every JSON success answer against its model (``ICEPROD_CHECK_RESPONSES``)."""
+    stopping: bool = False
+    """Set when the process shuts down: a request that then fails unexpectedly (a long poll
+    woken after the store closed) answers 503 with ``Retry-After``, not 500."""
     resolver: TokenResolver = field(init=False)
     login_limiter: LoginLimiter = field(init=False)
     external: ExternalVerifier | None = field(init=False)
@@ -337,14 +350,30 @@ class APIHandler(tornado.web.RequestHandler):
             check(body, "Error", f"{type(self).__name__}.write_error")
         self.finish(json.dumps(body))
 
+    def _shutdown_casualty(self, exc: BaseException | None, status_code: int = 500) -> bool:
+        """A failure while the process shuts down that is not one of our answers: an
+        exception (a store already closed), or the request's task cancelled as the event
+        loop ends (Tornado then sends a 500 with no exception)."""
+        return self.ctx.stopping and status_code >= 500 and not isinstance(
+            exc, IceProdError | tornado.web.HTTPError)
+
     def send_error(self, status_code: int = 500, **kwargs: Any) -> None:
         exc = kwargs.get("exc_info", (None, None, None))[1]
+        if self._shutdown_casualty(exc, status_code):
+            self.quiet_log = True
+            cause = f" ({type(exc).__name__}: {exc})" if exc is not None else " (cancelled)"
+            log.info("%s %s -> 503 the server is shutting down%s", self.request.method,
+                     self.request.path, cause)
+            exc = SHUTTING_DOWN
+            kwargs["exc_info"] = (ShuttingDown, exc, None)
         if isinstance(exc, IceProdError):
             status_code = exc.code
             kwargs["reason"] = None
         super().send_error(status_code, **kwargs)
 
     def log_exception(self, typ: Any, value: Any, tb: Any) -> None:
+        if self._shutdown_casualty(value):
+            return  # send_error answers 503 and logs it
         if isinstance(value, UndeclaredField):
             log.error("%s %s -> 500 a repository's filter is refused: %s",
                       self.request.method, self.request.path, value.message)

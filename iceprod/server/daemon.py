@@ -91,6 +91,8 @@ async def serve(config: ServerConfig, only: str | None = None, grid: str | None 
         grid_task = asyncio.create_task(manager.run(stop))
     await stop.wait()
     log.info("shutting down")
+    if server is not None:
+        ctx.stopping = True  # a request failing from here on answers 503, not 500
     if grid_task is not None:
         # local pilots stop and report their tasks while the API still serves
         await asyncio.gather(grid_task, return_exceptions=True)
