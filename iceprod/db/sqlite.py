@@ -35,9 +35,9 @@ or refused statement has had no effect and runs again on the worker, as does one
 while the worker is busy. A write runs inline inside a transaction of its own whose COMMIT
 is outside the budget: SQLite can report an interrupted autocommit write or COMMIT that it
 did commit, and running that again would apply it twice (a log stored twice, a counter
-incremented twice); interrupted before its COMMIT, the transaction is rolled back whole. So a request's short statements
-never cross threads, and a long one (a big listing, a bulk update) costs the loop at most
-the budget. Handing a 50 µs statement to a thread and back costs more than the statement on
+incremented twice); interrupted before its COMMIT, the transaction is rolled back whole.
+So a request's short statements never cross threads, and a long one (a big listing, a bulk
+update) costs the loop at most the budget. Handing a 50 µs statement to a thread and back costs more than the statement on
 a busy machine (two thread switches, each a wait for the GIL, and the GIL convoy that
 follows).
 

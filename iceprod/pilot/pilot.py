@@ -289,9 +289,7 @@ class Pilot:
         (waiting on the server for work while nothing runs here), or one at a time against a
         server without that (it answers 400 to the new form; remembered)."""
         assert self.pool is not None and self.pilot_id
-        offer = cast(Resources, self.pool.offer())
-        if self.containers.runtimes:  # tasks with an image come only to a pilot that can run it
-            offer["containers"] = self.containers.names
+        offer = self.with_runtimes(self.pool.offer())
         self.claim_waited = False
         try:
             if self.multi_claim:
@@ -373,9 +371,14 @@ class Pilot:
             return None
         offer = self.pool.offer()  # walltime left, os, site
         offer.update(cpu=alloc.cpu, gpu=len(alloc.gpus), memory=alloc.memory, disk=alloc.disk)
+        return self.with_runtimes(offer), int(alloc.cpu)
+
+    def with_runtimes(self, offer: dict[str, Any]) -> Resources:
+        """``offer`` naming this pilot's container runtimes: tasks with an image come only
+        to a pilot that can run it."""
         if self.containers.runtimes:
             offer["containers"] = self.containers.names
-        return cast(Resources, offer), int(alloc.cpu)
+        return cast(Resources, offer)
 
     def take_over(self, task_id: str, tasks: Sequence[dict[str, Any]]) -> None:
         assert self.pool is not None

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -21,30 +23,48 @@ from iceprod.rest.app import make_app
 from iceprod.rest.base import AppContext, log_request
 from tests.conftest import free_port
 
+SECRET = "s" * 40
 
-@pytest.mark.parametrize("stopping", [True, False])
-async def test_a_request_caught_by_the_shutdown_answers_503(
-        tmp_path: Path, caplog: pytest.LogCaptureFixture, stopping: bool) -> None:
+
+@dataclass
+class Served:
+    """The real app served on a free port over a store of the test's own."""
+
+    ctx: AppContext
+    store: SQLiteStore
+    url: str
+
+
+@pytest.fixture
+async def served(tmp_path: Path) -> AsyncIterator[Served]:
     store = SQLiteStore(str(tmp_path / "data"))
     await store.ensure_indexes(all_specs())
-    secret = "s" * 40
     ctx = AppContext(db=Database(store),
-                     config=ServerConfig(data_dir=str(tmp_path / "data"), secret=secret))
+                     config=ServerConfig(data_dir=str(tmp_path / "data"), secret=SECRET))
     app = make_app(ctx)
     app.settings["log_function"] = log_request
     port = free_port()
     server = tornado.httpserver.HTTPServer(app)
     server.listen(port, "127.0.0.1")
-    token = create_token(secret, "root", ["admin"], [])
     try:
-        await store.close()  # the store is gone, as at the end of a shutdown
-        ctx.stopping = stopping
-        caplog.set_level(logging.INFO)
-        async with httpx.AsyncClient() as client:
-            answer = await client.get(f"http://127.0.0.1:{port}/datasets",
-                                      headers={"Authorization": f"Bearer {token}"})
+        yield Served(ctx, store, f"http://127.0.0.1:{port}")
     finally:
         server.stop()
+        await store.close()
+
+
+def bearer(username: str, role: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {create_token(SECRET, username, [role], [])}"}
+
+
+@pytest.mark.parametrize("stopping", [True, False])
+async def test_a_request_caught_by_the_shutdown_answers_503(
+        served: Served, caplog: pytest.LogCaptureFixture, stopping: bool) -> None:
+    await served.store.close()  # the store is gone, as at the end of a shutdown
+    served.ctx.stopping = stopping
+    caplog.set_level(logging.INFO)
+    async with httpx.AsyncClient() as client:
+        answer = await client.get(f"{served.url}/datasets", headers=bearer("root", "admin"))
     errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
     if not stopping:
         assert answer.status_code == 500
@@ -60,39 +80,24 @@ async def test_a_request_caught_by_the_shutdown_answers_503(
 
 
 async def test_a_long_poll_cancelled_as_the_loop_ends_answers_503(
-        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+        served: Served, caplog: pytest.LogCaptureFixture) -> None:
     """As the event loop ends, a waiting request's task is cancelled (Tornado then sends a
     500 of its own): while the server stops, that answer is a 503 with one INFO line."""
-    store = SQLiteStore(str(tmp_path / "data"))
-    await store.ensure_indexes(all_specs())
-    secret = "s" * 40
-    ctx = AppContext(db=Database(store),
-                     config=ServerConfig(data_dir=str(tmp_path / "data"), secret=secret))
-    app = make_app(ctx)
-    app.settings["log_function"] = log_request
-    port = free_port()
-    server = tornado.httpserver.HTTPServer(app)
-    server.listen(port, "127.0.0.1")
-    token = create_token(secret, "grid-manager", ["grid"], [])
     caplog.set_level(logging.INFO)
 
     def handlers() -> list[asyncio.Task[Any]]:
         return [t for t in asyncio.all_tasks() if "_execute" in repr(t.get_coro())]
 
-    try:
-        async with httpx.AsyncClient(timeout=30) as client:
-            poll = asyncio.ensure_future(client.get(
-                f"http://127.0.0.1:{port}/task_demand", params={"wait": 20},
-                headers={"Authorization": f"Bearer {token}"}))
-            while not handlers():  # the long poll is waiting inside the server
-                await asyncio.sleep(0.01)
-            ctx.stopping = True
-            for task in handlers():
-                task.cancel()
-            answer = await poll
-    finally:
-        server.stop()
-        await store.close()
+    async with httpx.AsyncClient(timeout=30) as client:
+        poll = asyncio.ensure_future(client.get(
+            f"{served.url}/task_demand", params={"wait": 20},
+            headers=bearer("grid-manager", "grid")))
+        while not handlers():  # the long poll's handler task exists in the server
+            await asyncio.sleep(0.01)
+        served.ctx.stopping = True
+        for task in handlers():
+            task.cancel()
+        answer = await poll
     assert answer.status_code == 503, answer.text
     assert answer.headers["Retry-After"] == "5"
     assert [r for r in caplog.records if r.levelno >= logging.ERROR] == []
